@@ -1,0 +1,125 @@
+"""Atomic file output and checksummed manifests: the one way every step writes results.
+
+A reader must never mistake a half-written output for a finished one. Files are written to a
+temporary sibling and renamed into place; a set of outputs is complete only when its manifest
+(relative path, size, sha256 of every file) exists, and the manifest is always written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_VERSION = 1
+_CHUNK = 1 << 20
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is incomplete, tampered with, or addressed unsafely."""
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def safe_relpath(relative: str) -> str:
+    """Normalize a relative artifact path; refuse anything that could escape its root/prefix."""
+    if not relative or relative.startswith(("/", "\\")) or "\\" in relative or ":" in relative.split("/")[0]:
+        raise ArtifactError(f"unsafe artifact path '{relative}': must be relative, with '/' separators")
+    parts = relative.split("/")
+    if any(p == ".." for p in parts):
+        raise ArtifactError(f"unsafe artifact path '{relative}': '..' is not allowed")
+    normalized = posixpath.normpath(relative)
+    if normalized in (".", "") or normalized.startswith("../"):
+        raise ArtifactError(f"unsafe artifact path '{relative}'")
+    return normalized
+
+
+def list_files(root: str | Path) -> list[str]:
+    """Relative posix paths of all files under ``root`` (sorted), excluding the manifest."""
+    root = Path(root)
+    files = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    return sorted(f for f in files if f != MANIFEST_NAME)
+
+
+def build_manifest(root: str | Path, files: Iterable[str] | None = None,
+                   metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Describe ``files`` (default: every file under ``root``) by size and sha256."""
+    root = Path(root)
+    entries = []
+    for rel in sorted(files if files is not None else list_files(root)):
+        full = root / safe_relpath(rel)
+        entries.append({"path": rel, "size": full.stat().st_size, "sha256": sha256_file(full)})
+    return {"version": MANIFEST_VERSION, "files": entries, "metadata": metadata or {}}
+
+
+def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def parse_manifest(text: str | bytes, where: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(text)
+        entries = manifest["files"]
+        for entry in entries:
+            safe_relpath(entry["path"])
+            int(entry["size"])
+            str(entry["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{where}: manifest is malformed: {exc}") from exc
+    return manifest
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no manifest; the output is incomplete or was never published")
+    return parse_manifest(path.read_bytes(), str(path))
+
+
+def verify_files(root: str | Path, manifest: dict[str, Any]) -> None:
+    """Check every manifest entry under ``root`` by size and sha256."""
+    root = Path(root)
+    for entry in manifest["files"]:
+        full = root / entry["path"]
+        if not full.is_file():
+            raise ArtifactError(f"{full}: listed in the manifest but missing")
+        if full.stat().st_size != entry["size"] or sha256_file(full) != entry["sha256"]:
+            raise ArtifactError(f"{full}: checksum mismatch with the manifest (corrupt or tampered)")

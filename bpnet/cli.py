@@ -1,0 +1,132 @@
+"""``bpnet``: the command line, a thin layer over the library mirroring ``tlt bpnet <sub_task>``.
+
+Exit codes: 0 success, 1 the work failed (e.g. invalid input data), 2 a bad command line or a bad
+spec (reported before any work starts, one line per problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from bpnet import __version__
+
+log = logging.getLogger("bpnet")
+
+EXIT_FAILED = 1
+EXIT_BAD_SPEC = 2
+
+
+def _common(parser: argparse.ArgumentParser, spec_paths: bool = True) -> None:
+    parser.add_argument("-l", "--log_level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="logging level")
+    if spec_paths:
+        parser.add_argument("--spec_root", default=None,
+                            help="directory that relative spec paths resolve against "
+                                 "(default: $BPNET_SPEC_ROOT, else the spec file's folder)")
+        parser.add_argument("--path_map", action="append", default=[], metavar="OLD=NEW",
+                            help="remap an absolute path prefix in specs, e.g. /workspace=/data/ws "
+                                 "(repeatable; also $BPNET_PATH_MAP, comma-separated)")
+
+
+def _add_dataset_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dataset_convert", help="convert a COCO keypoint dataset to TFRecords (+ masks)",
+                       description="Convert COCO person keypoints to sharded TFRecords "
+                                   "<output>-fold-NNN-of-NNN, optionally generating loss masks.")
+    p.add_argument("-d", "--dataset_spec", required=True, help="path to the JSON dataset spec")
+    p.add_argument("-o", "--output_filename", required=True,
+                   help="output prefix; shards are named <output>-fold-<num>-of-<total>")
+    p.add_argument("-m", "--mode", default="train", choices=["train", "test"],
+                   help="which split of the spec to convert: train_data or test_data (default: train)")
+    p.add_argument("--generate_masks", action="store_true",
+                   help="generate and save masks of regions with unlabeled people and crowds")
+    p.add_argument("--check_files", action="store_true",
+                   help="check that images decode at their annotated size and that masks exist")
+    p.add_argument("--skip_invalid", action="store_true",
+                   help="skip and count images with invalid data instead of failing")
+    p.add_argument("--num_shards", type=int, default=1, help="number of TFRecord shards (default: 1)")
+    _common(p)
+    p.set_defaults(func=_run_dataset_convert)
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="generate the synthetic demo dataset (COCO format)",
+                       description="Write a deterministic synthetic COCO person-keypoints dataset "
+                                   "and a dataset spec (DIR/coco_spec.json) that dataset_convert accepts.")
+    p.add_argument("-o", "--output_dir", required=True, help="directory to write the dataset to")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--train_images", type=int, default=128, help="number of training images (default: 128)")
+    p.add_argument("--val_images", type=int, default=32, help="number of validation images (default: 32)")
+    _common(p, spec_paths=False)
+    p.set_defaults(func=_run_synth)
+
+
+def _run_dataset_convert(args: argparse.Namespace) -> int:
+    from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset
+    from bpnet.specs import DatasetSpec, default_path_context, load_spec
+
+    if args.num_shards < 1:
+        raise _Usage(f"--num_shards: {args.num_shards} — expected a positive integer")
+    spec = load_spec(args.dataset_spec, DatasetSpec,
+                     default_path_context(args.dataset_spec, args.spec_root, args.path_map))
+    options = ConvertOptions(mode=args.mode, generate_masks=args.generate_masks, check_files=args.check_files,
+                             skip_invalid=args.skip_invalid, num_shards=args.num_shards)
+    try:
+        summary = convert_dataset(spec, args.output_filename, options)
+    except ConvertError as exc:
+        log.error("%s", exc)
+        log.error("nothing was written; fix the data or pass --skip_invalid to skip and count it")
+        return EXIT_FAILED
+    for line in summary.lines():
+        log.info("%s", line)
+    return 0
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from bpnet.data.synth import generate
+
+    counts = generate(args.output_dir, seed=args.seed, train_images=args.train_images, val_images=args.val_images)
+    for split, c in counts.items():
+        log.info("%s: %d images, %d annotations", split, c["images"], c["annotations"])
+    log.info("dataset spec: %s/coco_spec.json", args.output_dir)
+    return 0
+
+
+class _Usage(Exception):
+    """A bad command-line value discovered after parsing."""
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_dataset_convert, _add_synth]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bpnet", description="BodyPoseNet: TLT-compatible sub-tasks.")
+    parser.add_argument("--version", action="version", version=f"bpnet {__version__}")
+    sub = parser.add_subparsers(dest="sub_task", required=True, metavar="<sub_task>")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bpnet.specs import SpecError
+
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not our log
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return EXIT_BAD_SPEC
+    except _Usage as exc:
+        print(f"bpnet {args.sub_task}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SPEC
+
+
+if __name__ == "__main__":
+    sys.exit(main())

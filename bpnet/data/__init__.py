@@ -1,0 +1,1 @@
+"""Data: COCO reading, dataset_convert, the TFRecord schema, masks and the demo dataset."""

@@ -1,0 +1,230 @@
+"""The built-in demo dataset: COCO-format multi-person keypoints, deterministic by seed.
+
+Images show articulated stick figures on textured backgrounds. Each figure has the COCO 17-joint
+layout, a random pose, scale, rotation and facing (front or back), and colour codes that make
+left and right learnable (left limbs warm, right limbs cool, as clothing would). Figures overlap;
+keypoints hidden by a later figure are marked occluded, keypoints outside the image or randomly
+chosen ones are left unlabeled, some figures carry no keypoints at all, and some images hold a
+crowd region (many small figures annotated as one ``iscrowd`` RLE). Segmentations are polygons
+for persons and uncompressed RLE for crowds, as in COCO.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from bpnet.artifacts import atomic_write_bytes, atomic_write_text
+from bpnet.pose import COCO_KEYPOINTS, COCO_SKELETON
+
+log = logging.getLogger(__name__)
+
+J = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
+SPLITS = ("train2017", "val2017")
+
+
+@dataclass
+class Figure:
+    keypoints: np.ndarray  # (17, 2) image coordinates
+    facing_front: bool
+    mask: np.ndarray  # bool (H, W): pixels the figure covers when drawn
+
+
+def _body(rng: np.random.Generator, height: float, facing_front: bool) -> np.ndarray:
+    """17 keypoints of a figure of the given height, centred at the origin, in image axes."""
+    side = 1.0 if facing_front else -1.0  # person's left is on the image right when facing us
+    h = height
+    pts = np.zeros((17, 2))
+    pts[J["nose"]] = (0, -0.41 * h)
+    pts[J["left_eye"]], pts[J["right_eye"]] = (side * 0.025 * h, -0.44 * h), (-side * 0.025 * h, -0.44 * h)
+    pts[J["left_ear"]], pts[J["right_ear"]] = (side * 0.055 * h, -0.43 * h), (-side * 0.055 * h, -0.43 * h)
+    for name, sx in (("left", side), ("right", -side)):
+        shoulder = np.array((sx * 0.11 * h, -0.32 * h))
+        hip = np.array((sx * 0.07 * h, 0.0))
+        pts[J[f"{name}_shoulder"]], pts[J[f"{name}_hip"]] = shoulder, hip
+        a1 = np.deg2rad(90 + sx * rng.uniform(5, 80))  # upper arm from straight down, outward
+        a2 = a1 + np.deg2rad(rng.uniform(-70, 70))
+        elbow = shoulder + 0.16 * h * np.array((np.cos(a1), np.sin(a1)))
+        pts[J[f"{name}_elbow"]], pts[J[f"{name}_wrist"]] = elbow, elbow + 0.14 * h * np.array((np.cos(a2), np.sin(a2)))
+        b1 = np.deg2rad(90 + sx * rng.uniform(-5, 30))
+        b2 = b1 + np.deg2rad(rng.uniform(-25, 25))
+        knee = hip + 0.23 * h * np.array((np.cos(b1), np.sin(b1)))
+        pts[J[f"{name}_knee"]], pts[J[f"{name}_ankle"]] = knee, knee + 0.23 * h * np.array((np.cos(b2), np.sin(b2)))
+    angle = np.deg2rad(rng.uniform(-20, 20))
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return pts @ rot.T
+
+
+LEFT_COLOR, RIGHT_COLOR = np.array((40, 60, 220)), np.array((220, 120, 30))  # BGR: warm left, cool right
+
+
+def _draw(canvas: np.ndarray, pts: np.ndarray, height: float, facing_front: bool,
+          rng: np.random.Generator) -> np.ndarray:
+    """Draw a figure; returns the boolean mask of the pixels it covers."""
+    mask = np.zeros(canvas.shape[:2], np.uint8)
+    thick = max(2, int(0.05 * height))
+    jitter = rng.integers(-30, 30, 3)
+    torso_color = tuple(int(c) for c in rng.integers(60, 200, 3))
+    skin = tuple(int(c) for c in np.clip(np.array((140, 170, 210)) + rng.integers(-40, 30, 3), 0, 255))
+    p = np.round(pts).astype(np.int32)
+
+    def paint(fn, *args, color, **kw):
+        fn(canvas, *args, color=color, **kw)
+        fn(mask, *args, color=255, **kw)
+
+    torso = p[[J["left_shoulder"], J["right_shoulder"], J["right_hip"], J["left_hip"]]]
+    paint(cv2.fillConvexPoly, torso, color=torso_color)
+    for name, base in (("left", LEFT_COLOR), ("right", RIGHT_COLOR)):
+        color = tuple(int(c) for c in np.clip(base + jitter, 0, 255))
+        for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle")):
+            paint(cv2.line, tuple(p[J[f"{name}_{a}"]]), tuple(p[J[f"{name}_{b}"]]), color=color, thickness=thick)
+        for joint in ("wrist", "ankle"):
+            paint(cv2.circle, tuple(p[J[f"{name}_{joint}"]]), thick, color=color, thickness=-1)
+    neck = (p[J["left_shoulder"]] + p[J["right_shoulder"]]) // 2
+    head = (p[J["left_ear"]] + p[J["right_ear"]]) // 2
+    paint(cv2.line, tuple(neck), tuple(head), color=skin, thickness=thick)
+    paint(cv2.circle, tuple(head), max(3, int(0.065 * height)), color=skin, thickness=-1)
+    if facing_front:
+        dot = max(1, int(0.012 * height))
+        for name in ("left_eye", "right_eye"):
+            cv2.circle(canvas, tuple(p[J[name]]), dot, (20, 20, 20), -1)
+        cv2.circle(canvas, tuple(p[J["nose"]]), dot, (60, 60, 160), -1)
+    else:
+        cv2.ellipse(canvas, tuple(head), (max(3, int(0.06 * height)),) * 2, 0, 180, 360, (30, 40, 60), -1)
+    return mask > 0
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    base = cv2.resize(rng.integers(0, 255, (4, 5, 3), dtype=np.uint8), (width, height),
+                      interpolation=cv2.INTER_CUBIC)
+    img = base.astype(np.int16)
+    for _ in range(rng.integers(3, 9)):  # distractor shapes: textures, not people
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(10, 80)), y + int(rng.integers(10, 80))), color, -1)
+        else:
+            cv2.circle(img, (x, y), int(rng.integers(5, 40)), color, int(rng.integers(1, 4)))
+    img += rng.integers(-12, 12, img.shape, dtype=np.int16)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _polygons(mask: np.ndarray) -> list[list[float]]:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE: run lengths over the column-major pixels, starting with zeros."""
+    flat = np.asfortranarray(mask.astype(np.uint8)).reshape(-1, order="F")
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate(([0], changes, [flat.size])))
+    counts = runs.tolist() if flat[0] == 0 else [0] + runs.tolist()
+    return {"counts": counts, "size": list(mask.shape)}
+
+
+def _bbox(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+
+
+def _make_image(rng: np.random.Generator, image_id: int, next_ann_id: int) -> tuple[np.ndarray, dict, list[dict]]:
+    height, width = int(rng.integers(240, 401)), int(rng.integers(320, 481))
+    canvas = _background(rng, height, width)
+    annotations: list[dict] = []
+    if rng.random() < 0.2:  # a crowd: many small figures annotated as one region
+        crowd = np.zeros((height, width), bool)
+        cx, cy = rng.uniform(0.2, 0.8) * width, rng.uniform(0.3, 0.7) * height
+        for _ in range(int(rng.integers(4, 9))):
+            h = rng.uniform(18, 30)
+            pts = _body(rng, h, bool(rng.random() < 0.5)) + (cx + rng.uniform(-40, 40), cy + rng.uniform(-15, 15))
+            crowd |= _draw(canvas, pts, h, True, rng)
+        if crowd.any():
+            annotations.append({"iscrowd": 1, "segmentation": _uncompressed_rle(crowd), "bbox": _bbox(crowd),
+                                "area": float(crowd.sum()), "num_keypoints": 0, "keypoints": [0] * 51})
+    figures: list[tuple[Figure, bool]] = []
+    for _ in range(int(rng.integers(1, 5))):
+        h = rng.uniform(0.08, 0.9) * height if rng.random() < 0.2 else rng.uniform(0.4, 0.9) * height
+        front = bool(rng.random() < 0.75)
+        pts = _body(rng, h, front) + (rng.uniform(0.1, 0.9) * width, rng.uniform(0.35, 0.75) * height)
+        labeled = rng.random() > 0.1  # some people carry no keypoints at all
+        figures.append((Figure(pts, front, _draw(canvas, pts, h, front, rng)), labeled))
+    for i, (fig, labeled) in enumerate(figures):
+        later = np.zeros((height, width), bool)
+        for other, _ in figures[i + 1:]:
+            later |= other.mask
+        visible = fig.mask & ~later
+        if not visible.any():
+            continue
+        kps = np.zeros((17, 3))
+        if labeled:
+            for j, (x, y) in enumerate(fig.keypoints):
+                xi, yi = int(round(x)), int(round(y))
+                if not (0 <= xi < width and 0 <= yi < height) or rng.random() < 0.05:
+                    continue
+                face = COCO_KEYPOINTS[j] in ("nose", "left_eye", "right_eye")
+                if face and not fig.facing_front:
+                    continue  # a face seen from behind is not labeled, as in COCO
+                kps[j] = (x, y, 1 if later[yi, xi] or (COCO_KEYPOINTS[j].endswith("ear") and not fig.facing_front)
+                          else 2)
+        annotations.append({"iscrowd": 0, "segmentation": _polygons(visible), "bbox": _bbox(visible),
+                            "area": float(visible.sum()), "num_keypoints": int((kps[:, 2] > 0).sum()),
+                            "keypoints": [round(float(v), 2) for v in kps.ravel()]})
+    for k, ann in enumerate(annotations):
+        ann.update({"id": next_ann_id + k, "image_id": image_id, "category_id": 1})
+    image = {"id": image_id, "file_name": f"{image_id:012d}.jpg", "height": height, "width": width}
+    return canvas, image, annotations
+
+
+def coco_category() -> dict:
+    return {
+        "supercategory": "person", "id": 1, "name": "person", "num_joints": len(COCO_KEYPOINTS),
+        "keypoints": list(COCO_KEYPOINTS), "skeleton": [list(e) for e in COCO_SKELETON],
+        "skeleton_edge_names": [[COCO_KEYPOINTS[a - 1], COCO_KEYPOINTS[b - 1]] for a, b in COCO_SKELETON],
+    }
+
+
+def dataset_spec_dict(root: str = ".") -> dict:
+    """The dataset spec of a synth dataset (root relative to the spec file's folder)."""
+    def split(name: str) -> dict:
+        return {"images_root_dir_path": f"{name}2017", "mask_root_dir_path": f"{name}_mask2017",
+                "annotation_root_dir_path": f"annotations/person_keypoints_{name}2017.json"}
+
+    return {
+        "dataset": "coco", "root_directory_path": root, "train_data": split("train"), "test_data": split("val"),
+        "duplicate_data_with_each_person_as_center": True, "categories": [coco_category()],
+        "visibility_flags": {"value": {"visible": 2, "occluded": 1, "not_labeled": 0},
+                             "mapping": {"visible": "visible", "occluded": "occluded", "not_labeled": "not_labeled"}},
+        "data_filtering_params": {"min_acceptable_height": 32, "min_acceptable_width": 32,
+                                  "min_acceptable_kpts": 5, "min_acceptable_interperson_dist_ratio": 0.3},
+    }
+
+
+def generate(out_dir: str | Path, seed: int = 0, train_images: int = 128, val_images: int = 32) -> dict:
+    """Write the demo dataset under ``out_dir``; returns counts per split."""
+    out = Path(out_dir)
+    counts = {}
+    for split, n, split_seed in (("train2017", train_images, seed), ("val2017", val_images, seed + 1_000_003)):
+        rng = np.random.default_rng(split_seed)
+        images, annotations = [], []
+        base_id = 1 if split == "train2017" else 100_000
+        for k in tqdm(range(n), desc=f"synth {split}", unit="img", leave=False, disable=None):
+            canvas, image, anns = _make_image(rng, base_id + k, (base_id + k) * 100)
+            ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            if not ok:
+                raise RuntimeError("JPEG encoding failed")
+            atomic_write_bytes(out / split / image["file_name"], buf.tobytes())
+            images.append(image)
+            annotations.extend(anns)
+        doc = {"info": {"description": f"bpnet synthetic demo dataset, seed {seed}"}, "licenses": [],
+               "images": images, "annotations": annotations, "categories": [coco_category()]}
+        atomic_write_text(out / "annotations" / f"person_keypoints_{split}.json", json.dumps(doc))
+        counts[split] = {"images": len(images), "annotations": len(annotations)}
+    atomic_write_text(out / "coco_spec.json", json.dumps(dataset_spec_dict("."), indent=2) + "\n")
+    return counts

@@ -1,0 +1,104 @@
+"""The dataset spec (JSON) read by dataset_convert, train, evaluate and inference.
+
+Fields and defaults follow the guide's "Create a Configuration File for the Dataset Converter".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from bpnet.specs.base import SpecModel, SpecPath
+
+BpNetVisibility = Literal["visible", "occluded", "not_labeled"]
+
+
+class DataSplitConfig(SpecModel):
+    """Paths of one split, relative to ``root_directory_path``."""
+
+    images_root_dir_path: str
+    mask_root_dir_path: str
+    annotation_root_dir_path: str
+
+
+class CategoryConfig(SpecModel):
+    """The keypoint convention of the dataset, as in COCO's ``categories`` entries."""
+
+    supercategory: str = "person"
+    id: int = 1
+    name: str = "person"
+    num_joints: int = Field(17, ge=1)
+    keypoints: list[str]
+    skeleton: list[tuple[int, int]] = Field(default_factory=list)
+    skeleton_edge_names: list[tuple[str, str]] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CategoryConfig:
+        if len(self.keypoints) != self.num_joints:
+            raise ValueError(f"num_joints is {self.num_joints} but {len(self.keypoints)} keypoints are named")
+        if len(set(self.keypoints)) != len(self.keypoints):
+            raise ValueError("keypoint names must be unique")
+        for a, b in self.skeleton:
+            if not (1 <= a <= self.num_joints and 1 <= b <= self.num_joints):
+                raise ValueError(f"skeleton edge [{a}, {b}] must use 1-based indices in [1, {self.num_joints}]")
+        if self.skeleton_edge_names is not None:
+            named = [(self.keypoints[a - 1], self.keypoints[b - 1]) for a, b in self.skeleton]
+            if [tuple(e) for e in self.skeleton_edge_names] != named:
+                raise ValueError("skeleton_edge_names must name the skeleton's edges, in the same order")
+        return self
+
+
+class VisibilityFlagsConfig(SpecModel):
+    """Dataset visibility flags (name -> value) and their mapping to BodyPoseNet's categories."""
+
+    value: dict[str, int] = Field(default_factory=lambda: {"visible": 2, "occluded": 1, "not_labeled": 0})
+    mapping: dict[str, BpNetVisibility] = Field(
+        default_factory=lambda: {"visible": "visible", "occluded": "occluded", "not_labeled": "not_labeled"}
+    )
+
+    @model_validator(mode="after")
+    def _all_mapped(self) -> VisibilityFlagsConfig:
+        unmapped = sorted(set(self.value) - set(self.mapping))
+        if unmapped:
+            raise ValueError(f"visibility categories {unmapped} have no entry in mapping")
+        unknown = sorted(set(self.mapping) - set(self.value))
+        if unknown:
+            raise ValueError(f"mapping names categories {unknown} that have no flag value")
+        if len(set(self.value.values())) != len(self.value):
+            raise ValueError("visibility flag values must be distinct")
+        return self
+
+
+class DataFilteringParams(SpecModel):
+    """Rules selecting the persons an image is centred on (duplicate mode only)."""
+
+    min_acceptable_height: float = Field(32, ge=0)
+    min_acceptable_width: float = Field(32, ge=0)
+    min_acceptable_kpts: int = Field(5, ge=0)
+    min_acceptable_interperson_dist_ratio: float = Field(0.3, ge=0)
+
+
+class DatasetSpec(SpecModel):
+    """The whole dataset spec file."""
+
+    dataset: str = "coco"
+    root_directory_path: SpecPath
+    train_data: DataSplitConfig
+    test_data: DataSplitConfig
+    duplicate_data_with_each_person_as_center: bool = True
+    categories: list[CategoryConfig] = Field(min_length=1)
+    visibility_flags: VisibilityFlagsConfig = Field(default_factory=VisibilityFlagsConfig)
+    data_filtering_params: DataFilteringParams = Field(default_factory=DataFilteringParams)
+
+    def split(self, mode: Literal["train", "test"]) -> DataSplitConfig:
+        return self.train_data if mode == "train" else self.test_data
+
+    def under_root(self, relative: str) -> Path:
+        return Path(self.root_directory_path) / relative
+
+    @property
+    def person_category(self) -> CategoryConfig:
+        """The (single) person category whose keypoints are converted."""
+        return self.categories[0]

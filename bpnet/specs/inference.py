@@ -1,0 +1,50 @@
+"""The inference spec (YAML) used by ``inference`` and ``evaluate``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from bpnet.specs.base import SpecModel, SpecPath
+from bpnet.specs.train import MODEL_STRIDE
+
+
+class InferenceSpec(SpecModel):
+    model_path: SpecPath | None = None
+    train_spec: SpecPath | None = None
+    input_shape: tuple[int, int] = (368, 368)
+    keep_aspect_ratio_mode: Literal["pad_image_input", "adjust_network_input"] | None = "adjust_network_input"
+    output_stage_to_use: int | None = Field(None, ge=1)
+    output_upsampling_factor: tuple[int, int] = (8, 8)
+    heatmap_threshold: float = Field(0.1, ge=0, le=1)
+    paf_threshold: float = Field(0.05, ge=0, le=1)
+    multi_scale_inference: bool = False
+    scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0], min_length=1)
+
+    @field_validator("keep_aspect_ratio_mode", mode="before")
+    @classmethod
+    def _none_string(cls, value: object) -> object:
+        """The guide's comment lists the choice as ``None``; accept it as written."""
+        return None if value in ("None", "none", "null") else value
+
+    @field_validator("input_shape")
+    @classmethod
+    def _stride_multiple(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if any(v <= 0 or v % MODEL_STRIDE for v in value):
+            raise ValueError(f"height and width must be positive multiples of the model stride {MODEL_STRIDE}")
+        return value
+
+    @field_validator("output_upsampling_factor")
+    @classmethod
+    def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if any(v < 1 for v in value):
+            raise ValueError("upsampling factors must be >= 1")
+        return value
+
+    @field_validator("scales")
+    @classmethod
+    def _positive_scales(cls, value: list[float]) -> list[float]:
+        if any(s <= 0 for s in value):
+            raise ValueError("scales must be > 0")
+        return value

@@ -1,0 +1,257 @@
+"""The train spec (YAML): trainer, model, loss, optimizer, dataloader, augmentation, labels.
+
+Every field of the guide's tables, with its documented default, type and allowed values. The
+same model serves ``train`` and the ``retrain`` of a pruned model (``load_graph: true``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from bpnet.specs.base import SpecModel, SpecPath
+
+MODEL_STRIDE = 8
+
+
+class FinetuningConfig(SpecModel):
+    is_finetune_exp: bool = False
+    checkpoint_path: SpecPath | None = None
+    ckpt_epoch_num: int = Field(0, ge=0)
+
+
+class BackboneAttributes(SpecModel):
+    architecture: Literal["vgg"] = "vgg"
+    mtype: Literal["default"] = "default"
+    use_bias: bool = False
+
+
+class ModelConfig(SpecModel):
+    class_name: Literal["BpNetLiteModel"] = Field("BpNetLiteModel", alias="__class_name__")
+    backbone_attributes: BackboneAttributes = Field(default_factory=BackboneAttributes)
+    stages: int = Field(3, ge=2, le=6)
+    heat_channels: Literal[19] = 19
+    paf_channels: Literal[38] = 38
+    use_self_attention: bool = False
+    data_format: Literal["channels_last"] = "channels_last"
+    use_bias: bool = True
+    regularization_type: Literal["l1", "l2", "l1_l2"] = "l1"
+    kernel_regularization_factor: float = Field(5.0e-4, ge=0)
+    bias_regularization_factor: float = Field(0.0, ge=0)
+    kernel_initializer: Literal["random_normal"] = "random_normal"
+
+
+class LossConfig(SpecModel):
+    class_name: Literal["BpNetLoss"] = Field("BpNetLoss", alias="__class_name__")
+
+
+class LearningRateSchedule(SpecModel):
+    """Soft-start annealing: ramp up to base over soft_start, hold, anneal down from annealing."""
+
+    class_name: Literal["SoftstartAnnealingLearningRateSchedule"] = Field(
+        "SoftstartAnnealingLearningRateSchedule", alias="__class_name__"
+    )
+    soft_start: float = Field(0.05, ge=0, le=1)
+    annealing: float = Field(0.5, ge=0, le=1)
+    base_learning_rate: float = Field(2.0e-5, gt=0)
+    min_learning_rate: float = Field(8.0e-8, gt=0)
+    last_step: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LearningRateSchedule:
+        if self.soft_start > self.annealing:
+            raise ValueError(f"soft_start ({self.soft_start}) must not exceed annealing ({self.annealing})")
+        if self.min_learning_rate > self.base_learning_rate:
+            raise ValueError(
+                f"min_learning_rate ({self.min_learning_rate}) must not exceed "
+                f"base_learning_rate ({self.base_learning_rate})"
+            )
+        return self
+
+
+class OptimizerConfig(SpecModel):
+    class_name: Literal["WeightedMomentumOptimizer"] = Field("WeightedMomentumOptimizer", alias="__class_name__")
+    learning_rate_schedule: LearningRateSchedule = Field(default_factory=LearningRateSchedule)
+    grad_weights_dict: dict[str, float] | None = None
+    weight_default_value: float = Field(1.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    use_nesterov: bool = False
+
+
+class ImageDims(SpecModel):
+    height: int = Field(256, gt=0)
+    width: int = Field(256, gt=0)
+    channels: Literal[3] = 3
+
+    @field_validator("height", "width")
+    @classmethod
+    def _stride_multiple(cls, value: int) -> int:
+        if value % MODEL_STRIDE:
+            raise ValueError(f"must be a multiple of the model stride {MODEL_STRIDE}")
+        return value
+
+
+class ImageConfig(SpecModel):
+    image_dims: ImageDims = Field(default_factory=ImageDims)
+    image_encoding: Literal["jpg", "png"] = "jpg"
+
+
+class PoseConfigRef(SpecModel):
+    class_name: Literal["BpNetPoseConfig"] = Field("BpNetPoseConfig", alias="__class_name__")
+    target_shape: tuple[int, int] = (32, 32)
+    pose_config_path: SpecPath
+
+
+class DatasetConfig(SpecModel):
+    root_data_path: SpecPath
+    train_records_folder_path: SpecPath
+    train_records_path: list[str] = Field(min_length=1)
+    val_records_folder_path: SpecPath | None = None
+    val_records_path: list[str] = Field(default_factory=list)
+    dataset_specs: dict[str, SpecPath] = Field(min_length=1)
+
+
+class NormalizationParams(SpecModel):
+    """(data / scale) - offset, per channel."""
+
+    image_scale: tuple[float, float, float] = (256.0, 256.0, 256.0)
+    image_offset: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    mask_scale: tuple[float] = (255.0,)
+    mask_offset: tuple[float] = (0.0,)
+
+    @field_validator("image_scale", "mask_scale")
+    @classmethod
+    def _nonzero(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v == 0 for v in value):
+            raise ValueError("scales must be non-zero (data is divided by them)")
+        return value
+
+
+class SpatialAugParams(SpecModel):
+    flip_lr_prob: float = Field(0.5, ge=0, le=1)
+    flip_tb_prob: float = Field(0.0, ge=0, le=1)
+    rotate_deg_max: float = 40.0
+    rotate_deg_min: float | None = -40.0
+    zoom_prob: float = Field(0.0, ge=0, le=1)
+    zoom_ratio_min: float = Field(1.0, gt=0)
+    zoom_ratio_max: float = Field(1.0, gt=0)
+    translate_max_x: float = 40.0
+    translate_min_x: float = -40.0
+    translate_max_y: float = 40.0
+    translate_min_y: float = -40.0
+    use_translate_ratio: bool = False
+    translate_ratio_max: float = 0.2
+    translate_ratio_min: float = -0.2
+    target_person_scale: float = Field(0.6, gt=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SpatialAugParams:
+        rot_min = -abs(self.rotate_deg_max) if self.rotate_deg_min is None else self.rotate_deg_min
+        for low_name, low, high_name, high in (
+            ("rotate_deg_min", rot_min, "rotate_deg_max", self.rotate_deg_max),
+            ("zoom_ratio_min", self.zoom_ratio_min, "zoom_ratio_max", self.zoom_ratio_max),
+            ("translate_min_x", self.translate_min_x, "translate_max_x", self.translate_max_x),
+            ("translate_min_y", self.translate_min_y, "translate_max_y", self.translate_max_y),
+            ("translate_ratio_min", self.translate_ratio_min, "translate_ratio_max", self.translate_ratio_max),
+        ):
+            if low > high:
+                raise ValueError(f"{low_name} ({low}) must not exceed {high_name} ({high})")
+        return self
+
+    @property
+    def rotation_range(self) -> tuple[float, float]:
+        """A null rotate_deg_min means the symmetric range [-max, max] (guide note)."""
+        low = -abs(self.rotate_deg_max) if self.rotate_deg_min is None else self.rotate_deg_min
+        return low, self.rotate_deg_max
+
+
+class AugmentationConfig(SpecModel):
+    class_name: Literal["AugmentationConfig"] = Field("AugmentationConfig", alias="__class_name__")
+    spatial_augmentation_mode: Literal["person_centric", "center_aug", "random_aug"] = "person_centric"
+    spatial_aug_params: SpatialAugParams = Field(default_factory=SpatialAugParams)
+    identity_spatial_aug_params: None = Field(
+        None, description="Fixed spatial transformations: not supported by BodyPoseNet (guide); must be null."
+    )
+
+
+class LabelProcessorConfig(SpecModel):
+    paf_gaussian_sigma: float = Field(0.03, gt=0)
+    heatmap_gaussian_sigma: float = Field(7.0, gt=0)
+    paf_ortho_dist_thresh: float = Field(1.0, gt=0)
+
+
+class DataloaderConfig(SpecModel):
+    class_name: Literal["BpNetDataloader"] = Field("BpNetDataloader", alias="__class_name__")
+    batch_size: int = Field(10, ge=1)
+    shuffle_buffer_size: int = Field(20000, ge=1)
+    image_config: ImageConfig = Field(default_factory=ImageConfig)
+    pose_config: PoseConfigRef
+    dataset_config: DatasetConfig
+    normalization_params: NormalizationParams = Field(default_factory=NormalizationParams)
+    augmentation_config: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    label_processor_config: LabelProcessorConfig = Field(default_factory=LabelProcessorConfig)
+
+    @model_validator(mode="after")
+    def _target_shape_matches_stride(self) -> DataloaderConfig:
+        dims = self.image_config.image_dims
+        expected = (dims.height // MODEL_STRIDE, dims.width // MODEL_STRIDE)
+        if tuple(self.pose_config.target_shape) != expected:
+            raise ValueError(
+                f"pose_config.target_shape {list(self.pose_config.target_shape)} must be the image dims "
+                f"{[dims.height, dims.width]} divided by the model stride {MODEL_STRIDE}: {list(expected)}"
+            )
+        return self
+
+
+# Sections the guide's trainer sample lists beside ``dataloader`` although they belong to it.
+_DATALOADER_SECTIONS = ("augmentation_config", "label_processor_config")
+
+
+class TrainSpec(SpecModel):
+    """The whole train spec (``BpNetTrainer``)."""
+
+    class_name: Literal["BpNetTrainer"] = Field("BpNetTrainer", alias="__class_name__")
+    checkpoint_dir: SpecPath | None = None
+    log_every_n_secs: int = Field(30, ge=0)
+    checkpoint_n_epoch: int = Field(5, ge=1)
+    num_epoch: int = Field(100, ge=1)
+    summary_every_n_steps: int = Field(20, ge=0)
+    infrequent_summary_every_n_steps: int = Field(0, ge=0)
+    validation_every_n_epoch: int = Field(5, ge=0)
+    max_ckpt_to_keep: int = Field(100, ge=1)
+    random_seed: int = 42
+    pretrained_weights: SpecPath | None = None
+    load_graph: bool = False
+    finetuning_config: FinetuningConfig = Field(default_factory=FinetuningConfig)
+    use_stagewise_lr_multipliers: bool = False
+    dataloader: DataloaderConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataloader_sections_at_top(cls, data: Any) -> Any:
+        """Accept augmentation/label configs written next to ``dataloader`` (the guide's trainer
+        sample shows them there); they are moved into the dataloader, where they belong."""
+        if not isinstance(data, dict):
+            return data
+        moved = {k: data[k] for k in _DATALOADER_SECTIONS if k in data}
+        if not moved:
+            return data
+        data = {k: v for k, v in data.items() if k not in moved}
+        loader = data.get("dataloader")
+        if isinstance(loader, dict):
+            clash = sorted(k for k in moved if k in loader)
+            if clash:
+                raise ValueError(f"{clash} given both at top level and inside dataloader; keep one")
+            data["dataloader"] = {**loader, **moved}
+        return data
+
+    @property
+    def regularization_enabled(self) -> bool:
+        """Retraining a loaded (pruned) graph turns regularization off, as the guide states."""
+        return not self.load_graph and (
+            self.model.kernel_regularization_factor > 0 or self.model.bias_regularization_factor > 0
+        )

@@ -1,0 +1,63 @@
+"""The skeleton: counts, flip pairs and the COCO-17 -> 18-joint mapping (neck derivation)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bpnet.pose import (
+    BPNET_SKELETON,
+    COCO_KEYPOINTS,
+    PoseConfigError,
+    Visibility,
+    dataset_to_model_keypoints,
+    load_pose_config,
+)
+
+
+def test_channel_counts_match_the_published_model():
+    assert BPNET_SKELETON.num_joints == 18
+    assert BPNET_SKELETON.heat_channels == 19 and BPNET_SKELETON.paf_channels == 38
+
+
+def test_flip_index_swaps_left_and_right_and_is_an_involution():
+    flip = BPNET_SKELETON.flip_index
+    joints = BPNET_SKELETON.joints
+    assert joints[flip[joints.index("left_wrist")]] == "right_wrist"
+    assert joints[flip[joints.index("neck")]] == "neck"
+    assert np.array_equal(flip[flip], np.arange(18))
+
+
+def test_neck_is_midpoint_of_shoulders_with_weaker_flag():
+    kps = np.zeros((1, 17, 3), np.float32)
+    kps[0, COCO_KEYPOINTS.index("left_shoulder")] = (10, 20, Visibility.VISIBLE)
+    kps[0, COCO_KEYPOINTS.index("right_shoulder")] = (30, 40, Visibility.OCCLUDED)
+    kps[0, COCO_KEYPOINTS.index("nose")] = (5, 6, Visibility.VISIBLE)
+    out = dataset_to_model_keypoints(kps, COCO_KEYPOINTS)
+    neck = out[0, BPNET_SKELETON.joints.index("neck")]
+    assert neck.tolist() == [20.0, 30.0, float(Visibility.OCCLUDED)]
+    assert out[0, BPNET_SKELETON.joints.index("nose")].tolist() == [5, 6, Visibility.VISIBLE]
+
+
+def test_neck_is_not_labeled_when_a_shoulder_is_missing():
+    kps = np.zeros((1, 17, 3), np.float32)
+    kps[0, COCO_KEYPOINTS.index("left_shoulder")] = (10, 20, Visibility.VISIBLE)
+    out = dataset_to_model_keypoints(kps, COCO_KEYPOINTS)
+    assert out[0, BPNET_SKELETON.joints.index("neck")].tolist() == [0, 0, Visibility.NOT_LABELED]
+
+
+def test_dataset_without_a_needed_joint_is_refused():
+    names = [n for n in COCO_KEYPOINTS if n != "left_ankle"]
+    with pytest.raises(PoseConfigError, match="left_ankle"):
+        dataset_to_model_keypoints(np.zeros((1, 16, 3)), names)
+
+
+def test_a_different_skeleton_config_is_refused(tmp_path):
+    config = BPNET_SKELETON.to_config()
+    config["skeleton"] = config["skeleton"][:-1]
+    path = tmp_path / "pose.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(PoseConfigError, match="only the default 18-joint skeleton"):
+        load_pose_config(path)
