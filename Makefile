@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check bpnet components pipelines tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/convert.py
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 demo-data: $(STAMP)
 	@test -f $(DEMO)/coco_spec.json || $(BIN)/bpnet synth -o $(DEMO)

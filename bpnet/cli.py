@@ -64,6 +64,59 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_synth)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train (or retrain) a BodyPoseNet model; resumes automatically",
+                       description="Train as the train spec says. Re-running the same command resumes from "
+                                   "the latest checkpoint in the results directory.")
+    p.add_argument("-e", "--experiment_spec_file", required=True, help="path to the train spec (YAML)")
+    p.add_argument("-r", "--results_dir", required=True, help="folder for checkpoints, logs and the model")
+    _key_argument(p)
+    p.add_argument("--gpus", type=int, default=1, help="number of GPUs to train on (default: 1)")
+    p.add_argument("--gpu_index", type=int, nargs="+", default=None, help="indices of the GPUs to use")
+    p.add_argument("--dump_samples", type=int, default=0, metavar="N",
+                   help="write N training samples with their heatmaps/PAFs/masks drawn on them to "
+                        "<results_dir>/label_samples and exit (checks the labels by eye)")
+    _common(p)
+    p.set_defaults(func=_run_train)
+
+
+def _key_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-k", "--key", default=None,
+                        help="model encryption key (or set $BPNET_MODEL_KEY, which keeps it out of process lists)")
+
+
+def _resolve_key(args: argparse.Namespace) -> str:
+    key = args.key or os.environ.get("BPNET_MODEL_KEY")
+    if not key:
+        raise _Usage("-k/--key: missing — pass the model key or set $BPNET_MODEL_KEY")
+    return key
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from bpnet.specs import TrainSpec, default_path_context, load_spec
+
+    if args.gpus < 1:
+        raise _Usage(f"--gpus: {args.gpus} — expected a positive integer")
+    key = _resolve_key(args)
+    spec = load_spec(args.experiment_spec_file, TrainSpec,
+                     default_path_context(args.experiment_spec_file, args.spec_root, args.path_map))
+    if args.dump_samples:
+        from bpnet.data.label_viz import dump_samples
+
+        written = dump_samples(spec, args.results_dir, args.dump_samples)
+        log.info("wrote %d label visualizations to %s", len(written), written[0].parent if written else "-")
+        return 0
+    from bpnet.train import train
+
+    result = train(spec, args.results_dir, key, gpus=args.gpus, gpu_index=args.gpu_index)
+    log.info("model: %s (%d parameters, %.2f GFLOPs/image)", result.model_path, result.parameters,
+             result.gflops_per_image)
+    if result.first_loss is not None:
+        log.info("loss %.5g -> %.5g over %d steps (%.1f images/s)", result.first_loss, result.last_loss,
+                 result.steps, result.images_per_second)
+    return 0
+
+
 def _run_dataset_convert(args: argparse.Namespace) -> int:
     from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset
     from bpnet.specs import DatasetSpec, default_path_context, load_spec
@@ -99,7 +152,7 @@ class _Usage(Exception):
     """A bad command-line value discovered after parsing."""
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_dataset_convert, _add_synth]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_dataset_convert, _add_train, _add_synth]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not our log
+    logging.getLogger("absl").setLevel(logging.WARNING)  # per-checkpoint chatter from TF's saver
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
@@ -123,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return EXIT_BAD_SPEC
+    except (ValueError, FileNotFoundError) as exc:  # bad inputs found while working: no traceback
+        if args.log_level == "DEBUG":
+            raise
+        log.error("%s", exc)
+        return EXIT_FAILED
     except _Usage as exc:
         print(f"bpnet {args.sub_task}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_SPEC

@@ -57,3 +57,43 @@ def moto_server() -> Iterator[MotoServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def converted(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session dataset converted to train records (with masks) in a folder of its own."""
+    from bpnet.data.convert import ConvertOptions, convert_dataset
+    from bpnet.specs import DatasetSpec, load_spec
+
+    out = tmp_path_factory.mktemp("records")
+    spec = load_spec(synth_dir / "coco_spec.json", DatasetSpec)
+    convert_dataset(spec, out / "train", ConvertOptions(generate_masks=True))
+    return out
+
+
+def write_train_spec(path: Path, synth_dir: Path, records: Path, **overrides) -> Path:
+    """A small train spec over the session dataset; ``overrides`` are dotted keys (a.b.c=value)."""
+    import yaml
+
+    spec = {
+        "num_epoch": 2, "checkpoint_n_epoch": 1, "random_seed": 5, "log_every_n_secs": 0,
+        "summary_every_n_steps": 1, "infrequent_summary_every_n_steps": 2,
+        "dataloader": {
+            "batch_size": 4, "shuffle_buffer_size": 100,
+            "image_config": {"image_dims": {"height": 64, "width": 64}},
+            "pose_config": {"target_shape": [8, 8], "pose_config_path": str(REPO / "specs/bpnet_18joints.json")},
+            "dataset_config": {"root_data_path": str(synth_dir), "train_records_folder_path": str(records),
+                               "train_records_path": ["train-fold-000-of-001"],
+                               "dataset_specs": {"coco": str(synth_dir / "coco_spec.json")}},
+        },
+        "model": {"stages": 2, "width_multiplier": 0.125},
+        "optimizer": {"learning_rate_schedule": {"base_learning_rate": 1e-3, "min_learning_rate": 1e-5}},
+    }
+    for dotted, value in overrides.items():
+        node = spec
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(spec))
+    return path

@@ -202,12 +202,16 @@ def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertOptions
     summary.crowd_regions += sum(p.iscrowd for p in persons)
     summary.masked_persons += sum(not p.iscrowd and masks.is_ignored(p, params.min_acceptable_kpts) for p in persons)
     mask_rel = str(Path(split.mask_root_dir_path) / mask_name(image))
+    mask_file = spec.under_root(mask_rel)
     if options.generate_masks:
         mask = masks.ignore_mask(persons, image.height, image.width, params.min_acceptable_kpts)
-        atomic_write_bytes(spec.under_root(mask_rel), masks.encode_png(mask))
+        atomic_write_bytes(mask_file, masks.encode_png(mask))
         summary.masks_written += 1
-    elif not spec.under_root(mask_rel).is_file():
-        mask_rel = ""
+        ignored = int(np.count_nonzero(mask == masks.MASK_IGNORE))
+    elif mask_file.is_file():
+        ignored = -1  # a mask made earlier: unknown content, the loader must read it
+    else:
+        mask_rel, ignored = "", 0
 
     labeled = [p for p in persons if not p.iscrowd and p.num_labeled > 0]
     names = spec.person_category.keypoints
@@ -219,7 +223,7 @@ def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertOptions
         return records.PoseSample(
             image_id=image.image_id, filename=str(Path(split.images_root_dir_path) / image.file_name),
             mask_filename=mask_rel, height=image.height, width=image.width, dataset=spec.dataset,
-            keypoints=keypoints[order], bboxes=bboxes[order], main_index=main_index)
+            keypoints=keypoints[order], bboxes=bboxes[order], main_index=main_index, mask_ignored=ignored)
 
     if options.mode == "test" or not spec.duplicate_data_with_each_person_as_center:
         return [sample(list(range(len(labeled))), -1)]

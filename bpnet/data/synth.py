@@ -134,8 +134,11 @@ def _bbox(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
-def _make_image(rng: np.random.Generator, image_id: int, next_ann_id: int) -> tuple[np.ndarray, dict, list[dict]]:
+def _make_image(rng: np.random.Generator, image_id: int, next_ann_id: int,
+                size: tuple[int, int] | None = None) -> tuple[np.ndarray, dict, list[dict]]:
     height, width = int(rng.integers(240, 401)), int(rng.integers(320, 481))
+    if size is not None:
+        width, height = size
     canvas = _background(rng, height, width)
     annotations: list[dict] = []
     if rng.random() < 0.2:  # a crowd: many small figures annotated as one region
@@ -206,8 +209,12 @@ def dataset_spec_dict(root: str = ".") -> dict:
     }
 
 
-def generate(out_dir: str | Path, seed: int = 0, train_images: int = 128, val_images: int = 32) -> dict:
-    """Write the demo dataset under ``out_dir``; returns counts per split."""
+def generate(out_dir: str | Path, seed: int = 0, train_images: int = 128, val_images: int = 32,
+             image_size: tuple[int, int] | None = None) -> dict:
+    """Write the demo dataset under ``out_dir``; returns counts per split.
+
+    ``image_size`` (width, height) fixes the image size (e.g. COCO's typical 640x480 for
+    benchmarks); by default sizes vary between 320x240 and 480x400."""
     out = Path(out_dir)
     counts = {}
     for split, n, split_seed in (("train2017", train_images, seed), ("val2017", val_images, seed + 1_000_003)):
@@ -215,7 +222,7 @@ def generate(out_dir: str | Path, seed: int = 0, train_images: int = 128, val_im
         images, annotations = [], []
         base_id = 1 if split == "train2017" else 100_000
         for k in tqdm(range(n), desc=f"synth {split}", unit="img", leave=False, disable=None):
-            canvas, image, anns = _make_image(rng, base_id + k, (base_id + k) * 100)
+            canvas, image, anns = _make_image(rng, base_id + k, (base_id + k) * 100, image_size)
             ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 92])
             if not ok:
                 raise RuntimeError("JPEG encoding failed")

@@ -40,6 +40,10 @@ class ModelConfig(SpecModel):
     kernel_regularization_factor: float = Field(5.0e-4, ge=0)
     bias_regularization_factor: float = Field(0.0, ge=0)
     kernel_initializer: Literal["random_normal"] = "random_normal"
+    width_multiplier: float = Field(
+        1.0, gt=0, le=1,
+        description="Project extension (not in TLT): scales every hidden layer's filter count, e.g. 0.25 "
+                    "for a CPU demo. The guide's specs never set it; 1.0 is the published model.")
 
 
 class LossConfig(SpecModel):

@@ -1,0 +1,145 @@
+"""The training input pipeline (tf.data): records -> augmented images, labels and loss masks.
+
+tf.data reads, shuffles and batches the serialized records; each batch is then made by one
+NumPy/OpenCV call (C loops that release the GIL; batches run in parallel). Per sample: compose the
+augmentation transform, decode the JPEG at the coarsest DCT scale the transform allows (1/2,
+1/4, 1/8 — a person-centric crop that shrinks the image need not decode every pixel), warp the
+image with the transform, pool the mask to the output stride and warp it too, move the
+keypoints (swapping left/right joints on a horizontal flip), draw heatmaps and PAFs, and
+normalize as ``(data / scale) - offset``. Augmentation draws are keyed by (random_seed, sample
+counter), so a seed reproduces the stream exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from bpnet.data import augment, labels, records
+from bpnet.data.masks import MASK_KEEP
+from bpnet.pose import BPNET_SKELETON, Skeleton
+from bpnet.preprocess import normalize
+from bpnet.specs.train import MODEL_STRIDE, TrainSpec
+
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+cv2.setNumThreads(1)  # tf.data runs samples in parallel; OpenCV's own threads would oversubscribe
+
+
+def record_paths(spec: TrainSpec, split: str = "train") -> list[Path]:
+    cfg = spec.dataloader.dataset_config
+    folder = cfg.train_records_folder_path if split == "train" else cfg.val_records_folder_path
+    names = cfg.train_records_path if split == "train" else cfg.val_records_path
+    if folder is None or not names:
+        raise ValueError(f"the train spec lists no {split} records")
+    return [Path(folder) / n for n in names]
+
+
+def count_records(paths: list[Path]) -> int:
+    return int(tf.data.TFRecordDataset([str(p) for p in paths]).reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def decode_ratio(scale: float, encoding: str) -> int:
+    """Coarsest JPEG DCT ratio r with r * scale <= 1: nothing skipped is later upsampled."""
+    if encoding != "jpg":
+        return 1
+    return max((r for r in _REDUCED if r * scale <= 1.0), default=1)
+
+
+@dataclass(frozen=True)
+class SampleMaker:
+    """Makes training samples from serialized records; NumPy in and out."""
+
+    spec: TrainSpec
+    root: Path
+    training: bool = True
+    skeleton: Skeleton = BPNET_SKELETON
+
+    def batch(self, counters: np.ndarray, serialized: np.ndarray) -> tuple[np.ndarray, ...]:
+        """A whole batch in one call: per-sample TF op overhead would cost more than the work."""
+        parts = [self.sample(records.decode(s), int(c)) for c, s in zip(counters, serialized, strict=True)]
+        return tuple(np.stack(column) for column in zip(*parts, strict=True))
+
+    def sample(self, rec: records.PoseSample, counter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(image uint8 RGB, heatmap, paf, mask 0..255) for one record."""
+        loader = self.spec.dataloader
+        dims = loader.image_config.image_dims
+        out_h, out_w = dims.height, dims.width
+        target_h, target_w = loader.pose_config.target_shape
+        aug = loader.augmentation_config
+        u = augment.draws(self.spec.random_seed, counter) if self.training else None
+        bbox = rec.bboxes[rec.main_index] if rec.main_index >= 0 else None
+        m, flipped = augment.transform(aug.spatial_aug_params, aug.spatial_augmentation_mode, out_h, out_w,
+                                       rec.height, rec.width, bbox, u)
+
+        ratio = decode_ratio(augment.scale_of(m), loader.image_config.image_encoding)
+        pixels = cv2.imdecode(np.fromfile(self.root / rec.filename, np.uint8), _REDUCED[ratio])
+        if pixels is None:
+            raise ValueError(f"image {rec.image_id}: {self.root / rec.filename} cannot be decoded")
+        image = cv2.warpAffine(pixels, augment.rescaled(m, ratio, 1)[:2], (out_w, out_h),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+        mask = np.full((target_h, target_w), MASK_KEEP, np.float32)
+        if rec.mask_filename and rec.mask_ignored != 0:
+            full = cv2.imdecode(np.fromfile(self.root / rec.mask_filename, np.uint8), cv2.IMREAD_UNCHANGED)
+            if full is None:
+                raise ValueError(f"image {rec.image_id}: mask {self.root / rec.mask_filename} cannot be decoded")
+            pad_h, pad_w = -full.shape[0] % MODEL_STRIDE, -full.shape[1] % MODEL_STRIDE
+            full = cv2.copyMakeBorder(full, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=MASK_KEEP)
+            pooled = cv2.resize(full, (full.shape[1] // MODEL_STRIDE, full.shape[0] // MODEL_STRIDE),
+                                interpolation=cv2.INTER_AREA).astype(np.float32)
+            mask = cv2.warpAffine(pooled, augment.rescaled(m, MODEL_STRIDE, MODEL_STRIDE)[:2], (target_w, target_h),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=MASK_KEEP)
+
+        kps = rec.keypoints.copy()
+        kps[..., :2] = augment.apply_to_points(m, kps[..., :2])
+        if flipped:
+            kps = kps[:, self.skeleton.flip_index]
+        lab = loader.label_processor_config
+        heat = labels.heatmaps(kps, target_h, target_w, MODEL_STRIDE, lab.heatmap_gaussian_sigma)
+        paf = labels.pafs(kps, self.skeleton, target_h, target_w, MODEL_STRIDE,
+                          lab.paf_ortho_dist_thresh * MODEL_STRIDE, lab.paf_gaussian_sigma * MODEL_STRIDE)
+        return image, heat, paf, mask[..., None]
+
+
+def _batch_fn(maker: SampleMaker):
+    """The tf.data map function: a batch of (counter, record) -> normalized (images, targets)."""
+    spec = maker.spec
+    dims = spec.dataloader.image_config.image_dims
+    th, tw = spec.dataloader.pose_config.target_shape
+    norm = spec.dataloader.normalization_params
+
+    def fn(counters: tf.Tensor, serialized: tf.Tensor):
+        image, heat, paf, mask = tf.numpy_function(maker.batch, [counters, serialized],
+                                                   [tf.uint8, tf.float32, tf.float32, tf.float32], stateful=False)
+        image.set_shape([None, dims.height, dims.width, 3])
+        heat.set_shape([None, th, tw, maker.skeleton.heat_channels])
+        paf.set_shape([None, th, tw, maker.skeleton.paf_channels])
+        mask.set_shape([None, th, tw, 1])
+        images = normalize(tf.cast(image, tf.float32), norm.image_scale, norm.image_offset)
+        return images, {"heatmap": heat, "paf": paf, "mask": normalize(mask, norm.mask_scale, norm.mask_offset)}
+
+    return fn
+
+
+def build_dataset(spec: TrainSpec, paths: list[Path], batch_size: int, training: bool = True,
+                  repeat: bool = True, counter_offset: int = 0) -> tf.data.Dataset:
+    """Batches of (images, {"heatmap", "paf", "mask"}), prefetched.
+
+    ``counter_offset`` (samples already seen, on resume) moves the augmentation stream and the
+    shuffle order on, so a resumed run does not replay the first epochs' draws."""
+    ds = tf.data.TFRecordDataset([str(p) for p in paths])
+    if training:
+        ds = ds.shuffle(spec.dataloader.shuffle_buffer_size, seed=spec.random_seed + counter_offset,
+                        reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.enumerate(start=counter_offset).batch(batch_size, drop_remainder=training)
+    maker = SampleMaker(spec, Path(spec.dataloader.dataset_config.root_data_path), training)
+    ds = ds.map(_batch_fn(maker), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

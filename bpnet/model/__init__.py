@@ -1,0 +1,1 @@
+"""The BodyPoseNet network, its loss and its optimizer."""

@@ -1,0 +1,274 @@
+"""The trainer: builds the model from the spec, trains it, checkpoints and resumes.
+
+Results directory layout::
+
+    train_spec.resolved.yaml   the spec as run (defaults filled in, paths resolved)
+    checkpoints/               tf.train checkpoints (model, optimizer, epoch), max_ckpt_to_keep
+    events/                    TensorBoard summaries
+    bpnet_model.tlt            the final model (.keras, AES-GCM encrypted with the key)
+    architecture.json          filter counts etc.; the model file also reloads without it
+    train_summary.json         epochs, steps, losses, parameters, FLOPs, throughput
+    MANIFEST.json              sizes and sha256 of the files above, written last
+
+Re-running the same command resumes from the latest checkpoint (model, optimizer state and epoch);
+a run that already finished only re-exports its final model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from bpnet.artifacts import atomic_write_text, build_manifest, write_manifest
+from bpnet.data.convert import verified_shards
+from bpnet.data.loader import build_dataset, count_records, record_paths
+from bpnet.model.architecture import Architecture, default_filters
+from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
+from bpnet.model.io import architecture_of, load_model, load_weights_by_name, save_model
+from bpnet.model.loss import stage_losses, total_loss
+from bpnet.model.optimizer import gradient_multipliers, make_optimizer
+from bpnet.pose import load_pose_config
+from bpnet.specs.loader import write_resolved_spec
+from bpnet.specs.train import TrainSpec
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "bpnet_model.tlt"
+
+
+@dataclass
+class TrainResult:
+    results_dir: str
+    model_path: str
+    epochs: int
+    steps: int
+    steps_per_epoch: int
+    first_loss: float | None
+    last_loss: float | None
+    parameters: int
+    gflops_per_image: float
+    images_per_second: float | None
+    resumed_from_epoch: int
+
+
+def spec_architecture(spec: TrainSpec) -> Architecture:
+    m = spec.model
+    return Architecture(
+        stages=m.stages, heat_channels=m.heat_channels, paf_channels=m.paf_channels,
+        use_self_attention=m.use_self_attention, use_bias=m.use_bias,
+        backbone_use_bias=m.backbone_attributes.use_bias,
+        filters=default_filters(m.stages, m.use_self_attention, m.width_multiplier))
+
+
+def spec_regularization(spec: TrainSpec) -> Regularization:
+    """Off when retraining a loaded graph (the guide); otherwise as the model section says."""
+    if not spec.regularization_enabled:
+        return Regularization()
+    m = spec.model
+    return Regularization(m.regularization_type, m.kernel_regularization_factor, m.bias_regularization_factor)
+
+
+def initial_model(spec: TrainSpec, key: str | None) -> keras.Model:
+    """Build the model the spec describes, with pretrained weights or a loaded (pruned) graph."""
+    reg = spec_regularization(spec)
+    if spec.load_graph:
+        if not spec.pretrained_weights:
+            raise ValueError("load_graph is true but pretrained_weights names no model file")
+        source = load_model(spec.pretrained_weights, key)
+        model = build_model(architecture_of(source), reg, seed=spec.random_seed)
+        model.set_weights(source.get_weights())
+        log.info("loaded graph and weights of %s (%d parameters)", spec.pretrained_weights, count_params(model))
+        return model
+    model = build_model(spec_architecture(spec), reg, seed=spec.random_seed)
+    if spec.pretrained_weights:
+        load_weights_by_name(model, spec.pretrained_weights, key)
+    return model
+
+
+def _strategy(gpus: int, gpu_index: list[int] | None) -> tf.distribute.Strategy:
+    devices = tf.config.list_physical_devices("GPU")
+    if gpu_index:
+        bad = [i for i in gpu_index if i >= len(devices)]
+        if bad:
+            raise ValueError(f"--gpu_index {bad}: only {len(devices)} GPU(s) present")
+        devices = [devices[i] for i in gpu_index]
+        tf.config.set_visible_devices(devices, "GPU")
+    if gpus > 1:
+        if len(devices) < gpus:
+            raise ValueError(f"--gpus {gpus}: only {len(devices)} GPU(s) present")
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(gpus)])
+    return tf.distribute.get_strategy()
+
+
+class Trainer:
+    def __init__(self, spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
+                 gpu_index: list[int] | None = None):
+        self.spec, self.key = spec, key
+        self.results = Path(results_dir)
+        self.strategy = _strategy(gpus, gpu_index)
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.global_batch = spec.dataloader.batch_size * self.replicas  # batch_size is per GPU (guide)
+        load_pose_config(spec.dataloader.pose_config.pose_config_path)
+        self.paths = verified_shards(record_paths(spec))
+        self.num_samples = count_records(self.paths)
+        if self.num_samples < self.global_batch:
+            raise ValueError(f"{self.num_samples} training samples < one batch of {self.global_batch}")
+        self.steps_per_epoch = self.num_samples // self.global_batch
+        self.total_steps = self.steps_per_epoch * spec.num_epoch
+        with self.strategy.scope():
+            self.model = initial_model(spec, key)
+            self.optimizer = make_optimizer(spec.optimizer, self.total_steps)
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.multipliers = gradient_multipliers(self.model, spec.optimizer, spec.use_stagewise_lr_multipliers)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.results / "checkpoints"),
+                                                  max_to_keep=spec.max_ckpt_to_keep, checkpoint_name="ckpt")
+
+    def _restore(self) -> int:
+        """Resume from the latest checkpoint, else fine-tune start point; returns the start epoch."""
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+            log.info("resuming from %s (epoch %d)", self.manager.latest_checkpoint, int(self.epoch))
+            return int(self.epoch)
+        ft = self.spec.finetuning_config
+        if ft.is_finetune_exp:
+            if not ft.checkpoint_path:
+                raise ValueError("finetuning_config.is_finetune_exp is true but checkpoint_path is null")
+            path = Path(ft.checkpoint_path)
+            prefix = (str(path / "checkpoints" / f"ckpt-{ft.ckpt_epoch_num}") if ft.ckpt_epoch_num
+                      else tf.train.latest_checkpoint(str(path / "checkpoints") if (path / "checkpoints").is_dir()
+                                                      else str(path))) if path.is_dir() else str(path)
+            if not prefix:
+                raise ValueError(f"finetuning_config.checkpoint_path: no checkpoint found in {path}")
+            tf.train.Checkpoint(model=self.model).restore(prefix).expect_partial()
+            log.info("fine-tuning from %s", prefix)
+        return 0
+
+    def _step_fn(self):
+        stages = len(self.model.outputs) // 2
+        variables = self.model.trainable_variables
+        multipliers = [tf.constant(m, tf.float32) for m in self.multipliers]
+
+        def step(images, labels):
+            with tf.GradientTape() as tape:
+                heats, pafs = split_outputs(self.model(images, training=True), stages)
+                heat_l, paf_l = stage_losses(heats, pafs, labels["heatmap"], labels["paf"], labels["mask"],
+                                             self.global_batch)
+                loss = total_loss(heat_l, paf_l)
+                reg = tf.add_n(self.model.losses) / self.replicas if self.model.losses else tf.constant(0.0)
+                objective = loss + reg
+            grads = tape.gradient(objective, variables)
+            self.optimizer.apply_gradients(
+                [(g * m if m != 1.0 else g, v) for g, m, v in zip(grads, multipliers, variables, strict=True)
+                 if g is not None])
+            return objective, reg, tf.stack(heat_l), tf.stack(paf_l)
+
+        @tf.function
+        def distributed(images, labels):
+            out = self.strategy.run(step, args=(images, labels))
+            return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in out]
+
+        return distributed
+
+    def run(self) -> TrainResult:
+        spec = self.spec
+        start = self._restore()
+        arch = architecture_of(self.model)
+        dims = spec.dataloader.image_config.image_dims
+        flops = count_flops(arch, dims.height, dims.width)
+        log.info("model: %d parameters, %.2f GFLOPs per %dx%d image; %d samples, %d steps/epoch, batch %d x %d",
+                 count_params(self.model), flops / 1e9, dims.height, dims.width, self.num_samples,
+                 self.steps_per_epoch, spec.dataloader.batch_size, self.replicas)
+        first = last = None
+        rate = None
+        if start < spec.num_epoch:
+            first, last, rate = self._epochs(start)
+        model_path = self.results / MODEL_FILE
+        save_model(self.model, model_path, self.key)
+        atomic_write_text(self.results / "architecture.json", arch.to_json() + "\n")
+        result = TrainResult(str(self.results), str(model_path), spec.num_epoch,
+                             int(self.optimizer.iterations.numpy()), self.steps_per_epoch, first, last,
+                             count_params(self.model), flops / 1e9, rate, start)
+        atomic_write_text(self.results / "train_summary.json", json.dumps(asdict(result), indent=2) + "\n")
+        names = [MODEL_FILE, "architecture.json", "train_spec.resolved.yaml", "train_summary.json"]
+        write_manifest(self.results / "MANIFEST.json", build_manifest(self.results, names))
+        return result
+
+    def _epochs(self, start: int) -> tuple[float, float, float]:
+        spec = self.spec
+        offset = start * self.steps_per_epoch * self.global_batch
+        dataset = build_dataset(spec, self.paths, self.global_batch, training=True, counter_offset=offset)
+        batches = iter(self.strategy.experimental_distribute_dataset(dataset))
+        step_fn = self._step_fn()
+        writer = tf.summary.create_file_writer(str(self.results / "events"))
+        first = last = None
+        last_log = time.monotonic()
+        t0, images = time.monotonic(), 0
+        for epoch in range(start + 1, spec.num_epoch + 1):
+            bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{spec.num_epoch}", unit="step",
+                       leave=False, disable=None)
+            for _ in bar:
+                images_batch, labels = next(batches)
+                objective, reg, heat_l, paf_l = step_fn(images_batch, labels)
+                loss = float(objective)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {int(self.optimizer.iterations)}")
+                first = loss if first is None else first
+                last = loss
+                images += self.global_batch
+                step = int(self.optimizer.iterations)
+                lr = float(self.optimizer.learning_rate)
+                bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
+                if spec.summary_every_n_steps and step % spec.summary_every_n_steps == 0:
+                    self._summaries(writer, step, loss, float(reg), heat_l.numpy(), paf_l.numpy(), lr)
+                if spec.infrequent_summary_every_n_steps and step % spec.infrequent_summary_every_n_steps == 0:
+                    self._image_summary(writer, step, images_batch, labels)
+                if time.monotonic() - last_log >= spec.log_every_n_secs:
+                    last_log = time.monotonic()
+                    log.info("epoch %d step %d loss %.5g lr %.3g %.1f images/s", epoch, step, loss, lr,
+                             images / (time.monotonic() - t0))
+            self.epoch.assign(epoch)
+            if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
+                saved = self.manager.save(checkpoint_number=epoch)
+                log.info("epoch %d done, loss %.5g; checkpoint %s", epoch, last, saved)
+        writer.flush()
+        return first, last, images / max(time.monotonic() - t0, 1e-9)
+
+    @staticmethod
+    def _summaries(writer, step: int, loss: float, reg: float, heat: np.ndarray, paf: np.ndarray, lr: float) -> None:
+        with writer.as_default(step=step):
+            tf.summary.scalar("loss/total", loss)
+            tf.summary.scalar("loss/regularization", reg)
+            tf.summary.scalar("learning_rate", lr)
+            for k, (h, p) in enumerate(zip(heat, paf, strict=True), start=1):
+                tf.summary.scalar(f"loss/stage{k}_heatmap", h)
+                tf.summary.scalar(f"loss/stage{k}_paf", p)
+
+    def _image_summary(self, writer, step: int, images, labels) -> None:
+        local = self.strategy.experimental_local_results
+        image = local(images)[0][:1]
+        heat = local(labels["heatmap"])[0][:1, ..., :-1]
+        norm = self.spec.dataloader.normalization_params
+        with writer.as_default(step=step):
+            tf.summary.image("input", tf.clip_by_value((image + norm.image_offset) * norm.image_scale / 255.0, 0, 1))
+            tf.summary.image("heatmap_label", tf.reduce_max(heat, axis=-1, keepdims=True))
+
+
+def train(spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
+          gpu_index: list[int] | None = None) -> TrainResult:
+    """Train (or resume) as the spec says; writes everything under ``results_dir``."""
+    results = Path(results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "MANIFEST.json").unlink(missing_ok=True)  # the results are unfinished until it returns
+    keras.utils.set_random_seed(spec.random_seed)
+    write_resolved_spec(spec, results / "train_spec.resolved.yaml")
+    return Trainer(spec, results, key, gpus, gpu_index).run()

@@ -1,0 +1,156 @@
+"""BpNetLiteModel, its file format, weight loading, the loss and the optimizer."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bpnet.model.architecture import Architecture, default_filters
+from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
+from bpnet.model.io import ModelKeyError, architecture_of, load_model, load_weights_by_name, save_model
+from bpnet.model.loss import stage_losses, total_loss
+from bpnet.model.optimizer import SoftstartAnnealing, gradient_multipliers, layer_multiplier
+from bpnet.specs.train import OptimizerConfig
+
+
+@pytest.mark.parametrize("stages,expected", [(3, 16_777_835), (6, 30_015_638)])
+def test_parameter_counts_match_the_published_model(stages, expected):
+    assert count_params(build_model(Architecture(stages=stages))) == expected
+
+
+@pytest.fixture(scope="module")
+def small() -> Architecture:
+    return Architecture(stages=3, filters=default_filters(3, False, 0.125))
+
+
+def test_fully_convolutional_at_stride_8(small):
+    model = build_model(small)
+    outputs = model(tf.zeros([2, 96, 160, 3]))
+    heats, pafs = split_outputs(outputs, 3)
+    assert len(heats) == len(pafs) == 3
+    assert heats[-1].shape == (2, 12, 20, 19) and pafs[-1].shape == (2, 12, 20, 38)
+    assert model.get_layer("heatmap_out") is not None and model.get_layer("paf_out") is not None
+
+
+def test_flops_scale_with_input_area(small):
+    assert count_flops(small, 128, 128) == 4 * count_flops(small, 64, 64)
+
+
+def test_self_attention_and_regularization_options():
+    arch = Architecture(stages=2, use_self_attention=True, filters=default_filters(2, True, 0.125))
+    model = build_model(arch, Regularization("l1_l2", 1e-4, 1e-5))
+    assert model.get_layer("stage2_paf_attention_tanh").activation.__name__ == "tanh"
+    assert model.get_layer("stage2_heat_attention_sigmoid").activation.__name__ == "sigmoid"
+    model(tf.zeros([1, 32, 32, 3]))
+    assert len(model.losses) > 0
+    assert build_model(arch).losses == []
+
+
+def test_architecture_round_trips_through_a_model_and_json():
+    arch = Architecture(stages=2, filters=default_filters(2, False, 0.125)).with_filters({"stage2_conv3": 5})
+    model = build_model(arch)
+    assert architecture_of(model) == arch
+    assert Architecture.from_json(arch.to_json()) == arch
+    with pytest.raises(ValueError, match="missing"):
+        Architecture(stages=2, filters={"block1_conv1": 8})
+
+
+def test_encrypted_model_round_trip_and_wrong_key(small, tmp_path):
+    model = build_model(small, seed=1)
+    path = save_model(model, tmp_path / "m.tlt", key="s3cret")
+    assert b"stage1_conv1" not in path.read_bytes()
+    back = load_model(path, key="s3cret")
+    x = tf.random.uniform([1, 32, 32, 3], seed=1)
+    assert np.allclose(model(x)[-1], back(x)[-1], atol=1e-6)
+    assert architecture_of(back) == small
+    with pytest.raises(ModelKeyError, match="wrong key"):
+        load_model(path, key="guess")
+    with pytest.raises(ModelKeyError, match="encrypted"):
+        load_model(path)
+
+
+def _write_keras2_h5(path, layers: dict[str, list[np.ndarray]]) -> None:
+    """Weights in the Keras 2 HDF5 layout (as keras.applications VGG19 files are)."""
+    with h5py.File(path, "w") as h5:
+        h5.attrs["layer_names"] = [n.encode() for n in layers]
+        for name, arrays in layers.items():
+            group = h5.create_group(name)
+            names = [f"{name}/w{i}:0".encode() for i in range(len(arrays))]
+            group.attrs["weight_names"] = names
+            for n, a in zip(names, arrays, strict=True):
+                group.create_dataset(n.decode(), data=a)
+
+
+def test_pretrained_weights_load_by_name_with_a_report(small, tmp_path):
+    model = build_model(small, seed=2)
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 8)).astype(np.float32)
+    _write_keras2_h5(tmp_path / "vgg.h5", {
+        "block1_conv1": [kernel, np.zeros(8, np.float32)],  # VGG has a bias; our backbone does not
+        "block1_conv2": [np.zeros((3, 3, 8, 999), np.float32)],
+        "fc1": [np.zeros((4, 4), np.float32)],
+    })
+    report = load_weights_by_name(model, tmp_path / "vgg.h5")
+    assert report.partial == ["block1_conv1"] and report.shape_mismatch == ["block1_conv2"]
+    assert report.unused_in_source == ["fc1"] and "stage1_conv1" in report.not_in_source
+    assert np.array_equal(model.get_layer("block1_conv1").kernel.numpy(), kernel)
+
+
+def test_weights_load_from_a_saved_bpnet_model(small, tmp_path):
+    source = build_model(small, seed=3)
+    save_model(source, tmp_path / "m.keras")
+    target = build_model(small, seed=4)
+    report = load_weights_by_name(target, tmp_path / "m.keras")
+    assert not report.shape_mismatch and not report.not_in_source
+    assert np.array_equal(target.get_layer("paf_out").kernel.numpy(), source.get_layer("paf_out").kernel.numpy())
+
+
+def test_masked_loss_ignores_masked_pixels():
+    rng = np.random.default_rng(0)
+    label_h, label_p = rng.random((2, 4, 4, 19), np.float32), rng.random((2, 4, 4, 38), np.float32)
+    mask = np.ones((2, 4, 4, 1), np.float32)
+    mask[:, :2] = 0.0
+    pred_h, pred_p = rng.random((2, 4, 4, 19), np.float32), rng.random((2, 4, 4, 38), np.float32)
+    base = total_loss(*stage_losses([pred_h], [pred_p], label_h, label_p, mask, 2))
+    pred_h2 = pred_h.copy()
+    pred_h2[:, :2] += 100.0  # garbage only where the mask is 0
+    same = total_loss(*stage_losses([pred_h2], [pred_p], label_h, label_p, mask, 2))
+    assert float(same) == pytest.approx(float(base))
+    pred_h2[:, 2:] += 1.0
+    assert float(total_loss(*stage_losses([pred_h2], [pred_p], label_h, label_p, mask, 2))) > float(base)
+    expected = 0.5 * (np.sum(mask * (pred_h - label_h) ** 2) + np.sum(mask * (pred_p - label_p) ** 2)) / 2
+    assert float(base) == pytest.approx(expected, rel=1e-5)
+
+
+def test_stages_are_summed():
+    z = np.zeros((1, 2, 2, 19), np.float32)
+    zp = np.zeros((1, 2, 2, 38), np.float32)
+    heat, paf = stage_losses([z + 1, z + 2], [zp, zp], z, zp, np.ones((1, 2, 2, 1), np.float32), 1)
+    assert [float(h) for h in heat] == [0.5 * 4 * 19, 0.5 * 4 * 19 * 4]
+
+
+def test_softstart_annealing_schedule_values():
+    s = SoftstartAnnealing(base=2e-5, minimum=8e-8, soft_start=0.05, annealing=0.5, last_step=1000)
+    lr = {step: float(s(step)) for step in (0, 25, 50, 200, 499, 750, 1000, 5000)}
+    assert lr[0] == pytest.approx(8e-8, rel=1e-5)
+    assert lr[25] == pytest.approx(math.sqrt(2e-5 * 8e-8), rel=1e-4)  # halfway up, in log space
+    assert lr[50] == lr[200] == lr[499] == pytest.approx(2e-5, rel=1e-5)
+    assert lr[750] == pytest.approx(math.sqrt(2e-5 * 8e-8), rel=1e-4)
+    assert lr[1000] == lr[5000] == pytest.approx(8e-8, rel=1e-5)
+
+
+def test_lr_multipliers_follow_the_guide_and_overrides():
+    cfg = OptimizerConfig(grad_weights_dict={"stage2_conv*": 0.5}, weight_default_value=1.5)
+    assert layer_multiplier("block3_conv2", cfg, stagewise=True) == 2.0
+    assert layer_multiplier("stage3_conv1", cfg, stagewise=True) == 4.0
+    assert layer_multiplier("paf_out", cfg, stagewise=True) == 4.0
+    assert layer_multiplier("stage1_conv1", cfg, stagewise=True) == 1.5
+    assert layer_multiplier("stage2_conv4", cfg, stagewise=True) == 0.5
+    assert layer_multiplier("block3_conv2", cfg, stagewise=False) == 1.5
+    model = build_model(Architecture(stages=2, filters=default_filters(2, False, 0.125)))
+    mults = dict(zip([v.path for v in model.trainable_variables],
+                     gradient_multipliers(model, cfg, True), strict=True))
+    assert mults["block1_conv1_bn/gamma"] == 2.0 and mults["stage2_heat_conv/bias"] == 4.0

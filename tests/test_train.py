@@ -1,0 +1,126 @@
+"""The trainer: outputs, checkpoints, resume after SIGKILL, retraining a loaded graph, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from bpnet.artifacts import read_manifest, verify_files
+from bpnet.cli import main
+from bpnet.model.io import architecture_of, load_model
+from bpnet.specs import TrainSpec, load_spec
+from bpnet.train import train
+from tests.conftest import write_train_spec
+
+
+def test_two_epochs_write_checkpoints_model_and_manifest(converted, synth_dir, tmp_path):
+    spec = load_spec(write_train_spec(tmp_path / "t.yaml", synth_dir, converted), TrainSpec)
+    out = tmp_path / "run"
+    result = train(spec, out, key="k1")
+    assert result.epochs == 2 and result.steps == 2 * result.steps_per_epoch and result.resumed_from_epoch == 0
+    assert (out / "checkpoints" / "ckpt-1.index").is_file() and (out / "checkpoints" / "ckpt-2.index").is_file()
+    assert list((out / "events").iterdir())
+    verify_files(out, read_manifest(out / "MANIFEST.json"))
+    model = load_model(out / "bpnet_model.tlt", key="k1")
+    assert architecture_of(model).stages == 2
+    resolved = (out / "train_spec.resolved.yaml").read_text()
+    assert "width_multiplier: 0.125" in resolved and "__class_name__: BpNetTrainer" in resolved
+    again = train(spec, out, key="k1")  # finished: resumes at the end, trains nothing more
+    assert again.resumed_from_epoch == 2 and again.steps == result.steps and again.first_loss is None
+
+
+def test_killed_run_resumes_and_finishes_all_epochs(converted, synth_dir, tmp_path):
+    spec_path = write_train_spec(tmp_path / "t.yaml", synth_dir, converted, num_epoch=4)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bpnet.cli", "train", "-e", str(spec_path), "-r", str(out), "-k", "k2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoints" / "ckpt-2.index").exists():
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (out / "MANIFEST.json").exists() and not (out / "checkpoints" / "ckpt-4.index").exists()
+    finished = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from_epoch"] >= 2 and summary["epochs"] == 4
+    assert summary["steps"] == 4 * summary["steps_per_epoch"]  # optimizer state came back with the epoch
+    verify_files(out, read_manifest(out / "MANIFEST.json"))
+    load_model(out / "bpnet_model.tlt", key="k2")
+
+
+def test_retrain_with_load_graph_keeps_the_graph_and_drops_regularization(converted, synth_dir, tmp_path):
+    first = tmp_path / "first"
+    spec = load_spec(write_train_spec(tmp_path / "a.yaml", synth_dir, converted, num_epoch=1,
+                                      **{"model.kernel_regularization_factor": 1e-3}), TrainSpec)
+    train(spec, first, key="k3")
+    retrain_spec = load_spec(write_train_spec(
+        tmp_path / "b.yaml", synth_dir, converted, num_epoch=1, load_graph=True,
+        pretrained_weights=str(first / "bpnet_model.tlt"),
+        **{"model.stages": 3, "model.kernel_regularization_factor": 1e-3}), TrainSpec)
+    assert not retrain_spec.regularization_enabled
+    result = train(retrain_spec, tmp_path / "second", key="k3")
+    model = load_model(result.model_path, key="k3")
+    assert architecture_of(model) == architecture_of(load_model(first / "bpnet_model.tlt", key="k3"))
+    assert model.losses == []  # regularization is off for a loaded graph
+
+
+def test_pretrained_weights_are_loaded_by_name(converted, synth_dir, tmp_path):
+    first = tmp_path / "first"
+    train(load_spec(write_train_spec(tmp_path / "a.yaml", synth_dir, converted, num_epoch=1), TrainSpec),
+          first, key="k4")
+    trained = load_model(first / "bpnet_model.tlt", key="k4")
+    from bpnet.train import initial_model
+
+    spec = load_spec(write_train_spec(tmp_path / "b.yaml", synth_dir, converted,
+                                      pretrained_weights=str(first / "bpnet_model.tlt")), TrainSpec)
+    model = initial_model(spec, key="k4")
+    assert np.array_equal(model.get_layer("stage2_conv3").kernel.numpy(),
+                          trained.get_layer("stage2_conv3").kernel.numpy())
+
+
+def test_cli_requires_a_key_and_dumps_label_samples(converted, synth_dir, tmp_path, monkeypatch, capsys):
+    spec_path = write_train_spec(tmp_path / "t.yaml", synth_dir, converted)
+    monkeypatch.delenv("BPNET_MODEL_KEY", raising=False)
+    assert main(["train", "-e", str(spec_path), "-r", str(tmp_path / "r")]) == 2
+    assert "-k/--key: missing" in capsys.readouterr().err
+    monkeypatch.setenv("BPNET_MODEL_KEY", "from-env")
+    assert main(["train", "-e", str(spec_path), "-r", str(tmp_path / "r"), "--dump_samples", "3"]) == 0
+    assert sorted(p.name for p in (tmp_path / "r" / "label_samples").iterdir()) == [
+        "sample_0000.jpg", "sample_0001.jpg", "sample_0002.jpg"]
+
+
+def test_more_gpus_than_present_is_a_clear_error(converted, synth_dir, tmp_path, caplog):
+    spec_path = write_train_spec(tmp_path / "t.yaml", synth_dir, converted)
+    assert main(["train", "-e", str(spec_path), "-r", str(tmp_path / "r"), "-k", "x", "--gpus", "2"]) == 1
+    assert "--gpus 2: only 0 GPU(s) present" in caplog.text
+
+
+def test_loss_falls_on_the_demo_data(converted, synth_dir, tmp_path):
+    """Under a minute of CPU: the joint heatmaps must be learned, not just the background."""
+    from bpnet.data.loader import build_dataset, record_paths
+
+    spec = load_spec(write_train_spec(
+        tmp_path / "t.yaml", synth_dir, converted, num_epoch=30, checkpoint_n_epoch=30,
+        **{"optimizer.learning_rate_schedule.base_learning_rate": 1e-4,
+           "optimizer.learning_rate_schedule.min_learning_rate": 1e-6}), TrainSpec)
+    result = train(spec, tmp_path / "run", key="k")
+    assert result.last_loss < 0.5 * result.first_loss
+    model = load_model(result.model_path, key="k")
+    err = base = 0.0
+    for images, labels in build_dataset(spec, record_paths(spec), 8, training=False, repeat=False):
+        heat = model(images)[1].numpy()[..., :-1]
+        truth, mask = labels["heatmap"].numpy()[..., :-1], labels["mask"].numpy()
+        err += float((mask * (heat - truth) ** 2).sum())
+        base += float((mask * truth**2).sum())
+    assert err < 0.85 * base  # better than predicting "no joint anywhere"
