@@ -117,6 +117,85 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_inference(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inference", help="detect people in images; write detection.json (+ drawings)",
+                       description="Run a model on an image, a directory or a COCO-style JSON of images.")
+    p.add_argument("-i", "--inference_spec", required=True, help="the inference spec (YAML)")
+    p.add_argument("-m", "--model_filename", default=None, help="model file; overrides the spec's model_path")
+    p.add_argument("--input_type", required=True, choices=["image", "dir", "json"], help="what --input is")
+    p.add_argument("--input", required=True, help="an image, a directory of images, or a COCO-style JSON")
+    p.add_argument("--image_root_path", default=None, help="root of relative image paths in a json input")
+    p.add_argument("--results_dir", "-r", required=True, help="where detection.json is written")
+    p.add_argument("--dump_visualizations", action="store_true",
+                   help="save skeleton drawings to <results_dir>/images_annotated")
+    _key_argument(p)
+    _common(p)
+    p.set_defaults(func=_run_inference)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="COCO keypoint AP/AR on the dataset spec's test_data",
+                       description="Evaluate a model on the test_data of a dataset spec with pycocotools.")
+    p.add_argument("-i", "--inference_spec", required=True, help="the inference spec (YAML)")
+    p.add_argument("-d", "--dataset_spec", required=True, help="the dataset spec (JSON); test_data is used")
+    p.add_argument("-m", "--model_filename", default=None, help="model file; overrides the spec's model_path")
+    p.add_argument("-r", "--results_dir", required=True, help="where metrics.json is written")
+    _key_argument(p)
+    _common(p)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _predictor(args: argparse.Namespace):
+    """Specs, model and backend for inference/evaluate; all spec problems surface before any work."""
+    from pathlib import Path
+
+    from bpnet.infer.predict import Predictor, open_backend
+    from bpnet.specs import InferenceSpec, TrainSpec, default_path_context, load_spec, write_resolved_spec
+
+    ctx = default_path_context(args.inference_spec, args.spec_root, args.path_map)
+    spec = load_spec(args.inference_spec, InferenceSpec, ctx)
+    train_spec = None
+    if spec.train_spec:
+        if not Path(spec.train_spec).is_file():
+            raise _Usage(f"train_spec: {spec.train_spec} — not found (fix the path or use --path_map)")
+        train_spec = load_spec(spec.train_spec, TrainSpec, ctx)
+    model = args.model_filename or spec.model_path
+    if not model:
+        raise _Usage("-m/--model_filename: missing — and the inference spec has no model_path")
+    predictor = Predictor(open_backend(model, args.key or os.environ.get("BPNET_MODEL_KEY")), spec, train_spec)
+    write_resolved_spec(spec, Path(args.results_dir) / "inference_spec.resolved.yaml")
+    return predictor
+
+
+def _run_inference(args: argparse.Namespace) -> int:
+    from bpnet.infer.run import list_inputs, run_inference
+
+    predictor = _predictor(args)
+    inputs = list_inputs(args.input_type, args.input, args.image_root_path)
+    report = run_inference(predictor, inputs, args.results_dir, args.dump_visualizations)
+    log.info("%d images, %d people -> %s/detection.json", report.images, report.people, args.results_dir)
+    if report.errors:
+        log.error("%d image(s) could not be read (listed in detection.json under 'errors')", len(report.errors))
+        return EXIT_FAILED
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from bpnet.evaluate import evaluate
+    from bpnet.specs import DatasetSpec, default_path_context, load_spec
+
+    dataset = load_spec(args.dataset_spec, DatasetSpec,
+                        default_path_context(args.dataset_spec, args.spec_root, args.path_map))
+    metrics = evaluate(_predictor(args), dataset, args.results_dir)
+    log.info("AP %.4f AP50 %.4f AP75 %.4f APm %.4f APl %.4f AR %.4f -> %s/metrics.json", metrics["AP"],
+             metrics["AP50"], metrics["AP75"], metrics["AP_medium"], metrics["AP_large"], metrics["AR"],
+             args.results_dir)
+    if metrics["errors"]:
+        log.error("%d image(s) could not be read", len(metrics["errors"]))
+        return EXIT_FAILED
+    return 0
+
+
 def _run_dataset_convert(args: argparse.Namespace) -> int:
     from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset
     from bpnet.specs import DatasetSpec, default_path_context, load_spec
@@ -152,7 +231,8 @@ class _Usage(Exception):
     """A bad command-line value discovered after parsing."""
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_dataset_convert, _add_train, _add_synth]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_dataset_convert, _add_train, _add_evaluate, _add_inference, _add_synth]
 
 
 def build_parser() -> argparse.ArgumentParser:

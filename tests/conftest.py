@@ -97,3 +97,15 @@ def write_train_spec(path: Path, synth_dir: Path, records: Path, **overrides) ->
         node[leaf] = value
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(synth_dir: Path, converted: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model file, train spec) of a one-epoch model: real files, meaningless weights. Key: 'tiny'."""
+    from bpnet.specs import TrainSpec, load_spec
+    from bpnet.train import train
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    spec_path = write_train_spec(root / "train.yaml", synth_dir, converted, num_epoch=1)
+    result = train(load_spec(spec_path, TrainSpec), root / "run", key="tiny")
+    return Path(result.model_path), spec_path

@@ -8,8 +8,9 @@ Conventions (shared with decoding):
   max over persons; plus a last background channel ``max(0, 1 - max_j heatmap_j)``.
   Occluded keypoints count as visible; not-labeled ones are ignored.
 - PAFs: two channels (x, y) per limb, in the skeleton's limb order. A cell gets the limb's unit
-  vector when its projection falls on the segment and its distance d from the segment line is
-  within ``t = paf_ortho_dist_thresh * stride``; outside that band the vector is weighted by
+  vector when its distance d from the limb segment (end caps included, as the published code's
+  bounding box does, so short face limbs still get a field) is within
+  ``t = paf_ortho_dist_thresh * stride``; beyond that band the vector is weighted by
   ``exp(-(d - t)^2 / (2 (paf_gaussian_sigma * stride)^2))``, cut to zero below 0.01. With the
   default sigma (0.03 -> 0.24 input pixels) this is the published binary band; larger values
   give a soft edge as the guide describes. Where several persons' limbs overlap the vectors are
@@ -69,10 +70,12 @@ def pafs(keypoints: np.ndarray, skeleton: Skeleton, target_h: int, target_w: int
         ry = ys[None, :, None] - start[:, 1, None, None]  # (N, h, 1)
         ux, uy = unit[:, 0, None, None], unit[:, 1, None, None]
         along = rx * ux + ry * uy  # (N, h, w)
-        ortho = np.abs(rx * uy - ry * ux)
+        ortho = rx * uy - ry * ux
+        beyond = np.maximum(-along, 0.0) + np.maximum(along - length[p_idx, l_idx, None, None], 0.0)
+        dist = np.sqrt(np.square(ortho) + np.square(beyond))  # distance to the segment
         reach = band + sigma * math.sqrt(2.0 * math.log(1.0 / _PAF_CUTOFF))  # weight >= cutoff inside
-        n, i, j = np.nonzero((ortho <= reach) & (along >= 0) & (along <= length[p_idx, l_idx, None, None]))
-        weight = np.exp(-np.square(np.maximum(ortho[n, i, j] - band, 0.0)) / (2.0 * sigma * sigma))
+        n, i, j = np.nonzero(dist <= reach)
+        weight = np.exp(-np.square(np.maximum(dist[n, i, j] - band, 0.0)) / (2.0 * sigma * sigma))
         cell = (l_idx[n] * target_h + i) * target_w + j  # (limb, row, col) flattened
         size = len(limbs) * target_h * target_w
         count = np.bincount(cell, minlength=size)

@@ -169,7 +169,10 @@ def _make_image(rng: np.random.Generator, image_id: int, next_ann_id: int,
         if labeled:
             for j, (x, y) in enumerate(fig.keypoints):
                 xi, yi = int(round(x)), int(round(y))
-                if not (0 <= xi < width and 0 <= yi < height) or rng.random() < 0.05:
+                # outside the image: not labeled; otherwise an annotator occasionally skips a limb or
+                # face point (never the torso, which COCO annotators label whenever it is visible)
+                torso = COCO_KEYPOINTS[j].endswith(("shoulder", "hip"))
+                if not (0 <= xi < width and 0 <= yi < height) or (not torso and rng.random() < 0.05):
                     continue
                 face = COCO_KEYPOINTS[j] in ("nose", "left_eye", "right_eye")
                 if face and not fig.facing_front:

@@ -21,6 +21,12 @@ class InferenceSpec(SpecModel):
     paf_threshold: float = Field(0.05, ge=0, le=1)
     multi_scale_inference: bool = False
     scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0], min_length=1)
+    # Project extensions (not in TLT): decoder settings the guide does not name, with the
+    # published implementation's / OpenPose's values as defaults.
+    paf_num_samples: int = Field(10, ge=2, description="points sampled along each candidate limb")
+    paf_min_fraction: float = Field(0.8, ge=0, le=1, description="share of samples above paf_threshold")
+    min_parts: int = Field(3, ge=1, description="a person needs at least this many keypoints")
+    min_person_score: float = Field(0.2, ge=0, description="minimum mean peak+limb score of a person")
 
     @field_validator("keep_aspect_ratio_mode", mode="before")
     @classmethod

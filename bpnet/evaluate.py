@@ -1,0 +1,95 @@
+"""``bpnet evaluate``: COCO keypoint AP/AR of a model on the dataset spec's test_data.
+
+Predictions (18 joints) are converted to the dataset's 17 COCO keypoints by name (the neck is
+dropped) and scored with pycocotools' keypoint OKS evaluation. Ground truth visibility flags are
+first mapped through the dataset spec's ``visibility_flags`` to COCO's 0/1/2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from bpnet.artifacts import atomic_write_text
+from bpnet.data.coco import visibility_lookup
+from bpnet.infer.predict import Predictor
+from bpnet.infer.preprocess import load_image
+from bpnet.pose import BPNET_SKELETON, COCO_KEYPOINTS, Visibility
+from bpnet.specs.dataset import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR", "AR50", "AR75", "AR_medium", "AR_large")
+
+
+def ground_truth(spec: DatasetSpec) -> dict:
+    """The test split's COCO document with visibility flags in COCO's convention (0/1/2)."""
+    category = spec.person_category
+    if list(category.keypoints) != list(COCO_KEYPOINTS):
+        raise ValueError("evaluation uses COCO's OKS sigmas and needs the 17 COCO keypoints in COCO order; "
+                         f"the dataset spec names {category.keypoints}")
+    path = spec.under_root(spec.test_data.annotation_root_dir_path)
+    doc = json.loads(path.read_text())
+    lookup = visibility_lookup(spec.visibility_flags)
+    for ann in doc.get("annotations", []):
+        kps = ann.get("keypoints")
+        if kps:
+            flags = [int(lookup.get(int(v), Visibility.NOT_LABELED)) for v in kps[2::3]]
+            kps[2::3] = flags
+            ann["num_keypoints"] = sum(f > 0 for f in flags)
+    return doc
+
+
+def to_coco_keypoints(keypoints: np.ndarray) -> list[float]:
+    """18 (x, y, score) -> COCO's 51 numbers; found keypoints get visibility 1, missing 0."""
+    out: list[float] = []
+    for name in COCO_KEYPOINTS:
+        x, y, score = keypoints[BPNET_SKELETON.joints.index(name)]
+        out += [round(float(x), 2), round(float(y), 2), 1] if score > 0 else [0.0, 0.0, 0]
+    return out
+
+
+def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path) -> dict:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    results = Path(results_dir)
+    gt_doc = ground_truth(spec)
+    image_dir = spec.under_root(spec.test_data.images_root_dir_path)
+    detections, errors = [], []
+    for image in tqdm(gt_doc["images"], desc="evaluate", unit="img", disable=None):
+        try:
+            rgb = load_image(image_dir / image["file_name"])
+        except ValueError as exc:
+            log.error("image %s: %s", image["id"], exc)
+            errors.append({"image_id": image["id"], "error": str(exc)})
+            continue
+        for person in predictor(rgb).people:
+            detections.append({"image_id": image["id"], "category_id": spec.person_category.id,
+                               "keypoints": to_coco_keypoints(person.keypoints), "score": person.score})
+    atomic_write_text(results / "detections_coco.json", json.dumps(detections) + "\n")
+    gt = COCO()
+    gt.dataset = gt_doc
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    stats = np.zeros(len(METRIC_NAMES))
+    report = ""
+    if detections:
+        with contextlib.redirect_stdout(io.StringIO()) as captured:
+            evaluator = COCOeval(gt, gt.loadRes(detections), "keypoints")
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        stats, report = evaluator.stats, captured.getvalue()
+    for line in report.strip().splitlines():
+        log.info("%s", line)
+    metrics = {name: round(float(max(v, 0.0)), 5) for name, v in zip(METRIC_NAMES, stats, strict=True)}
+    metrics.update(images=len(gt_doc["images"]), detections=len(detections), errors=errors)
+    atomic_write_text(results / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics

@@ -1,0 +1,1 @@
+"""Inference: preprocessing, prediction backends, multi-person decoding, visualization."""

@@ -1,0 +1,291 @@
+"""Bottom-up multi-person decoding: peaks, PAF-scored limbs, greedy matching, assembly.
+
+The maps the network predicts at stride 8 are conceptually upsampled by
+``output_upsampling_factor`` with bicubic interpolation (OpenCV's INTER_CUBIC); decoding is
+defined on those upsampled maps, but never materializes them:
+
+- peaks: local maxima of the stride-8 heatmap (8-neighbourhood, above half the threshold) are
+  candidates; each is refined by upsampling only a 7x7 neighbourhood (all crops at once,
+  evaluated separably on just that window) and taking the maximum within +-1 cell, kept if above
+  ``heatmap_threshold``. The bicubic
+  taps of that window lie inside the crop, so the values equal those of the full upsampled map;
+  the peak set is the full map's. A parabola through the peak and its neighbours then places it
+  between upsampled pixels (the upsampled grid alone would quantize keypoints to 1/f cell).
+- limbs: for every candidate pair of a limb's two joints, ``num_samples`` points on the segment
+  (rounded to the upsampled grid) are scored by the dot product of the PAF with the segment's
+  direction. PAFs are upsampled along x only (cheap: map height x upsampled width); the y taps are
+  applied per sample point, which is the same bicubic value. Pairs that fail a first, sparser
+  sampling at every point are dropped early (exactly: they could not pass). A pair is kept when at least
+  ``min_paf_fraction`` of the samples exceed ``paf_threshold`` and the mean score plus the distance
+  prior ``min(0.5 * net_height / length - 1, 0)`` is positive.
+- matching: per limb, pairs by descending score, each peak used once.
+- assembly: connections are merged into people by shared peaks (limbs in skeleton order, the
+  last two being redundant head-shoulder links that never start a person); people with fewer
+  than ``min_parts`` parts or a mean score below ``min_person_score`` are dropped.
+
+Everything is vectorized over peaks, pairs and sample points; Python loops run only over limbs
+and accepted connections. The same input always gives the same output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from bpnet.pose import BPNET_SKELETON, Skeleton
+
+STRIDE = 8
+_CUBIC_A = -0.75  # OpenCV's bicubic kernel
+_CROP = 7  # stride-8 cells per refinement crop (candidate cell +-3)
+REDUNDANT_LIMBS = 2  # the skeleton's last limbs (ears-shoulders) only confirm, never start, a person
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    heatmap_threshold: float = 0.1
+    paf_threshold: float = 0.05
+    upsampling: tuple[int, int] = (8, 8)  # (y, x) factors, as output_upsampling_factor
+    num_samples: int = 10
+    min_paf_fraction: float = 0.8
+    min_parts: int = 3
+    min_person_score: float = 0.2
+
+
+@dataclass
+class Person:
+    keypoints: np.ndarray  # (J, 3): x, y, score in network-input pixels; score 0 = missing
+    score: float
+    num_parts: int
+
+
+@dataclass
+class Peaks:
+    """All peaks: coordinates in network-input pixels, score, joint type."""
+
+    xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    score: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    joint: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def _fine_to_input(fine: np.ndarray, factor: float) -> np.ndarray:
+    """Upsampled-map pixel -> network-input pixel (cell centre convention of the labels)."""
+    return (fine + 0.5) * STRIDE / factor - 0.5
+
+
+def _input_to_fine(x: np.ndarray, factor: float) -> np.ndarray:
+    return (x + 0.5) * factor / STRIDE - 0.5
+
+
+def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
+    """Peaks of the upsampled joint heatmaps (the background channel, last, is ignored)."""
+    fy, fx = params.upsampling
+    h, w, channels = heatmaps.shape
+    joints = channels - 1
+    maps = heatmaps[..., :joints]
+    padded = np.pad(maps, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    neighbours = np.stack([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                           for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+    candidate = (maps >= neighbours.max(axis=0)) & (maps > 0.5 * params.heatmap_threshold)
+    rows, cols, joint = np.nonzero(candidate)
+    if len(rows) == 0:
+        return Peaks()
+    half = _CROP // 2
+    edge = np.pad(maps, ((half, half), (half, half), (0, 0)), mode="edge")  # = resize's border rule
+    r = rows[:, None] + np.arange(_CROP)[None, :]
+    c = cols[:, None] + np.arange(_CROP)[None, :]
+    crops = edge[r[:, :, None], c[:, None, :], joint[:, None, None]].astype(np.float64)  # (N, 7, 7)
+    # upsampled pixels whose source lies within +-1 cell of the candidate (crop coordinate `half`),
+    # plus one pixel each side for the sub-pixel fit; their bicubic taps all lie inside the crop
+    wy, y0 = _window_weights(fy, half)
+    wx, x0 = _window_weights(fx, half)
+    window = wy @ (crops @ wx.T)  # separable bicubic, only where needed: (N, Y, X)
+    inner = window[:, 1:-1, 1:-1].reshape(len(rows), -1)
+    best = inner.argmax(axis=1)
+    score = inner[np.arange(len(rows)), best]
+    by, bx = np.divmod(best, window.shape[2] - 2)
+    fine_y = (rows - half) * fy + y0 + by
+    fine_x = (cols - half) * fx + x0 + bx
+    keep = score > params.heatmap_threshold
+    key = np.stack([joint, fine_y, fine_x], axis=1)[keep]
+    _, first = np.unique(key, axis=0, return_index=True)  # two candidates may refine to one peak
+    idx = np.flatnonzero(keep)[np.sort(first)]
+    # sub-pixel: a parabola through the peak and its two neighbours on the upsampled grid, per axis
+    cy, cx = by[idx] + 1, bx[idx] + 1
+    off_y = _parabola(window[idx, cy - 1, cx], window[idx, cy, cx], window[idx, cy + 1, cx])
+    off_x = _parabola(window[idx, cy, cx - 1], window[idx, cy, cx], window[idx, cy, cx + 1])
+    xy = np.stack([_fine_to_input(fine_x[idx] + off_x, fx), _fine_to_input(fine_y[idx] + off_y, fy)], axis=1)
+    order = np.lexsort((-score[idx], joint[idx]))
+    return Peaks(xy[order], score[idx][order].astype(np.float64), joint[idx][order])
+
+
+def _window_weights(factor: int, centre: int) -> tuple[np.ndarray, int]:
+    """Bicubic weights (upsampled pixels x crop cells) of the refinement window along one axis, and
+    the upsampled index (in crop coordinates) of the window's first inner pixel."""
+    first = int(np.ceil((centre - 1 + 0.5) * factor - 0.5))
+    last = int(np.floor((centre + 1 + 0.5) * factor - 0.5))
+    fine = np.arange(first - 1, last + 2)
+    src = (fine + 0.5) / factor - 0.5
+    base = np.floor(src).astype(np.int64)
+    weights = np.zeros((len(fine), _CROP))
+    np.put_along_axis(weights, base[:, None] + np.arange(-1, 3), _cubic_weights(src - base), axis=1)
+    return weights, first
+
+
+def _parabola(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Offset in [-0.5, 0.5] of the vertex of the parabola through three equally spaced values."""
+    curvature = left - 2.0 * centre + right
+    offset = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1.0), 0.0)
+    return np.clip(offset, -0.5, 0.5)
+
+
+def _cubic_weights(t: np.ndarray) -> np.ndarray:
+    """OpenCV's bicubic weights for fractional offsets t: (..., 4) for taps -1, 0, 1, 2."""
+    a = _CUBIC_A
+    w0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
+    w1 = ((a + 2) * t - (a + 3)) * t * t + 1
+    u = 1 - t
+    w2 = ((a + 2) * u - (a + 3)) * u * u + 1
+    return np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=-1)
+
+
+def _paf_dots(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray, limb: np.ndarray, t: np.ndarray,
+              params: DecodeParams) -> np.ndarray:
+    """PAF . limb direction at fractions ``t`` along each pair's segment: (N, len(t)).
+
+    ``rows_x`` holds the PAFs upsampled along x, one row per (channel, map row): (2L * h, W_fine).
+    Sample points are rounded to the upsampled grid; the bicubic y taps are applied here."""
+    fy, fx = params.upsampling
+    a_xy, b_xy, t = a_xy.astype(np.float32), b_xy.astype(np.float32), t.astype(np.float32)
+    d = b_xy - a_xy
+    unit = d / np.maximum(np.linalg.norm(d, axis=1), 1e-6)[:, None]
+    pts = a_xy[:, None, :] + t[None, :, None] * d[:, None, :]  # (N, n, 2) network-input pixels
+    col = np.clip(np.round(_input_to_fine(pts[..., 0], fx)), 0, rows_x.shape[1] - 1).astype(np.int64)
+    src = (np.round(_input_to_fine(pts[..., 1], fy)) + 0.5) / fy - 0.5  # stride-8 row of the sample
+    base = np.floor(src).astype(np.int64)
+    weights = _cubic_weights(src - base)  # (N, n, 4)
+    taps = np.clip(base[..., None] + np.arange(-1, 3, dtype=np.int64), 0, h - 1)  # replicate border, like resize
+    width = rows_x.shape[1]
+    flat = ((2 * limb)[:, None, None] * h + taps) * width + col[..., None]  # (N, n, 4) into rows_x
+    values = rows_x.ravel()
+    vx = (values.take(flat) * weights).sum(-1)
+    vy = (values.take(flat + h * width) * weights).sum(-1)
+    return vx * unit[:, 0, None] + vy * unit[:, 1, None]
+
+
+def _limb_scores(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray, limb: np.ndarray,
+                 params: DecodeParams, net_h: int) -> tuple[np.ndarray, np.ndarray]:
+    """(score, accepted) of N candidate pairs.
+
+    Most pairs join joints of different people and fail everywhere, so a first pass samples only
+    as many points as may fail; pairs failing all of them cannot reach ``min_paf_fraction`` and
+    are dropped before the full sampling (the outcome is exactly that of sampling everything)."""
+    n = params.num_samples
+    t = np.linspace(0.0, 1.0, n)
+    allowed_failures = n - int(np.ceil(params.min_paf_fraction * n - 1e-9))
+    # interior points: at the ends, a joint shared with a neighbour's field could pass by accident
+    subset = np.unique(np.linspace(0, n - 1, allowed_failures + 3)[1:-1].round().astype(int))
+    alive = np.ones(len(limb), bool)
+    if len(subset) == allowed_failures + 1 and len(subset) < n:  # (else: sample everything at once)
+        first = _paf_dots(rows_x, h, a_xy, b_xy, limb, t[subset], params)
+        alive = (first > params.paf_threshold).any(axis=1)
+    score = np.full(len(limb), -np.inf)
+    accepted = np.zeros(len(limb), bool)
+    idx = np.flatnonzero(alive)
+    if len(idx):
+        dots = _paf_dots(rows_x, h, a_xy[idx], b_xy[idx], limb[idx], t, params)
+        length = np.linalg.norm(b_xy[idx] - a_xy[idx], axis=1)
+        prior = np.minimum(0.5 * net_h / np.maximum(length, 1e-6) - 1.0, 0.0)
+        score[idx] = dots.mean(axis=1) + prior
+        accepted[idx] = ((dots > params.paf_threshold).mean(axis=1) >= params.min_paf_fraction - 1e-9) & (
+            score[idx] > 0) & (length > 0)
+    return score, accepted
+
+
+def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: int,
+           skeleton: Skeleton = BPNET_SKELETON) -> list[Person]:
+    """People from one image's stride-8 maps ((h, w, J+1) heatmaps, (h, w, 2L) PAFs)."""
+    peaks = find_peaks(heatmaps, params)
+    joints = skeleton.num_joints
+    if len(peaks.score) == 0:
+        return []
+    h, w = pafs.shape[:2]
+    fx = params.upsampling[1]
+    # one single-channel image, a row per (channel, map row): OpenCV's fastest resize path
+    rows = np.ascontiguousarray(pafs.astype(np.float32).transpose(2, 0, 1).reshape(-1, w))
+    rows_x = cv2.resize(rows, (w * fx, rows.shape[0]), interpolation=cv2.INTER_CUBIC)
+    by_joint = [np.flatnonzero(peaks.joint == j) for j in range(joints)]
+
+    # candidate pairs of every limb at once
+    limb_ids, a_ids, b_ids = [], [], []
+    for k, (ja, jb) in enumerate(skeleton.limbs):
+        pa, pb = by_joint[ja], by_joint[jb]
+        if len(pa) and len(pb):
+            grid_a, grid_b = np.meshgrid(pa, pb, indexing="ij")
+            a_ids.append(grid_a.ravel())
+            b_ids.append(grid_b.ravel())
+            limb_ids.append(np.full(grid_a.size, k))
+    if not limb_ids:
+        return []
+    limb = np.concatenate(limb_ids)
+    ia, ib = np.concatenate(a_ids), np.concatenate(b_ids)
+    score, ok = _limb_scores(rows_x, h, peaks.xy[ia], peaks.xy[ib], limb, params, net_h)
+    limb, ia, ib, score = limb[ok], ia[ok], ib[ok], score[ok]
+    order = np.lexsort((-score, limb))  # by limb, best first
+    limb, ia, ib, score = limb[order], ia[order], ib[order], score[order]
+
+    parts = np.full((0, joints), -1, np.int64)
+    people_score: list[float] = []
+    owner: dict[int, int] = {}  # peak id -> person
+    used: set[int] = set()
+    current = -1
+    for k, a, b, s in zip(limb.tolist(), ia.tolist(), ib.tolist(), score.tolist(), strict=True):
+        if k != current:
+            current, used = k, set()
+        if a in used or b in used:
+            continue  # greedy matching: each peak joins at most one connection per limb
+        used.update((a, b))
+        ja, jb = skeleton.limbs[k]
+        pa, pb = owner.get(a), owner.get(b)
+        if pa is None and pb is None:
+            if k >= len(skeleton.limbs) - REDUNDANT_LIMBS:
+                continue
+            row = np.full((1, joints), -1, np.int64)
+            row[0, ja], row[0, jb] = a, b
+            parts = np.vstack([parts, row])
+            people_score.append(peaks.score[a] + peaks.score[b] + s)
+            owner[a] = owner[b] = len(people_score) - 1
+        elif pb is None:
+            if parts[pa, jb] == -1:
+                parts[pa, jb] = b
+                owner[b] = pa
+                people_score[pa] += peaks.score[b] + s
+        elif pa is None:
+            if parts[pb, ja] == -1:
+                parts[pb, ja] = a
+                owner[a] = pb
+                people_score[pb] += peaks.score[a] + s
+        elif pa != pb and not np.any((parts[pa] >= 0) & (parts[pb] >= 0)):
+            parts[pa] = np.maximum(parts[pa], parts[pb])  # disjoint: merge pb into pa
+            people_score[pa] += people_score[pb] + s
+            for peak in parts[pb][parts[pb] >= 0].tolist():
+                owner[peak] = pa
+            parts[pb] = -1
+            people_score[pb] = 0.0
+
+    people = []
+    for i in range(len(parts)):
+        found = parts[i] >= 0
+        count = int(found.sum())
+        if count < params.min_parts:
+            continue
+        mean = people_score[i] / count
+        if mean < params.min_person_score:
+            continue
+        kps = np.zeros((joints, 3))
+        kps[found, :2] = peaks.xy[parts[i][found]]
+        kps[found, 2] = peaks.score[parts[i][found]]
+        people.append(Person(kps, float(mean), count))
+    people.sort(key=lambda p: -p.score)
+    return people

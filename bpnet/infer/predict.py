@@ -1,0 +1,121 @@
+"""Prediction backends and the image -> people path shared by inference and evaluation.
+
+A backend turns a batch of network inputs into heatmaps and PAFs of every stage; Keras models
+are supported here, and the ONNX Runtime and TensorRT backends plug into ``open_backend`` by
+file type when export and engine builds land. ``Predictor`` adds what the inference spec says:
+preprocessing and its inverse, the output stage, multi-scale averaging and decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from bpnet.infer.decode import DecodeParams, Person, decode
+from bpnet.infer.preprocess import STRIDE, InputPlan, plan, to_network_input
+from bpnet.specs.inference import InferenceSpec
+from bpnet.specs.train import NormalizationParams, TrainSpec
+
+log = logging.getLogger(__name__)
+
+
+class ModelMismatchError(ValueError):
+    """The model does not fit the spec (channel counts, stages)."""
+
+
+class Backend(Protocol):
+    stages: int
+    heat_channels: int
+    paf_channels: int
+
+    def predict(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(heatmaps per stage, PAFs per stage) for a (N, H, W, 3) float32 batch."""
+
+
+class KerasBackend:
+    def __init__(self, path: str | Path, key: str | None):
+        from bpnet.model.io import load_model
+
+        self.model = load_model(path, key)
+        outputs = self.model.outputs
+        if len(outputs) % 2:
+            raise ModelMismatchError(f"{path}: {len(outputs)} outputs; a BodyPoseNet model has heatmaps and "
+                                     f"PAFs for every stage")
+        self.stages = len(outputs) // 2
+        self.heat_channels = int(outputs[0].shape[-1])
+        self.paf_channels = int(outputs[self.stages].shape[-1])
+
+    def predict(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        outputs = [np.asarray(o) for o in self.model(batch, training=False)]
+        return outputs[: self.stages], outputs[self.stages:]
+
+
+def open_backend(path: str | Path, key: str | None) -> Backend:
+    suffix = Path(path).suffix.lower()
+    if suffix in (".onnx", ".engine", ".trt", ".etlt"):
+        raise ModelMismatchError(f"{path}: {suffix} models are not supported by this version "
+                                 f"(Keras .tlt/.keras models are)")
+    return KerasBackend(path, key)
+
+
+def decode_params(spec: InferenceSpec) -> DecodeParams:
+    """Every decoder threshold comes from the inference spec."""
+    return DecodeParams(
+        heatmap_threshold=spec.heatmap_threshold, paf_threshold=spec.paf_threshold,
+        upsampling=tuple(spec.output_upsampling_factor), num_samples=spec.paf_num_samples,
+        min_paf_fraction=spec.paf_min_fraction, min_parts=spec.min_parts, min_person_score=spec.min_person_score)
+
+
+@dataclass
+class Prediction:
+    people: list[Person]  # keypoints already in image coordinates
+    plan: InputPlan
+
+
+class Predictor:
+    def __init__(self, backend: Backend, spec: InferenceSpec, train_spec: TrainSpec | None = None):
+        self.backend, self.spec = backend, spec
+        self.norm = train_spec.dataloader.normalization_params if train_spec else NormalizationParams()
+        if train_spec is not None:
+            m = train_spec.model
+            if (m.heat_channels, m.paf_channels) != (backend.heat_channels, backend.paf_channels):
+                raise ModelMismatchError(
+                    f"model outputs {backend.heat_channels} heatmap / {backend.paf_channels} PAF channels, "
+                    f"the train spec says {m.heat_channels} / {m.paf_channels}")
+        stage = spec.output_stage_to_use
+        if stage is not None and stage > backend.stages:
+            raise ModelMismatchError(f"output_stage_to_use {stage}: the model has {backend.stages} stages")
+        self.stage = (stage or backend.stages) - 1
+        self.params = decode_params(spec)
+
+    def maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, InputPlan]:
+        """Stride-8 heatmaps and PAFs for an RGB image (averaged over scales when multi-scale)."""
+        spec = self.spec
+        base = plan(image.shape[0], image.shape[1], spec.input_shape, spec.keep_aspect_ratio_mode)
+        scales = spec.scales if spec.multi_scale_inference else [1.0]
+        size = (base.net_w // STRIDE, base.net_h // STRIDE)
+        heat_sum = paf_sum = None
+        for factor in scales:
+            p = plan(image.shape[0], image.shape[1], spec.input_shape, spec.keep_aspect_ratio_mode, factor)
+            batch = to_network_input(image, p, self.norm.image_scale, self.norm.image_offset)[None]
+            heats, pafs = self.backend.predict(batch)
+            heat, paf = heats[self.stage][0], pafs[self.stage][0]
+            if (heat.shape[1], heat.shape[0]) != size:  # to the base scale's grid, image content aligned
+                heat = cv2.resize(heat, size, interpolation=cv2.INTER_CUBIC)
+                paf = cv2.resize(paf, size, interpolation=cv2.INTER_CUBIC)
+            heat_sum = heat if heat_sum is None else heat_sum + heat
+            paf_sum = paf if paf_sum is None else paf_sum + paf
+        return heat_sum / len(scales), paf_sum / len(scales), base
+
+    def __call__(self, image: np.ndarray) -> Prediction:
+        heat, paf, p = self.maps(image)
+        people = decode(heat, paf, self.params, p.net_h)
+        for person in people:
+            found = person.keypoints[:, 2] > 0
+            person.keypoints[found, :2] = p.to_image(person.keypoints[found, :2])
+        return Prediction(people, p)

@@ -1,0 +1,108 @@
+"""``bpnet inference``: images in, ``detection.json`` (and skeleton drawings) out.
+
+detection.json::
+
+    {"format": "bpnet-detections/1",
+     "keypoint_names": [18 names, BodyPoseNet order],
+     "images": [{"image": "<path as given>", "image_id": <COCO id or null>, "width": W, "height": H,
+                 "people": [{"score": s, "num_parts": n,
+                             "keypoints": [[x, y, score], ... 18]}]}],
+     "errors": [{"image": "<path>", "error": "<why>"}]}
+
+Coordinates are pixels of the original image; a keypoint that was not found is [0, 0, 0].
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+from tqdm import tqdm
+
+from bpnet.artifacts import atomic_write_bytes, atomic_write_text
+from bpnet.infer.predict import Predictor
+from bpnet.infer.preprocess import load_image
+from bpnet.infer.visualize import draw_people
+from bpnet.pose import BPNET_SKELETON
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+FORMAT = "bpnet-detections/1"
+
+
+@dataclass
+class InferenceInput:
+    path: Path
+    image_id: int | None = None
+
+
+@dataclass
+class InferenceReport:
+    images: int = 0
+    people: int = 0
+    errors: list[dict] = field(default_factory=list)
+
+
+def list_inputs(kind: Literal["image", "dir", "json"], source: str | Path,
+                image_root: str | Path | None = None) -> list[InferenceInput]:
+    """The images to run on; ``json`` takes a COCO-style file (its ``images`` list)."""
+    source = Path(source)
+    if kind == "image":
+        return [InferenceInput(source)]
+    if kind == "dir":
+        if not source.is_dir():
+            raise ValueError(f"--input {source}: not a directory")
+        found = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ValueError(f"--input {source}: no images ({', '.join(IMAGE_SUFFIXES)}) in the directory")
+        return [InferenceInput(p) for p in found]
+    try:
+        doc = json.loads(source.read_text())
+        entries = doc["images"] if isinstance(doc, dict) else doc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--input {source}: not a COCO-style JSON with an 'images' list ({exc})") from exc
+    root = Path(image_root) if image_root else source.parent
+    inputs = []
+    for entry in entries:
+        name = entry.get("file_name") or entry.get("full_image_path") if isinstance(entry, dict) else entry
+        if not name:
+            raise ValueError(f"--input {source}: an image entry has no file_name: {entry}")
+        inputs.append(InferenceInput(root / name, entry.get("id") if isinstance(entry, dict) else None))
+    if not inputs:
+        raise ValueError(f"--input {source}: the file lists no images")
+    return inputs
+
+
+def run_inference(predictor: Predictor, inputs: list[InferenceInput], results_dir: str | Path,
+                  dump_visualizations: bool = False) -> InferenceReport:
+    results = Path(results_dir)
+    report = InferenceReport()
+    images = []
+    for item in tqdm(inputs, desc="inference", unit="img", disable=None):
+        try:
+            rgb = load_image(item.path)
+        except ValueError as exc:
+            log.error("%s", exc)
+            report.errors.append({"image": str(item.path), "error": str(exc)})
+            continue
+        prediction = predictor(rgb)
+        report.images += 1
+        report.people += len(prediction.people)
+        images.append({
+            "image": str(item.path), "image_id": item.image_id, "width": rgb.shape[1], "height": rgb.shape[0],
+            "people": [{"score": round(p.score, 5), "num_parts": p.num_parts,
+                        "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 5)]
+                                      for x, y, s in p.keypoints]} for p in prediction.people]})
+        if dump_visualizations:
+            drawing = draw_people(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), prediction.people)
+            ok, buf = cv2.imencode(".jpg", drawing)
+            atomic_write_bytes(results / "images_annotated" / f"{item.path.stem}.jpg", buf.tobytes())
+    doc = {"format": FORMAT, "keypoint_names": list(BPNET_SKELETON.joints), "images": images,
+           "errors": report.errors}
+    atomic_write_text(results / "detection.json", json.dumps(doc) + "\n")
+    return report

@@ -1,0 +1,210 @@
+"""Inference: preprocessing and its inverse, the decoder, the inference and evaluate commands."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from bpnet.cli import main
+from bpnet.data import labels
+from bpnet.data.synth import generate
+from bpnet.evaluate import to_coco_keypoints
+from bpnet.infer.decode import DecodeParams, decode, find_peaks
+from bpnet.infer.preprocess import plan, to_network_input
+from bpnet.pose import BPNET_SKELETON, COCO_KEYPOINTS, dataset_to_model_keypoints
+from bpnet.preprocess import denormalize
+
+J = {n: i for i, n in enumerate(BPNET_SKELETON.joints)}
+
+
+def render(keypoints: np.ndarray, net_h: int, net_w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label maps (the training label generator) for keypoints in network-input pixels."""
+    return (labels.heatmaps(keypoints, net_h // 8, net_w // 8, 8, 7.0),
+            labels.pafs(keypoints, BPNET_SKELETON, net_h // 8, net_w // 8, 8, 8.0, 0.24))
+
+
+@pytest.mark.parametrize("mode", ["adjust_network_input", "pad_image_input", None])
+@pytest.mark.parametrize("size", [(333, 517), (101, 57), (480, 640)])
+def test_preprocess_inverse_within_a_pixel(mode, size):
+    h, w = size
+    p = plan(h, w, (368, 368), mode)
+    assert p.net_h % 8 == 0 and p.net_w % 8 == 0
+    rng = np.random.default_rng(0)
+    for x, y in rng.uniform((5, 5), (w - 6, h - 6), size=(4, 2)):
+        assert np.allclose(p.to_image(p.to_network([x, y])), [x, y])
+        image = np.zeros((h, w, 3), np.uint8)
+        cv2.circle(image, (round(x), round(y)), 3, (255, 255, 255), -1)
+        net = denormalize(to_network_input(image, p, (256.0,) * 3, (0.5,) * 3), (256.0,) * 3, (0.5,) * 3)[..., 0]
+        ys, xs = np.nonzero(net > 0.5 * net.max())
+        weights = net[ys, xs]
+        found = p.to_image([np.average(xs, weights=weights), np.average(ys, weights=weights)])
+        assert np.hypot(*(found - [round(x), round(y)])) <= 1.0, (mode, size, x, y, found)
+
+
+def test_adjust_network_input_keeps_height_and_aspect():
+    p = plan(480, 640, (368, 368), "adjust_network_input")
+    assert (p.net_h, p.net_w) == (368, 488)  # 368 * 640 / 480 = 490.7 -> nearest multiple of 8
+    q = plan(480, 640, (368, 368), "pad_image_input")
+    assert (q.net_h, q.net_w, q.resized_h, q.resized_w) == (368, 368, 276, 368)
+
+
+@pytest.fixture(scope="module")
+def val_set(tmp_path_factory) -> Path:
+    """The demo val split (`make demo-data` uses seed 0 and 32 val images; val draws ignore the train count)."""
+    root = tmp_path_factory.mktemp("val")
+    generate(root, seed=0, train_images=1, val_images=32)
+    return root
+
+
+def test_decoding_rendered_ground_truth_gives_ap_above_095(val_set):
+    """The decoder recovers the people the label generator drew, at the demo resolution."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(val_set / "annotations/person_keypoints_val2017.json"))
+    results = []
+    for image in coco.loadImgs(coco.getImgIds()):
+        p = plan(image["height"], image["width"], (368, 368), "adjust_network_input")
+        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=image["id"])) if not a["iscrowd"] and a["num_keypoints"]]
+        kps = dataset_to_model_keypoints(np.array([a["keypoints"] for a in anns], np.float32).reshape(-1, 17, 3),
+                                         COCO_KEYPOINTS)
+        kps[..., :2] = p.to_network(kps[..., :2])
+        for person in decode(*render(kps, p.net_h, p.net_w), DecodeParams(), p.net_h):
+            found = person.keypoints[:, 2] > 0
+            person.keypoints[found, :2] = p.to_image(person.keypoints[found, :2])
+            results.append({"image_id": image["id"], "category_id": 1, "score": person.score,
+                            "keypoints": to_coco_keypoints(person.keypoints)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco, coco.loadRes(results), "keypoints")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert evaluator.stats[0] >= 0.95
+
+
+def _person(cx: float, cy: float, left_dx: float = 0.0, right_dx: float = 0.0) -> np.ndarray:
+    """A standing person whose left / right arm reaches left_dx / right_dx sideways."""
+    kps = np.zeros((18, 3), np.float32)
+    points = {"nose": (0, -70), "neck": (0, -50), "right_shoulder": (-15, -50), "left_shoulder": (15, -50),
+              "right_elbow": (-15 + right_dx / 2, -25), "right_wrist": (-15 + right_dx, -5),
+              "left_elbow": (15 + left_dx / 2, -30), "left_wrist": (15 + left_dx, -10),
+              "right_hip": (-10, 0), "left_hip": (10, 0), "right_knee": (-10, 35), "left_knee": (10, 35),
+              "right_ankle": (-10, 70), "left_ankle": (10, 70), "right_eye": (-4, -74), "left_eye": (4, -74),
+              "right_ear": (-8, -71), "left_ear": (8, -71)}
+    for name, (dx, dy) in points.items():
+        kps[J[name]] = (cx + dx, cy + dy, 2)
+    return kps
+
+
+def test_crossing_limbs_stay_with_their_people():
+    a, b = _person(150, 150, left_dx=50), _person(230, 150, right_dx=-50)  # the forearms cross
+    heat, paf = render(np.stack([a, b]), 256, 384)
+    people = decode(heat, paf, DecodeParams(), 256)
+    assert len(people) == 2
+    for person in people:
+        truth = a if abs(person.keypoints[J["neck"], 0] - 150) < 10 else b
+        assert person.num_parts == 18
+        assert np.abs(person.keypoints[:, :2] - truth[:, :2]).max() <= 2.0
+
+
+def test_fast_peaks_equal_full_resolution_peaks():
+    rng = np.random.default_rng(3)
+    # joints of one type at least two cells apart (closer ones merge into one coarse maximum)
+    kps = np.stack([_person(60 + 65 * k, y, 20, -20) for k, y in enumerate(rng.uniform(90, 170, 5))])
+    kps[..., :2] += rng.normal(0, 2, kps[..., :2].shape)
+    heat, _ = render(kps, 256, 384)
+    heat = heat + rng.uniform(0, 0.02, heat.shape).astype(np.float32)
+    params = DecodeParams()
+    fast = find_peaks(heat, params)
+    full = cv2.resize(heat, (384, 256), interpolation=cv2.INTER_CUBIC)  # 8x, materialized
+    for j in range(18):
+        m = full[..., j]
+        pad = np.pad(m, 1, constant_values=-np.inf)
+        is_peak = (m > params.heatmap_threshold) & np.all(
+            [m >= pad[1 + dy:257 + dy, 1 + dx:385 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+        ys, xs = np.nonzero(is_peak)
+        expected = sorted(zip(xs.tolist(), ys.tolist(), strict=True))
+        got = sorted((int(np.round(x)), int(np.round(y))) for x, y in fast.xy[fast.joint == j])  # sub-pixel: +-0.5
+        assert got == expected, BPNET_SKELETON.joints[j]
+
+
+def test_decoding_is_deterministic_and_follows_thresholds():
+    heat, paf = render(np.stack([_person(100, 120, 20, 0), _person(250, 120, 0, -20)]), 256, 384)
+    first = decode(heat, paf, DecodeParams(), 256)
+    again = decode(heat, paf, DecodeParams(), 256)
+    assert [p.keypoints.tolist() for p in first] == [p.keypoints.tolist() for p in again]
+    assert decode(heat * 0.5, paf, DecodeParams(heatmap_threshold=0.6), 256) == []
+    assert decode(heat, paf, DecodeParams(min_parts=19), 256) == []
+    assert decode(heat, paf * 0.04, DecodeParams(paf_threshold=0.05), 256) == []
+
+
+# -- the commands ------------------------------------------------------------------------------------
+
+def _infer_spec(tmp_path: Path, train_spec: Path, **extra) -> Path:
+    spec = {"train_spec": str(train_spec), "input_shape": [64, 64], "heatmap_threshold": 0.1, **extra}
+    path = tmp_path / "infer.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_inference_writes_detections_and_drawings_and_reports_bad_images(tiny_model, synth_dir, tmp_path, caplog):
+    model, train_spec = tiny_model
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("000000100001.jpg", "000000100002.jpg"):
+        (images / name).write_bytes((synth_dir / "val2017" / name).read_bytes())
+    (images / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    code = main(["inference", "-i", str(_infer_spec(tmp_path, train_spec)), "-m", str(model), "--input_type", "dir",
+                 "--input", str(images), "-r", str(out), "--dump_visualizations", "-k", "tiny"])
+    assert code == 1 and "broken.jpg: cannot read image" in caplog.text
+    doc = json.loads((out / "detection.json").read_text())
+    assert doc["format"] == "bpnet-detections/1" and len(doc["keypoint_names"]) == 18
+    assert [Path(i["image"]).name for i in doc["images"]] == ["000000100001.jpg", "000000100002.jpg"]
+    assert doc["errors"][0]["image"].endswith("broken.jpg")
+    assert sorted(p.name for p in (out / "images_annotated").iterdir()) == ["000000100001.jpg", "000000100002.jpg"]
+
+
+def test_inference_json_input_and_empty_dir(tiny_model, synth_dir, tmp_path, caplog):
+    model, train_spec = tiny_model
+    spec = _infer_spec(tmp_path, train_spec, model_path=str(model))
+    code = main(["inference", "-i", str(spec), "--input_type", "json", "-k", "tiny", "--input",
+                 str(synth_dir / "annotations/person_keypoints_val2017.json"), "--image_root_path",
+                 str(synth_dir / "val2017"), "-r", str(tmp_path / "out")])
+    assert code == 0
+    doc = json.loads((tmp_path / "out" / "detection.json").read_text())
+    assert len(doc["images"]) == 8 and doc["images"][0]["image_id"] == 100000
+    (tmp_path / "empty").mkdir()
+    assert main(["inference", "-i", str(spec), "--input_type", "dir", "--input", str(tmp_path / "empty"),
+                 "-r", str(tmp_path / "o2"), "-k", "tiny"]) == 1
+    assert "no images" in caplog.text
+
+
+def test_model_spec_mismatch_is_a_clear_error(tiny_model, tmp_path, caplog):
+    model, train_spec = tiny_model
+    spec = _infer_spec(tmp_path, train_spec, output_stage_to_use=5)
+    assert main(["inference", "-i", str(spec), "-m", str(model), "--input_type", "image", "--input", "x.jpg",
+                 "-r", str(tmp_path / "o"), "-k", "tiny"]) == 1
+    assert "output_stage_to_use 5: the model has 2 stages" in caplog.text
+    assert main(["inference", "-i", str(spec), "-m", str(model), "--input_type", "image", "--input", "x.jpg",
+                 "-r", str(tmp_path / "o"), "-k", "wrong"]) == 1
+    assert "wrong key" in caplog.text
+
+
+def test_evaluate_writes_coco_metrics(tiny_model, synth_dir, tmp_path):
+    model, train_spec = tiny_model
+    out = tmp_path / "eval"
+    code = main(["evaluate", "-i", str(_infer_spec(tmp_path, train_spec)), "-d", str(synth_dir / "coco_spec.json"),
+                 "-m", str(model), "-r", str(out), "-k", "tiny"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"} and metrics["images"] == 8
+    assert 0.0 <= metrics["AP"] <= 1.0
+    assert (out / "inference_spec.resolved.yaml").is_file()
