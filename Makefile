@@ -41,7 +41,11 @@ run: demo-data
 	$(BIN)/bpnet dataset_convert -d $(DEMO)/coco_spec.json -o $(RUNS)/data/train -m train --generate_masks
 	$(BIN)/bpnet dataset_convert -d $(DEMO)/coco_spec.json -o $(RUNS)/data/val -m test --generate_masks
 	$(BIN)/bpnet train -e specs/demo/bpnet_train_demo.yaml -r $(RUNS)/train
-	@echo "demo dataset: $(DEMO); records: $(RUNS)/data; trained model: $(RUNS)/train/bpnet_model.tlt"
+	$(BIN)/bpnet evaluate -i specs/demo/infer_spec_demo.yaml -d $(DEMO)/coco_spec.json -r $(RUNS)/evaluate
+	$(BIN)/bpnet inference -i specs/demo/infer_spec_demo.yaml --input_type dir --input $(DEMO)/val2017 \
+	  -r $(RUNS)/inference --dump_visualizations
+	@echo "demo dataset: $(DEMO); records: $(RUNS)/data; model: $(RUNS)/train/bpnet_model.tlt"
+	@echo "metrics: $(RUNS)/evaluate/metrics.json; detections and drawings: $(RUNS)/inference"
 
 clean:
 	rm -rf $(RUNS) $(DEMO)
