@@ -63,8 +63,8 @@ def test_paf_is_the_unit_vector_on_the_limb_and_zero_off_it():
     field = paf_of(kps, ("right_shoulder", "right_elbow"))
     assert np.allclose(field[1, 1:7], [1.0, 0.0])
     assert np.allclose(field[0, 1:7], [1.0, 0.0]) and np.allclose(field[2, 1:7], [1.0, 0.0])  # 8 px band
-    assert np.allclose(field[1, 7], [1.0, 0.0])  # 8 px past the elbow: still within the capsule
-    assert np.all(field[3:] == 0) and np.all(field[2, 7] == 0) and np.all(field[:, 0] == 0)  # beyond it
+    assert np.allclose(field[1, 7], [1.0, 0.0]) and np.allclose(field[1, 0], [1.0, 0.0])  # 8 px past the ends
+    assert np.all(field[3:] == 0) and np.all(field[[0, 2]][:, [0, 7]] == 0)  # beyond the capsule
     others = labels.pafs(kps, BPNET_SKELETON, 8, 8, 8, 8.0, 0.24)
     k = BPNET_SKELETON.limb_names().index(("right_shoulder", "right_elbow"))
     assert np.all(np.delete(others, [2 * k, 2 * k + 1], axis=-1) == 0)
