@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from typing import Any
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_VERSION = 1
 _CHUNK = 1 << 20
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class ArtifactError(RuntimeError):
@@ -44,6 +47,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are read by other steps/users
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -70,6 +74,30 @@ def safe_relpath(relative: str) -> str:
     if normalized in (".", "") or normalized.startswith("../"):
         raise ArtifactError(f"unsafe artifact path '{relative}'")
     return normalized
+
+
+def staging_dir(dest: Path) -> Path:
+    """A fresh sibling directory for building ``dest`` (same filesystem, so it can be renamed)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".staging", dir=dest.parent))
+    os.chmod(staging, 0o777 & ~_UMASK)
+    return staging
+
+
+def swap_into_place(staging: Path, dest: Path) -> None:
+    """Replace ``dest`` by ``staging`` with renames; on failure the old ``dest`` is put back."""
+    old = None
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+        os.replace(dest, old)  # an empty directory is replaced by a rename
+    try:
+        os.replace(staging, dest)
+    except OSError:
+        if old is not None:
+            os.replace(old, dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def list_files(root: str | Path) -> list[str]:

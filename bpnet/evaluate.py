@@ -38,6 +38,7 @@ def ground_truth(spec: DatasetSpec) -> dict:
     doc = json.loads(path.read_text())
     lookup = visibility_lookup(spec.visibility_flags)
     for ann in doc.get("annotations", []):
+        ann.setdefault("num_keypoints", 0)
         kps = ann.get("keypoints")
         if kps:
             flags = [int(lookup.get(int(v), Visibility.NOT_LABELED)) for v in kps[2::3]]
@@ -83,6 +84,7 @@ def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path) -
     if detections:
         with contextlib.redirect_stdout(io.StringIO()) as captured:
             evaluator = COCOeval(gt, gt.loadRes(detections), "keypoints")
+            evaluator.params.catIds = [spec.person_category.id]
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from bpnet.artifacts import (
     parse_manifest,
     read_manifest,
     safe_relpath,
+    staging_dir,
+    swap_into_place,
     verify_files,
     write_manifest,
 )
@@ -231,50 +232,54 @@ def publish_dir(local_dir: str | Path, dest: str, settings: S3Settings | None = 
         store.upload_bytes((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), MANIFEST_NAME)
         return manifest
     dest_path = Path(dest)
-    dest_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest_path.name}.", dir=dest_path.parent))
+    staging = staging_dir(dest_path)
     try:
-        for entry in manifest["files"]:
-            target = staging / entry["path"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(local_dir / entry["path"], target)
-            if on_file:
-                on_file(entry["path"])
+        _copy_entries(local_dir, staging, manifest, on_file)
         write_manifest(staging / MANIFEST_NAME, manifest)
-        _swap_into_place(staging, dest_path)
+        swap_into_place(staging, dest_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
 def fetch_dir(src: str, local_dir: str | Path, settings: S3Settings | None = None) -> dict:
-    """Copy a published directory to ``local_dir``, verifying every file against the manifest."""
+    """Copy a published directory to ``local_dir``: only the files its manifest lists, each
+    verified by size and sha256 in a staging folder before the folder is swapped into place."""
     local_dir = Path(local_dir)
-    if not is_remote(src):
+    if is_remote(src):
+        store = S3Store(src, settings)
+        raw = store.read_bytes(MANIFEST_NAME)
+        if raw is None:
+            raise StorageError(f"{src}: no {MANIFEST_NAME}; the artifact is incomplete or was never published")
+        manifest = parse_manifest(raw, f"{src}/{MANIFEST_NAME}")
+    else:
         manifest = read_manifest(Path(src) / MANIFEST_NAME)
-        verify_files(src, manifest)
-        if Path(src).resolve() != local_dir.resolve():
-            publish_dir(src, str(local_dir))
-        return manifest
-    store = S3Store(src, settings)
-    raw = store.read_bytes(MANIFEST_NAME)
-    if raw is None:
-        raise StorageError(f"{src}: no {MANIFEST_NAME}; the artifact is incomplete or was never published")
-    manifest = parse_manifest(raw, f"{src}/{MANIFEST_NAME}")
-    local_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{local_dir.name}.", dir=local_dir.parent))
+    staging = staging_dir(local_dir)
     try:
-        for entry in manifest["files"]:
-            store.download_file(entry["path"], staging / entry["path"])
+        if is_remote(src):
+            for entry in manifest["files"]:
+                store.download_file(entry["path"], staging / entry["path"])
+        else:
+            _copy_entries(Path(src), staging, manifest)
         try:
             verify_files(staging, manifest)
         except ArtifactError as exc:
-            raise StorageError(f"{src}: {exc}".replace(str(staging), src)) from None
+            message = f"{src}: {str(exc).replace(str(staging), '').lstrip('/')}"
+            raise (StorageError(message) if is_remote(src) else ArtifactError(message)) from None
         write_manifest(staging / MANIFEST_NAME, manifest)
-        _swap_into_place(staging, local_dir)
+        swap_into_place(staging, local_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _copy_entries(src: Path, dest: Path, manifest: dict, on_file: Callable[[str], None] | None = None) -> None:
+    for entry in manifest["files"]:
+        target = dest / entry["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / entry["path"], target)
+        if on_file:
+            on_file(entry["path"])
 
 
 def upload_file(local: str | Path, dest: str, settings: S3Settings | None = None) -> None:
@@ -294,17 +299,6 @@ def download_file(src: str, local: str | Path, settings: S3Settings | None = Non
         return
     with atomic_output(local) as tmp:
         shutil.copyfile(src, tmp)
-
-
-def _swap_into_place(staging: Path, dest: Path) -> None:
-    """Replace ``dest`` by ``staging`` with renames only (the old copy is removed afterwards)."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(staging, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["S3Settings", "S3Store", "StorageError", "download_file", "fetch_dir", "is_remote", "list_files",

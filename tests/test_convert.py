@@ -232,3 +232,20 @@ def test_synth_is_deterministic_and_rich(synth_dir, tmp_path):
     assert flags.count(1) > 0 and flags.count(2) > 0 and flags.count(0) > 0
     assert any(isinstance(a["segmentation"], list) for a in anns)
     assert any(isinstance(a["segmentation"], dict) for a in anns)
+
+
+def test_file_names_cannot_escape_the_dataset_folders(dataset, tmp_path):
+    ann_file = dataset / "annotations/person_keypoints_train2017.json"
+    raw = json.loads(ann_file.read_text())
+    raw["images"][0]["file_name"] = "../../outside.jpg"
+    ann_file.write_text(json.dumps(raw))
+    with pytest.raises(ConvertError, match=rf"image {raw['images'][0]['id']}: file_name: unsafe artifact path"):
+        convert_dataset(spec_of(dataset), tmp_path / "train", ConvertOptions(generate_masks=True))
+
+
+def test_outputs_are_readable_by_other_users(dataset, tmp_path):
+    import stat
+
+    convert_dataset(spec_of(dataset), tmp_path / "train", ConvertOptions(generate_masks=True))
+    mode = stat.S_IMODE((tmp_path / "train-fold-000-of-001").stat().st_mode)
+    assert mode & stat.S_IROTH and mode & stat.S_IRGRP

@@ -208,3 +208,14 @@ def test_evaluate_writes_coco_metrics(tiny_model, synth_dir, tmp_path):
     assert set(metrics) >= {"AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"} and metrics["images"] == 8
     assert 0.0 <= metrics["AP"] <= 1.0
     assert (out / "inference_spec.resolved.yaml").is_file()
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4, 8])
+def test_any_upsampling_factor_decodes_the_same_people(factor):
+    truth = np.stack([_person(100, 120, 20, 0), _person(250, 120, 0, -20)])
+    heat, paf = render(truth, 256, 384)
+    people = decode(heat, paf, DecodeParams(upsampling=(factor, factor)), 256)
+    assert len(people) == 2 and all(p.num_parts == 18 for p in people)
+    for person in people:
+        target = truth[0] if person.keypoints[J["neck"], 0] < 175 else truth[1]
+        assert np.abs(person.keypoints[:, :2] - target[:, :2]).max() <= 8.0 / factor + 1.5

@@ -164,3 +164,15 @@ def test_masks_reach_the_labels(converted, synth_dir, tmp_path):
                                                              repeat=False)]
     values = np.concatenate([m.ravel() for m in masks])
     assert values.max() == pytest.approx(1.0) and values.min() < 0.5  # crowds / unlabeled people are masked
+
+
+def test_either_flip_mirrors_the_person_so_left_and_right_swap():
+    from bpnet.data.augment import transform
+    from bpnet.specs.train import SpatialAugParams
+
+    u = np.array([0.9, 0.9, 0.5, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5])  # draws above both flip probabilities
+    for lr, tb, swap in ((0.0, 0.0, False), (1.0, 0.0, True), (0.0, 1.0, True), (1.0, 1.0, False)):
+        params = SpatialAugParams(flip_lr_prob=lr, flip_tb_prob=tb)
+        u_flip = u.copy()
+        u_flip[:2] = (0.0 if lr else 0.9, 0.0 if tb else 0.9)
+        assert transform(params, "center_aug", 64, 64, 64, 64, None, u_flip)[1] is swap

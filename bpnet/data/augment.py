@@ -13,8 +13,8 @@ pixel), composed as ``flips . T(out_centre + t) . R(theta) . S(s) . T(-centre)``
 - rotation: uniform in [``rotate_deg_min``, ``rotate_deg_max``] (min null = [-max, max]);
 - translation: uniform in the x/y ranges, in input pixels, or as a fraction of the input size
   when ``use_translate_ratio``;
-- flips: left-right with ``flip_lr_prob`` (the caller swaps left/right joints), top-bottom with
-  ``flip_tb_prob``.
+- flips: left-right with ``flip_lr_prob``, top-bottom with ``flip_tb_prob``; either one mirrors the
+  person, so the caller swaps left/right joints when exactly one of them happened.
 
 Random draws come from a generator seeded with (random_seed, sample counter): the same seed gives
 the same augmentations whatever the parallelism.
@@ -42,7 +42,7 @@ def _lerp(u: float, low: float, high: float) -> float:
 
 def transform(params: SpatialAugParams, mode: str, out_h: int, out_w: int, image_h: int, image_w: int,
               person_bbox: np.ndarray | None, u: np.ndarray | None) -> tuple[np.ndarray, bool]:
-    """(M as a 3x3 matrix, flipped left-right). ``u`` None means no random augmentation."""
+    """(M as a 3x3 matrix, whether left/right joints must swap). ``u`` None: no random augmentation."""
     fit = min(out_h / image_h, out_w / image_w)
     centre = ((image_w - 1) / 2.0, (image_h - 1) / 2.0)
     scale = fit
@@ -72,7 +72,7 @@ def transform(params: SpatialAugParams, mode: str, out_h: int, out_w: int, image
     flips = np.array([[-1.0 if flip_lr else 1.0, 0.0, out_w - 1.0 if flip_lr else 0.0],
                       [0.0, -1.0 if flip_tb else 1.0, out_h - 1.0 if flip_tb else 0.0],
                       [0.0, 0.0, 1.0]])
-    return flips @ m, flip_lr
+    return flips @ m, flip_lr != flip_tb  # each flip is a mirror: one of them swaps left and right
 
 
 def apply_to_points(m: np.ndarray, xy: np.ndarray) -> np.ndarray:

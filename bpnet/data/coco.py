@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from bpnet.artifacts import ArtifactError, safe_relpath
 from bpnet.pose import VISIBILITY_NAMES, Visibility
 from bpnet.specs.dataset import CategoryConfig, VisibilityFlagsConfig
 
@@ -119,6 +120,10 @@ def _parse_image(img: dict, problems: list[InputProblem]) -> ImageEntry | None:
         return None
     if height <= 0 or width <= 0:
         problems.append(InputProblem(f"image size {width}x{height} is not positive", image_id=image_id))
+    try:
+        file_name = safe_relpath(file_name)  # masks are written by this name: it must stay inside its folder
+    except ArtifactError as exc:
+        problems.append(InputProblem(f"file_name: {exc}", image_id=image_id))
     return ImageEntry(image_id, file_name, height, width)
 
 

@@ -75,6 +75,7 @@ class ConvertSummary:
     crowd_regions: int = 0
     masked_persons: int = 0
     masks_written: int = 0
+    masks_missing: int = 0
     shards: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -87,7 +88,7 @@ class ConvertSummary:
             f"persons: {self.persons_total} annotated, {self.persons_kept} kept as centres",
             f"persons dropped by rule: {dropped}",
             f"crowd regions: {self.crowd_regions}; persons masked out: {self.masked_persons}; "
-            f"masks written: {self.masks_written}",
+            f"masks written: {self.masks_written}; images without a mask: {self.masks_missing}",
             f"shards: {', '.join(self.shards)}",
         ]
 
@@ -154,6 +155,9 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertOptio
     samples: list[records.PoseSample] = []
     for image in tqdm(images, desc=f"dataset_convert ({options.mode})", unit="img", leave=False, disable=None):
         samples.extend(_image_samples(spec, image, options, summary))
+    if summary.masks_missing and options.mode == "train":
+        log.warning("%d image(s) have no mask: their unlabeled people and crowds will be trained as background "
+                    "(run with --generate_masks)", summary.masks_missing)
     summary.images_written = len({s.image_id for s in samples})
     summary.samples_written = len(samples)
     summary.shards = _write_shards(samples, output, options.num_shards)
@@ -212,6 +216,7 @@ def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertOptions
         ignored = -1  # a mask made earlier: unknown content, the loader must read it
     else:
         mask_rel, ignored = "", 0
+        summary.masks_missing += 1
 
     labeled = [p for p in persons if not p.iscrowd and p.num_labeled > 0]
     names = spec.person_category.keypoints

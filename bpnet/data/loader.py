@@ -25,8 +25,10 @@ from bpnet.pose import BPNET_SKELETON, Skeleton
 from bpnet.preprocess import normalize
 from bpnet.specs.train import MODEL_STRIDE, TrainSpec
 
-_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-            8: cv2.IMREAD_REDUCED_COLOR_8}
+# EXIF orientation is ignored everywhere: annotations (and masks) refer to the stored pixel grid.
+_REDUCED = {r: flag | cv2.IMREAD_IGNORE_ORIENTATION for r, flag in (
+    (1, cv2.IMREAD_COLOR), (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+    (8, cv2.IMREAD_REDUCED_COLOR_8))}
 cv2.setNumThreads(1)  # tf.data runs samples in parallel; OpenCV's own threads would oversubscribe
 
 
@@ -73,7 +75,7 @@ class SampleMaker:
         aug = loader.augmentation_config
         u = augment.draws(self.spec.random_seed, counter) if self.training else None
         bbox = rec.bboxes[rec.main_index] if rec.main_index >= 0 else None
-        m, flipped = augment.transform(aug.spatial_aug_params, aug.spatial_augmentation_mode, out_h, out_w,
+        m, mirrored = augment.transform(aug.spatial_aug_params, aug.spatial_augmentation_mode, out_h, out_w,
                                        rec.height, rec.width, bbox, u)
 
         ratio = decode_ratio(augment.scale_of(m), loader.image_config.image_encoding)
@@ -98,7 +100,7 @@ class SampleMaker:
 
         kps = rec.keypoints.copy()
         kps[..., :2] = augment.apply_to_points(m, kps[..., :2])
-        if flipped:
+        if mirrored:
             kps = kps[:, self.skeleton.flip_index]
         lab = loader.label_processor_config
         heat = labels.heatmaps(kps, target_h, target_w, MODEL_STRIDE, lab.heatmap_gaussian_sigma)

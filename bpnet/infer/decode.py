@@ -5,7 +5,7 @@ The maps the network predicts at stride 8 are conceptually upsampled by
 defined on those upsampled maps, but never materializes them:
 
 - peaks: local maxima of the stride-8 heatmap (8-neighbourhood, above half the threshold) are
-  candidates; each is refined by upsampling only a 7x7 neighbourhood (all crops at once,
+  candidates; each is refined by upsampling only a 9x9 neighbourhood (all crops at once,
   evaluated separably on just that window) and taking the maximum within +-1 cell, kept if above
   ``heatmap_threshold``. The bicubic
   taps of that window lie inside the crop, so the values equal those of the full upsampled map;
@@ -38,7 +38,7 @@ from bpnet.pose import BPNET_SKELETON, Skeleton
 
 STRIDE = 8
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel
-_CROP = 7  # stride-8 cells per refinement crop (candidate cell +-3)
+_CROP = 9  # stride-8 cells per refinement crop (candidate +-4: bicubic taps of the window at any factor)
 REDUNDANT_LIMBS = 2  # the skeleton's last limbs (ears-shoulders) only confirm, never start, a person
 
 

@@ -73,7 +73,8 @@ def plan(image_h: int, image_w: int, input_shape: Sequence[int], mode: str | Non
 
 def load_image(path: str | Path) -> np.ndarray:
     """An image file as RGB uint8 (the channel order training uses); ValueError if unreadable."""
-    pixels = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR) if Path(path).is_file() else None
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # as training: the stored pixel grid
+    pixels = cv2.imdecode(np.fromfile(str(path), np.uint8), flags) if Path(path).is_file() else None
     if pixels is None:
         raise ValueError(f"{path}: cannot read image (missing, unreadable or not an image)")
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)

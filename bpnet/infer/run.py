@@ -5,6 +5,7 @@ detection.json::
     {"format": "bpnet-detections/1",
      "keypoint_names": [18 names, BodyPoseNet order],
      "images": [{"image": "<path as given>", "image_id": <COCO id or null>, "width": W, "height": H,
+                 "annotated": "images_annotated/<name>.jpg" (with --dump_visualizations),
                  "people": [{"score": s, "num_parts": n,
                              "keypoints": [[x, y, score], ... 18]}]}],
      "errors": [{"image": "<path>", "error": "<why>"}]}
@@ -83,7 +84,8 @@ def run_inference(predictor: Predictor, inputs: list[InferenceInput], results_di
     results = Path(results_dir)
     report = InferenceReport()
     images = []
-    for item in tqdm(inputs, desc="inference", unit="img", disable=None):
+    drawn: set[str] = set()
+    for index, item in enumerate(tqdm(inputs, desc="inference", unit="img", disable=None)):
         try:
             rgb = load_image(item.path)
         except ValueError as exc:
@@ -101,7 +103,10 @@ def run_inference(predictor: Predictor, inputs: list[InferenceInput], results_di
         if dump_visualizations:
             drawing = draw_people(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), prediction.people)
             ok, buf = cv2.imencode(".jpg", drawing)
-            atomic_write_bytes(results / "images_annotated" / f"{item.path.stem}.jpg", buf.tobytes())
+            name = item.path.stem if item.path.stem not in drawn else f"{item.path.stem}_{index}"  # a.jpg, a.png
+            drawn.add(name)
+            images[-1]["annotated"] = f"images_annotated/{name}.jpg"
+            atomic_write_bytes(results / images[-1]["annotated"], buf.tobytes())
     doc = {"format": FORMAT, "keypoint_names": list(BPNET_SKELETON.joints), "images": images,
            "errors": report.errors}
     atomic_write_text(results / "detection.json", json.dumps(doc) + "\n")
