@@ -65,17 +65,28 @@ def pafs(keypoints: np.ndarray, skeleton: Skeleton, target_h: int, target_w: int
     if valid.any():
         p_idx, l_idx = np.nonzero(valid)
         start, unit = a[p_idx, l_idx, :2], d[p_idx, l_idx] / length[p_idx, l_idx, None]  # (N, 2)
-        xs, ys = cell_centers(target_h, target_w, stride)
-        rx = xs[None, None, :] - start[:, 0, None, None]  # (N, 1, w)
-        ry = ys[None, :, None] - start[:, 1, None, None]  # (N, h, 1)
+        reach = band + sigma * math.sqrt(2.0 * math.log(1.0 / _PAF_CUTOFF))  # weight >= cutoff inside
+        # Only the cells of each limb's bounding box (grown by `reach`) can be reached: work on a
+        # window of the largest such box per limb instance instead of the whole map.
+        end = b[p_idx, l_idx, :2]
+        offset = (stride - 1) / 2.0
+        low = np.floor((np.minimum(start, end) - reach - offset) / stride).astype(np.int64)
+        high = np.ceil((np.maximum(start, end) + reach - offset) / stride).astype(np.int64)
+        low = np.clip(low, 0, [target_w - 1, target_h - 1])
+        win_w, win_h = (np.clip(high, 0, [target_w - 1, target_h - 1]) - low + 1).max(axis=0)
+        cols = low[:, 0, None] + np.arange(win_w)  # (N, ww) cell columns (may run past the map)
+        rows = low[:, 1, None] + np.arange(win_h)  # (N, wh)
+        rx = (cols * stride + offset - start[:, 0, None])[:, None, :]  # (N, 1, ww)
+        ry = (rows * stride + offset - start[:, 1, None])[:, :, None]  # (N, wh, 1)
         ux, uy = unit[:, 0, None, None], unit[:, 1, None, None]
-        along = rx * ux + ry * uy  # (N, h, w)
+        along = rx * ux + ry * uy  # (N, wh, ww)
         ortho = rx * uy - ry * ux
         beyond = np.maximum(-along, 0.0) + np.maximum(along - length[p_idx, l_idx, None, None], 0.0)
         dist = np.sqrt(np.square(ortho) + np.square(beyond))  # distance to the segment
-        reach = band + sigma * math.sqrt(2.0 * math.log(1.0 / _PAF_CUTOFF))  # weight >= cutoff inside
-        n, i, j = np.nonzero(dist <= reach)
-        weight = np.exp(-np.square(np.maximum(dist[n, i, j] - band, 0.0)) / (2.0 * sigma * sigma))
+        inside = (rows < target_h)[:, :, None] & (cols < target_w)[:, None, :]
+        n, wi, wj = np.nonzero((dist <= reach) & inside)
+        i, j = rows[n, wi], cols[n, wj]
+        weight = np.exp(-np.square(np.maximum(dist[n, wi, wj] - band, 0.0)) / (2.0 * sigma * sigma))
         cell = (l_idx[n] * target_h + i) * target_w + j  # (limb, row, col) flattened
         size = len(limbs) * target_h * target_w
         count = np.bincount(cell, minlength=size)
