@@ -12,6 +12,7 @@ counter), so a seed reproduces the stream exactly.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,5 +144,7 @@ def build_dataset(spec: TrainSpec, paths: list[Path], batch_size: int, training:
         ds = ds.repeat()
     ds = ds.enumerate(start=counter_offset).batch(batch_size, drop_remainder=training)
     maker = SampleMaker(spec, Path(spec.dataloader.dataset_config.root_data_path), training)
-    ds = ds.map(_batch_fn(maker), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # one batch per core at a time: numpy_function holds the GIL between its C calls, and more
+    # concurrent batches than cores only add thread switching
+    ds = ds.map(_batch_fn(maker), num_parallel_calls=len(os.sched_getaffinity(0)), deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
