@@ -162,9 +162,15 @@ def _paf_dots(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray, li
     unit = d / np.maximum(np.linalg.norm(d, axis=1), 1e-6)[:, None]
     pts = a_xy[:, None, :] + t[None, :, None] * d[:, None, :]  # (N, n, 2) network-input pixels
     col = np.clip(np.round(_input_to_fine(pts[..., 0], fx)), 0, rows_x.shape[1] - 1).astype(np.int64)
-    src = (np.round(_input_to_fine(pts[..., 1], fy)) + 0.5) / fy - 0.5  # stride-8 row of the sample
-    base = np.floor(src).astype(np.int64)
-    weights = _cubic_weights(src - base)  # (N, n, 4)
+    row = np.clip(np.round(_input_to_fine(pts[..., 1], fy)), 0, h * fy - 1).astype(np.int64)
+    # upsampled rows share fy distinct fractional positions: look their bicubic weights up
+    residue = np.arange(fy)
+    src = (residue + 0.5) / fy - 0.5
+    shift = np.floor(src).astype(np.int64)
+    table = _cubic_weights(src - shift).astype(np.float32)  # (fy, 4)
+    quotient, rem = np.divmod(row, fy)
+    weights = table[rem]  # (N, n, 4)
+    base = quotient + shift[rem]
     taps = np.clip(base[..., None] + np.arange(-1, 3, dtype=np.int64), 0, h - 1)  # replicate border, like resize
     width = rows_x.shape[1]
     flat = ((2 * limb)[:, None, None] * h + taps) * width + col[..., None]  # (N, n, 4) into rows_x
@@ -185,7 +191,7 @@ def _limb_scores(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray,
     t = np.linspace(0.0, 1.0, n)
     allowed_failures = n - int(np.ceil(params.min_paf_fraction * n - 1e-9))
     # interior points: at the ends, a joint shared with a neighbour's field could pass by accident
-    subset = np.unique(np.linspace(0, n - 1, allowed_failures + 3)[1:-1].round().astype(int))
+    subset = sorted({round(k * (n - 1) / (allowed_failures + 2)) for k in range(1, allowed_failures + 2)})
     alive = np.ones(len(limb), bool)
     if len(subset) == allowed_failures + 1 and len(subset) < n:  # (else: sample everything at once)
         first = _paf_dots(rows_x, h, a_xy, b_xy, limb, t[subset], params)
