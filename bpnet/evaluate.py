@@ -19,8 +19,8 @@ from tqdm import tqdm
 from bpnet.artifacts import atomic_write_text
 from bpnet.data.coco import visibility_lookup
 from bpnet.infer.predict import Predictor
-from bpnet.infer.preprocess import load_image
-from bpnet.pose import BPNET_SKELETON, COCO_KEYPOINTS, Visibility
+from bpnet.pose import COCO_KEYPOINTS, Visibility, model_to_dataset_keypoints
+from bpnet.preprocess import read_image
 from bpnet.specs.dataset import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ def ground_truth(spec: DatasetSpec) -> dict:
 def to_coco_keypoints(keypoints: np.ndarray) -> list[float]:
     """18 (x, y, score) -> COCO's 51 numbers; found keypoints get visibility 1, missing 0."""
     out: list[float] = []
-    for name in COCO_KEYPOINTS:
-        x, y, score = keypoints[BPNET_SKELETON.joints.index(name)]
+    for x, y, score in model_to_dataset_keypoints(keypoints, COCO_KEYPOINTS):
         out += [round(float(x), 2), round(float(y), 2), 1] if score > 0 else [0.0, 0.0, 0]
     return out
 
@@ -66,7 +65,7 @@ def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path) -
     detections, errors = [], []
     for image in tqdm(gt_doc["images"], desc="evaluate", unit="img", disable=None):
         try:
-            rgb = load_image(image_dir / image["file_name"])
+            rgb = read_image(image_dir / image["file_name"])
         except ValueError as exc:
             log.error("image %s: %s", image["id"], exc)
             errors.append({"image_id": image["id"], "error": str(exc)})

@@ -166,3 +166,10 @@ def dataset_to_model_keypoints(
         else:
             raise PoseConfigError(f"dataset has no keypoint '{name}' and it cannot be derived")
     return out
+
+
+def model_to_dataset_keypoints(keypoints: np.ndarray, dataset_names: Sequence[str],
+                               skeleton: Skeleton = BPNET_SKELETON) -> np.ndarray:
+    """(J_model, 3) -> (K_dataset, 3) by joint name; derived joints (the neck) are dropped."""
+    index = {name: i for i, name in enumerate(skeleton.joints)}
+    return np.asarray(keypoints)[[index[name] for name in dataset_names]]

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from bpnet.artifacts import atomic_write_text, build_manifest, write_manifest
 from bpnet.data.convert import verified_shards
-from bpnet.data.loader import build_dataset, count_records, record_paths
+from bpnet.data.loader import build_dataset, record_paths
 from bpnet.model.architecture import Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
 from bpnet.model.io import architecture_of, load_model, load_weights_by_name, save_model
@@ -118,8 +118,8 @@ class Trainer:
         self.replicas = self.strategy.num_replicas_in_sync
         self.global_batch = spec.dataloader.batch_size * self.replicas  # batch_size is per GPU (guide)
         load_pose_config(spec.dataloader.pose_config.pose_config_path)
-        self.paths = verified_shards(record_paths(spec))
-        self.num_samples = count_records(self.paths)
+        self.paths = record_paths(spec)
+        self.num_samples = verified_shards(self.paths)
         if self.num_samples < self.global_batch:
             raise ValueError(f"{self.num_samples} training samples < one batch of {self.global_batch}")
         self.steps_per_epoch = self.num_samples // self.global_batch

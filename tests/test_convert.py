@@ -134,8 +134,9 @@ def test_shards_manifest_and_stale_shards(dataset, tmp_path):
     out = tmp_path / "train"
     three = convert_dataset(spec_of(dataset), out, ConvertOptions(num_shards=3))
     assert three.shards == ["train-fold-000-of-003", "train-fold-001-of-003", "train-fold-002-of-003"]
-    paths = verified_shards([tmp_path / n for n in three.shards])
-    assert len(records.read_samples(paths)) == three.samples_written
+    paths = [tmp_path / n for n in three.shards]
+    assert verified_shards(paths) == len(records.read_samples(paths)) == three.samples_written
+    assert verified_shards(paths[:1]) == len(records.read_samples(paths[:1]))
     one = convert_dataset(spec_of(dataset), out, ConvertOptions(num_shards=1))
     assert sorted(p.name for p in tmp_path.glob("train-fold-*")) == one.shards
     assert json.loads((tmp_path / "train-dataset_spec.json").read_text())["dataset"] == "coco"

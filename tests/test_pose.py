@@ -61,3 +61,12 @@ def test_a_different_skeleton_config_is_refused(tmp_path):
     path.write_text(json.dumps(config))
     with pytest.raises(PoseConfigError, match="only the default 18-joint skeleton"):
         load_pose_config(path)
+
+
+def test_model_to_dataset_is_the_inverse_except_the_neck():
+    from bpnet.pose import model_to_dataset_keypoints
+
+    kps = np.random.default_rng(0).uniform(1, 100, (1, 17, 3)).astype(np.float32)
+    kps[..., 2] = Visibility.VISIBLE
+    model = dataset_to_model_keypoints(kps, COCO_KEYPOINTS)[0]
+    assert np.array_equal(model_to_dataset_keypoints(model, COCO_KEYPOINTS), kps[0])

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -34,6 +33,7 @@ from bpnet.artifacts import (
 from bpnet.data import masks, records
 from bpnet.data.coco import ImageEntry, InputProblem, Person, load_coco
 from bpnet.pose import dataset_to_model_keypoints
+from bpnet.preprocess import read_image
 from bpnet.specs.dataset import DataFilteringParams, DatasetSpec
 from bpnet.specs.loader import write_resolved_spec
 
@@ -160,10 +160,11 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertOptio
                     "(run with --generate_masks)", summary.masks_missing)
     summary.images_written = len({s.image_id for s in samples})
     summary.samples_written = len(samples)
-    summary.shards = _write_shards(samples, output, options.num_shards)
+    summary.shards, shard_samples = _write_shards(samples, output, options.num_shards)
     write_resolved_spec(spec, spec_path)
     manifest = build_manifest(output.parent, files=summary.shards, metadata={
-        "summary": asdict(summary), "options": asdict(options), "dataset_spec": spec_path.name})
+        "summary": asdict(summary), "options": asdict(options), "dataset_spec": spec_path.name,
+        "shard_samples": shard_samples})
     write_manifest(manifest_path, manifest)
     return summary
 
@@ -180,10 +181,12 @@ def _check_files(spec: DatasetSpec, images: list[ImageEntry], options: ConvertOp
             continue
         if not options.check_files:
             continue
-        pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if pixels is None:
+        try:
+            pixels = read_image(path)
+        except ValueError:
             problems.append(InputProblem(f"image file {path} is corrupt (cannot be decoded)", image.image_id))
-        elif pixels.shape[:2] != (image.height, image.width):
+            pixels = None
+        if pixels is not None and pixels.shape[:2] != (image.height, image.width):
             problems.append(InputProblem(
                 f"image file {path} is {pixels.shape[1]}x{pixels.shape[0]}, annotated as "
                 f"{image.width}x{image.height}", image.image_id))
@@ -240,7 +243,8 @@ def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertOptions
     return [sample([k] + [i for i in range(len(labeled)) if i != k], 0) for k in kept]
 
 
-def _write_shards(samples: list[records.PoseSample], output: Path, num_shards: int) -> list[str]:
+def _write_shards(samples: list[records.PoseSample], output: Path, num_shards: int
+                  ) -> tuple[list[str], dict[str, int]]:
     """Write contiguous chunks under temporary names; all are renamed into place only once every
     shard is complete (ExitStack unwinds the atomic outputs together). Stale shards are removed."""
     import tensorflow as tf
@@ -256,12 +260,14 @@ def _write_shards(samples: list[records.PoseSample], output: Path, num_shards: i
     for stale in output.parent.glob(output.name + "-fold-*"):
         if stale.name not in names:
             stale.unlink()
-    return names
+    return names, {name: int(hi - lo) for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)}
 
 
-def verified_shards(shard_paths: list[str | Path]) -> list[Path]:
-    """Check the shards against their dataset_convert manifest (the training input does this)."""
+def verified_shards(shard_paths: list[str | Path]) -> int:
+    """Check the shards against their dataset_convert manifests (the training input does this);
+    returns the number of samples they hold (from the manifests: no second read of the records)."""
     paths = [Path(p) for p in shard_paths]
+    total = 0
     for prefix in sorted({records.shard_prefix(p) for p in paths}):
         manifest_path, _ = output_paths(prefix)
         manifest = read_manifest(manifest_path)
@@ -270,4 +276,6 @@ def verified_shards(shard_paths: list[str | Path]) -> list[Path]:
         if missing:
             raise FileNotFoundError(f"{manifest_path}: does not list {missing}")
         verify_files(manifest_path.parent, manifest)
-    return paths
+        counts = manifest["metadata"]["shard_samples"]
+        total += sum(counts[p.name] for p in paths if records.shard_prefix(p) == prefix)
+    return total

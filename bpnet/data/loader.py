@@ -23,13 +23,9 @@ import tensorflow as tf
 from bpnet.data import augment, labels, records
 from bpnet.data.masks import MASK_KEEP
 from bpnet.pose import BPNET_SKELETON, Skeleton
-from bpnet.preprocess import normalize
+from bpnet.preprocess import DCT_RATIOS, normalize, read_image
 from bpnet.specs.train import MODEL_STRIDE, TrainSpec
 
-# EXIF orientation is ignored everywhere: annotations (and masks) refer to the stored pixel grid.
-_REDUCED = {r: flag | cv2.IMREAD_IGNORE_ORIENTATION for r, flag in (
-    (1, cv2.IMREAD_COLOR), (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
-    (8, cv2.IMREAD_REDUCED_COLOR_8))}
 cv2.setNumThreads(1)  # tf.data runs samples in parallel; OpenCV's own threads would oversubscribe
 
 
@@ -42,15 +38,11 @@ def record_paths(spec: TrainSpec, split: str = "train") -> list[Path]:
     return [Path(folder) / n for n in names]
 
 
-def count_records(paths: list[Path]) -> int:
-    return int(tf.data.TFRecordDataset([str(p) for p in paths]).reduce(np.int64(0), lambda n, _: n + 1))
-
-
 def decode_ratio(scale: float, encoding: str) -> int:
     """Coarsest JPEG DCT ratio r with r * scale <= 1: nothing skipped is later upsampled."""
     if encoding != "jpg":
         return 1
-    return max((r for r in _REDUCED if r * scale <= 1.0), default=1)
+    return max((r for r in DCT_RATIOS if r * scale <= 1.0), default=1)
 
 
 @dataclass(frozen=True)
@@ -80,12 +72,12 @@ class SampleMaker:
                                        rec.height, rec.width, bbox, u)
 
         ratio = decode_ratio(augment.scale_of(m), loader.image_config.image_encoding)
-        pixels = cv2.imdecode(np.fromfile(self.root / rec.filename, np.uint8), _REDUCED[ratio])
-        if pixels is None:
-            raise ValueError(f"image {rec.image_id}: {self.root / rec.filename} cannot be decoded")
+        try:
+            pixels = read_image(self.root / rec.filename, ratio)  # RGB uint8; normalized in-graph per batch
+        except ValueError as exc:
+            raise ValueError(f"image {rec.image_id}: {exc}") from None
         image = cv2.warpAffine(pixels, augment.rescaled(m, ratio, 1)[:2], (out_w, out_h),
                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
         mask = np.full((target_h, target_w), MASK_KEEP, np.float32)
         if rec.mask_filename and rec.mask_ignored != 0:

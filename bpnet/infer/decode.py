@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 
 from bpnet.pose import BPNET_SKELETON, Skeleton
+from bpnet.specs.train import MODEL_STRIDE as STRIDE
 
-STRIDE = 8
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel
 _CROP = 9  # stride-8 cells per refinement crop (candidate +-4: bicubic taps of the window at any factor)
 REDUNDANT_LIMBS = 2  # the skeleton's last limbs (ears-shoulders) only confirm, never start, a person
@@ -95,7 +95,7 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     edge = np.pad(maps, ((half, half), (half, half), (0, 0)), mode="edge")  # = resize's border rule
     r = rows[:, None] + np.arange(_CROP)[None, :]
     c = cols[:, None] + np.arange(_CROP)[None, :]
-    crops = edge[r[:, :, None], c[:, None, :], joint[:, None, None]].astype(np.float64)  # (N, 7, 7)
+    crops = edge[r[:, :, None], c[:, None, :], joint[:, None, None]].astype(np.float64)  # (N, crop, crop)
     # upsampled pixels whose source lies within +-1 cell of the candidate (crop coordinate `half`),
     # plus one pixel each side for the sub-pixel fit; their bicubic taps all lie inside the crop
     wy, y0 = _window_weights(fy, half)

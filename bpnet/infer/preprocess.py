@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from bpnet.preprocess import normalize
-
-STRIDE = 8
+from bpnet.specs.train import MODEL_STRIDE as STRIDE
 
 
 @dataclass(frozen=True)
@@ -69,15 +67,6 @@ def plan(image_h: int, image_w: int, input_shape: Sequence[int], mode: str | Non
         resized_w = min(net_w, max(1, int(round(image_w * s))))
         return InputPlan(image_h, image_w, net_h, net_w, resized_h, resized_w)
     return InputPlan(image_h, image_w, net_h, net_w, net_h, net_w)
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8 (the channel order training uses); ValueError if unreadable."""
-    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # as training: the stored pixel grid
-    pixels = cv2.imdecode(np.fromfile(str(path), np.uint8), flags) if Path(path).is_file() else None
-    if pixels is None:
-        raise ValueError(f"{path}: cannot read image (missing, unreadable or not an image)")
-    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
 def to_network_input(image: np.ndarray, p: InputPlan, scale: Sequence[float], offset: Sequence[float]) -> np.ndarray:

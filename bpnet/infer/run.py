@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from bpnet.artifacts import atomic_write_bytes, atomic_write_text
 from bpnet.infer.predict import Predictor
-from bpnet.infer.preprocess import load_image
 from bpnet.infer.visualize import draw_people
 from bpnet.pose import BPNET_SKELETON
+from bpnet.preprocess import read_image
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def run_inference(predictor: Predictor, inputs: list[InferenceInput], results_di
     drawn: set[str] = set()
     for index, item in enumerate(tqdm(inputs, desc="inference", unit="img", disable=None)):
         try:
-            rgb = load_image(item.path)
+            rgb = read_image(item.path)
         except ValueError as exc:
             log.error("%s", exc)
             report.errors.append({"image": str(item.path), "error": str(exc)})

@@ -30,7 +30,6 @@ BACKBONE_LAYERS: tuple[tuple[str, int], ...] = (
     ("block4_conv1", 512), ("block4_conv2", 512), ("block4_conv3", 256),
 )  # fmt: skip
 POOL_AFTER = {"block1_conv2", "block2_conv2", "block3_conv4"}
-STRIDE = 8
 STAGE1_CONVS, STAGE1_BRANCH = 3, 512
 STAGET_CONVS, STAGET_KERNEL, STAGET_BRANCH = 5, 7, 128
 HIDDEN = 128
