@@ -6,11 +6,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := data/demo
 RUNS   := runs/local
+SPEC   ?= specs/pipeline/cluster.yaml
+BUILD  := build
+# Images: pushed as $(REGISTRY)/bpnet-{gpu,jetson}:$(VERSION) (the package version).
+REGISTRY ?= localhost:5000/bpnet
+VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 PYTEST_ARGS ?=
 # The demo's model key; real runs take theirs from the environment (never from a spec or a file).
 export BPNET_MODEL_KEY ?= bpnet-demo-key
 
-.PHONY: venv test test-all lint bench demo-data run clean
+.PHONY: venv test test-all lint bench demo-data run pipeline-compile pipeline-run pipeline-schedule \
+        pipeline-unschedule images clean
 
 venv: $(STAMP)
 
@@ -37,15 +43,28 @@ bench: $(STAMP)
 demo-data: $(STAMP)
 	@test -f $(DEMO)/coco_spec.json || $(BIN)/bpnet synth -o $(DEMO)
 
+# The whole DAG (dataset_convert -> train -> evaluate + inference) through kfp.local, then a summary.
 run: demo-data
-	$(BIN)/bpnet dataset_convert -d $(DEMO)/coco_spec.json -o $(RUNS)/data/train -m train --generate_masks
-	$(BIN)/bpnet dataset_convert -d $(DEMO)/coco_spec.json -o $(RUNS)/data/val -m test --generate_masks
-	$(BIN)/bpnet train -e specs/demo/bpnet_train_demo.yaml -r $(RUNS)/train
-	$(BIN)/bpnet evaluate -i specs/demo/infer_spec_demo.yaml -d $(DEMO)/coco_spec.json -r $(RUNS)/evaluate
-	$(BIN)/bpnet inference -i specs/demo/infer_spec_demo.yaml --input_type dir --input $(DEMO)/val2017 \
-	  -r $(RUNS)/inference --dump_visualizations
-	@echo "demo dataset: $(DEMO); records: $(RUNS)/data; model: $(RUNS)/train/bpnet_model.tlt"
-	@echo "metrics: $(RUNS)/evaluate/metrics.json; detections and drawings: $(RUNS)/inference"
+	$(BIN)/python -m pipelines local --spec specs/pipeline/local.yaml
+
+# Kubeflow: compile to $(BUILD)/, submit a run, or (un)schedule the recurring run of run spec $(SPEC).
+pipeline-compile: $(STAMP)
+	$(BIN)/python -m pipelines compile --spec $(SPEC) --build_dir $(BUILD)
+
+pipeline-run: $(STAMP)
+	$(BIN)/python -m pipelines run --spec $(SPEC) --build_dir $(BUILD)
+
+pipeline-schedule: $(STAMP)
+	$(BIN)/python -m pipelines schedule --spec $(SPEC) --build_dir $(BUILD)
+
+pipeline-unschedule: $(STAMP)
+	$(BIN)/python -m pipelines unschedule --spec $(SPEC)
+
+# Needs a Docker engine with buildx (and QEMU or an arm64 builder for the Jetson image).
+images:
+	@command -v docker >/dev/null || { echo "error: make images needs docker with buildx"; exit 1; }
+	docker buildx build --platform linux/amd64 -f images/gpu/Dockerfile -t $(REGISTRY)/bpnet-gpu:$(VERSION) --push .
+	docker buildx build --platform linux/arm64 -f images/jetson/Dockerfile -t $(REGISTRY)/bpnet-jetson:$(VERSION) --push .
 
 clean:
-	rm -rf $(RUNS) $(DEMO)
+	rm -rf $(RUNS) runs/pipeline $(BUILD) $(DEMO)

@@ -140,6 +140,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-d", "--dataset_spec", required=True, help="the dataset spec (JSON); test_data is used")
     p.add_argument("-m", "--model_filename", default=None, help="model file; overrides the spec's model_path")
     p.add_argument("-r", "--results_dir", required=True, help="where metrics.json is written")
+    p.add_argument("--num_visualizations", type=int, default=0, metavar="N",
+                   help="draw the detections of the first N images into <results_dir>/images_annotated "
+                        "(extension; default 0)")
     _key_argument(p)
     _common(p)
     p.set_defaults(func=_run_evaluate)
@@ -186,7 +189,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     dataset = load_spec(args.dataset_spec, DatasetSpec,
                         default_path_context(args.dataset_spec, args.spec_root, args.path_map))
-    metrics = evaluate(_predictor(args), dataset, args.results_dir)
+    if args.num_visualizations < 0:
+        raise _Usage(f"--num_visualizations: {args.num_visualizations} — expected 0 or a positive integer")
+    metrics = evaluate(_predictor(args), dataset, args.results_dir, args.num_visualizations)
     log.info("AP %.4f AP50 %.4f AP75 %.4f APm %.4f APl %.4f AR %.4f -> %s/metrics.json", metrics["AP"],
              metrics["AP50"], metrics["AP75"], metrics["AP_medium"], metrics["AP_large"], metrics["AR"],
              args.results_dir)

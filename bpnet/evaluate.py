@@ -19,6 +19,7 @@ from tqdm import tqdm
 from bpnet.artifacts import atomic_write_text
 from bpnet.data.coco import visibility_lookup
 from bpnet.infer.predict import Predictor
+from bpnet.infer.visualize import write_drawing
 from bpnet.pose import COCO_KEYPOINTS, Visibility, model_to_dataset_keypoints
 from bpnet.preprocess import read_image
 from bpnet.specs.dataset import DatasetSpec
@@ -55,7 +56,9 @@ def to_coco_keypoints(keypoints: np.ndarray) -> list[float]:
     return out
 
 
-def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path) -> dict:
+def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path, num_visualizations: int = 0) -> dict:
+    """Score the predictor on ``spec``'s test split; write metrics.json, detections_coco.json and,
+    for the first ``num_visualizations`` images, drawings in images_annotated/ (for reports)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -63,6 +66,7 @@ def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path) -
     gt_doc = ground_truth(spec)
     image_dir = spec.under_root(spec.test_data.images_root_dir_path)
     detections, errors = [], []
+    drawn = 0
     for image in tqdm(gt_doc["images"], desc="evaluate", unit="img", disable=None):
         try:
             rgb = read_image(image_dir / image["file_name"])
@@ -70,7 +74,11 @@ def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path) -
             log.error("image %s: %s", image["id"], exc)
             errors.append({"image_id": image["id"], "error": str(exc)})
             continue
-        for person in predictor(rgb).people:
+        people = predictor(rgb).people
+        if drawn < num_visualizations:
+            write_drawing(rgb, people, results / "images_annotated" / f"{image['id']}.jpg")
+            drawn += 1
+        for person in people:
             detections.append({"image_id": image["id"], "category_id": spec.person_category.id,
                                "keypoints": to_coco_keypoints(person.keypoints), "score": person.score})
     atomic_write_text(results / "detections_coco.json", json.dumps(detections) + "\n")

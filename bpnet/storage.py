@@ -14,6 +14,7 @@ end in a ``StorageError`` that says which.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -193,6 +194,17 @@ class S3Store:
 
         return self._call(f"read {self.uri}/{relative}", get)
 
+    def list_objects(self) -> list[tuple[str, int, str]]:
+        """(path relative to the prefix, size, etag) of every object under the prefix, sorted."""
+        root = f"{self.prefix}/" if self.prefix else ""
+
+        def listing() -> list[tuple[str, int, str]]:
+            return sorted((o.object_name[len(root):], int(o.size or 0), (o.etag or "").strip('"'))
+                          for o in self.client.list_objects(self.bucket, prefix=root, recursive=True)
+                          if not o.is_dir)
+
+        return self._call(f"list {self.uri}", listing)
+
     def remove(self, relative: str) -> None:
         key = self.key(relative)
         self._call(f"remove {self.uri}/{relative}", lambda: self.client.remove_object(self.bucket, key))
@@ -271,6 +283,58 @@ def fetch_dir(src: str, local_dir: str | Path, settings: S3Settings | None = Non
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def fetch_tree(src: str, local_dir: str | Path, settings: S3Settings | None = None,
+               on_file: Callable[[str], None] | None = None) -> int:
+    """Copy every file under ``src`` (a plain folder or an s3:// prefix with no manifest of ours,
+    e.g. a raw COCO dataset) to ``local_dir``, checking sizes in a staging folder that is swapped
+    into place only when all files arrived. Returns the number of files."""
+    local_dir = Path(local_dir)
+    staging = staging_dir(local_dir)
+    try:
+        if is_remote(src):
+            store = S3Store(src, settings)
+            listing = store.list_objects()
+            if not listing:
+                raise StorageError(f"{src}: no objects under this prefix")
+            for relative, size, _ in listing:
+                target = staging / safe_relpath(relative)
+                store.download_file(relative, target)
+                if target.stat().st_size != size:
+                    raise StorageError(f"{src}/{relative}: got {target.stat().st_size} bytes, listed {size}")
+                if on_file:
+                    on_file(relative)
+            count = len(listing)
+        else:
+            root = Path(src)
+            if not root.is_dir():
+                raise StorageError(f"{src}: not a directory")
+            files = list_files(root)
+            _copy_entries(root, staging, {"files": [{"path": f} for f in files]}, on_file)
+            count = len(files)
+        swap_into_place(staging, local_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return count
+
+
+def fingerprint(src: str, settings: S3Settings | None = None) -> str:
+    """A short digest of what is under ``src`` (names, sizes and etags, or mtimes for a local folder):
+    it changes when the data changes, so it can key a pipeline's cache without reading the data."""
+    if is_remote(src):
+        entries = [f"{name}\t{size}\t{etag}" for name, size, etag in S3Store(src, settings).list_objects()]
+    else:
+        root = Path(src)
+        if not root.is_dir():
+            raise StorageError(f"{src}: not a directory")
+        entries = []
+        for name in list_files(root):
+            stat = (root / name).stat()
+            entries.append(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    if not entries:
+        raise StorageError(f"{src}: nothing to fingerprint (no files)")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
 def _copy_entries(src: Path, dest: Path, manifest: dict, on_file: Callable[[str], None] | None = None) -> None:

@@ -202,8 +202,9 @@ def test_evaluate_writes_coco_metrics(tiny_model, synth_dir, tmp_path):
     model, train_spec = tiny_model
     out = tmp_path / "eval"
     code = main(["evaluate", "-i", str(_infer_spec(tmp_path, train_spec)), "-d", str(synth_dir / "coco_spec.json"),
-                 "-m", str(model), "-r", str(out), "-k", "tiny"])
+                 "-m", str(model), "-r", str(out), "-k", "tiny", "--num_visualizations", "3"])
     assert code == 0
+    assert len(list((out / "images_annotated").glob("*.jpg"))) == 3  # drawings of the first 3 images
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"} and metrics["images"] == 8
     assert 0.0 <= metrics["AP"] <= 1.0
@@ -219,3 +220,10 @@ def test_any_upsampling_factor_decodes_the_same_people(factor):
     for person in people:
         target = truth[0] if person.keypoints[J["neck"], 0] < 175 else truth[1]
         assert np.abs(person.keypoints[:, :2] - target[:, :2]).max() <= 8.0 / factor + 1.5
+
+
+def test_negative_visualization_count_is_a_usage_error(tiny_model, synth_dir, tmp_path, capsys):
+    _, train_spec = tiny_model
+    code = main(["evaluate", "-i", str(_infer_spec(tmp_path, train_spec)), "-d", str(synth_dir / "coco_spec.json"),
+                 "-r", str(tmp_path / "eval"), "-k", "tiny", "--num_visualizations", "-1"])
+    assert code == 2 and "--num_visualizations: -1" in capsys.readouterr().err

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from bpnet.artifacts import MANIFEST_NAME, ArtifactError, read_manifest, safe_relpath
-from bpnet.storage import S3Settings, S3Store, StorageError, download_file, fetch_dir, publish_dir, upload_file
+from bpnet.storage import (
+    S3Settings,
+    S3Store,
+    StorageError,
+    download_file,
+    fetch_dir,
+    fetch_tree,
+    fingerprint,
+    publish_dir,
+    upload_file,
+)
 
 
 def settings_for(server, access: str = "testing", secret: str = "testing-secret", **kw) -> S3Settings:
@@ -140,3 +150,34 @@ def test_missing_endpoint_setting_is_explained(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(StorageError, match="BPNET_S3_ENDPOINT"):
         S3Settings.from_env()
+
+
+def test_raw_prefix_is_fetched_whole_and_fingerprinted_by_its_listing(moto_server, sample_dir, tmp_path):
+    """Raw datasets carry no manifest of ours: fetch_tree mirrors the prefix; fingerprint tracks it."""
+    make_bucket(moto_server)
+    settings = settings_for(moto_server)
+    store = S3Store("s3://artifacts/coco", settings)
+    for rel in ("big.bin", "empty.txt", "sub/spec.yaml"):
+        store.upload_file(sample_dir / rel, rel)
+    S3Store("s3://artifacts/coco-other", settings).upload_bytes(b"not mine", "x.bin")  # a sibling prefix
+    assert fetch_tree("s3://artifacts/coco", tmp_path / "raw", settings) == 3
+    assert sorted(p.relative_to(tmp_path / "raw").as_posix() for p in (tmp_path / "raw").rglob("*") if p.is_file()
+                  ) == ["big.bin", "empty.txt", "sub/spec.yaml"]
+    assert (tmp_path / "raw" / "big.bin").read_bytes() == (sample_dir / "big.bin").read_bytes()
+
+    before = fingerprint("s3://artifacts/coco", settings)
+    assert fingerprint("s3://artifacts/coco", settings) == before
+    store.upload_bytes(b"stages: 4\n", "sub/spec.yaml")
+    assert fingerprint("s3://artifacts/coco", settings) != before
+
+
+def test_fetch_tree_of_an_empty_prefix_is_named(moto_server, tmp_path):
+    make_bucket(moto_server)
+    with pytest.raises(StorageError, match="s3://artifacts/nothing: no objects under this prefix"):
+        fetch_tree("s3://artifacts/nothing", tmp_path / "raw", settings_for(moto_server))
+    assert not (tmp_path / "raw").exists()
+
+
+def test_local_fetch_tree_copies_every_file(sample_dir, tmp_path):
+    assert fetch_tree(str(sample_dir), tmp_path / "copy") == 3
+    assert (tmp_path / "copy" / "sub" / "spec.yaml").read_text() == "stages: 3\n"

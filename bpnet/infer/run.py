@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import cv2
 from tqdm import tqdm
 
-from bpnet.artifacts import atomic_write_bytes, atomic_write_text
+from bpnet.artifacts import atomic_write_text
 from bpnet.infer.predict import Predictor
-from bpnet.infer.visualize import draw_people
+from bpnet.infer.visualize import write_drawing
 from bpnet.pose import BPNET_SKELETON
 from bpnet.preprocess import read_image
 
@@ -101,12 +100,10 @@ def run_inference(predictor: Predictor, inputs: list[InferenceInput], results_di
                         "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 5)]
                                       for x, y, s in p.keypoints]} for p in prediction.people]})
         if dump_visualizations:
-            drawing = draw_people(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), prediction.people)
-            ok, buf = cv2.imencode(".jpg", drawing)
             name = item.path.stem if item.path.stem not in drawn else f"{item.path.stem}_{index}"  # a.jpg, a.png
             drawn.add(name)
             images[-1]["annotated"] = f"images_annotated/{name}.jpg"
-            atomic_write_bytes(results / images[-1]["annotated"], buf.tobytes())
+            write_drawing(rgb, prediction.people, results / images[-1]["annotated"])
     doc = {"format": FORMAT, "keypoint_names": list(BPNET_SKELETON.joints), "images": images,
            "errors": report.errors}
     atomic_write_text(results / "detection.json", json.dumps(doc) + "\n")

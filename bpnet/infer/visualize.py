@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
+from bpnet.artifacts import atomic_write_bytes
 from bpnet.infer.decode import Person
 from bpnet.pose import BPNET_SKELETON, Skeleton
 
@@ -29,3 +32,11 @@ def draw_people(image_bgr: np.ndarray, people: list[Person], skeleton: Skeleton 
             if score > 0:
                 cv2.circle(out, (int(x), int(y)), thickness + 1, (255, 255, 255), -1, cv2.LINE_AA)
     return out
+
+
+def write_drawing(rgb: np.ndarray, people: list[Person], dest: str | Path) -> None:
+    """Save the people drawn over an RGB image as a JPEG at ``dest`` (atomically)."""
+    ok, buf = cv2.imencode(".jpg", draw_people(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), people))
+    if not ok:
+        raise ValueError(f"{dest}: could not encode the drawing as JPEG")
+    atomic_write_bytes(dest, buf.tobytes())

@@ -1,0 +1,46 @@
+"""Self-contained HTML reports: tables of figures and a few annotated images, in one file.
+
+One file with the images inlined (base64 JPEG) is what a viewer like the Kubeflow UI's HTML
+artifact pane can show: it cannot follow relative links to sibling files.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _table(rows: Mapping[str, Any]) -> str:
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in rows.items())
+    return f"<table>{body}</table>"
+
+
+def html_report(title: str, tables: Mapping[str, Mapping[str, Any]], images: Sequence[str | Path] = (),
+                notes: Sequence[str] = ()) -> str:
+    """An HTML page with a heading, one table per entry of ``tables`` (heading -> rows), the
+    ``notes`` as paragraphs, and ``images`` (JPEG files) inlined with their file names as captions."""
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts += [f"<p>{html.escape(n)}</p>" for n in notes]
+    for heading, rows in tables.items():
+        parts.append(f"<h2>{html.escape(heading)}</h2>{_table(rows)}")
+    if images:
+        parts.append("<h2>Annotated images</h2><div class='gallery'>")
+        for image in images:
+            data = base64.b64encode(Path(image).read_bytes()).decode()
+            parts.append(f"<figure><img src='data:image/jpeg;base64,{data}'>"
+                         f"<figcaption>{html.escape(Path(image).name)}</figcaption></figure>")
+        parts.append("</div>")
+    style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+             "th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+             ".gallery{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}img{max-width:320px}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")

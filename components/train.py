@@ -1,0 +1,15 @@
+"""train: Dataset artifact + train spec -> Model artifact (the bpnet train results folder)."""
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+
+def train(dataset: Input[Dataset], train_spec: str, pose_config: str, model: Output[Model], gpus: int = 1):
+    """Run ``bpnet train`` with the spec's data paths bound to ``dataset``.
+
+    ``train_spec`` is the YAML text of the train spec, ``pose_config`` the JSON text of the file its
+    ``pose_config_path`` named (empty: keep that path). The model key comes from $BPNET_MODEL_KEY.
+    """
+    from components import runtime
+
+    with runtime.timed(model.metadata):
+        model.metadata.update(runtime.train(dataset.path, train_spec, pose_config, model.path, gpus))

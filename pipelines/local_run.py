@@ -1,0 +1,98 @@
+"""``make run``: the whole DAG on this machine through kfp.local, then a summary of what it made.
+
+kfp.local's SubprocessRunner executes each lightweight component as a subprocess of this Python
+environment (``use_venv=False``: bpnet is already installed here), in dependency order, writing
+artifacts under the run spec's ``pipeline_root``. Kubernetes-side settings are ignored locally.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pipelines.arguments import load_run_spec, pipeline_arguments
+from pipelines.dag import build_pipeline
+
+log = logging.getLogger(__name__)
+
+STEPS = (  # step, its main output, the metadata worth a column
+    ("dataset_convert", "dataset", ("train_samples", "val_images")),
+    ("train", "model", ("parameters", "gflops_per_image", "last_loss")),
+    ("evaluate", "evaluation", ()),
+    ("inference", "detections", ("images", "people")),
+)
+
+
+def run_local(spec_path: str | Path) -> dict[str, Any]:
+    """Run the pipeline locally; return (and write beside the run) the summary."""
+    from kfp import local
+
+    spec = load_run_spec(spec_path)
+    if not os.environ.get("BPNET_MODEL_KEY"):
+        raise ValueError("BPNET_MODEL_KEY is not set: the model key is taken from the environment only")
+    arguments = pipeline_arguments(spec)
+    pipeline = build_pipeline(spec, arguments)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=spec.pipeline_root)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # kfp warns when an image name lacks "python"; locally the image is not used at all.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+        task = pipeline()
+    summary = summarize(task.outputs, time.perf_counter() - start)
+    run_dir = Path(task.outputs["model"].uri).parents[1]
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["run_dir"] = str(run_dir)
+    return summary
+
+
+def summarize(outputs: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Per step: time, figures and where its artifacts are; the evaluation's metrics."""
+    steps = []
+    for name, key, fields in STEPS:
+        artifact = outputs[key]
+        steps.append({"step": name, "seconds": artifact.metadata.get("seconds"), "output": artifact.uri,
+                      **{f: artifact.metadata[f] for f in fields if f in artifact.metadata}})
+    return {"seconds": round(seconds, 1), "steps": steps, "metrics": dict(outputs["metrics"].metadata),
+            "reports": {"evaluation": outputs["evaluation_report"].uri,
+                        "inference": outputs["inference_report"].uri}}
+
+
+METRIC_ORDER = ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR")
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():  # KFP metadata stores every number as a float
+        value = int(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _short(path: str) -> str:
+    """A path relative to the working directory when it is below it (as make run prints them)."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    metrics = summary["metrics"]
+    lines = [f"{'step':<18}{'seconds':>9}  figures", "-" * 72]
+    for step in summary["steps"]:
+        figures = {k: v for k, v in step.items() if k not in ("step", "seconds", "output")}
+        if step["step"] == "evaluate" and "AP" in metrics:
+            figures["AP"] = metrics["AP"]
+        text = ", ".join(f"{k} {_figure(v)}" for k, v in figures.items())
+        lines.append(f"{step['step']:<18}{step['seconds'] or 0:>9.1f}  {text}")
+    lines.append(f"{'total':<18}{summary['seconds']:>9.1f}")
+    ordered = [k for k in METRIC_ORDER if k in metrics]
+    lines += ["", "val split: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ordered), "", "artifacts:"]
+    lines += [f"  {s['step']:<20}{_short(s['output'])}" for s in summary["steps"]]
+    lines += [f"  {name + ' report':<20}{_short(uri)}" for name, uri in summary["reports"].items()]
+    if "run_dir" in summary:
+        lines.append(f"  {'summary':<20}{_short(summary['run_dir'])}/summary.json")
+    return "\n".join(lines)

@@ -1,0 +1,171 @@
+"""The run spec: where and how the pipeline runs (``specs/pipeline/*.yaml``).
+
+Validated by the same loader as every other spec, so a mistake reads
+``spec error: <file>: <field.path>: <value> — <expected>`` and stops before any work or request.
+It names the step specs by path (their content is inlined into the run's parameters at submit
+time, so the Kubeflow UI shows exactly what a run used) but never holds a secret: MinIO keys and
+the model key reach pods from Kubernetes secrets named here; the KFP token comes from the
+environment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from bpnet.specs.base import PathContext, SpecModel, SpecPath
+from pipelines.cron import to_kfp_cron
+
+NVIDIA_GPU = "nvidia.com/gpu"
+
+
+class KfpSettings(SpecModel):
+    """The Kubeflow Pipelines endpoint; unset ``host`` falls back to $KF_PIPELINES_ENDPOINT."""
+
+    host: str | None = None
+    namespace: str | None = Field(None, description="profile namespace on multi-user clusters")
+    experiment: str = Field("bpnet", min_length=1)
+    pipeline_name: str = Field("bpnet", min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$")
+
+
+class Images(SpecModel):
+    """Container images (pinned tags). ``gpu`` runs every x86_64 step, on GPU nodes or not."""
+
+    gpu: str = Field(min_length=1)
+    jetson: str | None = Field(None, description="arm64 image for Jetson engine builds")
+
+
+class Toleration(SpecModel):
+    key: str = Field(min_length=1)
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+class NodePool(SpecModel):
+    """How pods land on a pool: node labels to select and taints to tolerate."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+
+def _gpu_pool() -> NodePool:
+    return NodePool(tolerations=[Toleration(key=NVIDIA_GPU)])
+
+
+def _jetson_pool() -> NodePool:
+    return NodePool(node_selector={"kubernetes.io/arch": "arm64"},
+                    tolerations=[Toleration(key="nvidia.com/jetson")])
+
+
+class GpuSettings(SpecModel):
+    accelerator_type: str = NVIDIA_GPU
+    pool: NodePool = Field(default_factory=_gpu_pool)
+    jetson_pool: NodePool = Field(default_factory=_jetson_pool)
+
+
+class StepSettings(SpecModel):
+    """Per-step scheduling: GPUs (0 = CPU node), retries, timeout, caching, resource requests."""
+
+    gpus: int = Field(0, ge=0, le=16)
+    retries: int = Field(1, ge=0, le=10)
+    timeout_seconds: int = Field(4 * 3600, ge=60)
+    caching: bool = True
+    cpu: str | None = Field(None, description="CPU request, e.g. '4'")
+    memory: str | None = Field(None, description="memory request and limit, e.g. '16Gi'")
+
+
+class Steps(SpecModel):
+    dataset_convert: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
+    train: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
+    evaluate: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
+    inference: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
+
+
+class StorageSettings(SpecModel):
+    """MinIO/S3 for the dataset URI (and releases later). Keys come from ``credentials_secret``."""
+
+    endpoint: str | None = Field(None, description="host:port or URL; unset = take $BPNET_S3_ENDPOINT as is")
+    secure: bool = False
+    credentials_secret: str = "mlpipeline-minio-artifact"
+    access_key_field: str = "accesskey"
+    secret_key_field: str = "secretkey"
+    model_key_secret: str = "bpnet-model-key"
+    model_key_field: str = "key"
+
+
+class DatasetSource(SpecModel):
+    uri: str = Field(min_length=1, description="s3://bucket/prefix of a COCO dataset, or a folder")
+    version: str = Field("", description="cache key of the data; empty = fingerprint of the listing at submit")
+    generate_masks: bool = True
+    num_shards: int = Field(1, ge=1)
+
+    @field_validator("uri")
+    @classmethod
+    def _resolve_local(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve_unless_remote(value, info)
+
+
+class StepSpecs(SpecModel):
+    """The TLT-format specs of the steps, inlined as pipeline parameters when a run is made."""
+
+    dataset: SpecPath
+    train: SpecPath
+    inference: SpecPath
+
+
+class Schedule(SpecModel):
+    """A recurring run (``make pipeline-schedule``); ``cron`` takes 5 or 6 fields."""
+
+    cron: str
+    name: str = Field("bpnet-scheduled", min_length=1)
+    max_concurrency: int = Field(1, ge=1, le=10)
+    catchup: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _six_fields(cls, value: str) -> str:
+        return to_kfp_cron(value)
+
+
+class RunSpec(SpecModel):
+    name: str = Field("bpnet", min_length=1, description="prefix of run names")
+    kfp: KfpSettings = Field(default_factory=KfpSettings)
+    pipeline_root: str = Field("minio://mlpipeline/v2/artifacts",
+                               description="where KFP keeps artifacts (minio://, s3://, gs:// or a local folder)")
+    images: Images
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    dataset: DatasetSource
+    specs: StepSpecs
+    steps: Steps = Field(default_factory=Steps)
+    report_images: int = Field(4, ge=0, le=64, description="annotated images in the HTML reports")
+    path_map: list[str] = Field(default_factory=list,
+                                description="OLD=NEW prefixes for absolute paths inside the step specs")
+    schedule: Schedule | None = None
+
+    @field_validator("pipeline_root")
+    @classmethod
+    def _resolve_root(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve_unless_remote(value, info)
+
+    @field_validator("path_map")
+    @classmethod
+    def _resolve_targets(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        """``OLD=NEW`` with NEW relative to this spec file (as every path in it)."""
+        out = []
+        for item in value:
+            old, sep, new = item.partition("=")
+            if not sep or not old.strip() or not new.strip():
+                raise ValueError(f"'{item}' is not OLD_PREFIX=NEW_PREFIX")
+            out.append(f"{old.strip()}={_resolve_unless_remote(new.strip(), info)}")
+        return out
+
+
+def _resolve_unless_remote(value: str, info: ValidationInfo) -> str:
+    """URIs stay as written; a plain path resolves like any spec path (relative to the spec file)."""
+    if "://" in value:
+        return value
+    ctx = (info.context or {}).get("paths")
+    return ctx.resolve(value) if isinstance(ctx, PathContext) else value

@@ -1,0 +1,151 @@
+"""The run spec, the step adapters, and the whole DAG run locally through kfp.local."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bpnet.specs import SpecError
+from components import runtime
+from pipelines.__main__ import main
+from pipelines.arguments import load_run_spec, pipeline_arguments
+from pipelines.cron import to_kfp_cron
+from tests.conftest import REPO, write_train_spec
+
+
+def local_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
+    """A run spec over the session dataset with a one-epoch tiny model."""
+    train = write_train_spec(tmp_path / "train.yaml", synth_dir, tmp_path / "unbound", num_epoch=1)
+    infer = tmp_path / "infer.yaml"
+    infer.write_text(yaml.safe_dump({"model_path": "bound/by/the/pipeline.tlt", "train_spec": "bound.yaml",
+                                     "input_shape": [64, 64], "heatmap_threshold": 0.1}))
+    data = {"name": "test", "pipeline_root": str(tmp_path / "root"), "images": {"gpu": "bpnet:test"},
+            "dataset": {"uri": str(synth_dir)},
+            "specs": {"dataset": str(synth_dir / "coco_spec.json"), "train": str(train), "inference": str(infer)},
+            "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "evaluate", "inference")},
+            "report_images": 2, **changes}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_repository_run_specs_load():
+    local = load_run_spec(REPO / "specs/pipeline/local.yaml")
+    assert local.pipeline_root == str(REPO / "runs/pipeline") and local.dataset.uri == str(REPO / "data/demo")
+    cluster = load_run_spec(REPO / "specs/pipeline/cluster.yaml")
+    assert cluster.schedule.cron == "0 0 2 * * 0" and cluster.pipeline_root.startswith("minio://")
+    assert cluster.path_map == [f"/workspace/examples/bpnet/model_pose_config={REPO / 'specs'}"]
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"steps": {"train": {"gpus": -1}}}, "steps.train.gpus: -1 — expected greater than or equal to 0"),
+    ({"schedule": {"cron": "0 2 * *"}}, "schedule.cron: \"0 2 * *\" — 4 fields; expected 5"),
+    ({"schedule": {"cron": "0 2 * * MON-XYZ"}}, "schedule.cron: \"0 2 * * MON-XYZ\" — day of week: 'XYZ'"),
+    ({"kfp": {"experment": "x"}}, "kfp.experment: \"x\" — unknown key (did you mean 'experiment'?)"),
+    ({"gpu": {"pool": {"tolerations": [{"key": "k", "effect": "Sometimes"}]}}},
+     "gpu.pool.tolerations.0.effect: \"Sometimes\" — expected 'NoSchedule', 'PreferNoSchedule' or 'NoExecute'"),
+])
+def test_bad_run_spec_names_field_value_and_expectation(tmp_path, synth_dir, capsys, change, expected):
+    spec = local_spec(tmp_path, synth_dir, **change)
+    assert main(["compile", "--spec", str(spec), "--build_dir", str(tmp_path / "build")]) == 2
+    assert f"spec error: {spec}: {expected}" in capsys.readouterr().err
+    assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize(("cron", "six"), [("0 2 * * *", "0 0 2 * * *"), ("*/5 * * * * *", "*/5 * * * * *"),
+                                          ("0 0 3 ? * SUN", "0 0 3 ? * SUN"), ("@daily", "@daily"),
+                                          ("15 4 1,15 JAN-JUN *", "0 15 4 1,15 JAN-JUN *")])
+def test_cron_five_fields_become_six(cron, six):
+    assert to_kfp_cron(cron) == six
+
+
+@pytest.mark.parametrize("cron", ["", "* * * * * * *", "60 * * * *", "0 24 * * *", "0 0 0 * *", "0 0 * 13 *",
+                                  "0 0 * * 7", "? 0 * * *", "*/0 * * * *", "5-2 * * * *", "@sometimes"])
+def test_invalid_cron_is_rejected(cron):
+    with pytest.raises(ValueError):
+        to_kfp_cron(cron)
+
+
+def test_a_bad_step_spec_stops_before_anything_runs(tmp_path, synth_dir):
+    spec = load_run_spec(local_spec(tmp_path, synth_dir))
+    Path(spec.specs.train).write_text(Path(spec.specs.train).read_text() + "num_epochs: 3\n")
+    with pytest.raises(SpecError, match="num_epochs: 3 — unknown key \\(did you mean 'num_epoch'\\?\\)"):
+        pipeline_arguments(spec)
+
+
+def test_missing_pose_config_is_a_spec_error(tmp_path, synth_dir):
+    spec = load_run_spec(local_spec(tmp_path, synth_dir))
+    train = yaml.safe_load(Path(spec.specs.train).read_text())
+    train["dataloader"]["pose_config"]["pose_config_path"] = "/nowhere/bpnet_18joints.json"
+    Path(spec.specs.train).write_text(yaml.safe_dump(train))
+    with pytest.raises(SpecError, match="dataloader.pose_config.pose_config_path: /nowhere/bpnet_18joints.json"):
+        pipeline_arguments(spec)
+
+
+def test_data_version_follows_the_data(tmp_path, synth_dir):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    spec = load_run_spec(local_spec(tmp_path, synth_dir, dataset={"uri": str(data)}))
+    first = pipeline_arguments(spec)["data_version"]
+    assert pipeline_arguments(spec)["data_version"] == first  # same data, same cache key
+    (data / "val2017" / "extra.jpg").write_bytes(b"new image")
+    assert pipeline_arguments(spec)["data_version"] != first
+    pinned = load_run_spec(local_spec(tmp_path, synth_dir, dataset={"uri": str(data), "version": "2026-11"}))
+    assert pipeline_arguments(pinned)["data_version"] == "2026-11"
+
+
+def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, tmp_path, monkeypatch):
+    """The dataset URI path of the pipeline: a plain COCO folder in a bucket (no manifest of ours)."""
+    from minio import Minio
+
+    monkeypatch.setenv("BPNET_S3_ENDPOINT", f"http://{moto_server.endpoint}")
+    monkeypatch.setenv("BPNET_S3_ACCESS_KEY", "testing")
+    monkeypatch.setenv("BPNET_S3_SECRET_KEY", "testing")
+    client = Minio(moto_server.endpoint, access_key="testing", secret_key="testing", secure=False)
+    client.make_bucket("datasets")
+    for path in sorted(synth_dir.rglob("*")):
+        if path.is_file() and "mask" not in path.parent.name:
+            client.fput_object("datasets", f"demo/{path.relative_to(synth_dir).as_posix()}", str(path))
+
+    out = tmp_path / "dataset"
+    spec_text = (synth_dir / "coco_spec.json").read_text()
+    summary = runtime.dataset_convert("s3://datasets/demo", spec_text, out, generate_masks=True, num_shards=2)
+    assert summary["train_images"] > 0 and summary["val_images"] == 8
+    assert runtime.record_summary(out, "train")["shards"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
+    assert json.loads((out / "dataset_spec.json").read_text())["root_directory_path"] == "raw"
+    assert any((out / "raw" / "train_mask2017").iterdir())  # masks land in the artifact's copy
+
+    bound = yaml.safe_load(runtime.bind_train_spec("{}", "{}", out, tmp_path).read_text())
+    config = bound["dataloader"]["dataset_config"]
+    assert config["train_records_path"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
+    assert config["root_data_path"] == str(out / "raw") and config["dataset_specs"] == {
+        "coco": str(out / "dataset_spec.json")}
+    assert bound["dataloader"]["pose_config"]["pose_config_path"] == str(tmp_path / "pose_config.json")
+
+
+def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypatch):
+    from pipelines.local_run import format_summary, run_local
+
+    monkeypatch.setenv("BPNET_MODEL_KEY", "local-dag-test")
+    summary = run_local(local_spec(tmp_path, synth_dir))
+
+    assert [s["step"] for s in summary["steps"]] == ["dataset_convert", "train", "evaluate", "inference"]
+    assert all(s["seconds"] > 0 for s in summary["steps"])
+    metrics = summary["metrics"]
+    assert set(metrics) == {"AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"}
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    dataset, model, evaluation, detections = (Path(s["output"]) for s in summary["steps"])
+    assert (dataset / "records" / "train-fold-000-of-001").is_file()
+    assert (model / "bpnet_model.tlt").is_file() and summary["steps"][1]["parameters"] > 0
+    assert json.loads((evaluation / "metrics.json").read_text())["AP"] == metrics["AP"]
+    assert len(json.loads((detections / "detection.json").read_text())["images"]) == 8
+    for report in summary["reports"].values():
+        assert Path(report).read_text().count("data:image/jpeg;base64,") == 2  # report_images
+    assert json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["metrics"] == metrics
+    text = format_summary(summary)
+    assert f"AP {metrics['AP']:.3f}" in text and str(model) in text

@@ -1,0 +1,127 @@
+"""pipeline-run / pipeline-schedule / pipeline-unschedule with the real kfp.Client against a
+recording stand-in of the KFP v2beta1 REST API on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.__main__ import main
+from tests.kfp_server import FakeKfpServer
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "tok-3e9f1b77-not-for-yaml"
+
+
+def cluster_spec(tmp_path: Path, **changes) -> Path:
+    """specs/pipeline/cluster.yaml with its relative paths made absolute, plus ``changes``."""
+    spec_dir = REPO / "specs" / "pipeline"
+    data = yaml.safe_load((spec_dir / "cluster.yaml").read_text())
+    data["specs"] = {k: str((spec_dir / v).resolve()) for k, v in data["specs"].items()}
+    data["path_map"] = [f"/workspace/examples/bpnet/model_pose_config={REPO / 'specs'}"]
+    data["kfp"].pop("host")
+    data["dataset"]["version"] = "v7"
+    for key, value in changes.items():
+        data[key] = value if not isinstance(value, dict) else {**data.get(key, {}), **value}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def kfp_server(monkeypatch, tmp_path):
+    with FakeKfpServer() as server:
+        monkeypatch.setenv("KF_PIPELINES_ENDPOINT", server.url)
+        monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.config/kfp context of the machine's user
+        monkeypatch.delenv("KF_PIPELINES_UI_ENDPOINT", raising=False)
+        yield server
+
+
+def test_pipeline_run_uploads_pipeline_and_creates_run_with_spec_parameters(kfp_server, tmp_path, capsys):
+    spec = cluster_spec(tmp_path)
+    build = tmp_path / "build"
+    assert main(["run", "--spec", str(spec), "--build_dir", str(build)]) == 0
+
+    uploads = kfp_server.requests("POST", "/pipelines/upload")
+    assert len(uploads) == 1 and uploads[0].query["name"] == ["bpnet"]
+    assert kfp_server.state.uploads[0] == (build / "bpnet.yaml").read_bytes()  # the compiled package itself
+    experiments = kfp_server.requests("POST", "/experiments")
+    assert [r.json()["display_name"] for r in experiments] == ["bodyposenet"]
+    assert experiments[0].json()["namespace"] == "team-pose"
+
+    [run] = kfp_server.state.runs.values()
+    experiment_id = next(iter(kfp_server.state.experiments))
+    assert run["experiment_id"] == experiment_id
+    pipeline_id = next(iter(kfp_server.state.pipelines))
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": pipeline_id, "pipeline_version_id": kfp_server.state.versions[pipeline_id][0][
+            "pipeline_version_id"]}
+    params = run["runtime_config"]["parameters"]
+    assert params["dataset_uri"] == "s3://datasets/coco2017-person"
+    assert params["data_version"] == "v7"
+    assert params["train_spec"] == (REPO / "specs" / "bpnet_train_m1_coco.yaml").read_text()
+    assert params["pose_config"] == (REPO / "specs" / "bpnet_18joints.json").read_text()
+    assert params["num_shards"] == 8 and params["report_images"] == 8
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in kfp_server.state.requests)
+    assert f"{kfp_server.url}/#/runs/details/{run['run_id']}" in capsys.readouterr().out
+
+    # A second submission adds a version to the existing pipeline and runs that version.
+    assert main(["run", "--spec", str(spec), "--build_dir", str(build)]) == 0
+    assert len(kfp_server.requests("POST", "/pipelines/upload_version")) == 1
+    latest = kfp_server.state.versions[pipeline_id][-1]["pipeline_version_id"]
+    assert list(kfp_server.state.runs.values())[-1]["pipeline_version_reference"]["pipeline_version_id"] == latest
+    assert len(kfp_server.state.experiments) == 1  # the experiment is reused
+
+
+def test_schedule_creates_recurring_run_from_spec_cron_and_replaces_it(kfp_server, tmp_path):
+    spec = cluster_spec(tmp_path, schedule={"cron": "30 2 * * 1-5", "name": "nightly", "max_concurrency": 1})
+    build = tmp_path / "build"
+    assert main(["schedule", "--spec", str(spec), "--build_dir", str(build)]) == 0
+    [job] = kfp_server.state.recurring.values()
+    assert job["display_name"] == "nightly"
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 30 2 * * 1-5"  # five fields -> KFP's six
+    assert int(job["max_concurrency"]) == 1 and job["no_catchup"] is True
+    assert job["mode"] == "ENABLE"
+    assert job["experiment_id"] == next(iter(kfp_server.state.experiments))
+    assert job["runtime_config"]["parameters"]["dataset_uri"] == "s3://datasets/coco2017-person"
+    # the scheduled variant keys dataset_convert's cache on the schedule time
+    assert "{{$.pipeline_job_schedule_time_utc}}" in kfp_server.state.uploads[0].decode()
+
+    assert main(["schedule", "--spec", str(spec), "--build_dir", str(build)]) == 0
+    assert len(kfp_server.requests("DELETE", f"/recurringruns/{job['recurring_run_id']}")) == 1
+    assert len(kfp_server.state.recurring) == 1
+
+    assert main(["unschedule", "--spec", str(spec)]) == 0
+    assert kfp_server.state.recurring == {}
+
+
+def test_invalid_cron_is_a_spec_error_before_any_request(kfp_server, tmp_path, capsys):
+    spec = cluster_spec(tmp_path, schedule={"cron": "0 25 * * *"})
+    assert main(["schedule", "--spec", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"spec error: {spec}: schedule.cron: \"0 25 * * *\" — hours: 25 is outside 0-23" in err
+    assert kfp_server.state.requests == []
+
+
+def test_missing_host_is_explained(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    assert main(["run", "--spec", str(cluster_spec(tmp_path)), "--build_dir", str(tmp_path)]) == 1
+    assert "set kfp.host in the run spec or $KF_PIPELINES_ENDPOINT" in caplog.text
+
+
+def test_server_refusal_is_reported_not_raised(kfp_server, tmp_path, caplog):
+    kfp_server.state.refuse["POST /runs"] = 403
+    assert main(["run", "--spec", str(cluster_spec(tmp_path)), "--build_dir", str(tmp_path)]) == 1
+    assert "Kubeflow Pipelines said 403" in caplog.text and "permission denied" in caplog.text
+
+
+def test_unreachable_server_is_reported(tmp_path, monkeypatch, caplog):
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["run", "--spec", str(cluster_spec(tmp_path)), "--build_dir", str(tmp_path)]) == 1
+    assert "cannot reach Kubeflow Pipelines: MaxRetryError" in caplog.text
