@@ -8,9 +8,11 @@ DEMO   := data/demo
 RUNS   := runs/local
 SPEC   ?= specs/pipeline/cluster.yaml
 BUILD  := build
-# Images: pushed as $(REGISTRY)/bpnet-{gpu,jetson}:$(VERSION) (the package version).
-REGISTRY ?= localhost:5000/bpnet
+# Images: pushed as $(REGISTRY)/bpnet-{gpu,jetson}:$(TAG), the package version plus the commit, so a
+# code change is a new tag (and a new KFP cache key: the image is part of it).
+REGISTRY ?= registry.example.com/bpnet
 VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+TAG      ?= $(VERSION)-$(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 PYTEST_ARGS ?=
 # The demo's model key; real runs take theirs from the environment (never from a spec or a file).
 export BPNET_MODEL_KEY ?= bpnet-demo-key
@@ -63,8 +65,8 @@ pipeline-unschedule: $(STAMP)
 # Needs a Docker engine with buildx (and QEMU or an arm64 builder for the Jetson image).
 images:
 	@command -v docker >/dev/null || { echo "error: make images needs docker with buildx"; exit 1; }
-	docker buildx build --platform linux/amd64 -f images/gpu/Dockerfile -t $(REGISTRY)/bpnet-gpu:$(VERSION) --push .
-	docker buildx build --platform linux/arm64 -f images/jetson/Dockerfile -t $(REGISTRY)/bpnet-jetson:$(VERSION) --push .
+	docker buildx build --platform linux/amd64 -f images/gpu/Dockerfile -t $(REGISTRY)/bpnet-gpu:$(TAG) --push .
+	docker buildx build --platform linux/arm64 -f images/jetson/Dockerfile -t $(REGISTRY)/bpnet-jetson:$(TAG) --push .
 
 clean:
 	rm -rf $(RUNS) runs/pipeline $(BUILD) $(DEMO)

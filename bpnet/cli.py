@@ -117,6 +117,66 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="remove low-norm filters; the narrower model needs retraining",
+                       description="Prune a trained model's convolution filters by normalized kernel norm. "
+                                   "Writes the pruned model and a report (<output_file>.json).")
+    p.add_argument("-m", "--model", required=True, help="the trained model to prune")
+    p.add_argument("-o", "--output_file", required=True, help="path of the pruned model")
+    _key_argument(p)
+    p.add_argument("-n", "--normalizer", default="max", choices=["max", "L2"],
+                   help="divide each filter norm by the layer's max norm or by the L2 norm of all its norms "
+                        "(default: max)")
+    p.add_argument("-eq", "--equalization_criterion", default="union",
+                   choices=["union", "intersection", "arithmetic_mean", "geometric_mean"],
+                   help="how layers that must keep the same channels combine their statistics (default: union)")
+    p.add_argument("-pg", "--pruning_granularity", type=int, default=8,
+                   help="number of filters to remove at a time (default: 8)")
+    p.add_argument("-pth", "--pruning_threshold", type=float, default=0.1,
+                   help="threshold to compare the normalized norm against (default: 0.1)")
+    p.add_argument("-nf", "--min_num_filters", type=int, default=16,
+                   help="minimum number of filters to keep per layer (default: 16)")
+    p.add_argument("-el", "--excluded_layers", nargs="*", default=[], help="layers not to prune (default: none)")
+    p.add_argument("--input_shape", default="368,368", metavar="H,W",
+                   help="input size for the FLOPs in the report (extension; default: 368,368)")
+    _common(p, spec_paths=False)
+    p.set_defaults(func=_run_prune)
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    if not 0.0 <= args.pruning_threshold <= 1.0:
+        raise _Usage(f"-pth/--pruning_threshold: {args.pruning_threshold} — expected a value in [0, 1]")
+    for flag, value in (("-pg/--pruning_granularity", args.pruning_granularity),
+                        ("-nf/--min_num_filters", args.min_num_filters)):
+        if value < 1:
+            raise _Usage(f"{flag}: {value} — expected a positive integer")
+    try:
+        height, width = (int(v) for v in args.input_shape.split(","))
+    except ValueError:
+        raise _Usage(f"--input_shape: {args.input_shape} — expected H,W (e.g. 368,368)") from None
+    from bpnet.artifacts import atomic_write_text
+    from bpnet.model.io import load_model, save_model
+    from bpnet.prune import PruneSettings, prune
+
+    key = _resolve_key(args)
+    settings = PruneSettings(args.normalizer, args.equalization_criterion, args.pruning_granularity,
+                             args.pruning_threshold, args.min_num_filters, tuple(args.excluded_layers))
+    result = prune(load_model(args.model, key), settings, (height, width))
+    save_model(result.model, args.output_file, key)
+    report = {"model": str(args.model), "output_file": str(args.output_file), **result.report}
+    atomic_write_text(Path(f"{args.output_file}.json"), json.dumps(report, indent=2) + "\n")
+    for layer in report["layers"]:
+        log.info("%-24s %5d -> %5d", layer["layer"], layer["before"], layer["after"])
+    p, f = report["parameters"], report["flops"]
+    log.info("parameters %d -> %d (%.1f%% kept); GFLOPs at %dx%d %.2f -> %.2f (%.1f%% kept) -> %s", p["before"],
+             p["after"], 100 * p["kept"], height, width, f["before"] / 1e9, f["after"] / 1e9, 100 * f["kept"],
+             args.output_file)
+    return 0
+
+
 def _add_inference(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inference", help="detect people in images; write detection.json (+ drawings)",
                        description="Run a model on an image, a directory or a COCO-style JSON of images.")
@@ -237,7 +297,7 @@ class _Usage(Exception):
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_dataset_convert, _add_train, _add_evaluate, _add_inference, _add_synth]
+    _add_dataset_convert, _add_train, _add_prune, _add_evaluate, _add_inference, _add_synth]
 
 
 def build_parser() -> argparse.ArgumentParser:

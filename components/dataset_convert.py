@@ -1,19 +1,22 @@
-"""dataset_convert: raw COCO dataset (MinIO prefix or folder) -> Dataset artifact with TFRecords."""
+"""dataset_convert: raw COCO dataset (MinIO prefix or folder) -> train and val Dataset artifacts."""
 
 from kfp.dsl import Dataset, Output
 
 
-def dataset_convert(dataset_uri: str, data_version: str, dataset_spec: str, dataset: Output[Dataset],
-                    generate_masks: bool = True, num_shards: int = 1):
+def dataset_convert(dataset_uri: str, data_version: str, dataset_spec: str, train_data: Output[Dataset],
+                    val_data: Output[Dataset], generate_masks: bool = True, num_shards: int = 1):
     """Fetch ``dataset_uri`` through bpnet.storage and run ``bpnet dataset_convert`` on both splits.
 
-    ``data_version`` is not read: it is part of the cache key, so that new data behind the same URI
-    (or a new scheduled run) is never served a cached conversion. ``dataset_spec`` is the JSON text
-    of the dataset spec; its ``root_directory_path`` is replaced by the fetched copy.
+    ``data_version`` is not read: it is part of the cache key (see data_version), so new data
+    behind the same URI is never served a cached conversion. ``dataset_spec`` is the JSON text of
+    the dataset spec; its ``root_directory_path`` is replaced by the fetched copy. Each split goes
+    to its own artifact, so evaluation pods download the val split only.
     """
     from components import runtime
 
-    dataset.metadata["data_version"] = data_version
-    with runtime.timed(dataset.metadata):
-        dataset.metadata.update(runtime.dataset_convert(dataset_uri, dataset_spec, dataset.path,
-                                                        generate_masks, num_shards))
+    train_data.metadata["data_version"] = data_version
+    with runtime.timed(train_data.metadata):
+        summary = runtime.dataset_convert(dataset_uri, dataset_spec, train_data.path, val_data.path,
+                                          generate_masks, num_shards)
+    train_data.metadata.update(summary)
+    val_data.metadata.update(data_version=data_version, source=dataset_uri, images=summary["val_images"])

@@ -3,14 +3,15 @@
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 
-def evaluate(dataset: Input[Dataset], model: Input[Model], inference_spec: str, metrics: Output[Metrics],
-             report: Output[HTML], results: Output[Artifact], report_images: int = 4) -> float:
-    """Run ``bpnet evaluate`` on the val split; log AP/AR as metrics; return AP (for ``dsl.If``)."""
+def evaluate(val_data: Input[Dataset], model: Input[Model], inference_spec: str, metrics: Output[Metrics],
+             report: Output[HTML], results: Output[Artifact], report_images: int = 4, label: str = "") -> float:
+    """Run ``bpnet evaluate`` on the val split; log AP/AR as metrics; return AP (for ``dsl.If``).
+    ``label`` names the model in the report (unpruned, pruned, retrained)."""
     from components import runtime
 
     with runtime.timed(results.metadata):
-        scores = runtime.evaluate(dataset.path, model.path, inference_spec, results.path, report.path,
-                                  report_images)
+        scores = runtime.evaluate(val_data.path, model.path, inference_spec, results.path, report.path,
+                                  report_images, label)
     for name in ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"):
         metrics.log_metric(name, scores[name])
     return float(scores["AP"])

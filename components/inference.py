@@ -3,11 +3,11 @@
 from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
 
 
-def inference(dataset: Input[Dataset], model: Input[Model], inference_spec: str, detections: Output[Artifact],
+def inference(val_data: Input[Dataset], model: Input[Model], inference_spec: str, detections: Output[Artifact],
               report: Output[HTML], report_images: int = 4):
-    """Run ``bpnet inference`` (with drawings) on the val images of ``dataset``."""
+    """Run ``bpnet inference`` (with drawings) on the images of ``val_data``."""
     from components import runtime
 
     with runtime.timed(detections.metadata):
-        detections.metadata.update(runtime.inference(dataset.path, model.path, inference_spec, detections.path,
+        detections.metadata.update(runtime.inference(val_data.path, model.path, inference_spec, detections.path,
                                                      report.path, report_images))

@@ -8,11 +8,12 @@ does, so the CLI, ``make run`` and a Kubeflow run cannot drift apart.
 
 Artifact layouts (the contract between steps):
 
-- Dataset: ``raw/`` (the fetched dataset, masks added by conversion), ``dataset_spec.json`` (the
-  dataset spec with ``root_directory_path: raw``), ``records/{train,val}-fold-NNN-of-NNN`` with
-  their ``-manifest.json``.
+- Dataset, one per split (train, val): ``raw/`` (that split's images, masks and annotation file
+  from the fetched dataset; masks added by conversion), ``dataset_spec.json`` (the dataset spec
+  with ``root_directory_path: raw``), ``records/<train|val>-fold-NNN-of-NNN`` with the
+  ``-manifest.json``.
 - Model: the ``bpnet train`` results folder (``bpnet_model.tlt``, ``train_spec.resolved.yaml``,
-  ``train_summary.json``, checkpoints, events).
+  ``pose_config.json``, ``train_summary.json``, checkpoints, events).
 - Evaluation / inference results: the ``bpnet evaluate`` / ``bpnet inference`` results folders.
 """
 
@@ -37,7 +38,8 @@ RAW_DIR = "raw"
 RECORDS_DIR = "records"
 MODEL_FILE = "bpnet_model.tlt"
 TRAIN_SPEC_FILE = "train_spec.resolved.yaml"
-SPLITS = {"train": "train", "val": "test"}  # record prefix -> dataset_convert mode
+POSE_CONFIG_FILE = "pose_config.json"
+SPLITS = {"train": ("train", "train_data"), "val": ("test", "test_data")}  # prefix -> (mode, spec section)
 
 
 class StepFailed(RuntimeError):
@@ -63,8 +65,11 @@ def timed(metadata: dict[str, Any]) -> Iterator[None]:
 
 
 @contextmanager
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="bpnet-step-"))
+def workdir(parent: Path | None = None) -> Iterator[Path]:
+    """A scratch folder, removed afterwards (in ``parent`` when given, else the system's temp)."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="bpnet-step-", dir=parent))
     try:
         yield path
     finally:
@@ -97,66 +102,136 @@ def record_summary(dataset_dir: str | Path, prefix: str) -> dict[str, Any]:
     return json.loads(manifest.read_text())["metadata"]["summary"]
 
 
-def dataset_convert(dataset_uri: str, dataset_spec: str, out_dir: str | Path, generate_masks: bool = True,
-                    num_shards: int = 1) -> dict[str, Any]:
-    """Fetch the raw dataset (s3:// prefix or folder) into ``out_dir/raw`` and convert both splits."""
+def data_version(dataset_uri: str, requested: str) -> str:
+    from bpnet.storage import fingerprint
+
+    version = requested.strip() or f"fp-{fingerprint(dataset_uri)}"
+    log.info("data version of %s: %s", dataset_uri, version)
+    return version
+
+
+def _split_paths(spec: dict[str, Any], key: str) -> list[str]:
+    split = spec.get(key) or {}
+    return [split[k] for k in ("images_root_dir_path", "mask_root_dir_path", "annotation_root_dir_path")
+            if split.get(k)]
+
+
+def dataset_convert(dataset_uri: str, dataset_spec: str, train_dir: str | Path, val_dir: str | Path,
+                    generate_masks: bool = True, num_shards: int = 1) -> dict[str, Any]:
+    """Fetch the raw dataset (s3:// prefix or folder), convert both splits, and split the result
+    into two Dataset artifacts, so that evaluation pods download the val split only."""
     from bpnet.storage import fetch_tree
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     spec = _parse(dataset_spec, "dataset_spec")
-    log.info("fetching %s", dataset_uri)
-    files = fetch_tree(dataset_uri, out / RAW_DIR)
-    spec["root_directory_path"] = RAW_DIR  # relative to dataset_spec.json: the artifact moves between pods
-    spec_path = out / DATASET_SPEC
-    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
-    masks = ["--generate_masks"] if generate_masks else []
-    for prefix, mode in SPLITS.items():
-        run_bpnet("dataset_convert", "-d", str(spec_path), "-o", str(out / RECORDS_DIR / prefix), "-m", mode,
-                  "--num_shards", str(num_shards), *masks)
-    train, val = (record_summary(out, p) for p in SPLITS)
+    outs = {prefix: Path(d) for prefix, d in zip(SPLITS, (train_dir, val_dir), strict=True)}
+    with workdir(Path(train_dir).parent) as work:  # beside the outputs: same filesystem, not uploaded
+        log.info("fetching %s", dataset_uri)
+        files = fetch_tree(dataset_uri, work / RAW_DIR)
+        spec["root_directory_path"] = RAW_DIR  # relative to dataset_spec.json: artifacts move between pods
+        (work / DATASET_SPEC).write_text(json.dumps(spec, indent=2) + "\n")
+        masks = ["--generate_masks"] if generate_masks else []
+        for prefix, (mode, _) in SPLITS.items():
+            run_bpnet("dataset_convert", "-d", str(work / DATASET_SPEC), "-o", str(work / RECORDS_DIR / prefix),
+                      "-m", mode, "--num_shards", str(num_shards), *masks)
+        shared = set(_split_paths(spec, "train_data")) & set(_split_paths(spec, "test_data"))
+        for prefix, (_, key) in SPLITS.items():
+            out = outs[prefix]
+            (out / RECORDS_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(work / DATASET_SPEC, out / DATASET_SPEC)
+            for record in (work / RECORDS_DIR).glob(f"{prefix}-*"):
+                shutil.move(record, out / RECORDS_DIR / record.name)
+            for relative in _split_paths(spec, key):
+                src, dest = work / RAW_DIR / relative, out / RAW_DIR / relative
+                if not src.exists():
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if relative not in shared:
+                    shutil.move(src, dest)
+                elif src.is_dir():
+                    shutil.copytree(src, dest)
+                else:
+                    shutil.copy2(src, dest)
+    train, val = (record_summary(outs[p], p) for p in SPLITS)
     return {"source": dataset_uri, "files": files, "train_samples": train["samples_written"],
             "train_images": train["images_written"], "val_samples": val["samples_written"],
             "val_images": val["images_written"]}
 
 
-def bind_train_spec(train_spec: str, pose_config: str, dataset_dir: str | Path, work: Path) -> Path:
-    """The train spec with its data paths pointed into the Dataset artifact (and the inlined pose
-    config, if given, written beside it); every other field is the user's."""
+def bind_train_spec(train_spec: str, pose_config: str, dataset_dir: str | Path, model_dir: str | Path,
+                    work: Path, pretrained: str | Path | None = None) -> Path:
+    """The train spec with its data paths pointed into the train Dataset artifact; the inlined pose
+    config (if given) is written into the Model folder, so the model's resolved spec stays valid.
+    ``pretrained`` (retraining) sets ``pretrained_weights`` to that model file with
+    ``load_graph: true``. Every other field is the user's."""
     data = _parse(train_spec, "train_spec")
-    dataset = Path(dataset_dir)
+    dataset = Path(dataset_dir).absolute()  # the spec is read from another folder
     loader = data.setdefault("dataloader", {})
     config = loader.setdefault("dataset_config", {})
-    records = str(dataset / RECORDS_DIR)
-    config.update(root_data_path=str(dataset / RAW_DIR), train_records_folder_path=records,
-                  val_records_folder_path=records,
+    config.update(root_data_path=str(dataset / RAW_DIR), train_records_folder_path=str(dataset / RECORDS_DIR),
                   train_records_path=record_summary(dataset, "train")["shards"],
-                  val_records_path=record_summary(dataset, "val")["shards"])
+                  val_records_folder_path=None, val_records_path=[])  # validation is not run while training
     config["dataset_specs"] = {name: str(dataset / DATASET_SPEC) for name in (config.get("dataset_specs") or
                                                                               {"coco": None})}
     if pose_config.strip():
-        pose_path = work / "pose_config.json"
+        pose_path = Path(model_dir).absolute() / POSE_CONFIG_FILE
+        pose_path.parent.mkdir(parents=True, exist_ok=True)
         pose_path.write_text(pose_config)
         loader.setdefault("pose_config", {})["pose_config_path"] = str(pose_path)
+    if pretrained is not None:
+        data.update(pretrained_weights=str(Path(pretrained).absolute()), load_graph=True)
     return _write_yaml(data, work / "train_spec.yaml")
 
 
 def train(dataset_dir: str | Path, train_spec: str, pose_config: str, model_dir: str | Path,
-          gpus: int = 1) -> dict[str, Any]:
-    """``bpnet train`` into the Model artifact folder; returns the training summary."""
+          gpus: int = 1, pretrained_dir: str | Path | None = None) -> dict[str, Any]:
+    """``bpnet train`` into the Model artifact folder; with ``pretrained_dir`` (a pruned Model
+    artifact) it is the retrain: the graph and weights come from that model. Returns the summary."""
     model = Path(model_dir)
+    pretrained = Path(pretrained_dir) / MODEL_FILE if pretrained_dir is not None else None
     with workdir() as work:
-        spec = bind_train_spec(train_spec, pose_config, dataset_dir, work)
+        spec = bind_train_spec(train_spec, pose_config, dataset_dir, model, work, pretrained)
         run_bpnet("train", "-e", str(spec), "-r", str(model), "--gpus", str(max(1, gpus)))
     summary = json.loads((model / "train_summary.json").read_text())
     keep = ("epochs", "steps", "parameters", "gflops_per_image", "images_per_second", "first_loss", "last_loss")
     return {k: summary[k] for k in keep if summary.get(k) is not None}
 
 
+PRUNE_FLAGS = {"normalizer": "-n", "equalization_criterion": "-eq", "pruning_granularity": "-pg",
+               "pruning_threshold": "-pth", "min_num_filters": "-nf"}
+
+
+def prune(model_dir: str | Path, prune_settings: str, inference_spec: str, out_dir: str | Path) -> dict[str, Any]:
+    """``bpnet prune`` of the Model artifact into ``out_dir`` (FLOPs counted at the inference spec's
+    input shape); the source's resolved train spec and pose config come along, as the pruned model
+    was trained with them. Returns parameters and FLOPs before and after."""
+    model, out = Path(model_dir), Path(out_dir)
+    settings = _parse(prune_settings, "prune_settings")
+    unknown = sorted(set(settings) - set(PRUNE_FLAGS) - {"excluded_layers"})
+    if unknown:
+        raise ValueError(f"prune_settings parameter: unknown keys {unknown}; valid: "
+                         f"{', '.join([*PRUNE_FLAGS, 'excluded_layers'])}")
+    flags = [str(v) for key, flag in PRUNE_FLAGS.items() if key in settings for v in (flag, settings[key])]
+    if settings.get("excluded_layers"):
+        flags += ["-el", *settings["excluded_layers"]]
+    height, width = _parse(inference_spec, "inference_spec").get("input_shape") or (368, 368)
+    out.mkdir(parents=True, exist_ok=True)
+    run_bpnet("prune", "-m", str(model / MODEL_FILE), "-o", str(out / MODEL_FILE), "--input_shape",
+              f"{height},{width}", *flags)
+    for name in (TRAIN_SPEC_FILE, POSE_CONFIG_FILE):
+        if (model / name).is_file():
+            shutil.copy2(model / name, out / name)
+    report = json.loads((out / f"{MODEL_FILE}.json").read_text())
+    p, f = report["parameters"], report["flops"]
+    return {"parameters": p["after"], "parameters_before": p["before"], "parameters_kept": p["kept"],
+            "gflops": round(f["after"] / 1e9, 4), "gflops_before": round(f["before"] / 1e9, 4),
+            "flops_input_shape": f"{height}x{width}"}
+
+
 def bind_inference_spec(inference_spec: str, model_dir: str | Path, work: Path) -> Path:
     """The inference spec with ``model_path`` and ``train_spec`` taken from the Model artifact."""
     data = _parse(inference_spec, "inference_spec")
-    data.update(model_path=str(Path(model_dir) / MODEL_FILE), train_spec=str(Path(model_dir) / TRAIN_SPEC_FILE))
+    model = Path(model_dir).absolute()  # the spec is read from another folder
+    data.update(model_path=str(model / MODEL_FILE), train_spec=str(model / TRAIN_SPEC_FILE))
     return _write_yaml(data, work / "infer_spec.yaml")
 
 
@@ -165,7 +240,7 @@ def _annotated(results: Path, limit: int) -> list[Path]:
 
 
 def evaluate(dataset_dir: str | Path, model_dir: str | Path, inference_spec: str, results_dir: str | Path,
-             report_path: str | Path, report_images: int = 4) -> dict[str, Any]:
+             report_path: str | Path, report_images: int = 4, label: str = "") -> dict[str, Any]:
     """``bpnet evaluate`` on the Dataset's val split; writes an HTML report; returns the metrics."""
     from bpnet.report import html_report
 
@@ -176,10 +251,10 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, inference_spec: str
                   "--num_visualizations", str(report_images))
     metrics = json.loads((results / "metrics.json").read_text())
     scores = {k: v for k, v in metrics.items() if isinstance(v, float)}
-    Path(report_path).write_text(html_report(
-        "BodyPoseNet evaluation", {"COCO keypoints (person), val split": scores,
-                                   "Counts": {"images": metrics["images"], "detections": metrics["detections"]}},
-        _annotated(results, report_images)))
+    title = f"BodyPoseNet evaluation — {label} model" if label else "BodyPoseNet evaluation"
+    tables = {"COCO keypoints (person), val split": scores,
+              "Counts": {"images": metrics["images"], "detections": metrics["detections"]}}
+    Path(report_path).write_text(html_report(title, tables, _annotated(results, report_images)))
     return metrics
 
 

@@ -3,8 +3,8 @@
 from kfp.dsl import Dataset, Input, Model, Output
 
 
-def train(dataset: Input[Dataset], train_spec: str, pose_config: str, model: Output[Model], gpus: int = 1):
-    """Run ``bpnet train`` with the spec's data paths bound to ``dataset``.
+def train(train_data: Input[Dataset], train_spec: str, pose_config: str, model: Output[Model], gpus: int = 1):
+    """Run ``bpnet train`` with the spec's data paths bound to ``train_data``.
 
     ``train_spec`` is the YAML text of the train spec, ``pose_config`` the JSON text of the file its
     ``pose_config_path`` named (empty: keep that path). The model key comes from $BPNET_MODEL_KEY.
@@ -12,4 +12,4 @@ def train(dataset: Input[Dataset], train_spec: str, pose_config: str, model: Out
     from components import runtime
 
     with runtime.timed(model.metadata):
-        model.metadata.update(runtime.train(dataset.path, train_spec, pose_config, model.path, gpus))
+        model.metadata.update(runtime.train(train_data.path, train_spec, pose_config, model.path, gpus))

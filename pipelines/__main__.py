@@ -28,9 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--spec", required=True, help="run spec (YAML), e.g. specs/pipeline/cluster.yaml")
         if name in ("compile", "run", "schedule"):
             p.add_argument("--build_dir", default="build", help="where compiled YAML is written (default: build)")
-        if name == "compile":
-            p.add_argument("--scheduled", action="store_true",
-                           help="compile the scheduled variant (data version = schedule time)")
         p.add_argument("-l", "--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -45,8 +42,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(format_summary(run_local(args.spec)))
     elif args.command == "compile":
-        name = f"{spec.kfp.pipeline_name}{'-scheduled' if args.scheduled else ''}.yaml"
-        path = submit.compile_pipeline(spec, f"{args.build_dir}/{name}", scheduled=args.scheduled)
+        path = submit.compile_pipeline(spec, f"{args.build_dir}/{spec.kfp.pipeline_name}.yaml")
         print(f"compiled pipeline: {path}")
     elif args.command == "run":
         print(f"run: {submit.submit_run(spec, args.build_dir)}")

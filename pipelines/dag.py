@@ -1,16 +1,18 @@
-"""The BodyPoseNet DAG: dataset_convert → train → evaluate ∥ inference.
+"""The BodyPoseNet DAG: data_version → dataset_convert → train → prune → retrain → inference,
+with evaluate on the unpruned, the pruned and the retrained model.
 
 ``build_pipeline`` returns the ``@dsl.pipeline`` function for a run spec: images, GPU requests,
 node pools, secrets, retries, timeouts and caching are compile-time choices taken from the spec;
-the step specs and data settings are run-time parameters (their defaults are the spec's, so the
-compiled YAML can be run from the UI as is). Later steps (prune, retrain, export, calibrate,
-engine builds) slot in between train and evaluate and after it.
+the step specs, prune settings and data settings are run-time parameters (their defaults are the
+spec's, so the compiled YAML can be run from the UI as is). Later steps (export, calibrate,
+engine builds) slot in after the retrained model's evaluation.
 
-Caching: every step's output is fully determined by its inputs, *provided* the raw data behind
-``dataset_uri`` is identified: ``data_version`` (a fingerprint of the data's listing by default)
-is an input of dataset_convert, and a scheduled pipeline feeds it the schedule time instead, so
-a recurring run never reuses a conversion of older data. New dataset artifacts in turn change
-the cache keys of every step downstream.
+Caching: every step's output is fully determined by its inputs once the raw data behind
+``dataset_uri`` is identified. The first step, data_version (never cached), returns the
+``data_version`` parameter if set, else a fingerprint of the data's listing taken in the pod when
+the run starts; dataset_convert has it as an input. The same data reuses a conversion (and, as
+the artifacts are then the same, everything downstream); new data behind the same URI — what a
+scheduled retraining run reads — is converted afresh and invalidates every later step.
 """
 
 # No ``from __future__ import annotations`` here: kfp reads the pipeline's annotations as types.
@@ -22,17 +24,27 @@ from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components import component
+from components.data_version import data_version as data_version_step
 from components.dataset_convert import dataset_convert
 from components.evaluate import evaluate
 from components.inference import inference
+from components.prune import prune
+from components.retrain import retrain
 from components.train import train
 from pipelines.run_spec import NodePool, RunSpec, StepSettings
 
 
 class Outputs(NamedTuple):
-    dataset: Dataset
+    train_data: Dataset
+    val_data: Dataset
     model: Model
+    pruned_model: Model
+    retrained_model: Model
+    evaluation_unpruned: Artifact
+    evaluation_pruned: Artifact
     evaluation: Artifact
+    metrics_unpruned: Metrics
+    metrics_pruned: Metrics
     metrics: Metrics
     evaluation_report: HTML
     detections: Artifact
@@ -47,7 +59,8 @@ def _schedule(task: dsl.PipelineTask, name: str, step: StepSettings, spec: RunSp
     if step.retries:
         task.set_retry(step.retries, backoff_duration="30s", backoff_factor=2.0)
     kubernetes.set_timeout(task, step.timeout_seconds)
-    kubernetes.set_security_context(task, run_as_non_root=True)
+    if spec.run_as_user is not None:
+        kubernetes.set_security_context(task, run_as_user=spec.run_as_user, run_as_non_root=True)
     if step.cpu:
         task.set_cpu_request(step.cpu)
     if step.memory:
@@ -87,44 +100,68 @@ def _one_line(value: Any) -> Any:
     return json.dumps(yaml.safe_load(value)) if isinstance(value, str) and "\n" in value else value
 
 
-def build_pipeline(spec: RunSpec, arguments: dict[str, Any], scheduled: bool = False):
+def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
     """The pipeline function for ``spec``; ``arguments`` become the parameters' defaults."""
     image = spec.images.gpu
-    convert_op, train_op = component(dataset_convert, image), component(train, image)
+    version_op, convert_op = component(data_version_step, image), component(dataset_convert, image)
+    train_op, prune_op, retrain_op = component(train, image), component(prune, image), component(retrain, image)
     evaluate_op, inference_op = component(evaluate, image), component(inference, image)
     a = {name: _one_line(value) for name, value in arguments.items()}
 
     @dsl.pipeline(name=spec.kfp.pipeline_name, pipeline_root=spec.pipeline_root,
-                  description="BodyPoseNet: dataset_convert → train → evaluate ∥ inference")
+                  description="BodyPoseNet: dataset_convert → train → prune → retrain, evaluated at each stage")
     def bpnet_pipeline(dataset_uri: str = a["dataset_uri"], data_version: str = a["data_version"],
                        dataset_spec: str = a["dataset_spec"], train_spec: str = a["train_spec"],
-                       pose_config: str = a["pose_config"], inference_spec: str = a["inference_spec"],
+                       pose_config: str = a["pose_config"], retrain_spec: str = a["retrain_spec"],
+                       inference_spec: str = a["inference_spec"], prune_settings: str = a["prune_settings"],
                        generate_masks: bool = a["generate_masks"], num_shards: int = a["num_shards"],
                        report_images: int = a["report_images"]) -> Outputs:
-        version = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER if scheduled else data_version
-        convert = convert_op(dataset_uri=dataset_uri, data_version=version, dataset_spec=dataset_spec,
+        version = version_op(dataset_uri=dataset_uri, requested=data_version)
+        _schedule(version, "data_version", StepSettings(retries=2, timeout_seconds=600, caching=False), spec)
+        _with_storage(version, spec)
+
+        convert = convert_op(dataset_uri=dataset_uri, data_version=version.output, dataset_spec=dataset_spec,
                              generate_masks=generate_masks, num_shards=num_shards)
         _schedule(convert, "dataset_convert", spec.steps.dataset_convert, spec)
         _with_storage(convert, spec)
+        train_data, val_data = convert.outputs["train_data"], convert.outputs["val_data"]
 
-        trained = train_op(dataset=convert.outputs["dataset"], train_spec=train_spec, pose_config=pose_config,
+        trained = train_op(train_data=train_data, train_spec=train_spec, pose_config=pose_config,
                            gpus=max(1, spec.steps.train.gpus))
         _schedule(trained, "train", spec.steps.train, spec)
         _with_model_key(trained, spec)
 
-        scored = evaluate_op(dataset=convert.outputs["dataset"], model=trained.outputs["model"],
-                             inference_spec=inference_spec, report_images=report_images)
-        _schedule(scored, "evaluate", spec.steps.evaluate, spec)
-        _with_model_key(scored, spec)
+        pruned = prune_op(model=trained.outputs["model"], prune_settings=prune_settings,
+                          inference_spec=inference_spec)
+        _schedule(pruned, "prune", spec.steps.prune, spec)
+        _with_model_key(pruned, spec)
 
-        detected = inference_op(dataset=convert.outputs["dataset"], model=trained.outputs["model"],
-                                inference_spec=inference_spec, report_images=report_images)
+        retrained = retrain_op(train_data=train_data, pruned=pruned.outputs["pruned"], retrain_spec=retrain_spec,
+                               pose_config=pose_config, gpus=max(1, spec.steps.retrain.gpus))
+        _schedule(retrained, "retrain", spec.steps.retrain, spec)
+        _with_model_key(retrained, spec)
+
+        scores = {}
+        for label, model in (("unpruned", trained.outputs["model"]), ("pruned", pruned.outputs["pruned"]),
+                             ("retrained", retrained.outputs["model"])):
+            scores[label] = evaluate_op(val_data=val_data, model=model, inference_spec=inference_spec,
+                                        report_images=report_images, label=label)
+            _schedule(scores[label], f"evaluate {label}", spec.steps.evaluate, spec)
+            _with_model_key(scores[label], spec)
+
+        detected = inference_op(val_data=val_data, model=retrained.outputs["model"], inference_spec=inference_spec,
+                                report_images=report_images)
         _schedule(detected, "inference", spec.steps.inference, spec)
         _with_model_key(detected, spec)
 
-        return Outputs(dataset=convert.outputs["dataset"], model=trained.outputs["model"],
-                       evaluation=scored.outputs["results"], metrics=scored.outputs["metrics"],
-                       evaluation_report=scored.outputs["report"], detections=detected.outputs["detections"],
-                       inference_report=detected.outputs["report"], ap=scored.outputs["Output"])
+        final = scores["retrained"]
+        return Outputs(train_data=train_data, val_data=val_data, model=trained.outputs["model"],
+                       pruned_model=pruned.outputs["pruned"], retrained_model=retrained.outputs["model"],
+                       evaluation_unpruned=scores["unpruned"].outputs["results"],
+                       evaluation_pruned=scores["pruned"].outputs["results"], evaluation=final.outputs["results"],
+                       metrics_unpruned=scores["unpruned"].outputs["metrics"],
+                       metrics_pruned=scores["pruned"].outputs["metrics"], metrics=final.outputs["metrics"],
+                       evaluation_report=final.outputs["report"], detections=detected.outputs["detections"],
+                       inference_report=detected.outputs["report"], ap=final.outputs["Output"])
 
     return bpnet_pipeline

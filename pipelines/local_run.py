@@ -21,11 +21,17 @@ from pipelines.dag import build_pipeline
 log = logging.getLogger(__name__)
 
 STEPS = (  # step, its main output, the metadata worth a column
-    ("dataset_convert", "dataset", ("train_samples", "val_images")),
-    ("train", "model", ("parameters", "gflops_per_image", "last_loss")),
-    ("evaluate", "evaluation", ()),
+    ("dataset_convert", "train_data", ("train_samples", "val_images")),
+    ("train", "model", ("epochs", "last_loss", "images_per_second")),
+    ("evaluate unpruned", "evaluation_unpruned", ()),
+    ("prune", "pruned_model", ("parameters_kept",)),
+    ("evaluate pruned", "evaluation_pruned", ()),
+    ("retrain", "retrained_model", ("epochs", "last_loss", "images_per_second")),
+    ("evaluate retrained", "evaluation", ()),
     ("inference", "detections", ("images", "people")),
 )
+MODELS = (("unpruned", "model", "metrics_unpruned"), ("pruned", "pruned_model", "metrics_pruned"),
+          ("retrained", "retrained_model", "metrics"))
 
 
 def run_local(spec_path: str | Path) -> dict[str, Any]:
@@ -42,9 +48,11 @@ def run_local(spec_path: str | Path) -> dict[str, Any]:
     with warnings.catch_warnings():
         # kfp warns when an image name lacks "python"; locally the image is not used at all.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+        # ... and that Kubernetes-side settings (display names included) do nothing locally: documented.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         task = pipeline()
     summary = summarize(task.outputs, time.perf_counter() - start)
-    run_dir = Path(task.outputs["model"].uri).parents[1]
+    run_dir = Path(task.outputs["model"].uri).parents[1]  # <root>/<run>/<task>/<output>
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     summary["run_dir"] = str(run_dir)
     return summary
@@ -57,7 +65,15 @@ def summarize(outputs: dict[str, Any], seconds: float) -> dict[str, Any]:
         artifact = outputs[key]
         steps.append({"step": name, "seconds": artifact.metadata.get("seconds"), "output": artifact.uri,
                       **{f: artifact.metadata[f] for f in fields if f in artifact.metadata}})
-    return {"seconds": round(seconds, 1), "steps": steps, "metrics": dict(outputs["metrics"].metadata),
+    pruned = outputs["pruned_model"].metadata
+    models = []
+    for name, model, metrics in MODELS:
+        flops = pruned.get("gflops_before") if name == "unpruned" else pruned.get("gflops")
+        models.append({"model": name, "parameters": outputs[model].metadata.get("parameters"),
+                       f"gflops_at_{pruned.get('flops_input_shape', '?')}": flops,
+                       **{k: outputs[metrics].metadata.get(k) for k in ("AP", "AP50")}, "file": outputs[model].uri})
+    return {"seconds": round(seconds, 1), "steps": steps, "models": models,
+            "metrics": dict(outputs["metrics"].metadata),
             "reports": {"evaluation": outputs["evaluation_report"].uri,
                         "inference": outputs["inference_report"].uri}}
 
@@ -84,13 +100,17 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{'step':<18}{'seconds':>9}  figures", "-" * 72]
     for step in summary["steps"]:
         figures = {k: v for k, v in step.items() if k not in ("step", "seconds", "output")}
-        if step["step"] == "evaluate" and "AP" in metrics:
-            figures["AP"] = metrics["AP"]
         text = ", ".join(f"{k} {_figure(v)}" for k, v in figures.items())
         lines.append(f"{step['step']:<18}{step['seconds'] or 0:>9.1f}  {text}")
     lines.append(f"{'total':<18}{summary['seconds']:>9.1f}")
+    flops_key = next(k for k in summary["models"][0] if k.startswith("gflops_at_"))
+    lines += ["", f"{'model':<12}{'parameters':>12}{'GFLOPs @' + flops_key[10:]:>18}{'AP':>8}{'AP50':>8}"]
+    for m in summary["models"]:
+        lines.append(f"{m['model']:<12}{_figure(m['parameters']):>12}{_figure(m[flops_key]):>18}"
+                     f"{m['AP'] or 0:>8.3f}{m['AP50'] or 0:>8.3f}")
     ordered = [k for k in METRIC_ORDER if k in metrics]
-    lines += ["", "val split: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ordered), "", "artifacts:"]
+    lines += ["", "retrained model, val split: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ordered), "",
+              "artifacts:"]
     lines += [f"  {s['step']:<20}{_short(s['output'])}" for s in summary["steps"]]
     lines += [f"  {name + ' report':<20}{_short(uri)}" for name, uri in summary["reports"].items()]
     if "run_dir" in summary:

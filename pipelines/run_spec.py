@@ -77,10 +77,25 @@ class StepSettings(SpecModel):
 
 
 class Steps(SpecModel):
+    """Per step; ``evaluate`` applies to the three evaluations (unpruned, pruned, retrained)."""
+
     dataset_convert: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
     train: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
+    prune: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
+    retrain: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
     evaluate: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
     inference: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
+
+
+class PruneSettings(SpecModel):
+    """The ``bpnet prune`` flags by their long names, defaults as the guide's."""
+
+    normalizer: Literal["max", "L2"] = "max"
+    equalization_criterion: Literal["union", "intersection", "arithmetic_mean", "geometric_mean"] = "union"
+    pruning_granularity: int = Field(8, ge=1)
+    pruning_threshold: float = Field(0.1, ge=0.0, le=1.0)
+    min_num_filters: int = Field(16, ge=1)
+    excluded_layers: list[str] = Field(default_factory=list)
 
 
 class StorageSettings(SpecModel):
@@ -112,6 +127,7 @@ class StepSpecs(SpecModel):
 
     dataset: SpecPath
     train: SpecPath
+    retrain: SpecPath = Field(description="train spec of the retrain; pretrained_weights/load_graph are bound")
     inference: SpecPath
 
 
@@ -132,14 +148,16 @@ class Schedule(SpecModel):
 class RunSpec(SpecModel):
     name: str = Field("bpnet", min_length=1, description="prefix of run names")
     kfp: KfpSettings = Field(default_factory=KfpSettings)
-    pipeline_root: str = Field("minio://mlpipeline/v2/artifacts",
-                               description="where KFP keeps artifacts (minio://, s3://, gs:// or a local folder)")
+    pipeline_root: str | None = Field(None, description="where KFP keeps artifacts (minio://, s3://, gs:// or a "
+                                      "folder); unset = the namespace's default (kfp-launcher config)")
     images: Images
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     dataset: DatasetSource
     specs: StepSpecs
     steps: Steps = Field(default_factory=Steps)
+    prune: PruneSettings = Field(default_factory=PruneSettings)
+    run_as_user: int | None = Field(1000, ge=1, description="uid of step containers (runAsNonRoot); null = image's")
     report_images: int = Field(4, ge=0, le=64, description="annotated images in the HTML reports")
     path_map: list[str] = Field(default_factory=list,
                                 description="OLD=NEW prefixes for absolute paths inside the step specs")
@@ -147,8 +165,8 @@ class RunSpec(SpecModel):
 
     @field_validator("pipeline_root")
     @classmethod
-    def _resolve_root(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve_unless_remote(value, info)
+    def _resolve_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return value if value is None else _resolve_unless_remote(value, info)
 
     @field_validator("path_map")
     @classmethod

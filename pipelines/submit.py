@@ -2,8 +2,12 @@
 
 The host is the run spec's ``kfp.host`` or $KF_PIPELINES_ENDPOINT. Credentials come only from the
 environment: $KF_PIPELINES_TOKEN (a bearer token, e.g. a service-account or OIDC token) or
-$KF_PIPELINES_COOKIE (e.g. ``authservice_session=...`` copied from a logged-in browser); inside a
-cluster kfp also reads the projected token at $KF_PIPELINES_SA_TOKEN_PATH by itself.
+$KF_PIPELINES_COOKIE (e.g. ``authservice_session=...`` copied from a logged-in browser); with
+neither, a projected service-account token (inside a cluster: $KF_PIPELINES_SA_TOKEN_PATH or
+kfp's default path) is used when present.
+
+On multi-user installs (``kfp.namespace`` set) the pipeline is uploaded into, and looked up in,
+that namespace: tenants may not create shared pipelines.
 """
 
 from __future__ import annotations
@@ -27,15 +31,14 @@ class SubmitError(RuntimeError):
     """The server could not be reached or said no; the message says what to check."""
 
 
-def compile_pipeline(spec: RunSpec, package_path: str | Path, scheduled: bool = False,
-                     arguments: dict[str, Any] | None = None) -> Path:
+def compile_pipeline(spec: RunSpec, package_path: str | Path, arguments: dict[str, Any] | None = None) -> Path:
     """Write the compiled pipeline YAML (uploadable in the Kubeflow UI as is)."""
     from kfp import compiler
 
     package_path = Path(package_path)
     package_path.parent.mkdir(parents=True, exist_ok=True)
     arguments = arguments if arguments is not None else pipeline_arguments(spec)
-    compiler.Compiler().compile(build_pipeline(spec, arguments, scheduled=scheduled), str(package_path))
+    compiler.Compiler().compile(build_pipeline(spec, arguments), str(package_path))
     return package_path
 
 
@@ -46,8 +49,17 @@ def connect(spec: RunSpec):
     host = spec.kfp.host or os.environ.get("KF_PIPELINES_ENDPOINT")
     if not host:
         raise SubmitError("no Kubeflow Pipelines host: set kfp.host in the run spec or $KF_PIPELINES_ENDPOINT")
-    kwargs: dict[str, Any] = {"host": host, "existing_token": os.environ.get("KF_PIPELINES_TOKEN") or None,
-                              "cookies": os.environ.get("KF_PIPELINES_COOKIE") or None}
+    token, cookie = os.environ.get("KF_PIPELINES_TOKEN") or None, os.environ.get("KF_PIPELINES_COOKIE") or None
+    kwargs: dict[str, Any] = {"host": host, "existing_token": token, "cookies": cookie}
+    if token is None and cookie is None:
+        from kfp.client import (
+            KF_PIPELINES_SA_TOKEN_ENV,
+            KF_PIPELINES_SA_TOKEN_PATH,
+            ServiceAccountTokenVolumeCredentials,
+        )
+
+        if Path(os.environ.get(KF_PIPELINES_SA_TOKEN_ENV) or KF_PIPELINES_SA_TOKEN_PATH).is_file():
+            kwargs["credentials"] = ServiceAccountTokenVolumeCredentials()
     if spec.kfp.namespace:
         kwargs["namespace"] = spec.kfp.namespace
     try:
@@ -63,14 +75,25 @@ class Uploaded:
     version_name: str
 
 
+def _pipeline_id(client, name: str, namespace: str | None) -> str | None:
+    """The id of the pipeline called ``name`` in ``namespace`` (shared pipelines when None)."""
+    import json
+
+    name_filter = json.dumps({"predicates": [{"operation": 1, "key": "display_name", "stringValue": name}]})  # EQUALS
+    found = client.list_pipelines(filter=name_filter, namespace=namespace).pipelines or []
+    if len(found) > 1:
+        raise SubmitError(f"{len(found)} pipelines are named {name!r}; the name must be unique")
+    return found[0].pipeline_id if found else None
+
+
 def upload(client, spec: RunSpec, package: Path) -> Uploaded:
     """Upload ``package`` as a new version of the spec's pipeline (creating the pipeline if new)."""
-    name = spec.kfp.pipeline_name
+    name, namespace = spec.kfp.pipeline_name, spec.kfp.namespace
     digest = hashlib.sha256(package.read_bytes()).hexdigest()[:8]
     version_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{digest}"
-    pipeline_id = client.get_pipeline_id(name)
+    pipeline_id = _pipeline_id(client, name, namespace)
     if pipeline_id is None:
-        pipeline_id = client.upload_pipeline(str(package), pipeline_name=name,
+        pipeline_id = client.upload_pipeline(str(package), pipeline_name=name, namespace=namespace,
                                              description="BodyPoseNet (bpnet) training pipeline").pipeline_id
         versions = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
         version = versions.pipeline_versions[0]
@@ -111,28 +134,29 @@ def _recurring_runs_named(client, experiment_id: str, name: str, namespace: str 
 
 
 def schedule(spec: RunSpec, build_dir: str | Path) -> str:
-    """Create (or replace) the spec's recurring run; return its URL.
+    """Create the spec's recurring run (replacing an older one of the same name); return its URL.
 
-    The scheduled pipeline feeds the schedule time to dataset_convert as its data version, so
-    every firing re-reads the data behind the URI; at most ``max_concurrency`` runs overlap and
-    missed firings are not caught up unless ``catchup`` is set.
+    Each firing starts with the uncached data_version step, so new data behind the URI is
+    converted and trained on afresh; at most ``max_concurrency`` runs overlap and missed firings
+    are not caught up unless ``catchup`` is set. The new recurring run is created before the old
+    one is deleted, so a failure never leaves the pipeline unscheduled.
     """
     if spec.schedule is None:
         raise SubmitError("the run spec has no schedule: add schedule.cron (e.g. '0 2 * * *')")
-    arguments = pipeline_arguments(spec, version="")
-    package = compile_pipeline(spec, Path(build_dir) / f"{spec.kfp.pipeline_name}-scheduled.yaml",
-                               scheduled=True, arguments=arguments)
+    arguments = pipeline_arguments(spec)
+    package = compile_pipeline(spec, Path(build_dir) / f"{spec.kfp.pipeline_name}.yaml", arguments=arguments)
     client = connect(spec)
     uploaded = upload(client, spec, package)
     experiment = client.create_experiment(spec.kfp.experiment, namespace=spec.kfp.namespace)
-    for old in _recurring_runs_named(client, experiment.experiment_id, spec.schedule.name, spec.kfp.namespace):
-        log.info("replacing recurring run %s (%s)", old.display_name, old.recurring_run_id)
-        client.delete_recurring_run(old.recurring_run_id)
+    older = _recurring_runs_named(client, experiment.experiment_id, spec.schedule.name, spec.kfp.namespace)
     job = client.create_recurring_run(
         experiment_id=experiment.experiment_id, job_name=spec.schedule.name, cron_expression=spec.schedule.cron,
         max_concurrency=spec.schedule.max_concurrency, no_catchup=not spec.schedule.catchup, params=arguments,
         pipeline_id=uploaded.pipeline_id, version_id=uploaded.version_id, enabled=True,
         description=f"{spec.kfp.pipeline_name} on cron '{spec.schedule.cron}'")
+    for old in older:
+        log.info("replacing recurring run %s (%s)", old.display_name, old.recurring_run_id)
+        client.delete_recurring_run(old.recurring_run_id)
     return _ui_url(client, f"recurringrun/details/{job.recurring_run_id}")
 
 

@@ -38,6 +38,7 @@ class State:
     recurring: dict[str, dict] = field(default_factory=dict)
     uploads: list[bytes] = field(default_factory=list)
     refuse: dict[str, int] = field(default_factory=dict)  # "METHOD /route" -> HTTP status to answer
+    multi_user: bool = False
     requests: list[Request] = field(default_factory=list)
     counter: int = 0
 
@@ -91,16 +92,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(404, {"error": f"no route {path}"})
         route = path[len(API):]
         if route == "/healthz":
-            return self._reply(200, {"multi_user": False})
-        if route == "/pipelines" and self.command == "GET":
-            name = _filter_value(q)
-            found = [p for p in s.pipelines.values() if name is None or p["display_name"] == name]
+            return self._reply(200, {"multi_user": s.multi_user})
+        if route == "/pipelines" and self.command == "GET":  # a namespace's pipelines, or the shared ones
+            name, namespace = _filter_value(q), q.get("namespace", [None])[0]
+            found = [p for p in s.pipelines.values()
+                     if (name is None or p["display_name"] == name) and p.get("namespace") == namespace]
             return self._reply(200, {"pipelines": found, "total_size": len(found)} if found else {})
         if route == "/pipelines/upload" and self.command == "POST":
             s.uploads.append(_multipart_file(body, self.headers["Content-Type"]))
             pid = s.new_id("pipeline")
-            name = q["name"][0]
-            s.pipelines[pid] = {"pipeline_id": pid, "display_name": name}
+            name, namespace = q["name"][0], q.get("namespace", [None])[0]
+            if s.multi_user and namespace is None:
+                return self._reply(403, {"error": "shared pipelines are admin-only", "code": 7,
+                                         "message": "tenants must upload into their namespace"})
+            s.pipelines[pid] = {"pipeline_id": pid, "display_name": name, "namespace": namespace}
             s.versions[pid] = [{"pipeline_id": pid, "pipeline_version_id": s.new_id("version"), "display_name": name}]
             return self._reply(200, s.pipelines[pid])
         if route == "/pipelines/upload_version" and self.command == "POST":
@@ -127,10 +132,16 @@ class _Handler(BaseHTTPRequestHandler):
             doc["run_id"] = s.new_id("run")
             s.runs[doc["run_id"]] = doc
             return self._reply(200, doc)
-        if route == "/recurringruns" and self.command == "GET":
+        if route == "/recurringruns" and self.command == "GET":  # paged: page_size, page_token
             eid = q.get("experiment_id", [None])[0]
             found = [r for r in s.recurring.values() if eid is None or r.get("experiment_id") == eid]
-            return self._reply(200, {"recurringRuns": found, "total_size": len(found)} if found else {})
+            start = int(q.get("page_token", ["0"])[0] or 0)
+            size = int(q.get("page_size", ["10"])[0])
+            page = found[start:start + size]
+            doc = {"recurringRuns": page, "total_size": len(found)} if page else {}
+            if start + size < len(found):
+                doc["next_page_token"] = str(start + size)
+            return self._reply(200, doc)
         if route == "/recurringruns" and self.command == "POST":
             doc = req.json()
             doc["recurring_run_id"] = s.new_id("recurring")

@@ -18,14 +18,20 @@ from tests.conftest import REPO, write_train_spec
 
 def local_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
     """A run spec over the session dataset with a one-epoch tiny model."""
-    train = write_train_spec(tmp_path / "train.yaml", synth_dir, tmp_path / "unbound", num_epoch=1)
+    train = write_train_spec(tmp_path / "train.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
+                             **{"model.kernel_regularization_factor": 1e-3})
+    retrain = write_train_spec(tmp_path / "retrain.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
+                               load_graph=True, pretrained_weights="bound/by/the/pipeline.tlt")
     infer = tmp_path / "infer.yaml"
     infer.write_text(yaml.safe_dump({"model_path": "bound/by/the/pipeline.tlt", "train_spec": "bound.yaml",
                                      "input_shape": [64, 64], "heatmap_threshold": 0.1}))
     data = {"name": "test", "pipeline_root": str(tmp_path / "root"), "images": {"gpu": "bpnet:test"},
             "dataset": {"uri": str(synth_dir)},
-            "specs": {"dataset": str(synth_dir / "coco_spec.json"), "train": str(train), "inference": str(infer)},
-            "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "evaluate", "inference")},
+            "specs": {"dataset": str(synth_dir / "coco_spec.json"), "train": str(train), "retrain": str(retrain),
+                      "inference": str(infer)},
+            "prune": {"pruning_threshold": 0.9, "pruning_granularity": 2, "min_num_filters": 4},
+            "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "prune", "retrain", "evaluate",
+                                               "inference")},
             "report_images": 2, **changes}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -35,8 +41,10 @@ def local_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
 def test_repository_run_specs_load():
     local = load_run_spec(REPO / "specs/pipeline/local.yaml")
     assert local.pipeline_root == str(REPO / "runs/pipeline") and local.dataset.uri == str(REPO / "data/demo")
+    assert local.specs.retrain == str(REPO / "specs/demo/bpnet_retrain_demo.yaml")
     cluster = load_run_spec(REPO / "specs/pipeline/cluster.yaml")
-    assert cluster.schedule.cron == "0 0 2 * * 0" and cluster.pipeline_root.startswith("minio://")
+    assert cluster.schedule.cron == "0 0 2 * * 0" and cluster.pipeline_root is None
+    assert cluster.prune.pruning_threshold == 0.05 and cluster.prune.equalization_criterion == "union"
     assert cluster.path_map == [f"/workspace/examples/bpnet/model_pose_config={REPO / 'specs'}"]
 
 
@@ -47,6 +55,8 @@ def test_repository_run_specs_load():
     ({"kfp": {"experment": "x"}}, "kfp.experment: \"x\" — unknown key (did you mean 'experiment'?)"),
     ({"gpu": {"pool": {"tolerations": [{"key": "k", "effect": "Sometimes"}]}}},
      "gpu.pool.tolerations.0.effect: \"Sometimes\" — expected 'NoSchedule', 'PreferNoSchedule' or 'NoExecute'"),
+    ({"prune": {"pruning_threshold": 1.5}}, "prune.pruning_threshold: 1.5 — expected less than or equal to 1"),
+    ({"prune": {"equalization_criterion": "median"}}, "prune.equalization_criterion: \"median\" — expected 'union'"),
 ])
 def test_bad_run_spec_names_field_value_and_expectation(tmp_path, synth_dir, capsys, change, expected):
     spec = local_spec(tmp_path, synth_dir, **change)
@@ -90,13 +100,13 @@ def test_data_version_follows_the_data(tmp_path, synth_dir):
 
     data = tmp_path / "data"
     shutil.copytree(synth_dir, data)
-    spec = load_run_spec(local_spec(tmp_path, synth_dir, dataset={"uri": str(data)}))
-    first = pipeline_arguments(spec)["data_version"]
-    assert pipeline_arguments(spec)["data_version"] == first  # same data, same cache key
+    first = runtime.data_version(str(data), "")
+    assert runtime.data_version(str(data), "") == first  # same data, same cache key
     (data / "val2017" / "extra.jpg").write_bytes(b"new image")
-    assert pipeline_arguments(spec)["data_version"] != first
-    pinned = load_run_spec(local_spec(tmp_path, synth_dir, dataset={"uri": str(data), "version": "2026-11"}))
-    assert pipeline_arguments(pinned)["data_version"] == "2026-11"
+    assert runtime.data_version(str(data), "") != first
+    assert runtime.data_version(str(data), "2026-11") == "2026-11"  # a pinned version wins
+    spec = load_run_spec(local_spec(tmp_path, synth_dir, dataset={"uri": str(data), "version": "2026-11"}))
+    assert pipeline_arguments(spec)["data_version"] == "2026-11"
 
 
 def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, tmp_path, monkeypatch):
@@ -112,20 +122,29 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
         if path.is_file() and "mask" not in path.parent.name:
             client.fput_object("datasets", f"demo/{path.relative_to(synth_dir).as_posix()}", str(path))
 
-    out = tmp_path / "dataset"
+    train_out, val_out = tmp_path / "train_data", tmp_path / "val_data"
     spec_text = (synth_dir / "coco_spec.json").read_text()
-    summary = runtime.dataset_convert("s3://datasets/demo", spec_text, out, generate_masks=True, num_shards=2)
+    summary = runtime.dataset_convert("s3://datasets/demo", spec_text, train_out, val_out, generate_masks=True,
+                                      num_shards=2)
     assert summary["train_images"] > 0 and summary["val_images"] == 8
-    assert runtime.record_summary(out, "train")["shards"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
-    assert json.loads((out / "dataset_spec.json").read_text())["root_directory_path"] == "raw"
-    assert any((out / "raw" / "train_mask2017").iterdir())  # masks land in the artifact's copy
+    assert runtime.record_summary(train_out, "train")["shards"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
+    for out in (train_out, val_out):
+        assert json.loads((out / "dataset_spec.json").read_text())["root_directory_path"] == "raw"
+    # each artifact holds its own split only: evaluation pods download the val split alone
+    assert sorted(p.name for p in (train_out / "raw").iterdir()) == ["annotations", "train2017", "train_mask2017"]
+    assert sorted(p.name for p in (val_out / "raw").iterdir()) == ["annotations", "val2017", "val_mask2017"]
+    assert any((train_out / "raw" / "train_mask2017").iterdir())  # masks land in the artifact's copy
+    assert not list((val_out / "records").glob("train-*"))
 
-    bound = yaml.safe_load(runtime.bind_train_spec("{}", "{}", out, tmp_path).read_text())
+    model_dir = tmp_path / "model"
+    bound = yaml.safe_load(runtime.bind_train_spec("{}", "{}", train_out, model_dir, tmp_path,
+                                                   pretrained=tmp_path / "pruned.tlt").read_text())
     config = bound["dataloader"]["dataset_config"]
     assert config["train_records_path"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
-    assert config["root_data_path"] == str(out / "raw") and config["dataset_specs"] == {
-        "coco": str(out / "dataset_spec.json")}
-    assert bound["dataloader"]["pose_config"]["pose_config_path"] == str(tmp_path / "pose_config.json")
+    assert config["root_data_path"] == str(train_out / "raw") and config["dataset_specs"] == {
+        "coco": str(train_out / "dataset_spec.json")}
+    assert bound["dataloader"]["pose_config"]["pose_config_path"] == str(model_dir / "pose_config.json")
+    assert (bound["pretrained_weights"], bound["load_graph"]) == (str(tmp_path / "pruned.tlt"), True)
 
 
 def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypatch):
@@ -134,18 +153,26 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     monkeypatch.setenv("BPNET_MODEL_KEY", "local-dag-test")
     summary = run_local(local_spec(tmp_path, synth_dir))
 
-    assert [s["step"] for s in summary["steps"]] == ["dataset_convert", "train", "evaluate", "inference"]
+    assert [s["step"] for s in summary["steps"]] == ["dataset_convert", "train", "evaluate unpruned", "prune",
+                                                     "evaluate pruned", "retrain", "evaluate retrained", "inference"]
     assert all(s["seconds"] > 0 for s in summary["steps"])
     metrics = summary["metrics"]
     assert set(metrics) == {"AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
-    dataset, model, evaluation, detections = (Path(s["output"]) for s in summary["steps"])
-    assert (dataset / "records" / "train-fold-000-of-001").is_file()
-    assert (model / "bpnet_model.tlt").is_file() and summary["steps"][1]["parameters"] > 0
-    assert json.loads((evaluation / "metrics.json").read_text())["AP"] == metrics["AP"]
-    assert len(json.loads((detections / "detection.json").read_text())["images"]) == 8
+    steps = {s["step"]: Path(s["output"]) for s in summary["steps"]}
+    assert (steps["dataset_convert"] / "records" / "train-fold-000-of-001").is_file()
+    models = {m["model"]: m for m in summary["models"]}
+    assert models["pruned"]["parameters"] < models["unpruned"]["parameters"]  # threshold 0.9 removes filters
+    assert models["retrained"]["parameters"] == models["pruned"]["parameters"]  # the graph was loaded
+    assert models["pruned"]["gflops_at_64x64"] < models["unpruned"]["gflops_at_64x64"]
+    for name in ("train", "retrain"):
+        assert (steps[name] / "bpnet_model.tlt").is_file() and (steps[name] / "pose_config.json").is_file()
+    assert (steps["prune"] / "bpnet_model.tlt.json").is_file()
+    assert json.loads((steps["evaluate retrained"] / "metrics.json").read_text())["AP"] == metrics["AP"]
+    assert models["retrained"]["AP"] == metrics["AP"]
+    assert len(json.loads((steps["inference"] / "detection.json").read_text())["images"]) == 8
     for report in summary["reports"].values():
         assert Path(report).read_text().count("data:image/jpeg;base64,") == 2  # report_images
     assert json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["metrics"] == metrics
     text = format_summary(summary)
-    assert f"AP {metrics['AP']:.3f}" in text and str(model) in text
+    assert f"AP {metrics['AP']:.3f}" in text and str(steps["train"]) in text and "retrained" in text

@@ -87,15 +87,58 @@ def test_schedule_creates_recurring_run_from_spec_cron_and_replaces_it(kfp_serve
     assert job["mode"] == "ENABLE"
     assert job["experiment_id"] == next(iter(kfp_server.state.experiments))
     assert job["runtime_config"]["parameters"]["dataset_uri"] == "s3://datasets/coco2017-person"
-    # the scheduled variant keys dataset_convert's cache on the schedule time
-    assert "{{$.pipeline_job_schedule_time_utc}}" in kfp_server.state.uploads[0].decode()
 
     assert main(["schedule", "--spec", str(spec), "--build_dir", str(build)]) == 0
     assert len(kfp_server.requests("DELETE", f"/recurringruns/{job['recurring_run_id']}")) == 1
     assert len(kfp_server.state.recurring) == 1
+    # the replacement was created before the old one was deleted: never a moment without a schedule
+    order = [(r.method, r.path) for r in kfp_server.state.requests if "recurringruns" in r.path]
+    assert order.index(("POST", "/apis/v2beta1/recurringruns")) < order.index(
+        ("DELETE", f"/apis/v2beta1/recurringruns/{job['recurring_run_id']}"))
 
     assert main(["unschedule", "--spec", str(spec)]) == 0
     assert kfp_server.state.recurring == {}
+
+
+def test_unschedule_finds_recurring_runs_across_pages(kfp_server, tmp_path):
+    spec = cluster_spec(tmp_path, schedule={"cron": "@daily", "name": "nightly"})
+    assert main(["schedule", "--spec", str(spec), "--build_dir", str(tmp_path)]) == 0
+    experiment_id = next(iter(kfp_server.state.experiments))
+    for i in range(150):  # other recurring runs in the same experiment push ours off the first page
+        kfp_server.state.recurring[f"other-{i}"] = {"recurring_run_id": f"other-{i}", "display_name": f"o{i}",
+                                                   "experiment_id": experiment_id}
+    kfp_server.state.recurring["late"] = {"recurring_run_id": "late", "display_name": "nightly",
+                                          "experiment_id": experiment_id}
+    assert main(["unschedule", "--spec", str(spec)]) == 0
+    assert not any(r["display_name"] == "nightly" for r in kfp_server.state.recurring.values())
+    assert len(kfp_server.state.recurring) == 150
+
+
+def test_multi_user_upload_goes_into_the_profile_namespace(kfp_server, tmp_path):
+    kfp_server.state.multi_user = True
+    spec = cluster_spec(tmp_path)  # kfp.namespace: team-pose
+    assert main(["run", "--spec", str(spec), "--build_dir", str(tmp_path)]) == 0
+    [upload] = kfp_server.requests("POST", "/pipelines/upload")
+    assert upload.query["namespace"] == ["team-pose"]
+    assert kfp_server.requests("GET", "/pipelines")[0].query["namespace"] == ["team-pose"]
+    assert main(["run", "--spec", str(spec), "--build_dir", str(tmp_path)]) == 0  # found again: new version
+    assert len(kfp_server.requests("POST", "/pipelines/upload_version")) == 1
+
+
+def test_no_secret_reaches_the_server_the_package_or_the_log(kfp_server, tmp_path, monkeypatch, capsys, caplog):
+    secrets = {"BPNET_S3_ACCESS_KEY": "AKIA-planted-0042", "BPNET_S3_SECRET_KEY": "s3cr3t-planted-0042",
+               "BPNET_MODEL_KEY": "model-key-planted-0042", "AWS_SECRET_ACCESS_KEY": "aws-planted-0042"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    build = tmp_path / "build"
+    assert main(["run", "--spec", str(cluster_spec(tmp_path)), "--build_dir", str(build)]) == 0
+    assert main(["schedule", "--spec", str(cluster_spec(tmp_path, schedule={"cron": "@daily"})),
+                 "--build_dir", str(build)]) == 0
+    seen = b"".join(r.body + str(r.query).encode() + str(r.headers).encode() for r in kfp_server.state.requests)
+    seen += (build / "bpnet.yaml").read_bytes() + capsys.readouterr().out.encode() + caplog.text.encode()
+    assert TOKEN.encode() in seen  # the check can see what was sent: the token travels in a header
+    for value in secrets.values():
+        assert value.encode() not in seen
 
 
 def test_invalid_cron_is_a_spec_error_before_any_request(kfp_server, tmp_path, capsys):

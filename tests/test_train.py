@@ -13,7 +13,7 @@ import numpy as np
 
 from bpnet.artifacts import read_manifest, verify_files
 from bpnet.cli import main
-from bpnet.model.io import architecture_of, load_model
+from bpnet.model.io import architecture_of, load_model, save_model
 from bpnet.specs import TrainSpec, load_spec
 from bpnet.train import train
 from tests.conftest import write_train_spec
@@ -124,3 +124,24 @@ def test_loss_falls_on_the_demo_data(converted, synth_dir, tmp_path):
         err += float((mask * (heat - truth) ** 2).sum())
         base += float((mask * truth**2).sum())
     assert err < 0.85 * base  # better than predicting "no joint anywhere"
+
+
+def test_retraining_a_pruned_model_resumes_like_training(tiny_model, converted, synth_dir, tmp_path):
+    from bpnet.prune import PruneSettings, prune
+
+    model_file, _ = tiny_model
+    pruned = prune(load_model(model_file, key="tiny"), PruneSettings(threshold=0.95, granularity=2,
+                                                                      min_num_filters=4), (64, 64))
+    pruned_file = save_model(pruned.model, tmp_path / "pruned.tlt", key="tiny")
+    out = tmp_path / "retrain"
+
+    def retrain(epochs: int):
+        spec = load_spec(write_train_spec(tmp_path / f"r{epochs}.yaml", synth_dir, converted, num_epoch=epochs,
+                                          load_graph=True, pretrained_weights=str(pruned_file)), TrainSpec)
+        return train(spec, out, key="tiny")
+
+    retrain(1)
+    result = retrain(2)  # the same results folder: continues from the epoch-1 checkpoint
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from_epoch"] == 1 and summary["epochs"] == 2
+    assert architecture_of(load_model(result.model_path, key="tiny")) == pruned.architecture
