@@ -177,6 +177,172 @@ def _run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dims(text: str, flag: str) -> tuple[int, int]:
+    """H,W,C (the guide's -d) -> (H, W); C must be 3."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise _Usage(f"{flag}: {text} — expected H,W,C, e.g. 368,368,3") from None
+    if len(values) != 3 or values[2] != 3 or values[0] % 8 or values[1] % 8:
+        raise _Usage(f"{flag}: {text} — expected H,W,3 with H and W multiples of 8")
+    return values[0], values[1]
+
+
+def _calibration_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cal_image_dir", default=None, help="images to build the calibration tensorfile from")
+    p.add_argument("--cal_data_file", default=None,
+                   help="the calibration tensorfile (.npy); reused if it exists (default: <output>.tensorfile.npy)")
+    p.add_argument("--cal_cache_file", default="./cal.bin",
+                   help="TensorRT calibration cache; calibration is skipped if it exists (default: ./cal.bin)")
+    p.add_argument("--batches", type=int, default=10, help="number of calibration batches (default: 10)")
+    p.add_argument("--batch_size", type=int, default=1, help="calibration batch size (default: 1)")
+    p.add_argument("--cal_method", default="entropy", choices=["entropy", "percentile", "minmax"],
+                   help="ONNX Runtime calibrator (extension; default: entropy)")
+
+
+def _train_norm(spec_file: str | None, args: argparse.Namespace):
+    """Normalization of the experiment spec (-e), else the defaults (what training used by default)."""
+    from bpnet.specs import TrainSpec, default_path_context, load_spec
+    from bpnet.specs.train import NormalizationParams
+
+    if not spec_file:
+        return NormalizationParams(), None
+    spec = load_spec(spec_file, TrainSpec, default_path_context(spec_file, args.spec_root, args.path_map))
+    return spec.dataloader.normalization_params, spec
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export to (encrypted) ONNX; INT8 calibration; TensorRT engine if available",
+                       description="Export a model to ONNX through tf2onnx, encrypted with the key (.etlt). "
+                                   "--data_type int8 also writes the calibration tensorfile, the TensorRT "
+                                   "calibration cache and an ONNX Runtime QDQ INT8 model (<output stem>.int8.etlt).")
+    p.add_argument("-m", "--model", required=True, help="the .tlt model to export")
+    _key_argument(p)
+    p.add_argument("-o", "--output_file", default=None, help="exported file (default: <model>.etlt)")
+    p.add_argument("-e", "--experiment_spec", default=None,
+                   help="the train spec (normalization for calibration; -d defaults to its image dims)")
+    p.add_argument("-t", "--backend", default="tfonnx", choices=["tfonnx"], help="only tfonnx is supported")
+    p.add_argument("-d", "--input_dims", default=None, help="H,W,C of the network input (e.g. 368,368,3)")
+    p.add_argument("--data_type", default="fp32", choices=["fp32", "fp16", "int8"], help="engine data type")
+    _calibration_arguments(p)
+    p.add_argument("--max_batch_size", type=int, default=1, help="TensorRT max batch size (default: 1)")
+    p.add_argument("--max_workspace_size", type=int, default=2 * (1 << 30),
+                   help="TensorRT workspace bytes (default: 2 GiB)")
+    p.add_argument("--engine_file", default=None, help="also build a TensorRT engine here (needs TensorRT + GPU)")
+    p.add_argument("--force_ptq", action="store_true", help="accepted for compatibility: calibration is PTQ here")
+    p.add_argument("-s", "--strict_type_constraints", action="store_true", help="TensorRT strict types (int8)")
+    p.add_argument("--sdk_compatible_model", action="store_true",
+                   help="add the deployable model's post-processing (PAFs upsampled to 1/2); deployment only")
+    p.add_argument("--data_format", default="channels_last", choices=["channels_last"],
+                   help="input layout: NHWC (channels_last) only")
+    p.add_argument("--output_stage", type=int, default=None, help="stage to export (extension; default: last)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    _common(p)
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bpnet.deploy.export import CalibrationSettings, export
+
+    if args.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+    key = _resolve_key(args)
+    norm, spec = _train_norm(args.experiment_spec, args)
+    if args.input_dims:
+        dims = _dims(args.input_dims, "-d/--input_dims")
+    elif spec is not None:
+        dims = (spec.dataloader.image_config.image_dims.height, spec.dataloader.image_config.image_dims.width)
+    else:
+        raise _Usage("-d/--input_dims: missing — give H,W,C or an experiment spec (-e) to take them from")
+    output = args.output_file or str(Path(args.model).with_suffix(".etlt"))
+    cal = None
+    if args.data_type == "int8":
+        if not (args.cal_image_dir or args.cal_data_file):
+            raise _Usage("--data_type int8: needs --cal_image_dir (or an existing --cal_data_file)")
+        cal = CalibrationSettings(args.cal_image_dir, args.cal_data_file or f"{output}.tensorfile.npy",
+                                  args.cal_cache_file, args.batches, args.batch_size, args.cal_method)
+    engine_options = {"max_batch_size": args.max_batch_size, "workspace_bytes": args.max_workspace_size,
+                      "strict_types": args.strict_type_constraints}
+    result = export(args.model, key, output, dims, norm, args.data_type, args.output_stage,
+                    args.sdk_compatible_model, cal, args.engine_file, engine_options)
+    if result.engine_skipped:
+        log.warning("the ONNX model%s written; no engine: %s", " and calibration outputs were" if cal else " was",
+                    result.engine_skipped)
+    return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="INT8 calibration of an exported model (cache + QDQ INT8 model)",
+                       description="Build (or reuse) the calibration tensorfile, compute activation ranges with "
+                                   "ONNX Runtime, write the TensorRT calibration cache and a QDQ INT8 model.")
+    p.add_argument("-m", "--model", required=True, help="an exported fp32 model (.etlt / .onnx)")
+    _key_argument(p)
+    p.add_argument("-o", "--output_file", default=None, help="QDQ INT8 model (default: <model stem>.int8.etlt)")
+    p.add_argument("-e", "--experiment_spec", default=None, help="the train spec (normalization)")
+    _calibration_arguments(p)
+    _common(p)
+    p.set_defaults(func=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from bpnet.deploy.export import CalibrationSettings, calibrate, int8_path
+
+    key = _resolve_key(args)
+    norm, _ = _train_norm(args.experiment_spec, args)
+    if not (args.cal_image_dir or args.cal_data_file):
+        raise _Usage("needs --cal_image_dir (or an existing --cal_data_file)")
+    cal = CalibrationSettings(args.cal_image_dir, args.cal_data_file or f"{args.model}.tensorfile.npy",
+                              args.cal_cache_file, args.batches, args.batch_size, args.cal_method)
+    calibrate(args.model, key, cal, norm, args.output_file or int8_path(args.model))
+    return 0
+
+
+def _add_build_engine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build_engine", help="TensorRT engine from an exported model (as tlt-converter)",
+                       description="Build a TensorRT engine on this machine's GPU (needs TensorRT). Flags as "
+                                   "tlt-converter.")
+    p.add_argument("input_file", help="the exported model (.etlt / .onnx)")
+    _key_argument(p)
+    p.add_argument("-d", "--input_dims", default=None, help="H,W,C (default: the exported input size)")
+    p.add_argument("-o", "--outputs", default="heatmap_out,paf_out", help="output node names (comma-separated)")
+    p.add_argument("-c", "--cal_cache", default=None, help="calibration cache (int8)")
+    p.add_argument("-e", "--engine_file", required=True, help="where the engine is written")
+    p.add_argument("-b", "--batch_size", type=int, default=1, help="calibration batch size (default: 1)")
+    p.add_argument("-m", "--max_batch_size", type=int, default=1, help="max batch size (default: 1)")
+    p.add_argument("-t", "--data_type", default="fp32", choices=["fp32", "fp16", "int8"], help="engine precision")
+    p.add_argument("-w", "--max_workspace_size", type=int, default=1 << 30, help="workspace bytes (default: 1 GiB)")
+    p.add_argument("-i", "--input_order", default="nhwc", choices=["nhwc"], help="input order: nhwc only")
+    p.add_argument("-p", "--profile", action="append", default=[],
+                   help="optimization profile <input>,<min>,<opt>,<max> with shapes like 1x368x368x3 (repeatable)")
+    p.add_argument("-s", "--strict_type_constraints", action="store_true", help="obey precision constraints")
+    p.add_argument("-u", "--dla_core", type=int, default=None, help="DLA core (Jetson), with GPU fallback")
+    _common(p, spec_paths=False)
+    p.set_defaults(func=_run_build_engine)
+
+
+def _run_build_engine(args: argparse.Namespace) -> int:
+    from bpnet.deploy.engine import EnginePlan, build_engine, parse_profile
+    from bpnet.deploy.onnx_export import HEAT_NAME, PAF_NAME, read_exported
+
+    if args.outputs.split(",") != [HEAT_NAME, PAF_NAME]:
+        raise _Usage(f"-o/--outputs: {args.outputs} — the exported model's outputs are {HEAT_NAME},{PAF_NAME}")
+    try:
+        profiles = tuple(parse_profile(p) for p in args.profile)
+        plan = EnginePlan(precision=args.data_type, max_batch_size=args.max_batch_size,
+                          workspace_bytes=args.max_workspace_size, profiles=profiles, calibration_cache=args.cal_cache,
+                          strict_types=args.strict_type_constraints, dla_core=args.dla_core)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+    data, info = read_exported(args.input_file, args.key or os.environ.get("BPNET_MODEL_KEY"))
+    dims = _dims(args.input_dims, "-d/--input_dims") if args.input_dims else (info.height, info.width)
+    log.info("engine plan: %s, input %dx%d", plan.describe(), *dims)
+    build_engine(data, plan, (dims[0], dims[1], 3), args.engine_file)
+    log.info("engine: %s", args.engine_file)
+    return 0
+
+
 def _add_inference(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inference", help="detect people in images; write detection.json (+ drawings)",
                        description="Run a model on an image, a directory or a COCO-style JSON of images.")
@@ -297,7 +463,8 @@ class _Usage(Exception):
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_dataset_convert, _add_train, _add_prune, _add_evaluate, _add_inference, _add_synth]
+    _add_dataset_convert, _add_train, _add_prune, _add_export, _add_calibrate, _add_build_engine, _add_evaluate,
+    _add_inference, _add_synth]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return EXIT_BAD_SPEC
-    except (ValueError, FileNotFoundError) as exc:  # bad inputs found while working: no traceback
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # failures found while working: no traceback
         if args.log_level == "DEBUG":
             raise
         log.error("%s", exc)

@@ -14,4 +14,5 @@ def evaluate(val_data: Input[Dataset], model: Input[Model], inference_spec: str,
                                   report_images, label)
     for name in ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"):
         metrics.log_metric(name, scores[name])
+    results.metadata["AP"] = scores["AP"]
     return float(scores["AP"])

@@ -23,11 +23,11 @@ log = logging.getLogger(__name__)
 STEPS = (  # step, its main output, the metadata worth a column
     ("dataset_convert", "train_data", ("train_samples", "val_images")),
     ("train", "model", ("epochs", "last_loss", "images_per_second")),
-    ("evaluate unpruned", "evaluation_unpruned", ()),
+    ("evaluate unpruned", "evaluation_unpruned", ("AP",)),
     ("prune", "pruned_model", ("parameters_kept",)),
-    ("evaluate pruned", "evaluation_pruned", ()),
+    ("evaluate pruned", "evaluation_pruned", ("AP",)),
     ("retrain", "retrained_model", ("epochs", "last_loss", "images_per_second")),
-    ("evaluate retrained", "evaluation", ()),
+    ("evaluate retrained", "evaluation", ("AP",)),
     ("inference", "detections", ("images", "people")),
 )
 MODELS = (("unpruned", "model", "metrics_unpruned"), ("pruned", "pruned_model", "metrics_pruned"),

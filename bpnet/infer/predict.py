@@ -1,9 +1,9 @@
 """Prediction backends and the image -> people path shared by inference and evaluation.
 
-A backend turns a batch of network inputs into heatmaps and PAFs of every stage; Keras models
-are supported here, and the ONNX Runtime and TensorRT backends plug into ``open_backend`` by
-file type when export and engine builds land. ``Predictor`` adds what the inference spec says:
-preprocessing and its inverse, the output stage, multi-scale averaging and decoding.
+A backend turns a batch of network inputs into heatmaps and PAFs of every stage it has: Keras
+model files (every stage) and exported ONNX files through ONNX Runtime (the one exported stage).
+``Predictor`` adds what the inference spec says: preprocessing and its inverse, the output stage,
+multi-scale averaging and decoding.
 """
 
 from __future__ import annotations
@@ -55,12 +55,49 @@ class KerasBackend:
         return outputs[: self.stages], outputs[self.stages:]
 
 
+class OnnxBackend:
+    """An exported model (fp32 or INT8 QDQ) through ONNX Runtime on the CPU: one stage, fixed input
+    size, any batch. The SDK-compatible deployable file is refused (its PAFs are at another stride)."""
+
+    exported = True
+
+    def __init__(self, path: str | Path, key: str | None):
+        import onnxruntime as ort
+
+        from bpnet.deploy.onnx_export import INPUT_NAME, read_exported
+
+        data, self.info = read_exported(path, key)
+        if self.info.sdk_compatible:
+            raise ModelMismatchError(f"{path}: an SDK-compatible deployable model (--sdk_compatible_model) is for "
+                                     "deployment only; export without that flag for inference and evaluation")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self.input = INPUT_NAME
+        heat, paf = self.session.get_outputs()
+        self.stages = 1
+        self.heat_channels, self.paf_channels = int(heat.shape[-1]), int(paf.shape[-1])
+
+    def predict(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        heat, paf = self.session.run(None, {self.input: batch.astype(np.float32, copy=False)})
+        return [heat], [paf]
+
+
 def open_backend(path: str | Path, key: str | None) -> Backend:
-    suffix = Path(path).suffix.lower()
-    if suffix in (".onnx", ".engine", ".trt", ".etlt"):
-        raise ModelMismatchError(f"{path}: {suffix} models are not supported by this version "
-                                 f"(Keras .tlt/.keras models are)")
-    return KerasBackend(path, key)
+    """A Keras model file or an exported ONNX file (encrypted or not), told apart by content."""
+    from bpnet.model.io import MAGIC, decrypt
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".engine", ".trt"):
+        raise ModelMismatchError(f"{path}: TensorRT engines run on the GPU they were built for; evaluate the "
+                                 "exported .etlt/.onnx (ONNX Runtime) here")
+    try:
+        head = path.read_bytes()
+    except OSError as exc:
+        raise FileNotFoundError(f"{path}: cannot read model file: {exc.strerror}") from exc
+    plain = decrypt(head, key, str(path)) if head.startswith(MAGIC) else head
+    return KerasBackend(path, key) if plain[:2] == b"PK" else OnnxBackend(path, key)
 
 
 def decode_params(spec: InferenceSpec) -> DecodeParams:
@@ -88,7 +125,22 @@ class Predictor:
                     f"model outputs {backend.heat_channels} heatmap / {backend.paf_channels} PAF channels, "
                     f"the train spec says {m.heat_channels} / {m.paf_channels}")
         stage = spec.output_stage_to_use
-        if stage is not None and stage > backend.stages:
+        if getattr(backend, "exported", False):
+            info = backend.info
+            if stage is not None and stage != info.stage:
+                raise ModelMismatchError(f"output_stage_to_use {stage}: the exported model carries stage "
+                                         f"{info.stage} only (chosen at export); set it to null")
+            if spec.keep_aspect_ratio_mode == "adjust_network_input":
+                raise ModelMismatchError("keep_aspect_ratio_mode adjust_network_input changes the network input "
+                                         "size, which an exported model fixes; use pad_image_input or null")
+            if tuple(spec.input_shape) != (info.height, info.width):
+                raise ModelMismatchError(f"input_shape {list(spec.input_shape)}: the model was exported for "
+                                         f"{info.height}x{info.width}")
+            if spec.multi_scale_inference:
+                raise ModelMismatchError("multi_scale_inference resizes the network input, which an exported "
+                                         "model fixes; set it to false")
+            stage = None
+        elif stage is not None and stage > backend.stages:
             raise ModelMismatchError(f"output_stage_to_use {stage}: the model has {backend.stages} stages")
         self.stage = (stage or backend.stages) - 1
         self.params = decode_params(spec)

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, INT8 calibration and TensorRT engine builds."""

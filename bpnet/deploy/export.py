@@ -1,0 +1,106 @@
+"""``bpnet export`` and ``bpnet calibrate``: the steps, in one place for the CLI and the pipeline.
+
+export: Keras model -> encrypted ONNX (``.etlt``); with ``--data_type int8`` also the calibration
+(tensorfile, TensorRT cache, QDQ INT8 model ``<output stem>.int8.etlt``); with ``--engine_file``
+a TensorRT engine where TensorRT exists — elsewhere the engine is skipped with the reason logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from bpnet.deploy import calibration
+from bpnet.deploy.engine import EnginePlan, EngineUnavailable, build_engine
+from bpnet.deploy.onnx_export import INPUT_NAME, ExportInfo, read_exported, set_metadata, to_onnx, write_exported
+from bpnet.specs.train import NormalizationParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    image_dir: str | None
+    data_file: str
+    cache_file: str
+    batches: int = 10
+    batch_size: int = 1
+    method: calibration.Method = "entropy"
+    mode: str | None = "pad_image_input"
+
+    def __post_init__(self) -> None:
+        if self.batches < 1 or self.batch_size < 1:
+            raise ValueError("--batches and --batch_size must be positive integers")
+
+
+@dataclass
+class ExportResult:
+    onnx: Path
+    info: ExportInfo
+    int8: Path | None = None
+    cache: Path | None = None
+    tensorfile: Path | None = None
+    engine: Path | None = None
+    engine_skipped: str | None = None
+
+
+def int8_path(output: str | Path) -> Path:
+    """Where the QDQ INT8 model of an export goes: ``<stem>.int8<suffix>`` beside it."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.int8{output.suffix or '.etlt'}")
+
+
+def calibrate(onnx_path: str | Path, key: str | None, settings: CalibrationSettings, norm: NormalizationParams,
+              int8_output: str | Path) -> tuple[Path, Path, Path]:
+    """Tensorfile (built or reused), TensorRT cache (computed unless it exists), QDQ INT8 model."""
+    import onnx
+
+    data, info = read_exported(onnx_path, key)
+    if info.precision != "fp32" or info.sdk_compatible:
+        raise ValueError(f"{onnx_path}: calibrate an fp32 model exported without --sdk_compatible_model")
+    tensors = calibration.build_tensorfile(settings.image_dir, settings.data_file, settings.batches,
+                                           settings.batch_size, info.height, info.width, norm.image_scale,
+                                           norm.image_offset, settings.mode)
+    cache = Path(settings.cache_file)
+    if cache.is_file():
+        log.info("calibration cache %s exists: calibration skipped", cache)
+    else:
+        ranges = calibration.activation_ranges(data, INPUT_NAME, tensors, settings.method)
+        calibration.write_trt_cache(ranges, cache)
+        log.info("wrote TensorRT calibration cache %s (%d tensors, %s)", cache, len(ranges), settings.method)
+    proto = onnx.load_model_from_string(calibration.quantize_qdq(data, INPUT_NAME, tensors, settings.method))
+    set_metadata(proto, ExportInfo(**{**info.__dict__, "precision": "int8"}))
+    out = write_exported(proto, int8_output, key)
+    log.info("wrote ONNX Runtime QDQ INT8 model %s", out)
+    return Path(settings.data_file), cache, out
+
+
+def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int, int], norm: NormalizationParams,
+           data_type: str = "fp32", stage: int | None = None, sdk_compatible: bool = False,
+           cal: CalibrationSettings | None = None, engine_file: str | None = None,
+           engine_options: dict | None = None) -> ExportResult:
+    """Export; calibrate for int8; build the engine if asked (``engine_options``: EnginePlan fields
+    other than precision and cache, e.g. max_batch_size, workspace_bytes, strict_types)."""
+    from bpnet.model.io import load_model
+
+    proto, info = to_onnx(load_model(model_path, key), *dims, stage=stage, sdk_compatible=sdk_compatible)
+    result = ExportResult(write_exported(proto, output, key), info)
+    log.info("exported %s: input %s (N, %d, %d, 3), stage %d of %d%s", result.onnx, INPUT_NAME, *dims, info.stage,
+             info.stages, ", SDK-compatible deployable model" if sdk_compatible else "")
+    if data_type == "int8":
+        if cal is None:
+            raise ValueError("--data_type int8 needs calibration settings (--cal_image_dir or --cal_data_file)")
+        if sdk_compatible:
+            raise ValueError("--data_type int8 calibrates the model as exported for inference; export the "
+                             "SDK-compatible model separately (fp32) and build its engine with the cache")
+        result.tensorfile, result.cache, result.int8 = calibrate(result.onnx, key, cal, norm, int8_path(output))
+    if engine_file:
+        plan = EnginePlan(precision=data_type, calibration_cache=str(result.cache) if result.cache else None,
+                          **(engine_options or {}))
+        try:
+            result.engine = build_engine(proto.SerializeToString(), plan, (dims[0], dims[1], 3), engine_file)
+        except EngineUnavailable as exc:
+            result.engine_skipped = str(exc)
+            log.warning("engine NOT built (%s): %s", engine_file, exc)
+    return result

@@ -1,0 +1,185 @@
+"""Export (ONNX parity, encryption, the deployable variant), INT8 calibration (tensorfile, TensorRT
+cache, QDQ model), the ONNX Runtime backend, and build_engine around a missing TensorRT."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bpnet.cli import main
+from bpnet.deploy.calibration import build_tensorfile, graph_tensors, read_trt_cache
+from bpnet.deploy.engine import EnginePlan, parse_profile
+from bpnet.deploy.onnx_export import read_exported
+from bpnet.infer.predict import OnnxBackend
+from bpnet.model.io import ModelKeyError, load_model
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, synth_dir, tmp_path_factory) -> dict[str, Path]:
+    """The tiny model exported at 64x96, fp32 and INT8 (4 batches of 2 val images)."""
+    model, train_spec = tiny_model
+    out = tmp_path_factory.mktemp("export")
+    code = main(["export", "-m", str(model), "-k", "tiny", "-o", str(out / "m.etlt"), "-e", str(train_spec),
+                 "-d", "64,96,3", "--data_type", "int8", "--cal_image_dir", str(synth_dir / "val2017"),
+                 "--cal_data_file", str(out / "cal.npy"), "--cal_cache_file", str(out / "cal.bin"),
+                 "--batches", "4", "--batch_size", "2"])
+    assert code == 0
+    return {"fp32": out / "m.etlt", "int8": out / "m.int8.etlt", "cache": out / "cal.bin",
+            "tensorfile": out / "cal.npy", "dir": out, "model": model, "train_spec": train_spec}
+
+
+@pytest.mark.parametrize("dims", [(64, 96), (96, 64)])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_onnx_runtime_matches_keras(tiny_model, tmp_path, dims, batch):
+    model_file, _ = tiny_model
+    out = tmp_path / "m.etlt"
+    assert main(["export", "-m", str(model_file), "-k", "tiny", "-o", str(out), "-d", f"{dims[0]},{dims[1]},3"]) == 0
+    keras_model = load_model(model_file, key="tiny")
+    x = np.random.default_rng(batch).uniform(-0.5, 0.5, (batch, *dims, 3)).astype(np.float32)
+    outputs = [np.asarray(o) for o in keras_model(x, training=False)]
+    stages = len(outputs) // 2
+    heats, pafs = OnnxBackend(out, "tiny").predict(x)
+    assert heats[0].shape == outputs[stages - 1].shape and pafs[0].shape == outputs[-1].shape
+    assert np.abs(heats[0] - outputs[stages - 1]).max() < 1e-4
+    assert np.abs(pafs[0] - outputs[-1]).max() < 1e-4
+
+
+def test_exported_file_is_encrypted_and_describes_itself(exported):
+    assert not exported["fp32"].read_bytes().startswith(b"\x08")  # not a bare ONNX protobuf
+    with pytest.raises(ModelKeyError, match="wrong key"):
+        read_exported(exported["fp32"], "not-the-key")
+    _, info = read_exported(exported["fp32"], "tiny")
+    assert (info.height, info.width, info.stage, info.stages, info.precision) == (64, 96, 2, 2, "fp32")
+    assert read_exported(exported["int8"], "tiny")[1].precision == "int8"
+
+
+def test_wrong_key_on_an_exported_file_is_a_clear_cli_error(exported, synth_dir, tmp_path, caplog):
+    spec = tmp_path / "infer.yaml"
+    spec.write_text(yaml.safe_dump({"input_shape": [64, 96], "keep_aspect_ratio_mode": "pad_image_input"}))
+    code = main(["inference", "-i", str(spec), "-m", str(exported["fp32"]), "-k", "nope", "--input_type", "dir",
+                 "--input", str(synth_dir / "val2017"), "-r", str(tmp_path / "out")])
+    assert code == 1 and "wrong key" in caplog.text
+
+
+def test_calibration_cache_is_trt_text_for_graph_tensors(exported):
+    header, scales = read_trt_cache(exported["cache"])
+    assert header.startswith("TRT-") and header.endswith("EntropyCalibration2")
+    data, _ = read_exported(exported["fp32"], "tiny")
+    names = graph_tensors(data)
+    assert scales and set(scales) <= names and "input_1" in scales
+    assert all(math.isfinite(s) and s > 0 for s in scales.values())
+    lines = exported["cache"].read_text().splitlines()[1:]
+    assert all(len(line.rpartition(": ")[2]) == 8 for line in lines)
+
+
+def test_tensorfile_holds_the_preprocessed_batches(exported):
+    tensors = np.load(exported["tensorfile"])
+    assert tensors.shape == (4, 2, 64, 96, 3) and tensors.dtype == np.float32
+    assert -0.6 < tensors.min() and tensors.max() < 0.6  # (pixel / 256) - 0.5
+
+
+def test_existing_cache_and_tensorfile_are_reused(exported, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    cache_before = exported["cache"].read_bytes()
+    out = tmp_path / "again.int8.etlt"
+    code = main(["calibrate", "-m", str(exported["fp32"]), "-k", "tiny", "-o", str(out),
+                 "--cal_data_file", str(exported["tensorfile"]), "--cal_cache_file", str(exported["cache"]),
+                 "--batches", "4", "--batch_size", "2"])  # no image dir: the tensorfile must be reused
+    assert code == 0 and out.is_file()
+    assert exported["cache"].read_bytes() == cache_before
+    assert "calibration skipped" in caplog.text and "reusing tensorfile" in caplog.text
+
+
+def test_too_few_calibration_images_is_a_clear_error(exported, synth_dir, tmp_path, caplog):
+    code = main(["calibrate", "-m", str(exported["fp32"]), "-k", "tiny", "--cal_image_dir",
+                 str(synth_dir / "val2017"), "--cal_data_file", str(tmp_path / "t.npy"), "--cal_cache_file",
+                 str(tmp_path / "c.bin"), "--batches", "5", "--batch_size", "2"])
+    assert code == 1 and "8 images (.jpg/.jpeg/.png), but batches x batch_size = 10 are needed" in caplog.text
+    assert not (tmp_path / "t.npy").exists() and not (tmp_path / "c.bin").exists()
+
+
+def test_mismatched_tensorfile_is_refused(tmp_path):
+    np.save(tmp_path / "t.npy", np.zeros((2, 1, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match=r"holds float32 \(2, 1, 8, 8, 3\), expected float32 \(4, 1, 8, 8, 3\)"):
+        build_tensorfile(None, tmp_path / "t.npy", 4, 1, 8, 8, (256.0,) * 3, (0.5,) * 3)
+
+
+def test_inference_and_evaluate_run_exported_fp32_and_int8_models(exported, synth_dir, tmp_path):
+    spec = tmp_path / "infer.yaml"
+    spec.write_text(yaml.safe_dump({"train_spec": str(exported["train_spec"]), "input_shape": [64, 96],
+                                    "keep_aspect_ratio_mode": "pad_image_input", "heatmap_threshold": 0.1}))
+    for name in ("fp32", "int8"):
+        out = tmp_path / name
+        assert main(["evaluate", "-i", str(spec), "-d", str(synth_dir / "coco_spec.json"), "-m",
+                     str(exported[name]), "-r", str(out), "-k", "tiny"]) == 0
+        assert 0.0 <= json.loads((out / "metrics.json").read_text())["AP"] <= 1.0
+    assert main(["inference", "-i", str(spec), "-m", str(exported["int8"]), "-k", "tiny", "--input_type", "dir",
+                 "--input", str(synth_dir / "val2017"), "-r", str(tmp_path / "inf")]) == 0
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"keep_aspect_ratio_mode": "adjust_network_input"}, "adjust_network_input changes the network input size"),
+    ({"input_shape": [96, 96]}, "the model was exported for 64x96"),
+    ({"output_stage_to_use": 1}, "carries stage 2 only"),
+])
+def test_exported_models_refuse_what_they_cannot_do(exported, synth_dir, tmp_path, caplog, change, message):
+    spec = tmp_path / "infer.yaml"
+    spec.write_text(yaml.safe_dump({"input_shape": [64, 96], "keep_aspect_ratio_mode": "pad_image_input",
+                                    **change}))
+    code = main(["inference", "-i", str(spec), "-m", str(exported["fp32"]), "-k", "tiny", "--input_type", "dir",
+                 "--input", str(synth_dir / "val2017"), "-r", str(tmp_path / "out")])
+    assert code == 1 and message in caplog.text
+
+
+def test_sdk_compatible_model_upsamples_pafs_and_is_refused_for_inference(exported, tmp_path, caplog):
+    import onnxruntime as ort
+
+    out = tmp_path / "deploy.etlt"
+    assert main(["export", "-m", str(exported["model"]), "-k", "tiny", "-o", str(out), "-d", "64,96,3",
+                 "--sdk_compatible_model"]) == 0
+    data, info = read_exported(out, "tiny")
+    assert info.sdk_compatible
+    heat, paf = ort.InferenceSession(data).run(None, {"input_1": np.zeros((1, 64, 96, 3), np.float32)})
+    assert heat.shape[1:3] == (8, 12) and paf.shape[1:3] == (32, 48)  # 1/8 and 1/2 of the input
+    with pytest.raises(ValueError, match="for deployment only"):
+        OnnxBackend(out, "tiny")
+
+
+def test_engine_plan_and_profiles_are_checked_without_tensorrt(tmp_path):
+    profile = parse_profile("input_1,1x224x320x3,4x224x320x3,8x224x320x3")
+    assert (profile.min, profile.opt, profile.max) == ((1, 224, 320, 3), (4, 224, 320, 3), (8, 224, 320, 3))
+    for bad in ("input_1,1x224x320x3,4x224x320x3", "input_1,4x224x320x3,1x224x320x3,8x224x320x3",
+                "input_1,1x224x320,4x224x320x3,8x224x320x3", "input_1,1by224,1x1,1x1"):
+        with pytest.raises(ValueError):
+            parse_profile(bad)
+    with pytest.raises(ValueError, match="needs a calibration cache"):
+        EnginePlan(precision="int8")
+    plan = EnginePlan(precision="fp16", max_batch_size=4, dla_core=0)
+    assert plan.default_profile("input_1", (368, 368, 3))[0].max == (4, 368, 368, 3)
+    assert "DLA core 0 (GPU fallback)" in plan.describe()
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed: the missing-TensorRT path cannot be exercised")
+def test_build_engine_without_tensorrt_is_a_clear_error(exported, tmp_path, caplog):
+    code = main(["build_engine", str(exported["fp32"]), "-k", "tiny", "-e", str(tmp_path / "m.engine"), "-t", "int8",
+                 "-c", str(exported["cache"]), "-p", "input_1,1x64x96x3,1x64x96x3,2x64x96x3"])
+    assert code == 1 and "TensorRT is not installed here" in caplog.text
+    assert not (tmp_path / "m.engine").exists()
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed: export builds the engine")
+def test_export_without_tensorrt_writes_onnx_and_says_why_no_engine(exported, tmp_path, caplog):
+    out = tmp_path / "m.etlt"
+    assert main(["export", "-m", str(exported["model"]), "-k", "tiny", "-o", str(out), "-d", "64,96,3",
+                 "--data_type", "fp16", "--engine_file", str(tmp_path / "m.engine")]) == 0
+    assert out.is_file() and not (tmp_path / "m.engine").exists()
+    assert "engine NOT built" in caplog.text and "TensorRT is not installed here" in caplog.text
