@@ -39,6 +39,9 @@ RECORDS_DIR = "records"
 MODEL_FILE = "bpnet_model.tlt"
 TRAIN_SPEC_FILE = "train_spec.resolved.yaml"
 POSE_CONFIG_FILE = "pose_config.json"
+EXPORTED_FILE = "bpnet_model.etlt"
+EXPORT_SETTINGS_FILE = "export.json"  # how an exported model is fed: input_shape, keep_aspect_ratio_mode
+EXPORTED_MODE = "pad_image_input"  # an exported model fixes its input size: images are fitted and padded
 SPLITS = {"train": ("train", "train_data"), "val": ("test", "test_data")}  # prefix -> (mode, spec section)
 
 
@@ -227,11 +230,60 @@ def prune(model_dir: str | Path, prune_settings: str, inference_spec: str, out_d
             "flops_input_shape": f"{height}x{width}"}
 
 
+def _copy_spec_files(src: Path, dest: Path, *names: str) -> None:
+    for name in (TRAIN_SPEC_FILE, POSE_CONFIG_FILE, *names):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dest / name)
+
+
+def export(model_dir: str | Path, export_settings: str, out_dir: str | Path) -> dict[str, Any]:
+    """``bpnet export`` (fp32 ONNX, encrypted) of the Model artifact at the settings' input shape."""
+    model, out = Path(model_dir), Path(out_dir)
+    settings = _parse(export_settings, "export_settings")
+    height, width = settings["input_shape"]
+    out.mkdir(parents=True, exist_ok=True)
+    run_bpnet("export", "-m", str(model / MODEL_FILE), "-o", str(out / EXPORTED_FILE), "-e",
+              str(model / TRAIN_SPEC_FILE), "-d", f"{height},{width},3", "-t", "tfonnx")
+    _copy_spec_files(model, out)
+    (out / EXPORT_SETTINGS_FILE).write_text(json.dumps({"input_shape": [height, width],
+                                                        "keep_aspect_ratio_mode": EXPORTED_MODE}) + "\n")
+    return {"input_shape": f"{height}x{width}", "precision": "fp32", "bytes": (out / EXPORTED_FILE).stat().st_size}
+
+
+def calibrate(exported_dir: str | Path, dataset_dir: str | Path, export_settings: str,
+              out_dir: str | Path) -> dict[str, Any]:
+    """``bpnet calibrate`` of an exported model on the train split's images: tensorfile, TensorRT
+    calibration cache and the ONNX Runtime QDQ INT8 model (``bpnet_model.etlt`` of ``out_dir``)."""
+    from bpnet.deploy.calibration import read_trt_cache
+    from bpnet.specs import DatasetSpec, load_spec
+
+    exported, out = Path(exported_dir), Path(out_dir)
+    settings = _parse(export_settings, "export_settings")
+    dataset = load_spec(Path(dataset_dir) / DATASET_SPEC, DatasetSpec)
+    out.mkdir(parents=True, exist_ok=True)
+    run_bpnet("calibrate", "-m", str(exported / EXPORTED_FILE), "-o", str(out / EXPORTED_FILE), "-e",
+              str(exported / TRAIN_SPEC_FILE), "--cal_image_dir",
+              str(dataset.under_root(dataset.train_data.images_root_dir_path)),
+              "--cal_data_file", str(out / "calibration.tensorfile.npy"), "--cal_cache_file",
+              str(out / "calibration.bin"), "--batches", str(settings.get("cal_batches", 10)),
+              "--batch_size", str(settings.get("cal_batch_size", 1)),
+              "--cal_method", str(settings.get("cal_method", "entropy")))
+    _copy_spec_files(exported, out, EXPORT_SETTINGS_FILE)
+    _, scales = read_trt_cache(out / "calibration.bin")
+    return {"precision": "int8", "calibrated_tensors": len(scales), "cal_method": settings.get("cal_method", "entropy"),
+            "cal_images": settings.get("cal_batches", 10) * settings.get("cal_batch_size", 1)}
+
+
 def bind_inference_spec(inference_spec: str, model_dir: str | Path, work: Path) -> Path:
-    """The inference spec with ``model_path`` and ``train_spec`` taken from the Model artifact."""
+    """The inference spec with ``model_path`` and ``train_spec`` taken from the Model artifact. For
+    an exported model, its input shape and the padding mode it was exported for replace the spec's
+    (an exported model fixes its input size; the spec's other fields apply unchanged)."""
     data = _parse(inference_spec, "inference_spec")
     model = Path(model_dir).absolute()  # the spec is read from another folder
     data.update(model_path=str(model / MODEL_FILE), train_spec=str(model / TRAIN_SPEC_FILE))
+    if (model / EXPORTED_FILE).is_file():
+        data.update(model_path=str(model / EXPORTED_FILE), multi_scale_inference=False, output_stage_to_use=None,
+                    **json.loads((model / EXPORT_SETTINGS_FILE).read_text()))
     return _write_yaml(data, work / "infer_spec.yaml")
 
 

@@ -48,6 +48,7 @@ def pipeline_arguments(spec: RunSpec) -> dict[str, Any]:
         "retrain_spec": Path(specs.retrain).read_text(),
         "inference_spec": Path(specs.inference).read_text(),
         "prune_settings": json.dumps(spec.prune.model_dump()),
+        "export_settings": json.dumps(spec.export.model_dump()),
         "generate_masks": spec.dataset.generate_masks,
         "num_shards": spec.dataset.num_shards,
         "report_images": spec.report_images,

@@ -1,11 +1,12 @@
-"""The BodyPoseNet DAG: data_version → dataset_convert → train → prune → retrain → inference,
-with evaluate on the unpruned, the pruned and the retrained model.
+"""The BodyPoseNet DAG: data_version → dataset_convert → train → prune → retrain → export →
+calibrate, with evaluate on the unpruned, pruned, retrained, ONNX fp32 and ONNX INT8 models and
+inference with the retrained model.
 
 ``build_pipeline`` returns the ``@dsl.pipeline`` function for a run spec: images, GPU requests,
 node pools, secrets, retries, timeouts and caching are compile-time choices taken from the spec;
 the step specs, prune settings and data settings are run-time parameters (their defaults are the
-spec's, so the compiled YAML can be run from the UI as is). Later steps (export, calibrate,
-engine builds) slot in after the retrained model's evaluation.
+spec's, so the compiled YAML can be run from the UI as is). The promotion gate, engine builds
+and releases slot in after the evaluations.
 
 Caching: every step's output is fully determined by its inputs once the raw data behind
 ``dataset_uri`` is identified. The first step, data_version (never cached), returns the
@@ -24,9 +25,11 @@ from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components import component
+from components.calibrate import calibrate
 from components.data_version import data_version as data_version_step
 from components.dataset_convert import dataset_convert
 from components.evaluate import evaluate
+from components.export import export
 from components.inference import inference
 from components.prune import prune
 from components.retrain import retrain
@@ -40,12 +43,18 @@ class Outputs(NamedTuple):
     model: Model
     pruned_model: Model
     retrained_model: Model
+    exported_model: Model
+    int8_model: Model
     evaluation_unpruned: Artifact
     evaluation_pruned: Artifact
     evaluation: Artifact
+    evaluation_fp32: Artifact
+    evaluation_int8: Artifact
     metrics_unpruned: Metrics
     metrics_pruned: Metrics
     metrics: Metrics
+    metrics_fp32: Metrics
+    metrics_int8: Metrics
     evaluation_report: HTML
     detections: Artifact
     inference_report: HTML
@@ -106,14 +115,17 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
     version_op, convert_op = component(data_version_step, image), component(dataset_convert, image)
     train_op, prune_op, retrain_op = component(train, image), component(prune, image), component(retrain, image)
     evaluate_op, inference_op = component(evaluate, image), component(inference, image)
+    export_op, calibrate_op = component(export, image), component(calibrate, image)
     a = {name: _one_line(value) for name, value in arguments.items()}
 
     @dsl.pipeline(name=spec.kfp.pipeline_name, pipeline_root=spec.pipeline_root,
-                  description="BodyPoseNet: dataset_convert → train → prune → retrain, evaluated at each stage")
+                  description="BodyPoseNet: dataset_convert → train → prune → retrain → export → calibrate, "
+                              "evaluated at each stage")
     def bpnet_pipeline(dataset_uri: str = a["dataset_uri"], data_version: str = a["data_version"],
                        dataset_spec: str = a["dataset_spec"], train_spec: str = a["train_spec"],
                        pose_config: str = a["pose_config"], retrain_spec: str = a["retrain_spec"],
                        inference_spec: str = a["inference_spec"], prune_settings: str = a["prune_settings"],
+                       export_settings: str = a["export_settings"],
                        generate_masks: bool = a["generate_masks"], num_shards: int = a["num_shards"],
                        report_images: int = a["report_images"]) -> Outputs:
         version = version_op(dataset_uri=dataset_uri, requested=data_version)
@@ -141,9 +153,19 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         _schedule(retrained, "retrain", spec.steps.retrain, spec)
         _with_model_key(retrained, spec)
 
+        exported = export_op(model=retrained.outputs["model"], export_settings=export_settings)
+        _schedule(exported, "export", spec.steps.export, spec)
+        _with_model_key(exported, spec)
+
+        calibrated = calibrate_op(exported=exported.outputs["exported"], train_data=train_data,
+                                  export_settings=export_settings)
+        _schedule(calibrated, "calibrate", spec.steps.calibrate, spec)
+        _with_model_key(calibrated, spec)
+
         scores = {}
         for label, model in (("unpruned", trained.outputs["model"]), ("pruned", pruned.outputs["pruned"]),
-                             ("retrained", retrained.outputs["model"])):
+                             ("retrained", retrained.outputs["model"]), ("ONNX fp32", exported.outputs["exported"]),
+                             ("ONNX INT8", calibrated.outputs["int8"])):
             scores[label] = evaluate_op(val_data=val_data, model=model, inference_spec=inference_spec,
                                         report_images=report_images, label=label)
             _schedule(scores[label], f"evaluate {label}", spec.steps.evaluate, spec)
@@ -157,6 +179,11 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         final = scores["retrained"]
         return Outputs(train_data=train_data, val_data=val_data, model=trained.outputs["model"],
                        pruned_model=pruned.outputs["pruned"], retrained_model=retrained.outputs["model"],
+                       exported_model=exported.outputs["exported"], int8_model=calibrated.outputs["int8"],
+                       evaluation_fp32=scores["ONNX fp32"].outputs["results"],
+                       evaluation_int8=scores["ONNX INT8"].outputs["results"],
+                       metrics_fp32=scores["ONNX fp32"].outputs["metrics"],
+                       metrics_int8=scores["ONNX INT8"].outputs["metrics"],
                        evaluation_unpruned=scores["unpruned"].outputs["results"],
                        evaluation_pruned=scores["pruned"].outputs["results"], evaluation=final.outputs["results"],
                        metrics_unpruned=scores["unpruned"].outputs["metrics"],

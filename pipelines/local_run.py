@@ -28,10 +28,15 @@ STEPS = (  # step, its main output, the metadata worth a column
     ("evaluate pruned", "evaluation_pruned", ("AP",)),
     ("retrain", "retrained_model", ("epochs", "last_loss", "images_per_second")),
     ("evaluate retrained", "evaluation", ("AP",)),
+    ("export", "exported_model", ("input_shape", "bytes")),
+    ("evaluate ONNX fp32", "evaluation_fp32", ("AP",)),
+    ("calibrate", "int8_model", ("cal_images", "calibrated_tensors")),
+    ("evaluate ONNX INT8", "evaluation_int8", ("AP",)),
     ("inference", "detections", ("images", "people")),
 )
 MODELS = (("unpruned", "model", "metrics_unpruned"), ("pruned", "pruned_model", "metrics_pruned"),
-          ("retrained", "retrained_model", "metrics"))
+          ("retrained", "retrained_model", "metrics"), ("ONNX fp32", "exported_model", "metrics_fp32"),
+          ("ONNX INT8", "int8_model", "metrics_int8"))
 
 
 def run_local(spec_path: str | Path) -> dict[str, Any]:
@@ -69,7 +74,8 @@ def summarize(outputs: dict[str, Any], seconds: float) -> dict[str, Any]:
     models = []
     for name, model, metrics in MODELS:
         flops = pruned.get("gflops_before") if name == "unpruned" else pruned.get("gflops")
-        models.append({"model": name, "parameters": outputs[model].metadata.get("parameters"),
+        parameters = outputs[model].metadata.get("parameters", outputs["retrained_model"].metadata.get("parameters"))
+        models.append({"model": name, "parameters": parameters,
                        f"gflops_at_{pruned.get('flops_input_shape', '?')}": flops,
                        **{k: outputs[metrics].metadata.get(k) for k in ("AP", "AP50")}, "file": outputs[model].uri})
     return {"seconds": round(seconds, 1), "steps": steps, "models": models,

@@ -77,14 +77,33 @@ class StepSettings(SpecModel):
 
 
 class Steps(SpecModel):
-    """Per step; ``evaluate`` applies to the three evaluations (unpruned, pruned, retrained)."""
+    """Per step; ``evaluate`` applies to every evaluation (unpruned, pruned, retrained, ONNX fp32, INT8)."""
 
     dataset_convert: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
     train: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
     prune: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
     retrain: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
+    export: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
+    calibrate: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
     evaluate: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
     inference: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
+
+
+class ExportSettings(SpecModel):
+    """``bpnet export`` / ``bpnet calibrate`` in the pipeline: the deployment input size and the
+    INT8 calibration data (``cal_batches x cal_batch_size`` train images)."""
+
+    input_shape: tuple[int, int] = (368, 368)
+    cal_batches: int = Field(10, ge=1)
+    cal_batch_size: int = Field(1, ge=1)
+    cal_method: Literal["entropy", "percentile", "minmax"] = "entropy"
+
+    @field_validator("input_shape")
+    @classmethod
+    def _multiple_of_8(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if value[0] % 8 or value[1] % 8 or min(value) < 8:
+            raise ValueError("height and width must be positive multiples of 8")
+        return value
 
 
 class PruneSettings(SpecModel):
@@ -157,6 +176,7 @@ class RunSpec(SpecModel):
     specs: StepSpecs
     steps: Steps = Field(default_factory=Steps)
     prune: PruneSettings = Field(default_factory=PruneSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
     run_as_user: int | None = Field(1000, ge=1, description="uid of step containers (runAsNonRoot); null = image's")
     report_images: int = Field(4, ge=0, le=64, description="annotated images in the HTML reports")
     path_map: list[str] = Field(default_factory=list,

@@ -183,3 +183,21 @@ def test_export_without_tensorrt_writes_onnx_and_says_why_no_engine(exported, tm
                  "--data_type", "fp16", "--engine_file", str(tmp_path / "m.engine")]) == 0
     assert out.is_file() and not (tmp_path / "m.engine").exists()
     assert "engine NOT built" in caplog.text and "TensorRT is not installed here" in caplog.text
+
+
+def test_int8_model_keeps_the_output_heads_in_float(exported):
+    import onnx
+
+    from bpnet.deploy.calibration import output_heads
+
+    fp32, _ = read_exported(exported["fp32"], "tiny")
+    heads = output_heads(fp32)
+    assert len(heads) == 2 and all(h.split("/")[-2].startswith(("heatmap_out", "paf_out")) for h in heads)
+    int8 = onnx.load_model_from_string(read_exported(exported["int8"], "tiny")[0])
+    ops = {n.op_type for n in int8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # the rest is quantized
+    head_inputs = [i for n in int8.graph.node if n.name in heads for i in n.input]
+    producers = {o: n.op_type for n in int8.graph.node for o in n.output}
+    weights = [i for n in int8.graph.node if n.name in heads for i in n.input[1:]]
+    assert weights and all(producers.get(w) != "DequantizeLinear" for w in weights)  # float weights and bias
+    assert head_inputs

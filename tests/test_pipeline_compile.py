@@ -13,8 +13,8 @@ from pipelines.arguments import load_run_spec
 from pipelines.submit import compile_pipeline
 from tests.test_pipeline_submit import cluster_spec
 
-GPU_STEPS = ("train", "retrain", "evaluate", "evaluate-2", "evaluate-3", "inference")
-MODEL_KEY_STEPS = (*GPU_STEPS, "prune")
+GPU_STEPS = ("train", "retrain", "evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "inference")
+MODEL_KEY_STEPS = (*GPU_STEPS, "prune", "export", "calibrate")
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,8 @@ def _producer(task: dict, artifact: str) -> str:
 
 def test_edges_follow_the_dag(compiled):
     tasks = _tasks(compiled[0])
-    assert set(tasks) == {"data-version", "dataset-convert", "train", "prune", "retrain", "evaluate", "evaluate-2",
-                          "evaluate-3", "inference"}
+    assert set(tasks) == {"data-version", "dataset-convert", "train", "prune", "retrain", "export", "calibrate",
+                          "evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "inference"}
     assert "dependentTasks" not in tasks["data-version"]
     assert tasks["dataset-convert"]["inputs"]["parameters"]["data_version"]["taskOutputParameter"] == {
         "outputParameterKey": "Output", "producerTask": "data-version"}
@@ -59,9 +59,13 @@ def test_edges_follow_the_dag(compiled):
     assert (_producer(tasks["retrain"], "pruned"), _producer(tasks["retrain"], "train_data")) == (
         "prune", "dataset-convert")
     evaluated = {tasks[t]["taskInfo"]["name"]: _producer(tasks[t], "model")
-                 for t in ("evaluate", "evaluate-2", "evaluate-3")}
-    assert evaluated == {"evaluate unpruned": "train", "evaluate pruned": "prune", "evaluate retrained": "retrain"}
-    for step in ("evaluate", "evaluate-2", "evaluate-3", "inference"):
+                 for t in ("evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5")}
+    assert evaluated == {"evaluate unpruned": "train", "evaluate pruned": "prune", "evaluate retrained": "retrain",
+                         "evaluate ONNX fp32": "export", "evaluate ONNX INT8": "calibrate"}
+    assert _producer(tasks["export"], "model") == "retrain"
+    assert (_producer(tasks["calibrate"], "exported"), _producer(tasks["calibrate"], "train_data")) == (
+        "export", "dataset-convert")
+    for step in ("evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "inference"):
         artifact = tasks[step]["inputs"]["artifacts"]["val_data"]["taskOutputArtifact"]
         assert artifact == {"outputArtifactKey": "val_data", "producerTask": "dataset-convert"}  # val split only
     assert _producer(tasks["inference"], "model") == "retrain"
@@ -73,7 +77,7 @@ def test_edges_follow_the_dag(compiled):
 def test_every_step_runs_the_project_image_without_installing_anything(compiled):
     pipeline, _, _, spec = compiled
     executors = pipeline["deploymentSpec"]["executors"]
-    assert len(executors) == 9
+    assert len(executors) == 13
     for executor in executors.values():
         container = executor["container"]
         assert container["image"] == spec.images.gpu
@@ -85,7 +89,7 @@ def test_gpu_steps_request_gpus_and_land_on_the_spec_pool(compiled):
     pipeline, k8s, _, _ = compiled
     executors = pipeline["deploymentSpec"]["executors"]
     expected_gpus = {"train": "2", "retrain": "4", "evaluate": "1", "evaluate-2": "1", "evaluate-3": "1",
-                     "inference": "1"}
+                     "evaluate-4": "1", "evaluate-5": "1", "inference": "1"}
     for step in GPU_STEPS:
         accel = executors[f"exec-{step}"]["container"]["resources"]["accelerator"]
         assert (accel["resourceType"], accel["resourceCount"]) == ("nvidia.com/gpu", expected_gpus[step])
@@ -93,7 +97,7 @@ def test_gpu_steps_request_gpus_and_land_on_the_spec_pool(compiled):
                                                                  "nvidia.com/gpu.present": "true"}
         assert {"key": "dedicated", "operator": "Equal", "value": "training",
                 "effect": "NoExecute"} in k8s[f"exec-{step}"]["tolerations"]
-    for step in ("data-version", "dataset-convert", "prune"):  # CPU steps stay off the GPU pool
+    for step in ("data-version", "dataset-convert", "prune", "export", "calibrate"):  # CPU steps: off the GPU pool
         assert "accelerator" not in executors[f"exec-{step}"]["container"].get("resources", {})
         assert "nodeSelector" not in k8s[f"exec-{step}"] and "tolerations" not in k8s[f"exec-{step}"]
     assert executors["exec-dataset-convert"]["container"]["resources"]["cpuRequest"] == 8.0

@@ -30,8 +30,9 @@ def local_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
             "specs": {"dataset": str(synth_dir / "coco_spec.json"), "train": str(train), "retrain": str(retrain),
                       "inference": str(infer)},
             "prune": {"pruning_threshold": 0.9, "pruning_granularity": 2, "min_num_filters": 4},
-            "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "prune", "retrain", "evaluate",
-                                               "inference")},
+            "export": {"input_shape": [64, 64], "cal_batches": 2, "cal_batch_size": 2},
+            "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "prune", "retrain", "export", "calibrate",
+                                               "evaluate", "inference")},
             "report_images": 2, **changes}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -153,8 +154,9 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     monkeypatch.setenv("BPNET_MODEL_KEY", "local-dag-test")
     summary = run_local(local_spec(tmp_path, synth_dir))
 
-    assert [s["step"] for s in summary["steps"]] == ["dataset_convert", "train", "evaluate unpruned", "prune",
-                                                     "evaluate pruned", "retrain", "evaluate retrained", "inference"]
+    assert [s["step"] for s in summary["steps"]] == [
+        "dataset_convert", "train", "evaluate unpruned", "prune", "evaluate pruned", "retrain", "evaluate retrained",
+        "export", "evaluate ONNX fp32", "calibrate", "evaluate ONNX INT8", "inference"]
     assert all(s["seconds"] > 0 for s in summary["steps"])
     metrics = summary["metrics"]
     assert set(metrics) == {"AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"}
@@ -168,6 +170,10 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     for name in ("train", "retrain"):
         assert (steps[name] / "bpnet_model.tlt").is_file() and (steps[name] / "pose_config.json").is_file()
     assert (steps["prune"] / "bpnet_model.tlt.json").is_file()
+    assert (steps["export"] / "bpnet_model.etlt").is_file() and (steps["calibrate"] / "calibration.bin").is_file()
+    assert (steps["calibrate"] / "calibration.tensorfile.npy").is_file()
+    assert 0.0 <= models["ONNX INT8"]["AP"] <= 1.0 and models["ONNX fp32"]["parameters"] == models["retrained"][
+        "parameters"]
     assert json.loads((steps["evaluate retrained"] / "metrics.json").read_text())["AP"] == metrics["AP"]
     assert models["retrained"]["AP"] == metrics["AP"]
     assert len(json.loads((steps["inference"] / "detection.json").read_text())["images"]) == 8

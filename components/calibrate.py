@@ -1,0 +1,12 @@
+"""calibrate: exported Model + train images -> TensorRT calibration cache and a QDQ INT8 Model."""
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+
+def calibrate(exported: Input[Model], train_data: Input[Dataset], export_settings: str, int8: Output[Model]):
+    """Run ``bpnet calibrate`` on ``cal_batches x cal_batch_size`` train images: the tensorfile, the
+    TensorRT cache (``calibration.bin``) and the ONNX Runtime QDQ INT8 model, in one artifact."""
+    from components import runtime
+
+    with runtime.timed(int8.metadata):
+        int8.metadata.update(runtime.calibrate(exported.path, train_data.path, export_settings, int8.path))
