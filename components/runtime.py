@@ -186,17 +186,27 @@ def bind_train_spec(train_spec: str, pose_config: str, dataset_dir: str | Path, 
 
 
 def train(dataset_dir: str | Path, train_spec: str, pose_config: str, model_dir: str | Path,
-          gpus: int = 1, pretrained_dir: str | Path | None = None) -> dict[str, Any]:
-    """``bpnet train`` into the Model artifact folder; with ``pretrained_dir`` (a pruned Model
-    artifact) it is the retrain: the graph and weights come from that model. Returns the summary."""
+          gpus: int = 1, pretrained_dir: str | Path | None = None, warm_start: str = "") -> dict[str, Any]:
+    """``bpnet train`` into the Model artifact folder. With ``pretrained_dir`` (a pruned Model
+    artifact) it is the retrain: graph and weights come from that model. With ``warm_start`` (a
+    release root) training starts from the latest release's model, if there is one yet."""
+    from bpnet.release import fetch_latest_file, read_latest
+
     model = Path(model_dir)
     pretrained = Path(pretrained_dir) / MODEL_FILE if pretrained_dir is not None else None
+    started_from = {}
     with workdir() as work:
+        if warm_start and read_latest(warm_start) is None:
+            log.info("warm start: no release under %s yet; training from the spec", warm_start)
+        elif warm_start:
+            pointer = fetch_latest_file(warm_start, RELEASE_MODEL, work / MODEL_FILE)
+            pretrained, started_from = work / MODEL_FILE, {"warm_start": pointer["release"]}
+            log.info("warm start from release %s (AP %s)", pointer["release"], pointer["metrics"].get("AP"))
         spec = bind_train_spec(train_spec, pose_config, dataset_dir, model, work, pretrained)
         run_bpnet("train", "-e", str(spec), "-r", str(model), "--gpus", str(max(1, gpus)))
     summary = json.loads((model / "train_summary.json").read_text())
     keep = ("epochs", "steps", "parameters", "gflops_per_image", "images_per_second", "first_loss", "last_loss")
-    return {k: summary[k] for k in keep if summary.get(k) is not None}
+    return {**{k: summary[k] for k in keep if summary.get(k) is not None}, **started_from}
 
 
 PRUNE_FLAGS = {"normalizer": "-n", "equalization_criterion": "-eq", "pruning_granularity": "-pg",
@@ -328,3 +338,59 @@ def inference(dataset_dir: str | Path, model_dir: str | Path, inference_spec: st
     Path(report_path).write_text(html_report("BodyPoseNet inference", {"Detections": counts},
                                              _annotated(results, report_images)))
     return counts
+
+
+RELEASE_MODEL = "model/bpnet_model.tlt"
+
+
+def promotion_gate(ap: float, min_ap: float, release_root: str) -> str:
+    """"promote" if ``ap`` reaches ``min_ap`` and the latest release's AP, else "hold: <why>"."""
+    from bpnet.release import promotion_decision, read_latest
+
+    promote, reason = promotion_decision(ap, min_ap, read_latest(release_root))
+    log.info("promotion gate: %s", reason)
+    return "promote" if promote else f"hold: {reason}"
+
+
+def _model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any], evaluations: dict[str, dict],
+                sizes: dict[str, Any]) -> str:
+    lines = [f"# BodyPoseNet release {release_id}", "", "## Data", ""]
+    lines += [f"- {k}: {v}" for k, v in data.items()]
+    lines += ["", "## Settings", ""] + [f"- {k}: `{json.dumps(v)}`" for k, v in settings.items()]
+    lines += ["", "## Metrics (COCO keypoints, person, val split)", "", "| model | AP | AP50 | AP75 | APm | APl | AR |",
+              "|---|---|---|---|---|---|---|"]
+    for name, m in evaluations.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in
+                                                 ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR")) + " |")
+    lines += ["", "## Sizes", ""] + [f"- {k}: {v}" for k, v in sizes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def publish(release_root: str, retrained_dir: str | Path, exported_dir: str | Path, int8_dir: str | Path,
+            evaluations: dict[str, dict], data: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Assemble the release folder (models, calibration, metrics, resolved specs, model card) and
+    publish it with ``bpnet.release``; ``latest`` moves only once the release is complete."""
+    import hashlib
+
+    from bpnet.release import publish_release
+
+    retrained, exported, int8 = Path(retrained_dir), Path(exported_dir), Path(int8_dir)
+    digest = hashlib.sha256((retrained / MODEL_FILE).read_bytes()).hexdigest()[:8]
+    release_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{digest}"
+    with workdir() as work:
+        root = work / release_id
+        files = {RELEASE_MODEL: retrained / MODEL_FILE, "model/" + TRAIN_SPEC_FILE: retrained / TRAIN_SPEC_FILE,
+                 "model/" + POSE_CONFIG_FILE: retrained / POSE_CONFIG_FILE,
+                 "onnx/bpnet_model.etlt": exported / EXPORTED_FILE, "onnx/bpnet_model.int8.etlt": int8 / EXPORTED_FILE,
+                 "onnx/" + EXPORT_SETTINGS_FILE: exported / EXPORT_SETTINGS_FILE,
+                 "calibration/calibration.bin": int8 / "calibration.bin",
+                 "calibration/calibration.tensorfile.npy": int8 / "calibration.tensorfile.npy"}
+        for relative, src in files.items():
+            if src.is_file():
+                (root / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, root / relative)
+        (root / "metrics.json").write_text(json.dumps(evaluations, indent=2) + "\n")
+        sizes = {"parameters": evaluations.get("retrained", {}).get("parameters", "-"),
+                 **{f"{rel} bytes": (root / rel).stat().st_size for rel in sorted(files) if (root / rel).is_file()}}
+        (root / "MODEL_CARD.md").write_text(_model_card(release_id, data, settings, evaluations, sizes))
+        return publish_release(root, release_root, release_id, evaluations.get("retrained", {}))

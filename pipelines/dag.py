@@ -30,8 +30,10 @@ from components.data_version import data_version as data_version_step
 from components.dataset_convert import dataset_convert
 from components.evaluate import evaluate
 from components.export import export
+from components.gate import gate
 from components.inference import inference
 from components.prune import prune
+from components.publish import publish
 from components.retrain import retrain
 from components.train import train
 from pipelines.run_spec import NodePool, RunSpec, StepSettings
@@ -59,6 +61,7 @@ class Outputs(NamedTuple):
     detections: Artifact
     inference_report: HTML
     ap: float
+    promotion: str
 
 
 def _schedule(task: dsl.PipelineTask, name: str, step: StepSettings, spec: RunSpec) -> dsl.PipelineTask:
@@ -116,6 +119,8 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
     train_op, prune_op, retrain_op = component(train, image), component(prune, image), component(retrain, image)
     evaluate_op, inference_op = component(evaluate, image), component(inference, image)
     export_op, calibrate_op = component(export, image), component(calibrate, image)
+    gate_op, publish_op = component(gate, image), component(publish, image)
+    warm_start = spec.release.root if spec.release.warm_start == "latest" else ""
     a = {name: _one_line(value) for name, value in arguments.items()}
 
     @dsl.pipeline(name=spec.kfp.pipeline_name, pipeline_root=spec.pipeline_root,
@@ -139,9 +144,11 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         train_data, val_data = convert.outputs["train_data"], convert.outputs["val_data"]
 
         trained = train_op(train_data=train_data, train_spec=train_spec, pose_config=pose_config,
-                           gpus=max(1, spec.steps.train.gpus))
+                           gpus=max(1, spec.steps.train.gpus), warm_start=warm_start)
         _schedule(trained, "train", spec.steps.train, spec)
         _with_model_key(trained, spec)
+        if warm_start:
+            _with_storage(trained, spec)
 
         pruned = prune_op(model=trained.outputs["model"], prune_settings=prune_settings,
                           inference_spec=inference_spec)
@@ -177,6 +184,21 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         _with_model_key(detected, spec)
 
         final = scores["retrained"]
+        decision = gate_op(ap=final.outputs["Output"], min_ap=spec.release.min_ap, release_root=spec.release.root)
+        _schedule(decision, "promotion gate", StepSettings(retries=2, timeout_seconds=600, caching=False), spec)
+        _with_storage(decision, spec)
+        with dsl.If(decision.output == "promote", name="promoted"):
+            published = publish_op(release_root=spec.release.root, retrained=retrained.outputs["model"],
+                                   exported=exported.outputs["exported"], int8=calibrated.outputs["int8"],
+                                   metrics_unpruned=scores["unpruned"].outputs["metrics"],
+                                   metrics_pruned=scores["pruned"].outputs["metrics"], metrics=final.outputs["metrics"],
+                                   metrics_fp32=scores["ONNX fp32"].outputs["metrics"],
+                                   metrics_int8=scores["ONNX INT8"].outputs["metrics"], dataset_uri=dataset_uri,
+                                   data_version=version.output, prune_settings=prune_settings,
+                                   export_settings=export_settings)
+            _schedule(published, "publish", spec.steps.publish, spec)
+            _with_storage(published, spec)
+
         return Outputs(train_data=train_data, val_data=val_data, model=trained.outputs["model"],
                        pruned_model=pruned.outputs["pruned"], retrained_model=retrained.outputs["model"],
                        exported_model=exported.outputs["exported"], int8_model=calibrated.outputs["int8"],
@@ -189,6 +211,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                        metrics_unpruned=scores["unpruned"].outputs["metrics"],
                        metrics_pruned=scores["pruned"].outputs["metrics"], metrics=final.outputs["metrics"],
                        evaluation_report=final.outputs["report"], detections=detected.outputs["detections"],
-                       inference_report=detected.outputs["report"], ap=final.outputs["Output"])
+                       inference_report=detected.outputs["report"], ap=final.outputs["Output"],
+                       promotion=decision.output)
 
     return bpnet_pipeline

@@ -57,6 +57,12 @@ def run_local(spec_path: str | Path) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         task = pipeline()
     summary = summarize(task.outputs, time.perf_counter() - start)
+    from bpnet.release import read_latest
+
+    summary["promotion"] = task.outputs["promotion"]
+    latest = read_latest(spec.release.root) if summary["promotion"] == "promote" else None
+    summary["release"] = latest["release"] if latest else None
+    summary["release_uri"] = latest["uri"] if latest else None
     run_dir = Path(task.outputs["model"].uri).parents[1]  # <root>/<run>/<task>/<output>
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     summary["run_dir"] = str(run_dir)
@@ -119,6 +125,10 @@ def format_summary(summary: dict[str, Any]) -> str:
               "artifacts:"]
     lines += [f"  {s['step']:<20}{_short(s['output'])}" for s in summary["steps"]]
     lines += [f"  {name + ' report':<20}{_short(uri)}" for name, uri in summary["reports"].items()]
+    if summary.get("release"):
+        lines.append(f"  {'release (latest)':<20}{_short(summary['release_uri'])}")
+    elif "promotion" in summary:
+        lines.append(f"  {'release':<20}none — {summary['promotion']}")
     if "run_dir" in summary:
         lines.append(f"  {'summary':<20}{_short(summary['run_dir'])}/summary.json")
     return "\n".join(lines)

@@ -84,6 +84,7 @@ class Steps(SpecModel):
     prune: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
     retrain: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
     export: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
+    publish: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=7200, caching=False))
     calibrate: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
     evaluate: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
     inference: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
@@ -104,6 +105,19 @@ class ExportSettings(SpecModel):
         if value[0] % 8 or value[1] % 8 or min(value) < 8:
             raise ValueError("height and width must be positive multiples of 8")
         return value
+
+
+class ReleaseSettings(SpecModel):
+    """Where promoted models are published, the gate's minimum, and warm starts."""
+
+    root: str = Field(min_length=1, description="s3://bucket/prefix or a folder: <root>/<id>/, <root>/latest.json")
+    min_ap: float = Field(0.0, ge=0.0, le=1.0, description="the retrained model's AP must reach this to be released")
+    warm_start: Literal["none", "latest"] = Field("none", description="latest: train starts from the latest release")
+
+    @field_validator("root")
+    @classmethod
+    def _resolve_local(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve_unless_remote(value, info)
 
 
 class PruneSettings(SpecModel):
@@ -177,6 +191,7 @@ class RunSpec(SpecModel):
     steps: Steps = Field(default_factory=Steps)
     prune: PruneSettings = Field(default_factory=PruneSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    release: ReleaseSettings
     run_as_user: int | None = Field(1000, ge=1, description="uid of step containers (runAsNonRoot); null = image's")
     report_images: int = Field(4, ge=0, le=64, description="annotated images in the HTML reports")
     path_map: list[str] = Field(default_factory=list,

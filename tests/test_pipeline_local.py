@@ -31,6 +31,7 @@ def local_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
                       "inference": str(infer)},
             "prune": {"pruning_threshold": 0.9, "pruning_granularity": 2, "min_num_filters": 4},
             "export": {"input_shape": [64, 64], "cal_batches": 2, "cal_batch_size": 2},
+            "release": {"root": str(tmp_path / "releases"), "min_ap": 0.0},
             "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "prune", "retrain", "export", "calibrate",
                                                "evaluate", "inference")},
             "report_images": 2, **changes}
@@ -182,3 +183,11 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     assert json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["metrics"] == metrics
     text = format_summary(summary)
     assert f"AP {metrics['AP']:.3f}" in text and str(steps["train"]) in text and "retrained" in text
+    latest = json.loads((tmp_path / "releases" / "latest.json").read_text())  # min_ap 0: promoted
+    assert summary["promotion"] == "promote" and summary["release"] == latest["release"]
+    release = Path(latest["uri"])
+    for relative in ("model/bpnet_model.tlt", "onnx/bpnet_model.etlt", "onnx/bpnet_model.int8.etlt",
+                     "calibration/calibration.bin", "calibration/calibration.tensorfile.npy", "metrics.json",
+                     "MODEL_CARD.md", "MANIFEST.json"):
+        assert (release / relative).is_file(), relative
+    assert "| ONNX INT8 |" in (release / "MODEL_CARD.md").read_text()

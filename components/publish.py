@@ -1,0 +1,23 @@
+"""publish: the promoted model's release (models, calibration, metrics, specs, model card)."""
+
+from kfp.dsl import Input, Metrics, Model
+
+
+def publish(release_root: str, retrained: Input[Model], exported: Input[Model], int8: Input[Model],
+            metrics_unpruned: Input[Metrics], metrics_pruned: Input[Metrics], metrics: Input[Metrics],
+            metrics_fp32: Input[Metrics], metrics_int8: Input[Metrics], dataset_uri: str, data_version: str,
+            prune_settings: str, export_settings: str) -> str:
+    """Publish ``<release_root>/<release_id>/`` through bpnet.storage and move ``latest`` to it
+    (only after the release is complete). Returns the release id."""
+    import json
+
+    from components import runtime
+
+    evaluations = {name: dict(m.metadata) for name, m in (
+        ("unpruned", metrics_unpruned), ("pruned", metrics_pruned), ("retrained", metrics),
+        ("ONNX fp32", metrics_fp32), ("ONNX INT8", metrics_int8))}
+    evaluations["retrained"]["parameters"] = retrained.metadata.get("parameters")
+    pointer = runtime.publish(release_root, retrained.path, exported.path, int8.path, evaluations,
+                              {"dataset_uri": dataset_uri, "data_version": data_version},
+                              {"prune": json.loads(prune_settings), "export": json.loads(export_settings)})
+    return pointer["release"]
