@@ -1,14 +1,18 @@
 """publish: the promoted model's release (models, calibration, metrics, specs, model card)."""
 
+from typing import List  # noqa: UP035 - kfp reads List[...] annotations
+
 from kfp.dsl import Input, Metrics, Model
 
 
 def publish(release_root: str, retrained: Input[Model], exported: Input[Model], int8: Input[Model],
             metrics_unpruned: Input[Metrics], metrics_pruned: Input[Metrics], metrics: Input[Metrics],
             metrics_fp32: Input[Metrics], metrics_int8: Input[Metrics], dataset_uri: str, data_version: str,
-            prune_settings: str, export_settings: str) -> str:
+            prune_settings: str, export_settings: str,
+            gpu_engines: Input[List[Model]] = None,  # noqa: UP006 - kfp reads typing.List
+            jetson_engines: Input[List[Model]] = None) -> str:  # noqa: UP006
     """Publish ``<release_root>/<release_id>/`` through bpnet.storage and move ``latest`` to it
-    (only after the release is complete). Returns the release id."""
+    (only after the release is complete, engines included). Returns the release id."""
     import json
 
     from components import runtime
@@ -19,5 +23,6 @@ def publish(release_root: str, retrained: Input[Model], exported: Input[Model], 
     evaluations["retrained"]["parameters"] = retrained.metadata.get("parameters")
     pointer = runtime.publish(release_root, retrained.path, exported.path, int8.path, evaluations,
                               {"dataset_uri": dataset_uri, "data_version": data_version},
-                              {"prune": json.loads(prune_settings), "export": json.loads(export_settings)})
+                              {"prune": json.loads(prune_settings), "export": json.loads(export_settings)},
+                              [e.path for e in [*(gpu_engines or []), *(jetson_engines or [])]])
     return pointer["release"]

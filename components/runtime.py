@@ -340,6 +340,22 @@ def inference(dataset_dir: str | Path, model_dir: str | Path, inference_spec: st
     return counts
 
 
+def build_engine(exported_dir: str | Path, int8_dir: str | Path, name: str, precision: str, max_batch_size: int,
+                 workspace_bytes: int, dla_core: int, out_dir: str | Path) -> dict[str, Any]:
+    """``bpnet build_engine`` on this pod's GPU (or Jetson): ``<out_dir>/<name>.engine``. INT8 uses
+    the calibration cache of the calibrate step; ``dla_core`` < 0 means none."""
+    exported, int8, out = Path(exported_dir), Path(int8_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    args = ["build_engine", str(exported / EXPORTED_FILE), "-e", str(out / f"{name}.engine"), "-t", precision,
+            "-m", str(max_batch_size), "-w", str(workspace_bytes)]
+    if precision == "int8":
+        args += ["-c", str(int8 / "calibration.bin")]
+    if dla_core >= 0:
+        args += ["-u", str(dla_core)]
+    run_bpnet(*args)
+    return {"target": name, "precision": precision, "bytes": (out / f"{name}.engine").stat().st_size}
+
+
 RELEASE_MODEL = "model/bpnet_model.tlt"
 
 
@@ -367,7 +383,8 @@ def _model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any],
 
 
 def publish(release_root: str, retrained_dir: str | Path, exported_dir: str | Path, int8_dir: str | Path,
-            evaluations: dict[str, dict], data: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+            evaluations: dict[str, dict], data: dict[str, Any], settings: dict[str, Any],
+            engine_dirs: list[str | Path] = ()) -> dict[str, Any]:
     """Assemble the release folder (models, calibration, metrics, resolved specs, model card) and
     publish it with ``bpnet.release``; ``latest`` moves only once the release is complete."""
     import hashlib
@@ -385,6 +402,9 @@ def publish(release_root: str, retrained_dir: str | Path, exported_dir: str | Pa
                  "onnx/" + EXPORT_SETTINGS_FILE: exported / EXPORT_SETTINGS_FILE,
                  "calibration/calibration.bin": int8 / "calibration.bin",
                  "calibration/calibration.tensorfile.npy": int8 / "calibration.tensorfile.npy"}
+        for engine_dir in engine_dirs:
+            for engine in Path(engine_dir).glob("*.engine"):
+                files[f"engines/{engine.name}"] = engine
         for relative, src in files.items():
             if src.is_file():
                 (root / relative).parent.mkdir(parents=True, exist_ok=True)

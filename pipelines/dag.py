@@ -25,6 +25,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components import component
+from components.build_engine import build_engine
 from components.calibrate import calibrate
 from components.data_version import data_version as data_version_step
 from components.dataset_convert import dataset_convert
@@ -90,6 +91,17 @@ def _place(task: dsl.PipelineTask, pool: NodePool) -> None:
         kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value, effect=t.effect)
 
 
+def _schedule_engine(task: dsl.PipelineTask, pool: str, spec: RunSpec) -> None:
+    """GPU targets: a GPU on the GPU pool. Jetson targets: the Jetson pool (arm64 + the admin's
+    label and taint; the GPU Operator does not manage Jetson, so no accelerator is requested)."""
+    step = spec.steps.build_engine
+    _schedule(task, f"build_engine ({pool})", step.model_copy(update={"gpus": step.gpus if pool == "gpu" else 0}),
+              spec)
+    if pool == "jetson":
+        _place(task, spec.gpu.jetson_pool)
+    _with_model_key(task, spec)
+
+
 def _with_storage(task: dsl.PipelineTask, spec: RunSpec) -> None:
     """MinIO endpoint as plain env, keys as references to the Kubernetes secret (never values)."""
     s = spec.storage
@@ -120,6 +132,13 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
     evaluate_op, inference_op = component(evaluate, image), component(inference, image)
     export_op, calibrate_op = component(export, image), component(calibrate, image)
     gate_op, publish_op = component(gate, image), component(publish, image)
+    engines = spec.engines
+    targets = {pool: [{"target": t.name, "precision": t.precision, "max_batch_size": t.max_batch_size,
+                       "dla_core": -1 if t.dla_core is None else t.dla_core}
+                      for t in engines.targets if t.pool == pool] if engines.enabled else []
+               for pool in ("gpu", "jetson")}
+    engine_ops = {"gpu": component(build_engine, image),
+                  "jetson": component(build_engine, spec.images.jetson or image)}
     warm_start = spec.release.root if spec.release.warm_start == "latest" else ""
     a = {name: _one_line(value) for name, value in arguments.items()}
 
@@ -188,6 +207,15 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         _schedule(decision, "promotion gate", StepSettings(retries=2, timeout_seconds=600, caching=False), spec)
         _with_storage(decision, spec)
         with dsl.If(decision.output == "promote", name="promoted"):
+            built = {}
+            for pool, pool_targets in targets.items():
+                if not pool_targets:
+                    continue
+                with dsl.ParallelFor(pool_targets, name=f"{pool}-engines") as target:
+                    task = engine_ops[pool](exported=exported.outputs["exported"], int8=calibrated.outputs["int8"],
+                                            target=target, workspace_bytes=engines.workspace_bytes)
+                    _schedule_engine(task, pool, spec)
+                built[f"{pool}_engines"] = dsl.Collected(task.outputs["engine"])
             published = publish_op(release_root=spec.release.root, retrained=retrained.outputs["model"],
                                    exported=exported.outputs["exported"], int8=calibrated.outputs["int8"],
                                    metrics_unpruned=scores["unpruned"].outputs["metrics"],
@@ -195,7 +223,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                                    metrics_fp32=scores["ONNX fp32"].outputs["metrics"],
                                    metrics_int8=scores["ONNX INT8"].outputs["metrics"], dataset_uri=dataset_uri,
                                    data_version=version.output, prune_settings=prune_settings,
-                                   export_settings=export_settings)
+                                   export_settings=export_settings, **built)
             _schedule(published, "publish", spec.steps.publish, spec)
             _with_storage(published, spec)
 

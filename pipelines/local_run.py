@@ -63,6 +63,8 @@ def run_local(spec_path: str | Path) -> dict[str, Any]:
     latest = read_latest(spec.release.root) if summary["promotion"] == "promote" else None
     summary["release"] = latest["release"] if latest else None
     summary["release_uri"] = latest["uri"] if latest else None
+    summary["engines"] = ("built: " + ", ".join(t.name for t in spec.engines.targets)) if spec.engines.enabled else \
+        "not built: engines.enabled is false (kfp.local has no TensorRT or GPU; they build on the cluster)"
     run_dir = Path(task.outputs["model"].uri).parents[1]  # <root>/<run>/<task>/<output>
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     summary["run_dir"] = str(run_dir)
@@ -125,6 +127,8 @@ def format_summary(summary: dict[str, Any]) -> str:
               "artifacts:"]
     lines += [f"  {s['step']:<20}{_short(s['output'])}" for s in summary["steps"]]
     lines += [f"  {name + ' report':<20}{_short(uri)}" for name, uri in summary["reports"].items()]
+    if "engines" in summary:
+        lines.append(f"  {'TensorRT engines':<20}{summary['engines']}")
     if summary.get("release"):
         lines.append(f"  {'release (latest)':<20}{_short(summary['release_uri'])}")
     elif "promotion" in summary:

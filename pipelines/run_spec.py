@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from bpnet.specs.base import PathContext, SpecModel, SpecPath
 from pipelines.cron import to_kfp_cron
@@ -85,6 +85,7 @@ class Steps(SpecModel):
     retrain: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
     export: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
     publish: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=7200, caching=False))
+    build_engine: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=7200))
     calibrate: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
     evaluate: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
     inference: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
@@ -105,6 +106,31 @@ class ExportSettings(SpecModel):
         if value[0] % 8 or value[1] % 8 or min(value) < 8:
             raise ValueError("height and width must be positive multiples of 8")
         return value
+
+
+class EngineTarget(SpecModel):
+    """One TensorRT engine to build: where (the GPU pool or the Jetson pool), how precise, DLA."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    pool: Literal["gpu", "jetson"]
+    precision: Literal["fp32", "fp16", "int8"] = "fp16"
+    max_batch_size: int = Field(1, ge=1)
+    dla_core: int | None = Field(None, ge=0, description="Jetson DLA core (GPU fallback on)")
+
+
+def _default_targets() -> list[EngineTarget]:
+    return [EngineTarget(name=f"{pool}-{p}", pool=pool, precision=p) for pool in ("gpu", "jetson")
+            for p in ("fp16", "int8")]
+
+
+class EngineSettings(SpecModel):
+    """Engine builds after the gate (only promoted models), fanned out with dsl.ParallelFor: GPU
+    targets on the GPU pool with the GPU image, Jetson targets on the Jetson pool with its image.
+    Off locally: kfp.local has no TensorRT and no GPU."""
+
+    enabled: bool = True
+    workspace_bytes: int = Field(1 << 30, ge=1 << 20)
+    targets: list[EngineTarget] = Field(default_factory=_default_targets)
 
 
 class ReleaseSettings(SpecModel):
@@ -192,11 +218,18 @@ class RunSpec(SpecModel):
     prune: PruneSettings = Field(default_factory=PruneSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     release: ReleaseSettings
+    engines: EngineSettings = Field(default_factory=EngineSettings)
     run_as_user: int | None = Field(1000, ge=1, description="uid of step containers (runAsNonRoot); null = image's")
     report_images: int = Field(4, ge=0, le=64, description="annotated images in the HTML reports")
     path_map: list[str] = Field(default_factory=list,
                                 description="OLD=NEW prefixes for absolute paths inside the step specs")
     schedule: Schedule | None = None
+
+    @model_validator(mode="after")
+    def _jetson_image(self) -> RunSpec:
+        if self.engines.enabled and any(t.pool == "jetson" for t in self.engines.targets) and not self.images.jetson:
+            raise ValueError("engines.targets has Jetson targets: set images.jetson (or engines.enabled: false)")
+        return self
 
     @field_validator("pipeline_root")
     @classmethod

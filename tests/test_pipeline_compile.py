@@ -14,7 +14,7 @@ from pipelines.submit import compile_pipeline
 from tests.test_pipeline_submit import cluster_spec
 
 GPU_STEPS = ("train", "retrain", "evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "inference")
-MODEL_KEY_STEPS = (*GPU_STEPS, "prune", "export", "calibrate")
+MODEL_KEY_STEPS = (*GPU_STEPS, "prune", "export", "calibrate", "build-engine", "build-engine-2")
 STORAGE_STEPS = ("data-version", "dataset-convert", "gate", "publish", "train")  # train: warm start from MinIO
 
 
@@ -79,10 +79,10 @@ def test_edges_follow_the_dag(compiled):
 def test_every_step_runs_the_project_image_without_installing_anything(compiled):
     pipeline, _, _, spec = compiled
     executors = pipeline["deploymentSpec"]["executors"]
-    assert len(executors) == 15
-    for executor in executors.values():
+    assert len(executors) == 17
+    for name, executor in executors.items():
         container = executor["container"]
-        assert container["image"] == spec.images.gpu
+        assert container["image"] == (spec.images.jetson if name == "exec-build-engine-2" else spec.images.gpu)
         assert "pip install" not in " ".join(container["command"])
         assert "from components import runtime" in container["command"][-1]
 
@@ -145,11 +145,38 @@ def test_publish_runs_only_under_the_gate_and_train_warm_starts(compiled):
     assert condition["triggerPolicy"]["condition"] == (
         "inputs.parameter_values['pipelinechannel--gate-Output'] == 'promote'")
     assert "gate" in condition["dependentTasks"]
-    assert list(pipeline["components"][condition["componentRef"]["name"]]["dag"]["tasks"]) == ["publish"]
+    promoted = pipeline["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert sorted(promoted) == ["for-loop-3", "for-loop-5", "publish"]
+    assert sorted(promoted["publish"]["dependentTasks"]) == ["for-loop-3", "for-loop-5"]  # engines first
     assert "publish" not in tasks  # nowhere outside the condition
     assert tasks["gate"]["inputs"]["parameters"]["ap"]["taskOutputParameter"]["producerTask"] == "evaluate-3"
     assert tasks["gate"]["inputs"]["parameters"]["min_ap"]["runtimeValue"]["constant"] == 0.5
     assert tasks["train"]["inputs"]["parameters"]["warm_start"]["runtimeValue"]["constant"] == "s3://bpnet/releases"
+
+
+def test_engine_builds_fan_out_per_pool_with_their_images_and_node_pools(compiled):
+    pipeline, k8s, _, spec = compiled
+    promoted = pipeline["components"]["comp-condition-1"]["dag"]["tasks"]
+    loops = {}
+    for name in ("for-loop-3", "for-loop-5"):
+        [task] = pipeline["components"][promoted[name]["componentRef"]["name"]]["dag"]["tasks"].values()
+        items = json.loads(promoted[name]["parameterIterator"]["items"]["raw"])
+        loops[task["componentRef"]["name"]] = [i["target"] for i in items]
+    assert loops == {"comp-build-engine": ["gpu-fp16", "gpu-int8"], "comp-build-engine-2": ["jetson-fp16",
+                                                                                              "jetson-int8-dla0"]}
+    executors = pipeline["deploymentSpec"]["executors"]
+    gpu, jetson = executors["exec-build-engine"]["container"], executors["exec-build-engine-2"]["container"]
+    assert gpu["image"] == spec.images.gpu and jetson["image"] == spec.images.jetson
+    assert gpu["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert "accelerator" not in (jetson.get("resources") or {})  # the GPU Operator does not manage Jetson
+    assert k8s["exec-build-engine"]["nodeSelector"]["labels"]["pool.example.com/name"] == "a100-pool"
+    assert k8s["exec-build-engine-2"]["nodeSelector"]["labels"] == {"kubernetes.io/arch": "arm64",
+                                                                   "bpnet.example.com/jetson": "true"}
+    assert k8s["exec-build-engine-2"]["tolerations"] == [{"effect": "NoSchedule", "key": "bpnet.example.com/jetson",
+                                                          "operator": "Exists"}]
+    artifacts = promoted["publish"]["inputs"]["artifacts"]
+    assert artifacts["gpu_engines"]["taskOutputArtifact"]["producerTask"] == "for-loop-3"
+    assert artifacts["jetson_engines"]["taskOutputArtifact"]["producerTask"] == "for-loop-5"
 
 
 def test_minio_endpoint_is_plain_env_on_the_data_steps(compiled):

@@ -110,3 +110,33 @@ def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tm
 
     fresh = runtime.train(data, spec, "", tmp_path / "fresh", warm_start=f"{s3}-empty")
     assert "warm_start" not in fresh  # no release there yet: trained from the spec
+
+
+def test_release_folder_holds_models_calibration_engines_metrics_and_card(tmp_path):
+    def model_dir(name: str, files: dict[str, str]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        for file, text in files.items():
+            (folder / file).write_text(text)
+        return folder
+
+    retrained = model_dir("retrained", {runtime.MODEL_FILE: "keras", runtime.TRAIN_SPEC_FILE: "spec",
+                                        runtime.POSE_CONFIG_FILE: "{}"})
+    exported = model_dir("exported", {runtime.EXPORTED_FILE: "onnx", runtime.EXPORT_SETTINGS_FILE: "{}"})
+    int8 = model_dir("int8", {runtime.EXPORTED_FILE: "qdq", "calibration.bin": "TRT-1-x\n",
+                              "calibration.tensorfile.npy": "npy"})
+    engines = [model_dir("e1", {"gpu-fp16.engine": "e"}), model_dir("e2", {"jetson-int8.engine": "e"})]
+    evaluations = {name: {"AP": 0.5, "AP50": 0.7, "AP75": 0.4, "AP_medium": 0.5, "AP_large": 0.6, "AR": 0.6}
+                   for name in ("unpruned", "pruned", "retrained", "ONNX fp32", "ONNX INT8")}
+    pointer = runtime.publish(str(tmp_path / "releases"), retrained, exported, int8, evaluations,
+                              {"dataset_uri": "s3://d/coco", "data_version": "fp-1"}, {"prune": {"t": 0.1}}, engines)
+    release = Path(pointer["uri"])
+    expected = {"model/bpnet_model.tlt", "model/train_spec.resolved.yaml", "model/pose_config.json",
+                "onnx/bpnet_model.etlt", "onnx/bpnet_model.int8.etlt", "onnx/export.json",
+                "calibration/calibration.bin", "calibration/calibration.tensorfile.npy",
+                "engines/gpu-fp16.engine", "engines/jetson-int8.engine", "metrics.json", "MODEL_CARD.md"}
+    assert {p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file()} == expected | {
+        "MANIFEST.json"}
+    card = (release / "MODEL_CARD.md").read_text()
+    assert "s3://d/coco" in card and "| ONNX INT8 | 0.5000 |" in card and "engines/gpu-fp16.engine bytes" in card
+    assert read_latest(str(tmp_path / "releases"))["release"] == pointer["release"]
