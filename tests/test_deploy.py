@@ -15,7 +15,7 @@ import yaml
 
 from bpnet.cli import main
 from bpnet.deploy.calibration import build_tensorfile, graph_tensors, read_trt_cache
-from bpnet.deploy.engine import EnginePlan, parse_profile
+from bpnet.deploy.engine import EnginePlan, cache_for_version, parse_profile, trt_version_code
 from bpnet.deploy.onnx_export import read_exported
 from bpnet.infer.predict import OnnxBackend
 from bpnet.model.io import ModelKeyError, load_model
@@ -201,3 +201,26 @@ def test_int8_model_keeps_the_output_heads_in_float(exported):
     weights = [i for n in int8.graph.node if n.name in heads for i in n.input[1:]]
     assert weights and all(producers.get(w) != "DequantizeLinear" for w in weights)  # float weights and bias
     assert head_inputs
+
+
+def test_the_engine_build_path_imports_no_tensorflow_or_keras():
+    """The Jetson image has TensorRT and ONNX but no TensorFlow: build_engine must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bpnet.cli import build_parser; build_parser(); "
+            "from bpnet.deploy import engine, onnx_export, calibration; import bpnet.crypto; "
+            "from components import runtime; "
+            "bad = sorted(m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr[-1000:]
+
+
+def test_calibration_cache_header_follows_the_building_tensorrt(exported):
+    assert (trt_version_code("8.6.1"), trt_version_code("10.3.0"), trt_version_code("10.16.1.11")) == (
+        8601, 100300, 101601)
+    cache = exported["cache"].read_bytes()
+    rewritten = cache_for_version(cache, "10.16.1.11")
+    assert rewritten.split(b"\n", 1)[0] == b"TRT-101601-EntropyCalibration2"
+    assert rewritten.split(b"\n", 1)[1] == cache.split(b"\n", 1)[1]  # the scales are untouched

@@ -141,8 +141,23 @@ def build_engine(onnx_bytes: bytes, plan: EnginePlan, dims: tuple[int, ...], des
     return Path(dest)
 
 
+def trt_version_code(version: str) -> int:
+    """TensorRT's NV_TENSORRT_VERSION for a version string: 8.6.1 -> 8601, 10.3.0 -> 100300."""
+    major, minor, patch = (int(v) for v in (version.split(".") + ["0", "0"])[:3])
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def cache_for_version(cache: bytes, version: str) -> bytes:
+    """The cache with its header naming ``version``: the scales do not depend on the TensorRT
+    version, but TensorRT ignores a cache whose header names another one."""
+    header, _, body = cache.partition(b"\n")
+    kind = header.decode().split("-", 2)[-1] if header.startswith(b"TRT-") else "EntropyCalibration2"
+    return f"TRT-{trt_version_code(version)}-{kind}".encode() + b"\n" + body
+
+
 def _cache_calibrator(trt, cache: Path):
-    """An INT8 calibrator that only serves the cache: the ranges were computed at export."""
+    """An INT8 calibrator that only serves the cache (the ranges were computed at export), its
+    header set to the TensorRT doing the build."""
 
     class CacheCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
@@ -155,7 +170,7 @@ def _cache_calibrator(trt, cache: Path):
             return None
 
         def read_calibration_cache(self) -> bytes:
-            return cache.read_bytes()
+            return cache_for_version(cache.read_bytes(), trt.__version__)
 
         def write_calibration_cache(self, data) -> None:  # the cache is the input here
             pass

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bpnet.artifacts import atomic_write_bytes
-from bpnet.model.io import MAGIC, decrypt, encrypt
+from bpnet.crypto import MAGIC, decrypt, encrypt
 
 log = logging.getLogger(__name__)
 

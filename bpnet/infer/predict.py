@@ -85,7 +85,7 @@ class OnnxBackend:
 
 def open_backend(path: str | Path, key: str | None) -> Backend:
     """A Keras model file or an exported ONNX file (encrypted or not), told apart by content."""
-    from bpnet.model.io import MAGIC, decrypt
+    from bpnet.crypto import MAGIC, decrypt
 
     path = Path(path)
     suffix = path.suffix.lower()

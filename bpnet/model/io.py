@@ -1,17 +1,14 @@
 """Model files: save/load (optionally encrypted with the user's key) and weights by layer name.
 
-A model file is a Keras ``.keras`` archive; with a key it is wrapped as
-``BPNETENC1 | salt(16) | nonce(12) | AES-256-GCM(ciphertext)``, the key derived from the user's
-key string with PBKDF2-HMAC-SHA256 (``cryptography``). A wrong key fails authentication and is
-reported as such; nothing home-made is involved. The architecture is read back from the layers
-themselves, so a pruned model reloads with no spec.
+A model file is a Keras ``.keras`` archive; with a key it is encrypted by ``bpnet.crypto``
+(AES-256-GCM, PBKDF2-HMAC-SHA256 key derivation); a wrong key is reported as such. The
+architecture is read back from the layers themselves, so a pruned model reloads with no spec.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,47 +17,10 @@ import keras
 import numpy as np
 
 from bpnet.artifacts import atomic_write_bytes
+from bpnet.crypto import MAGIC, ModelKeyError, decrypt, encrypt  # noqa: F401 - ModelKeyError: part of this API
 from bpnet.model.architecture import Architecture, default_filters
 
 log = logging.getLogger(__name__)
-
-MAGIC = b"BPNETENC1"
-_SALT, _NONCE, _ITERATIONS = 16, 12, 200_000
-
-
-class ModelKeyError(ValueError):
-    """The model file is encrypted and the key is missing or wrong."""
-
-
-def _derive(key: str, salt: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-
-    return PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=_ITERATIONS).derive(key.encode())
-
-
-def encrypt(data: bytes, key: str) -> bytes:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    salt, nonce = os.urandom(_SALT), os.urandom(_NONCE)
-    return MAGIC + salt + nonce + AESGCM(_derive(key, salt)).encrypt(nonce, data, MAGIC)
-
-
-def decrypt(blob: bytes, key: str | None, where: str) -> bytes:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    if not blob.startswith(MAGIC):
-        return blob
-    if not key:
-        raise ModelKeyError(f"{where}: the model is encrypted; pass its key (-k or $BPNET_MODEL_KEY)")
-    salt = blob[len(MAGIC):len(MAGIC) + _SALT]
-    nonce = blob[len(MAGIC) + _SALT:len(MAGIC) + _SALT + _NONCE]
-    try:
-        return AESGCM(_derive(key, salt)).decrypt(nonce, blob[len(MAGIC) + _SALT + _NONCE:], MAGIC)
-    except InvalidTag:
-        raise ModelKeyError(f"{where}: wrong key (or the file is corrupt): decryption failed") from None
-
 
 def model_bytes(model: keras.Model) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
