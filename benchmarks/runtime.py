@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bpnet.data.synth import generate  # noqa: E402
-from bpnet.deploy.calibration import build_tensorfile, quantize_qdq  # noqa: E402
+from bpnet.deploy.calibration import activation_ranges, build_tensorfile, quantize_qdq, trt_scale  # noqa: E402
 from bpnet.deploy.onnx_export import INPUT_NAME, to_onnx  # noqa: E402
 from bpnet.model.architecture import Architecture  # noqa: E402
 from bpnet.model.bpnet import build_model  # noqa: E402
@@ -49,7 +49,8 @@ def main() -> None:
             fp32 = proto.SerializeToString()
             tensors = build_tensorfile(Path(tmp) / "demo" / "train2017", Path(tmp) / f"t{height}.npy", 8, 1,
                                        height, width, (256.0,) * 3, (0.5,) * 3)
-            int8 = quantize_qdq(fp32, INPUT_NAME, tensors)
+            ranges = activation_ranges(fp32, INPUT_NAME, tensors)
+            int8 = quantize_qdq(fp32, {name: trt_scale(lo, hi) for name, (lo, hi) in ranges.items()})
             x = tensors[0]
             keras_rate = rate(lambda b: model(b, training=False), x)
             rates = {"Keras": keras_rate}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +43,9 @@ def read_latest(release_root: str) -> dict[str, Any] | None:
 def promotion_decision(ap: float, min_ap: float, previous: dict[str, Any] | None,
                        metric: str = "AP") -> tuple[bool, str]:
     """Promote only if ``ap`` reaches ``min_ap`` and is not below the latest release's."""
-    if ap < min_ap:
+    if not math.isfinite(ap):
+        return False, f"{metric} is {ap}: not a number"
+    if not ap >= min_ap:
         return False, f"{metric} {ap:.4f} is below the minimum {min_ap:.4f}"
     if previous is not None:
         before = float(previous.get("metrics", {}).get(metric, float("-inf")))

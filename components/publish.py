@@ -5,7 +5,8 @@ from typing import List  # noqa: UP035 - kfp reads List[...] annotations
 from kfp.dsl import Input, Metrics, Model
 
 
-def publish(release_root: str, retrained: Input[Model], exported: Input[Model], int8: Input[Model],
+def publish(release_root: str, trained: Input[Model], retrained: Input[Model], exported: Input[Model],
+            int8: Input[Model],
             metrics_unpruned: Input[Metrics], metrics_pruned: Input[Metrics], metrics: Input[Metrics],
             metrics_fp32: Input[Metrics], metrics_int8: Input[Metrics], dataset_uri: str, data_version: str,
             prune_settings: str, export_settings: str,
@@ -21,7 +22,7 @@ def publish(release_root: str, retrained: Input[Model], exported: Input[Model], 
         ("unpruned", metrics_unpruned), ("pruned", metrics_pruned), ("retrained", metrics),
         ("ONNX fp32", metrics_fp32), ("ONNX INT8", metrics_int8))}
     evaluations["retrained"]["parameters"] = retrained.metadata.get("parameters")
-    pointer = runtime.publish(release_root, retrained.path, exported.path, int8.path, evaluations,
+    pointer = runtime.publish(release_root, trained.path, retrained.path, exported.path, int8.path, evaluations,
                               {"dataset_uri": dataset_uri, "data_version": data_version},
                               {"prune": json.loads(prune_settings), "export": json.loads(export_settings)},
                               [e.path for e in [*(gpu_engines or []), *(jetson_engines or [])]])

@@ -189,7 +189,8 @@ def train(dataset_dir: str | Path, train_spec: str, pose_config: str, model_dir:
           gpus: int = 1, pretrained_dir: str | Path | None = None, warm_start: str = "") -> dict[str, Any]:
     """``bpnet train`` into the Model artifact folder. With ``pretrained_dir`` (a pruned Model
     artifact) it is the retrain: graph and weights come from that model. With ``warm_start`` (a
-    release root) training starts from the latest release's model, if there is one yet."""
+    release root) training starts from the latest release's unpruned model (so repeated scheduled
+    runs do not prune an already pruned graph again), if there is a release yet."""
     from bpnet.release import fetch_latest_file, read_latest
 
     model = Path(model_dir)
@@ -199,7 +200,7 @@ def train(dataset_dir: str | Path, train_spec: str, pose_config: str, model_dir:
         if warm_start and read_latest(warm_start) is None:
             log.info("warm start: no release under %s yet; training from the spec", warm_start)
         elif warm_start:
-            pointer = fetch_latest_file(warm_start, RELEASE_MODEL, work / MODEL_FILE)
+            pointer = fetch_latest_file(warm_start, RELEASE_UNPRUNED, work / MODEL_FILE)
             pretrained, started_from = work / MODEL_FILE, {"warm_start": pointer["release"]}
             log.info("warm start from release %s (AP %s)", pointer["release"], pointer["metrics"].get("AP"))
         spec = bind_train_spec(train_spec, pose_config, dataset_dir, model, work, pretrained)
@@ -357,6 +358,7 @@ def build_engine(exported_dir: str | Path, int8_dir: str | Path, name: str, prec
 
 
 RELEASE_MODEL = "model/bpnet_model.tlt"
+RELEASE_UNPRUNED = "model/unpruned/bpnet_model.tlt"  # what warm starts train from (the graph before pruning)
 
 
 def promotion_gate(ap: float, min_ap: float, release_root: str) -> str:
@@ -382,8 +384,8 @@ def _model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any],
     return "\n".join(lines) + "\n"
 
 
-def publish(release_root: str, retrained_dir: str | Path, exported_dir: str | Path, int8_dir: str | Path,
-            evaluations: dict[str, dict], data: dict[str, Any], settings: dict[str, Any],
+def publish(release_root: str, trained_dir: str | Path, retrained_dir: str | Path, exported_dir: str | Path,
+            int8_dir: str | Path, evaluations: dict[str, dict], data: dict[str, Any], settings: dict[str, Any],
             engine_dirs: list[str | Path] = ()) -> dict[str, Any]:
     """Assemble the release folder (models, calibration, metrics, resolved specs, model card) and
     publish it with ``bpnet.release``; ``latest`` moves only once the release is complete."""
@@ -392,19 +394,23 @@ def publish(release_root: str, retrained_dir: str | Path, exported_dir: str | Pa
     from bpnet.release import publish_release
 
     retrained, exported, int8 = Path(retrained_dir), Path(exported_dir), Path(int8_dir)
+    files = {RELEASE_MODEL: retrained / MODEL_FILE, RELEASE_UNPRUNED: Path(trained_dir) / MODEL_FILE,
+             "model/" + TRAIN_SPEC_FILE: retrained / TRAIN_SPEC_FILE,
+             "model/" + POSE_CONFIG_FILE: retrained / POSE_CONFIG_FILE,
+             "onnx/bpnet_model.etlt": exported / EXPORTED_FILE, "onnx/bpnet_model.int8.etlt": int8 / EXPORTED_FILE,
+             "onnx/" + EXPORT_SETTINGS_FILE: exported / EXPORT_SETTINGS_FILE,
+             "calibration/calibration.bin": int8 / "calibration.bin",
+             "calibration/calibration.tensorfile.npy": int8 / "calibration.tensorfile.npy"}
+    for engine_dir in engine_dirs:
+        for engine in Path(engine_dir).glob("*.engine"):
+            files[f"engines/{engine.name}"] = engine
+    missing = sorted(rel for rel, src in files.items() if not src.is_file() and rel != "model/" + POSE_CONFIG_FILE)
+    if missing:
+        raise FileNotFoundError(f"the release would be incomplete: missing {missing}")
     digest = hashlib.sha256((retrained / MODEL_FILE).read_bytes()).hexdigest()[:8]
     release_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{digest}"
     with workdir() as work:
         root = work / release_id
-        files = {RELEASE_MODEL: retrained / MODEL_FILE, "model/" + TRAIN_SPEC_FILE: retrained / TRAIN_SPEC_FILE,
-                 "model/" + POSE_CONFIG_FILE: retrained / POSE_CONFIG_FILE,
-                 "onnx/bpnet_model.etlt": exported / EXPORTED_FILE, "onnx/bpnet_model.int8.etlt": int8 / EXPORTED_FILE,
-                 "onnx/" + EXPORT_SETTINGS_FILE: exported / EXPORT_SETTINGS_FILE,
-                 "calibration/calibration.bin": int8 / "calibration.bin",
-                 "calibration/calibration.tensorfile.npy": int8 / "calibration.tensorfile.npy"}
-        for engine_dir in engine_dirs:
-            for engine in Path(engine_dir).glob("*.engine"):
-                files[f"engines/{engine.name}"] = engine
         for relative, src in files.items():
             if src.is_file():
                 (root / relative).parent.mkdir(parents=True, exist_ok=True)

@@ -216,7 +216,8 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                                             target=target, workspace_bytes=engines.workspace_bytes)
                     _schedule_engine(task, pool, spec)
                 built[f"{pool}_engines"] = dsl.Collected(task.outputs["engine"])
-            published = publish_op(release_root=spec.release.root, retrained=retrained.outputs["model"],
+            published = publish_op(release_root=spec.release.root, trained=trained.outputs["model"],
+                                   retrained=retrained.outputs["model"],
                                    exported=exported.outputs["exported"], int8=calibrated.outputs["int8"],
                                    metrics_unpruned=scores["unpruned"].outputs["metrics"],
                                    metrics_pruned=scores["pruned"].outputs["metrics"], metrics=final.outputs["metrics"],

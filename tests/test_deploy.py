@@ -224,3 +224,65 @@ def test_calibration_cache_header_follows_the_building_tensorrt(exported):
     rewritten = cache_for_version(cache, "10.16.1.11")
     assert rewritten.split(b"\n", 1)[0] == b"TRT-101601-EntropyCalibration2"
     assert rewritten.split(b"\n", 1)[1] == cache.split(b"\n", 1)[1]  # the scales are untouched
+
+
+def test_cache_lines_hold_the_big_endian_float32_scale(tmp_path):
+    from bpnet.deploy.calibration import write_trt_cache
+
+    write_trt_cache({"t": (-1.27, 1.0)}, tmp_path / "c.bin", header="TRT-100300-EntropyCalibration2")
+    assert (tmp_path / "c.bin").read_text() == "TRT-100300-EntropyCalibration2\nt: 3c23d70a\n"  # 0.01
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile", "minmax"])
+def test_every_calibration_method_gives_ranges_for_the_graph(exported, method):
+    from bpnet.deploy.calibration import activation_ranges
+
+    data, _ = read_exported(exported["fp32"], "tiny")
+    ranges = activation_ranges(data, "input_1", np.load(exported["tensorfile"]), method)
+    assert ranges and set(ranges) <= graph_tensors(data)
+    assert all(math.isfinite(lo) and math.isfinite(hi) and lo <= hi for lo, hi in ranges.values())
+
+
+def test_entropy_clips_heavy_tails_that_minmax_keeps():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from bpnet.deploy.calibration import activation_ranges
+
+    graph = helper.make_graph([helper.make_node("Relu", ["input_1"], ["y"])], "g",
+                              [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [None, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data = np.abs(np.random.default_rng(0).standard_normal((20, 8, 64))).astype(np.float32)
+    data[0, 0, 0] = 100.0  # one outlier
+    proto = onnx.shape_inference.infer_shapes(model).SerializeToString()
+    entropy = activation_ranges(proto, "input_1", data, "entropy")["y"][1]
+    minmax = activation_ranges(proto, "input_1", data, "minmax")["y"][1]
+    assert minmax == pytest.approx(100.0) and entropy < 20.0
+
+
+def test_a_cache_of_another_model_is_refused(exported, tmp_path, caplog):
+    foreign = tmp_path / "foreign.bin"
+    foreign.write_text("TRT-100300-EntropyCalibration2\nsome/other/tensor: 3c23d70a\n")
+    code = main(["calibrate", "-m", str(exported["fp32"]), "-k", "tiny", "-o", str(tmp_path / "x.etlt"),
+                 "--cal_data_file", str(exported["tensorfile"]), "--cal_cache_file", str(foreign),
+                 "--batches", "4", "--batch_size", "2"])
+    assert code == 1 and "not a cache of this model" in caplog.text
+
+
+def test_int8_model_uses_the_cache_scales(exported):
+    import onnx
+    from onnx import numpy_helper
+
+    _, scales = read_trt_cache(exported["cache"])
+    int8 = onnx.load_model_from_string(read_exported(exported["int8"], "tiny")[0])
+    init = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    q_scales = {n.input[0]: float(init[n.input[1]]) for n in int8.graph.node
+                if n.op_type == "QuantizeLinear" and n.input[1] in init and init[n.input[1]].size == 1}
+    # Every activation scale in the QDQ model comes from the cache: the tensor's own, or (a conv output
+    # fused with its ReLU, as TensorRT does too) the scale of the ReLU's output.
+    cache_values = sorted(scales.values())
+    assert q_scales and all(any(v == pytest.approx(c, rel=1e-6) for c in cache_values) for v in q_scales.values())
+    same = [t for t in set(q_scales) & set(scales) if q_scales[t] == pytest.approx(scales[t], rel=1e-6)]
+    assert len(same) >= len(q_scales) // 2

@@ -188,7 +188,8 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     latest = json.loads((tmp_path / "releases" / "latest.json").read_text())  # min_ap 0: promoted
     assert summary["promotion"] == "promote" and summary["release"] == latest["release"]
     release = Path(latest["uri"])
-    for relative in ("model/bpnet_model.tlt", "onnx/bpnet_model.etlt", "onnx/bpnet_model.int8.etlt",
+    for relative in ("model/bpnet_model.tlt", "model/unpruned/bpnet_model.tlt", "onnx/bpnet_model.etlt",
+                     "onnx/bpnet_model.int8.etlt",
                      "calibration/calibration.bin", "calibration/calibration.tensorfile.npy", "metrics.json",
                      "MODEL_CARD.md", "MANIFEST.json"):
         assert (release / relative).is_file(), relative

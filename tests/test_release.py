@@ -97,7 +97,8 @@ def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tm
     (release / "model").mkdir(parents=True)
     from bpnet.model.io import save_model
 
-    save_model(released.model, release / runtime.RELEASE_MODEL, key="tiny")
+    (release / runtime.RELEASE_UNPRUNED).parent.mkdir(parents=True)
+    save_model(released.model, release / runtime.RELEASE_UNPRUNED, key="tiny")  # what warm starts load
     publish_release(release, s3, "r1", {"AP": 0.3})
 
     data = tmp_path / "train_data"
@@ -120,6 +121,7 @@ def test_release_folder_holds_models_calibration_engines_metrics_and_card(tmp_pa
             (folder / file).write_text(text)
         return folder
 
+    trained = model_dir("trained", {runtime.MODEL_FILE: "keras unpruned"})
     retrained = model_dir("retrained", {runtime.MODEL_FILE: "keras", runtime.TRAIN_SPEC_FILE: "spec",
                                         runtime.POSE_CONFIG_FILE: "{}"})
     exported = model_dir("exported", {runtime.EXPORTED_FILE: "onnx", runtime.EXPORT_SETTINGS_FILE: "{}"})
@@ -128,10 +130,11 @@ def test_release_folder_holds_models_calibration_engines_metrics_and_card(tmp_pa
     engines = [model_dir("e1", {"gpu-fp16.engine": "e"}), model_dir("e2", {"jetson-int8.engine": "e"})]
     evaluations = {name: {"AP": 0.5, "AP50": 0.7, "AP75": 0.4, "AP_medium": 0.5, "AP_large": 0.6, "AR": 0.6}
                    for name in ("unpruned", "pruned", "retrained", "ONNX fp32", "ONNX INT8")}
-    pointer = runtime.publish(str(tmp_path / "releases"), retrained, exported, int8, evaluations,
+    pointer = runtime.publish(str(tmp_path / "releases"), trained, retrained, exported, int8, evaluations,
                               {"dataset_uri": "s3://d/coco", "data_version": "fp-1"}, {"prune": {"t": 0.1}}, engines)
     release = Path(pointer["uri"])
-    expected = {"model/bpnet_model.tlt", "model/train_spec.resolved.yaml", "model/pose_config.json",
+    expected = {"model/bpnet_model.tlt", "model/unpruned/bpnet_model.tlt", "model/train_spec.resolved.yaml",
+                "model/pose_config.json",
                 "onnx/bpnet_model.etlt", "onnx/bpnet_model.int8.etlt", "onnx/export.json",
                 "calibration/calibration.bin", "calibration/calibration.tensorfile.npy",
                 "engines/gpu-fp16.engine", "engines/jetson-int8.engine", "metrics.json", "MODEL_CARD.md"}
@@ -140,3 +143,12 @@ def test_release_folder_holds_models_calibration_engines_metrics_and_card(tmp_pa
     card = (release / "MODEL_CARD.md").read_text()
     assert "s3://d/coco" in card and "| ONNX INT8 | 0.5000 |" in card and "engines/gpu-fp16.engine bytes" in card
     assert read_latest(str(tmp_path / "releases"))["release"] == pointer["release"]
+
+
+def test_incomplete_release_is_refused_and_nan_is_never_promoted(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="the release would be incomplete: missing"):
+        runtime.publish(str(tmp_path / "releases"), empty, empty, empty, empty, {}, {}, {})
+    assert read_latest(str(tmp_path / "releases")) is None
+    assert promotion_decision(float("nan"), 0.0, None) == (False, "AP is nan: not a number")

@@ -7,8 +7,8 @@
 ``(pixel / image_scale) - image_offset``). An existing tensorfile of the right shape is reused,
 as the guide says; one of another shape is an error rather than silently wrong data.
 
-**Ranges** come from ONNX Runtime's calibrators (entropy by default; percentile and minmax
-selectable) over every tensor of the exported graph.
+**Ranges** come from ONNX Runtime's calibrators (entropy by default, with TensorRT's 2048-bin
+histograms; percentile 99.999 and minmax selectable) over every tensor of the exported graph.
 
 **TensorRT calibration cache** (``--cal_cache_file``), TensorRT's own text format: a header line
 (``TRT-<version>-EntropyCalibration2``), then one ``<tensor name>: <scale>`` line per tensor, the
@@ -16,9 +16,10 @@ scale (``max(|low|, |high|) / 127``) written as the 8 hex digits of its big-endi
 names are the ONNX graph's tensor names, which TensorRT's ONNX parser keeps. An existing cache
 skips calibration, as the guide says.
 
-**QDQ INT8 model**: ONNX Runtime's ``quantize_static`` on the same tensorfile with the same
-calibration method (symmetric int8 activations and per-channel int8 weights; the output heads in
-float, as TensorRT keeps network outputs in fp32), so INT8 accuracy can be measured on a CPU.
+**QDQ INT8 model**: ONNX Runtime's ``quantize_static`` fed exactly the cache's scales (symmetric
+int8 activations, per-channel int8 weights; the output heads in float, as TensorRT keeps network
+outputs in fp32), so the INT8 accuracy measured on a CPU is that of the cache TensorRT gets — also
+when an existing cache was reused (it must fit the graph, or it is refused).
 """
 
 from __future__ import annotations
@@ -102,12 +103,23 @@ def _method(method: Method):
             "minmax": CalibrationMethod.MinMax}[method]
 
 
+# TensorRT's entropy calibration histograms 2048 bins and searches thresholds over 128 quantized
+# bins; ONNX Runtime's defaults (128/128) leave it a single candidate: the full range.
+_CALIBRATOR_OPTIONS = {"entropy": {"num_bins": 2048, "num_quantized_bins": 128, "symmetric": True},
+                       "percentile": {"num_bins": 2048, "percentile": 99.999, "symmetric": True},
+                       "minmax": {"symmetric": True}}
+
+
 def graph_tensors(onnx_bytes: bytes) -> set[str]:
     """Names of the float tensors TensorRT would see: graph inputs and node outputs."""
     import onnx
 
     graph = onnx.load_model_from_string(onnx_bytes).graph
     return {i.name for i in graph.input} | {o for node in graph.node for o in node.output if o}
+
+
+def _bound(value) -> float:
+    return float(np.ravel(value)[0])  # calibrators return scalars or 1-element arrays
 
 
 def activation_ranges(onnx_bytes: bytes, input_name: str, tensors: np.ndarray,
@@ -119,11 +131,11 @@ def activation_ranges(onnx_bytes: bytes, input_name: str, tensors: np.ndarray,
         model = Path(tmp) / "model.onnx"
         model.write_bytes(onnx_bytes)
         calibrator = create_calibrator(model, op_types_to_calibrate=None, augmented_model_path=Path(tmp) / "aug.onnx",
-                                       calibrate_method=_method(method), extra_options={"symmetric": True})
+                                       calibrate_method=_method(method), extra_options=_CALIBRATOR_OPTIONS[method])
         calibrator.collect_data(_Batches(input_name, tensors))
         data = calibrator.compute_data().data
     names = graph_tensors(onnx_bytes)
-    return {name: (float(d.range_value[0]), float(d.range_value[1])) for name, d in sorted(data.items())
+    return {name: (_bound(d.range_value[0]), _bound(d.range_value[1])) for name, d in sorted(data.items())
             if name in names}
 
 
@@ -155,6 +167,21 @@ def read_trt_cache(path: str | Path) -> tuple[str, dict[str, float]]:
     return lines[0], scales
 
 
+def check_cache_fits(scales: dict[str, float], onnx_bytes: bytes, where: str) -> None:
+    """An existing cache must be for this graph: every name in it is a tensor of the graph, and every
+    convolution's output has a scale (a cache of another model would be used silently otherwise)."""
+    import onnx
+
+    names = graph_tensors(onnx_bytes)
+    foreign = sorted(set(scales) - names)
+    convs = {o for n in onnx.load_model_from_string(onnx_bytes).graph.node if n.op_type == "Conv" for o in n.output}
+    missing = sorted(convs - set(scales))
+    if foreign or missing:
+        raise ValueError(f"--cal_cache_file {where}: not a cache of this model ({len(foreign)} tensors not in "
+                         f"the graph, e.g. {foreign[:2]}; {len(missing)} convolution outputs without a scale, "
+                         f"e.g. {missing[:2]}); remove it to calibrate again")
+
+
 def output_heads(onnx_bytes: bytes) -> list[str]:
     """The compute nodes that produce the graph's outputs (walking back through layout-only ops)."""
     import onnx
@@ -171,17 +198,23 @@ def output_heads(onnx_bytes: bytes) -> list[str]:
     return heads
 
 
-def quantize_qdq(onnx_bytes: bytes, input_name: str, tensors: np.ndarray, method: Method = "entropy") -> bytes:
-    """An ONNX Runtime QDQ INT8 model from the tensorfile: symmetric int8 activations (as TensorRT),
-    per-channel int8 weights; the two output heads stay in float, as TensorRT keeps network outputs
-    in fp32 (quantizing the heatmaps themselves cost 3.6 AP points on the demo; this costs none)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def quantize_qdq(onnx_bytes: bytes, scales: dict[str, float]) -> bytes:
+    """An ONNX Runtime QDQ INT8 model with exactly the TensorRT cache's scales (symmetric int8
+    activations, range ±127·scale), per-channel int8 weights; the two output heads stay in float, as
+    TensorRT keeps network outputs in fp32 (quantizing the heatmaps themselves cost 3.6 AP points on
+    the demo; this costs none)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
+    ranges = TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.array(-127.0 * s, np.float32), highest=np.array(127.0 * s, np.float32))
+        for name, s in scales.items()})
     with tempfile.TemporaryDirectory() as tmp:
-        src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src, out, cache = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
         src.write_bytes(onnx_bytes)
-        quantize_static(src, out, _Batches(input_name, tensors), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=_method(method), nodes_to_exclude=output_heads(onnx_bytes),
+        save_tensors_data(ranges, cache)
+        quantize_static(src, out, None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                        calibration_cache_path=cache, nodes_to_exclude=output_heads(onnx_bytes),
                         extra_options={"ActivationSymmetric": True})
         return out.read_bytes()

@@ -64,12 +64,15 @@ def calibrate(onnx_path: str | Path, key: str | None, settings: CalibrationSetti
                                            norm.image_offset, settings.mode)
     cache = Path(settings.cache_file)
     if cache.is_file():
-        log.info("calibration cache %s exists: calibration skipped", cache)
+        _, scales = calibration.read_trt_cache(cache)
+        calibration.check_cache_fits(scales, data, str(cache))
+        log.info("calibration cache %s exists: calibration skipped (its scales are used)", cache)
     else:
         ranges = calibration.activation_ranges(data, INPUT_NAME, tensors, settings.method)
         calibration.write_trt_cache(ranges, cache)
+        _, scales = calibration.read_trt_cache(cache)
         log.info("wrote TensorRT calibration cache %s (%d tensors, %s)", cache, len(ranges), settings.method)
-    proto = onnx.load_model_from_string(calibration.quantize_qdq(data, INPUT_NAME, tensors, settings.method))
+    proto = onnx.load_model_from_string(calibration.quantize_qdq(data, scales))
     set_metadata(proto, ExportInfo(**{**info.__dict__, "precision": "int8"}))
     out = write_exported(proto, int8_output, key)
     log.info("wrote ONNX Runtime QDQ INT8 model %s", out)

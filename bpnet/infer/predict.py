@@ -64,7 +64,7 @@ class OnnxBackend:
     def __init__(self, path: str | Path, key: str | None):
         import onnxruntime as ort
 
-        from bpnet.deploy.onnx_export import INPUT_NAME, read_exported
+        from bpnet.deploy.onnx_export import HEAT_NAME, INPUT_NAME, PAF_NAME, read_exported
 
         data, self.info = read_exported(path, key)
         if self.info.sdk_compatible:
@@ -73,13 +73,16 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        self.input = INPUT_NAME
-        heat, paf = self.session.get_outputs()
+        self.input, self.outputs = INPUT_NAME, [HEAT_NAME, PAF_NAME]
+        by_name = {o.name: o for o in self.session.get_outputs()}
+        if set(self.outputs) - set(by_name):
+            raise ModelMismatchError(f"{path}: outputs {sorted(by_name)}, expected {self.outputs}")
+        heat, paf = by_name[HEAT_NAME], by_name[PAF_NAME]
         self.stages = 1
         self.heat_channels, self.paf_channels = int(heat.shape[-1]), int(paf.shape[-1])
 
     def predict(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        heat, paf = self.session.run(None, {self.input: batch.astype(np.float32, copy=False)})
+        heat, paf = self.session.run(self.outputs, {self.input: batch.astype(np.float32, copy=False)})
         return [heat], [paf]
 
 
