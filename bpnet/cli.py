@@ -189,6 +189,8 @@ def _dims(text: str, flag: str) -> tuple[int, int]:
 
 
 def _calibration_arguments(p: argparse.ArgumentParser) -> None:
+    from bpnet.deploy.calibration import METHODS
+
     p.add_argument("--cal_image_dir", default=None, help="images to build the calibration tensorfile from")
     p.add_argument("--cal_data_file", default=None,
                    help="the calibration tensorfile (.npy); reused if it exists (default: <output>.tensorfile.npy)")
@@ -196,7 +198,7 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
                    help="TensorRT calibration cache; calibration is skipped if it exists (default: ./cal.bin)")
     p.add_argument("--batches", type=int, default=10, help="number of calibration batches (default: 10)")
     p.add_argument("--batch_size", type=int, default=1, help="calibration batch size (default: 1)")
-    p.add_argument("--cal_method", default="entropy", choices=["entropy", "percentile", "minmax"],
+    p.add_argument("--cal_method", default="entropy", choices=METHODS,
                    help="ONNX Runtime calibrator (extension; default: entropy)")
 
 
@@ -212,6 +214,8 @@ def _train_norm(spec_file: str | None, args: argparse.Namespace):
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
+    from bpnet.deploy.engine import PRECISIONS
+
     p = sub.add_parser("export", help="export to (encrypted) ONNX; INT8 calibration; TensorRT engine if available",
                        description="Export a model to ONNX through tf2onnx, encrypted with the key (.etlt). "
                                    "--data_type int8 also writes the calibration tensorfile, the TensorRT "
@@ -223,7 +227,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="the train spec (normalization for calibration; -d defaults to its image dims)")
     p.add_argument("-t", "--backend", default="tfonnx", choices=["tfonnx"], help="only tfonnx is supported")
     p.add_argument("-d", "--input_dims", default=None, help="H,W,C of the network input (e.g. 368,368,3)")
-    p.add_argument("--data_type", default="fp32", choices=["fp32", "fp16", "int8"], help="engine data type")
+    p.add_argument("--data_type", default="fp32", choices=PRECISIONS, help="engine data type")
     _calibration_arguments(p)
     p.add_argument("--max_batch_size", type=int, default=1, help="TensorRT max batch size (default: 1)")
     p.add_argument("--max_workspace_size", type=int, default=2 * (1 << 30),
@@ -300,6 +304,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _add_build_engine(sub: argparse._SubParsersAction) -> None:
+    from bpnet.deploy.engine import PRECISIONS
+
     p = sub.add_parser("build_engine", help="TensorRT engine from an exported model (as tlt-converter)",
                        description="Build a TensorRT engine on this machine's GPU (needs TensorRT). Flags as "
                                    "tlt-converter.")
@@ -309,9 +315,11 @@ def _add_build_engine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--outputs", default="heatmap_out,paf_out", help="output node names (comma-separated)")
     p.add_argument("-c", "--cal_cache", default=None, help="calibration cache (int8)")
     p.add_argument("-e", "--engine_file", required=True, help="where the engine is written")
-    p.add_argument("-b", "--batch_size", type=int, default=1, help="calibration batch size (default: 1)")
+    p.add_argument("-b", "--batch_size", type=int, default=1,
+                   help="accepted for tlt-converter compatibility and unused: int8 engines read the calibration "
+                        "cache (-c), so no calibration batches run")
     p.add_argument("-m", "--max_batch_size", type=int, default=1, help="max batch size (default: 1)")
-    p.add_argument("-t", "--data_type", default="fp32", choices=["fp32", "fp16", "int8"], help="engine precision")
+    p.add_argument("-t", "--data_type", default="fp32", choices=PRECISIONS, help="engine precision")
     p.add_argument("-w", "--max_workspace_size", type=int, default=1 << 30, help="workspace bytes (default: 1 GiB)")
     p.add_argument("-i", "--input_order", default="nhwc", choices=["nhwc"], help="input order: nhwc only")
     p.add_argument("-p", "--profile", action="append", default=[],

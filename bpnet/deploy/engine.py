@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bpnet.artifacts import atomic_write_bytes
@@ -64,7 +64,6 @@ class EnginePlan:
     calibration_cache: str | None = None
     strict_types: bool = False
     dla_core: int | None = None
-    output_names: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
