@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # The demo's model key; real runs take theirs from the environment (never from a spec or a file).
 export BPNET_MODEL_KEY ?= bpnet-demo-key
 
-.PHONY: venv test test-all lint bench demo-data run pipeline-compile pipeline-run pipeline-schedule \
+.PHONY: venv test test-all docs lint bench demo-data run pipeline-compile pipeline-run pipeline-schedule \
         pipeline-unschedule images clean
 
 venv: $(STAMP)
@@ -36,8 +36,12 @@ test: $(STAMP)
 test-all: $(STAMP)
 	@$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
+# The CLI reference docs/cli.md is generated from argparse (tests/test_docs.py checks it is current).
+docs: $(STAMP)
+	$(BIN)/python tools/cli_docs.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check bpnet components pipelines tests benchmarks
+	$(BIN)/ruff check bpnet components pipelines tests benchmarks tools
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

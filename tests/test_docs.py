@@ -1,0 +1,26 @@
+"""The generated CLI reference is current (regenerate with `python tools/cli_docs.py`)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tests.conftest import REPO
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("cli_docs", REPO / "tools" / "cli_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_reference_is_current() -> None:
+    tool = _tool()
+    assert tool.OUT.read_text() == tool.render(), "docs/cli.md is stale: run `python tools/cli_docs.py`"
+
+
+def test_cli_reference_names_every_sub_command_and_flag() -> None:
+    text = _tool().render()
+    for needle in ("## `bpnet train`", "## `bpnet dataset_convert`", "`-e`, `--experiment_spec_file`",
+                   "`--log_level`"):
+        assert needle in text
