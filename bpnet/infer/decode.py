@@ -19,8 +19,8 @@ defined on those upsampled maps, but never materializes them:
   ``min_paf_fraction`` of the samples exceed ``paf_threshold`` and the mean score plus the distance
   prior ``min(0.5 * net_height / length - 1, 0)`` is positive.
 - matching: per limb, pairs by descending score, each peak used once.
-- assembly: connections are merged into people by shared peaks (limbs in skeleton order, the
-  last two being redundant head-shoulder links that never start a person); people with fewer
+- assembly: connections are merged into people by shared peaks (limbs outwards from the neck,
+  see ``assembly_plan``; limbs closing a cycle never start a person); people with fewer
   than ``min_parts`` parts or a mean score below ``min_person_score`` are dropped.
 
 Everything is vectorized over peaks, pairs and sample points; Python loops run only over limbs
@@ -39,7 +39,6 @@ from bpnet.specs.train import MODEL_STRIDE as STRIDE
 
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel
 _CROP = 9  # stride-8 cells per refinement crop (candidate +-4: bicubic taps of the window at any factor)
-REDUNDANT_LIMBS = 2  # the skeleton's last limbs (ears-shoulders) only confirm, never start, a person
 
 
 @dataclass(frozen=True)
@@ -209,6 +208,39 @@ def _limb_scores(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray,
     return score, accepted
 
 
+def assembly_plan(skeleton: Skeleton) -> tuple[list[int], set[int]]:
+    """Limb processing order and the redundant limbs, from the skeleton's graph alone.
+
+    Limbs are taken outwards from the best-connected joint (the neck), by the graph distance of
+    their nearer joint (ties in PAF channel order), so a person grows from its torso; a limb
+    closing a cycle in that order (e.g. eye-ear, once ear and eye hang off shoulder and nose)
+    is redundant: it can confirm or join people but never start one. Nothing depends on the
+    skeleton's limb (channel) order beyond tie-breaking.
+    """
+    degree = np.bincount(np.asarray(skeleton.limbs).ravel(), minlength=skeleton.num_joints)
+    depth = np.full(skeleton.num_joints, skeleton.num_joints)
+    depth[int(degree.argmax())] = 0
+    for _ in range(skeleton.num_joints):  # Bellman-Ford on unit edges: enough rounds for any tree
+        for a, b in skeleton.limbs:
+            depth[a] = min(depth[a], depth[b] + 1)
+            depth[b] = min(depth[b], depth[a] + 1)
+    order = sorted(range(len(skeleton.limbs)), key=lambda k: (min(depth[j] for j in skeleton.limbs[k]), k))
+    root = list(range(skeleton.num_joints))
+
+    def find(j: int) -> int:
+        while root[j] != j:
+            j = root[j]
+        return j
+
+    redundant = set()
+    for k in order:
+        ra, rb = (find(j) for j in skeleton.limbs[k])
+        if ra == rb:
+            redundant.add(k)
+        root[ra] = rb
+    return order, redundant
+
+
 def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: int,
            skeleton: Skeleton = BPNET_SKELETON) -> list[Person]:
     """People from one image's stride-8 maps ((h, w, J+1) heatmaps, (h, w, 2L) PAFs)."""
@@ -238,7 +270,10 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
     ia, ib = np.concatenate(a_ids), np.concatenate(b_ids)
     score, ok = _limb_scores(rows_x, h, peaks.xy[ia], peaks.xy[ib], limb, params, net_h)
     limb, ia, ib, score = limb[ok], ia[ok], ib[ok], score[ok]
-    order = np.lexsort((-score, limb))  # by limb, best first
+    plan_order, redundant = assembly_plan(skeleton)
+    rank = np.empty(len(skeleton.limbs), np.int64)
+    rank[plan_order] = np.arange(len(plan_order))
+    order = np.lexsort((-score, rank[limb]))  # by limb in assembly order, best first
     limb, ia, ib, score = limb[order], ia[order], ib[order], score[order]
 
     parts = np.full((0, joints), -1, np.int64)
@@ -255,7 +290,7 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
         ja, jb = skeleton.limbs[k]
         pa, pb = owner.get(a), owner.get(b)
         if pa is None and pb is None:
-            if k >= len(skeleton.limbs) - REDUNDANT_LIMBS:
+            if k in redundant:
                 continue
             row = np.full((1, joints), -1, np.int64)
             row[0, ja], row[0, jb] = a, b
