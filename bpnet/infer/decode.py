@@ -100,23 +100,27 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     wy, y0 = _window_weights(fy, half)
     wx, x0 = _window_weights(fx, half)
     window = wy @ (crops @ wx.T)  # separable bicubic, only where needed: (N, Y, X)
-    inner = window[:, 1:-1, 1:-1].reshape(len(rows), -1)
-    best = inner.argmax(axis=1)
-    score = inner[np.arange(len(rows)), best]
-    by, bx = np.divmod(best, window.shape[2] - 2)
-    fine_y = (rows - half) * fy + y0 + by
-    fine_x = (cols - half) * fx + x0 + bx
-    keep = score > params.heatmap_threshold
-    key = np.stack([joint, fine_y, fine_x], axis=1)[keep]
-    _, first = np.unique(key, axis=0, return_index=True)  # two candidates may refine to one peak
-    idx = np.flatnonzero(keep)[np.sort(first)]
+    # every local maximum of the upsampled map in the window, not just the highest: the same joint of
+    # two people 1-2 cells apart gives one coarse maximum but two upsampled ones
+    inner = window[:, 1:-1, 1:-1]
+    ny, nx = inner.shape[1:]
+    neighbours = np.stack([window[:, 1 + dy:1 + dy + ny, 1 + dx:1 + dx + nx]
+                           for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]).max(axis=0)
+    n, by, bx = np.nonzero((inner >= neighbours) & (inner > params.heatmap_threshold))
+    score = inner[n, by, bx]
+    fine_y = (rows[n] - half) * fy + y0 + by
+    fine_x = (cols[n] - half) * fx + x0 + bx
+    key = np.stack([joint[n], fine_y, fine_x], axis=1)
+    _, first = np.unique(key, axis=0, return_index=True)  # overlapping windows find a peak twice
+    idx = np.sort(first)
     # sub-pixel: a parabola through the peak and its two neighbours on the upsampled grid, per axis
-    cy, cx = by[idx] + 1, bx[idx] + 1
-    off_y = _parabola(window[idx, cy - 1, cx], window[idx, cy, cx], window[idx, cy + 1, cx])
-    off_x = _parabola(window[idx, cy, cx - 1], window[idx, cy, cx], window[idx, cy, cx + 1])
+    m, cy, cx = n[idx], by[idx] + 1, bx[idx] + 1
+    off_y = _parabola(window[m, cy - 1, cx], window[m, cy, cx], window[m, cy + 1, cx])
+    off_x = _parabola(window[m, cy, cx - 1], window[m, cy, cx], window[m, cy, cx + 1])
     xy = np.stack([_fine_to_input(fine_x[idx] + off_x, fx), _fine_to_input(fine_y[idx] + off_y, fy)], axis=1)
-    order = np.lexsort((-score[idx], joint[idx]))
-    return Peaks(xy[order], score[idx][order].astype(np.float64), joint[idx][order])
+    joint = joint[m]
+    order = np.lexsort((-score[idx], joint))
+    return Peaks(xy[order], score[idx][order].astype(np.float64), joint[order])
 
 
 def _window_weights(factor: int, centre: int) -> tuple[np.ndarray, int]:
