@@ -5,12 +5,13 @@ The maps the network predicts at stride 8 are conceptually upsampled by
 defined on those upsampled maps, but never materializes them:
 
 - peaks: local maxima of the stride-8 heatmap (8-neighbourhood, above half the threshold) are
-  candidates; each is refined by upsampling only a 9x9 neighbourhood (all crops at once,
-  evaluated separably on just that window) and taking the maximum within +-1 cell, kept if above
-  ``heatmap_threshold``. The bicubic
-  taps of that window lie inside the crop, so the values equal those of the full upsampled map;
-  the peak set is the full map's. A parabola through the peak and its neighbours then places it
-  between upsampled pixels (the upsampled grid alone would quantize keypoints to 1/f cell).
+  candidates; for each, only a 9x9 neighbourhood is upsampled (all crops at once, evaluated
+  separably on just that window) and every local maximum of the upsampled map within +-1 cell
+  above ``heatmap_threshold`` is a peak (so the same joint of two people 1-2 cells apart, one
+  coarse maximum, gives two peaks). The bicubic taps of that window lie inside the crop, so the
+  values equal those of the full upsampled map. A parabola through the peak and its neighbours
+  then places it between upsampled pixels (the upsampled grid alone would quantize keypoints to
+  1/f cell).
 - limbs: for every candidate pair of a limb's two joints, ``num_samples`` points on the segment
   (rounded to the upsampled grid) are scored by the dot product of the PAF with the segment's
   direction. PAFs are upsampled along x only (cheap: map height x upsampled width); the y taps are
@@ -20,7 +21,9 @@ defined on those upsampled maps, but never materializes them:
   prior ``min(0.5 * net_height / length - 1, 0)`` is positive.
 - matching: per limb, pairs by descending score, each peak used once.
 - assembly: connections are merged into people by shared peaks (limbs outwards from the neck,
-  see ``assembly_plan``; limbs closing a cycle never start a person); people with fewer
+  see ``assembly_plan``; limbs closing a cycle never start a person); fragments that no limb
+  joins because their linking joint is missing (legs and upper body of a person without a neck)
+  are joined by geometry (``_merge_fragments``); people with fewer
   than ``min_parts`` parts or a mean score below ``min_person_score`` are dropped.
 
 Everything is vectorized over peaks, pairs and sample points; Python loops run only over limbs
@@ -50,6 +53,7 @@ class DecodeParams:
     min_paf_fraction: float = 0.8
     min_parts: int = 3
     min_person_score: float = 0.2
+    merge_ratio: float = 1.5  # fragments without a linking joint: max gap / longest limb (0: never join)
 
 
 @dataclass
@@ -245,6 +249,58 @@ def assembly_plan(skeleton: Skeleton) -> tuple[list[int], set[int]]:
     return order, redundant
 
 
+def _bridges(skeleton: Skeleton) -> np.ndarray:
+    """(m, a, b) for joints a, b that are not linked to each other but both to m (e.g. right
+    shoulder and right hip via the neck): the pairs that can join two fragments missing m."""
+    linked = np.zeros((skeleton.num_joints,) * 2, bool)
+    for a, b in skeleton.limbs:
+        linked[a, b] = linked[b, a] = True
+    out = [(m, a, b) for m in range(skeleton.num_joints) for a in np.flatnonzero(linked[m])
+           for b in np.flatnonzero(linked[m]) if a < b and not linked[a, b]]
+    return np.array(out, np.int64).reshape(-1, 3)
+
+
+def _merge_fragments(parts: np.ndarray, score: np.ndarray, xy: np.ndarray, skeleton: Skeleton,
+                     params: DecodeParams) -> tuple[np.ndarray, np.ndarray]:
+    """Join fragments of one person that no limb connects, by geometry.
+
+    A person whose linking joint is missing (the neck when a shoulder is unlabelled or unseen) falls
+    apart into, e.g., an upper body and a pair of legs: the skeleton has no shoulder-hip limb, and no
+    PAF joins them. Two fragments with disjoint joints are joined through a joint m missing in both
+    when a joint a of one and b of the other are both linked to m and lie within ``merge_ratio``
+    times the longest limb already found in the two fragments (a torso is about one thigh long);
+    the closest such pairs join first, as long as their joints stay disjoint.
+    """
+    alive = np.flatnonzero((parts >= 0).sum(axis=1) > 0)
+    if len(alive) < 2 or params.merge_ratio <= 0:
+        return parts, score
+    frag = parts[alive]
+    has = frag >= 0
+    pos = np.where(has[..., None], xy[np.maximum(frag, 0)], np.nan)  # (F, J, 2)
+    limbs = np.asarray(skeleton.limbs)
+    lengths = np.linalg.norm(pos[:, limbs[:, 0]] - pos[:, limbs[:, 1]], axis=-1)  # (F, L), nan if missing
+    longest = np.nanmax(np.where(np.isnan(lengths), -np.inf, lengths), axis=1)
+    scale = np.maximum(longest[:, None], longest[None, :])  # (F, F)
+    disjoint = (has.astype(np.int64) @ has.T.astype(np.int64)) == 0
+    best = np.full((len(alive), len(alive)), np.inf)
+    for m, a, b in _bridges(skeleton).tolist():
+        missing = ~has[:, m]
+        for ja, jb in ((a, b), (b, a)):
+            d = np.linalg.norm(pos[:, None, ja] - pos[None, :, jb], axis=-1)  # fragment i's ja to j's jb
+            ok = missing[:, None] & missing[None, :] & disjoint & ~np.isnan(d)
+            best = np.where(ok, np.minimum(best, d / np.maximum(scale, 1e-6)), best)
+    np.fill_diagonal(best, np.inf)
+    i, j = np.nonzero(np.triu(np.minimum(best, best.T)) <= params.merge_ratio)
+    for k in np.argsort(best[i, j], kind="stable").tolist():
+        a, b = alive[i[k]], alive[j[k]]
+        if (parts[a] >= 0).any() and (parts[b] >= 0).any() and not ((parts[a] >= 0) & (parts[b] >= 0)).any():
+            parts[a] = np.maximum(parts[a], parts[b])
+            score[a] += score[b]
+            parts[b] = -1
+            score[b] = 0.0
+    return parts, score
+
+
 def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: int,
            skeleton: Skeleton = BPNET_SKELETON) -> list[Person]:
     """People from one image's stride-8 maps ((h, w, J+1) heatmaps, (h, w, 2L) PAFs)."""
@@ -319,6 +375,7 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
             parts[pb] = -1
             people_score[pb] = 0.0
 
+    parts, people_score = _merge_fragments(parts, np.asarray(people_score), peaks.xy, skeleton, params)
     people = []
     for i in range(len(parts)):
         found = parts[i] >= 0
