@@ -8,10 +8,13 @@ defined on those upsampled maps, but never materializes them:
   candidates; for each, only a 9x9 neighbourhood is upsampled (all crops at once, evaluated
   separably on just that window) and every local maximum of the upsampled map within +-1 cell
   above ``heatmap_threshold`` is a peak (so the same joint of two people 1-2 cells apart, one
-  coarse maximum, gives two peaks). The bicubic taps of that window lie inside the crop, so the
-  values equal those of the full upsampled map. A parabola through the peak and its neighbours
-  then places it between upsampled pixels (the upsampled grid alone would quantize keypoints to
-  1/f cell).
+  coarse maximum, gives two peaks; maxima closer than a quarter cell to the window's highest are
+  ripples on one hilltop). The bicubic taps of that window lie inside the crop, so the values
+  equal those of the full upsampled map. A parabola through the peak and its neighbours places it
+  between upsampled pixels; that position scores limbs. The output position of a peak alone in
+  its stride-8 cell is a parabola through the log of three stride-8 values per axis (exact for a
+  gaussian, where bicubic upsampling biases it toward cell centres and flattens it at the border:
+  ``_gaussian_refine``).
 - limbs: for every candidate pair of a limb's two joints, ``num_samples`` points on the segment
   (rounded to the upsampled grid) are scored by the dot product of the PAF with the segment's
   direction. PAFs are upsampled along x only (cheap: map height x upsampled width); the y taps are
@@ -32,6 +35,7 @@ and accepted connections. The same input always gives the same output.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import cv2
@@ -41,6 +45,7 @@ from bpnet.pose import BPNET_SKELETON, Skeleton
 from bpnet.specs.train import MODEL_STRIDE as STRIDE
 
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel
+_MIN_SEPARATION = 0.25  # stride-8 cells between two peaks of one joint found in the same window
 _CROP = 9  # stride-8 cells per refinement crop (candidate +-4: bicubic taps of the window at any factor)
 
 
@@ -65,11 +70,13 @@ class Person:
 
 @dataclass
 class Peaks:
-    """All peaks: coordinates in network-input pixels, score, joint type."""
+    """All peaks: coordinates in network-input pixels (on the upsampled maps, used to score limbs,
+    and re-placed for output), score, joint type."""
 
     xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     score: np.ndarray = field(default_factory=lambda: np.zeros(0))
     joint: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    located: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # output positions: see _gaussian_refine
 
 
 def _fine_to_input(fine: np.ndarray, factor: float) -> np.ndarray:
@@ -112,6 +119,12 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
                            for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]).max(axis=0)
     n, by, bx = np.nonzero((inner >= neighbours) & (inner > params.heatmap_threshold))
     score = inner[n, by, bx]
+    # a second maximum in a window counts only a quarter cell or more from the window's highest one: two
+    # people, not a ripple on the same hilltop (noise in a trained network's output)
+    top_y, top_x = np.divmod(inner.reshape(len(rows), -1).argmax(axis=1), nx)
+    distinct = np.hypot((by - top_y[n]) / fy, (bx - top_x[n]) / fx) >= _MIN_SEPARATION
+    distinct |= (by == top_y[n]) & (bx == top_x[n])
+    n, by, bx, score = n[distinct], by[distinct], bx[distinct], score[distinct]
     fine_y = (rows[n] - half) * fy + y0 + by
     fine_x = (cols[n] - half) * fx + x0 + bx
     key = np.stack([joint[n], fine_y, fine_x], axis=1)
@@ -124,7 +137,35 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     xy = np.stack([_fine_to_input(fine_x[idx] + off_x, fx), _fine_to_input(fine_y[idx] + off_y, fy)], axis=1)
     joint = joint[m]
     order = np.lexsort((-score[idx], joint))
-    return Peaks(xy[order], score[idx][order].astype(np.float64), joint[order])
+    return Peaks(xy[order], score[idx][order].astype(np.float64), joint[order],
+                 _gaussian_refine(maps, xy, joint)[order])
+
+
+def _gaussian_refine(maps: np.ndarray, xy: np.ndarray, joint: np.ndarray) -> np.ndarray:
+    """Re-place isolated peaks by a parabola through the log of the stride-8 values (per axis).
+
+    Heatmaps are gaussians (the labels are; trained outputs approximate them), and the log of a
+    sampled gaussian is exactly a parabola, so three cells locate its centre to a fraction of a
+    pixel, where bicubic upsampling pulls it toward cell centres and flattens it against the map
+    border. Only a peak that is alone in its coarse cell, at a coarse maximum along the axis with
+    both neighbours inside the map, is re-placed; close people keep their upsampled peaks.
+    """
+    h, w = maps.shape[:2]
+    cell = np.round((xy - (STRIDE - 1) / 2.0) / STRIDE).astype(np.int64)  # nearest cell: (x, y)
+    cx, cy = np.clip(cell[:, 0], 0, w - 1), np.clip(cell[:, 1], 0, h - 1)
+    key = (joint * h + cy) * w + cx
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    alone = counts[inverse] == 1
+    out = xy.copy()
+    for axis, (c, size) in enumerate(((cx, w), (cy, h))):
+        inside = alone & (c > 0) & (c < size - 1)
+        lo, hi = np.maximum(c - 1, 0), np.minimum(c + 1, size - 1)
+        at = (lambda k: maps[cy, k, joint]) if axis == 0 else (lambda k: maps[k, cx, joint])
+        left, centre, right = (np.log(np.maximum(at(k), 1e-6)) for k in (lo, c, hi))
+        ok = inside & (centre >= left) & (centre >= right)
+        offset = _parabola(left, centre, right)
+        out[:, axis] = np.where(ok, (c + offset) * STRIDE + (STRIDE - 1) / 2.0, xy[:, axis])
+    return out
 
 
 def _window_weights(factor: int, centre: int) -> tuple[np.ndarray, int]:
@@ -216,7 +257,8 @@ def _limb_scores(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray,
     return score, accepted
 
 
-def assembly_plan(skeleton: Skeleton) -> tuple[list[int], set[int]]:
+@functools.cache
+def assembly_plan(skeleton: Skeleton) -> tuple[tuple[int, ...], frozenset[int]]:
     """Limb processing order and the redundant limbs, from the skeleton's graph alone.
 
     Limbs are taken outwards from the best-connected joint (the neck), by the graph distance of
@@ -246,9 +288,10 @@ def assembly_plan(skeleton: Skeleton) -> tuple[list[int], set[int]]:
         if ra == rb:
             redundant.add(k)
         root[ra] = rb
-    return order, redundant
+    return tuple(order), frozenset(redundant)
 
 
+@functools.cache
 def _bridges(skeleton: Skeleton) -> np.ndarray:
     """(m, a, b) for joints a, b that are not linked to each other but both to m (e.g. right
     shoulder and right hip via the neck): the pairs that can join two fragments missing m."""
@@ -282,13 +325,12 @@ def _merge_fragments(parts: np.ndarray, score: np.ndarray, xy: np.ndarray, skele
     longest = np.nanmax(np.where(np.isnan(lengths), -np.inf, lengths), axis=1)
     scale = np.maximum(longest[:, None], longest[None, :])  # (F, F)
     disjoint = (has.astype(np.int64) @ has.T.astype(np.int64)) == 0
-    best = np.full((len(alive), len(alive)), np.inf)
-    for m, a, b in _bridges(skeleton).tolist():
-        missing = ~has[:, m]
-        for ja, jb in ((a, b), (b, a)):
-            d = np.linalg.norm(pos[:, None, ja] - pos[None, :, jb], axis=-1)  # fragment i's ja to j's jb
-            ok = missing[:, None] & missing[None, :] & disjoint & ~np.isnan(d)
-            best = np.where(ok, np.minimum(best, d / np.maximum(scale, 1e-6)), best)
+    bridges = _bridges(skeleton)
+    m, a, b = (np.concatenate([bridges[:, 0]] * 2), np.concatenate([bridges[:, 1], bridges[:, 2]]),
+               np.concatenate([bridges[:, 2], bridges[:, 1]]))  # both directions
+    gap = np.linalg.norm(pos[:, None, a] - pos[None, :, b], axis=-1)  # (F, F, 2B): i's joint a to j's joint b
+    ok = ~has[:, None, m] & ~has[None, :, m] & disjoint[..., None] & ~np.isnan(gap)
+    best = np.where(ok, gap, np.inf).min(axis=-1) / np.maximum(scale, 1e-6)
     np.fill_diagonal(best, np.inf)
     i, j = np.nonzero(np.triu(np.minimum(best, best.T)) <= params.merge_ratio)
     for k in np.argsort(best[i, j], kind="stable").tolist():
@@ -332,7 +374,7 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
     limb, ia, ib, score = limb[ok], ia[ok], ib[ok], score[ok]
     plan_order, redundant = assembly_plan(skeleton)
     rank = np.empty(len(skeleton.limbs), np.int64)
-    rank[plan_order] = np.arange(len(plan_order))
+    rank[list(plan_order)] = np.arange(len(plan_order))
     order = np.lexsort((-score, rank[limb]))  # by limb in assembly order, best first
     limb, ia, ib, score = limb[order], ia[order], ib[order], score[order]
 
@@ -386,7 +428,7 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
         if mean < params.min_person_score:
             continue
         kps = np.zeros((joints, 3))
-        kps[found, :2] = peaks.xy[parts[i][found]]
+        kps[found, :2] = peaks.located[parts[i][found]]
         kps[found, 2] = peaks.score[parts[i][found]]
         people.append(Person(kps, float(mean), count))
     people.sort(key=lambda p: -p.score)
