@@ -58,7 +58,7 @@ class DecodeParams:
     min_paf_fraction: float = 0.8
     min_parts: int = 3
     min_person_score: float = 0.2
-    merge_ratio: float = 1.5  # fragments without a linking joint: max gap / longest limb (0: never join)
+    merge_ratio: float = 2.0  # fragments without a linking joint: max gap / longest limb (0: never join)
 
 
 @dataclass
@@ -331,8 +331,8 @@ def _merge_fragments(parts: np.ndarray, score: np.ndarray, xy: np.ndarray, skele
     gap = np.linalg.norm(pos[:, None, a] - pos[None, :, b], axis=-1)  # (F, F, 2B): i's joint a to j's joint b
     ok = ~has[:, None, m] & ~has[None, :, m] & disjoint[..., None] & ~np.isnan(gap)
     best = np.where(ok, gap, np.inf).min(axis=-1) / np.maximum(scale, 1e-6)
-    np.fill_diagonal(best, np.inf)
-    i, j = np.nonzero(np.triu(np.minimum(best, best.T)) <= params.merge_ratio)
+    best = np.minimum(best, best.T)
+    i, j = np.nonzero(np.triu(best <= params.merge_ratio, 1))
     for k in np.argsort(best[i, j], kind="stable").tolist():
         a, b = alive[i[k]], alive[j[k]]
         if (parts[a] >= 0).any() and (parts[b] >= 0).any() and not ((parts[a] >= 0) & (parts[b] >= 0)).any():
