@@ -333,9 +333,17 @@ def _merge_fragments(parts: np.ndarray, score: np.ndarray, xy: np.ndarray, skele
     best = np.where(ok, gap, np.inf).min(axis=-1) / np.maximum(scale, 1e-6)
     best = np.minimum(best, best.T)
     i, j = np.nonzero(np.triu(best <= params.merge_ratio, 1))
+    group = {int(f): int(f) for f in alive}  # a fragment joined into another lives on in that one
+
+    def find(f: int) -> int:
+        while group[f] != f:
+            f = group[f]
+        return f
+
     for k in np.argsort(best[i, j], kind="stable").tolist():
-        a, b = alive[i[k]], alive[j[k]]
-        if (parts[a] >= 0).any() and (parts[b] >= 0).any() and not ((parts[a] >= 0) & (parts[b] >= 0)).any():
+        a, b = find(int(alive[i[k]])), find(int(alive[j[k]]))
+        if a != b and not ((parts[a] >= 0) & (parts[b] >= 0)).any():
+            group[b] = a
             parts[a] = np.maximum(parts[a], parts[b])
             score[a] += score[b]
             parts[b] = -1
