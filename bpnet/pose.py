@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from importlib import resources
 from dataclasses import dataclass
 from enum import IntEnum
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
