@@ -95,9 +95,7 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     joints = channels - 1
     maps = heatmaps[..., :joints]
     padded = np.pad(maps, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    neighbours = np.stack([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-                           for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
-    candidate = (maps >= neighbours.max(axis=0)) & (maps > 0.5 * params.heatmap_threshold)
+    candidate = (maps >= _max3x3(padded, 0)) & (maps > 0.5 * params.heatmap_threshold)
     rows, cols, joint = np.nonzero(candidate)
     if len(rows) == 0:
         return Peaks()
@@ -114,10 +112,8 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     # every local maximum of the upsampled map in the window, not just the highest: the same joint of
     # two people 1-2 cells apart gives one coarse maximum but two upsampled ones
     inner = window[:, 1:-1, 1:-1]
-    ny, nx = inner.shape[1:]
-    neighbours = np.stack([window[:, 1 + dy:1 + dy + ny, 1 + dx:1 + dx + nx]
-                           for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]).max(axis=0)
-    n, by, bx = np.nonzero((inner >= neighbours) & (inner > params.heatmap_threshold))
+    nx = inner.shape[2]
+    n, by, bx = np.nonzero((inner >= _max3x3(window, 1)) & (inner > params.heatmap_threshold))
     score = inner[n, by, bx]
     # a second maximum in a window counts only a quarter cell or more from the window's highest one: two
     # people, not a ripple on the same hilltop (noise in a trained network's output)
@@ -139,6 +135,21 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     order = np.lexsort((-score[idx], joint))
     return Peaks(xy[order], score[idx][order].astype(np.float64), joint[order],
                  _gaussian_refine(maps, xy, joint)[order])
+
+
+def _max3x3(a: np.ndarray, axis: int) -> np.ndarray:
+    """Max over each 3x3 neighbourhood of axes (axis, axis + 1), the outer ring dropped: a
+    separable dilation, four element-wise maxima instead of a stack of eight shifted copies."""
+    def along(x: np.ndarray, ax: int) -> np.ndarray:
+        n = x.shape[ax]
+        cut = [slice(None)] * x.ndim
+        parts = []
+        for start in (0, 1, 2):
+            cut[ax] = slice(start, n - 2 + start)
+            parts.append(x[tuple(cut)])
+        return np.maximum(np.maximum(parts[0], parts[1]), parts[2])
+
+    return along(along(a, axis), axis + 1)
 
 
 def _gaussian_refine(maps: np.ndarray, xy: np.ndarray, joint: np.ndarray) -> np.ndarray:
