@@ -243,28 +243,37 @@ def _limb_scores(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray,
                  params: DecodeParams, net_h: int) -> tuple[np.ndarray, np.ndarray]:
     """(score, accepted) of N candidate pairs.
 
-    Most pairs join joints of different people and fail everywhere, so a first pass samples only
-    as many points as may fail; pairs failing all of them cannot reach ``min_paf_fraction`` and
-    are dropped before the full sampling (the outcome is exactly that of sampling everything)."""
+    Most pairs join joints of different people and fail everywhere, so sampling runs in chunks: first
+    as many interior points as may fail, then the rest in two halves; after each chunk, pairs with
+    more failures than ``min_paf_fraction`` allows are dropped (they could not pass, so the outcome
+    is exactly that of sampling everything), and no point is sampled twice."""
     n = params.num_samples
     t = np.linspace(0.0, 1.0, n)
     allowed_failures = n - int(np.ceil(params.min_paf_fraction * n - 1e-9))
     # interior points: at the ends, a joint shared with a neighbour's field could pass by accident
     subset = sorted({round(k * (n - 1) / (allowed_failures + 2)) for k in range(1, allowed_failures + 2)})
-    alive = np.ones(len(limb), bool)
-    if len(subset) == allowed_failures + 1 and len(subset) < n:  # (else: sample everything at once)
-        first = _paf_dots(rows_x, h, a_xy, b_xy, limb, t[subset], params)
-        alive = (first > params.paf_threshold).any(axis=1)
+    if len(subset) == allowed_failures + 1 and len(subset) < n:
+        rest = [i for i in range(n) if i not in subset]
+        chunks = [subset, rest[: len(rest) // 2], rest[len(rest) // 2:]]
+    else:
+        chunks = [list(range(n))]
+    total = np.zeros(len(limb))
+    failures = np.zeros(len(limb), np.int64)
+    idx = np.arange(len(limb))
+    for chunk in (c for c in chunks if c):
+        dots = _paf_dots(rows_x, h, a_xy[idx], b_xy[idx], limb[idx], t[chunk], params)
+        total[idx] += dots.sum(axis=1)
+        failures[idx] += (dots <= params.paf_threshold).sum(axis=1)
+        idx = idx[failures[idx] <= allowed_failures]
+        if not len(idx):
+            break
     score = np.full(len(limb), -np.inf)
     accepted = np.zeros(len(limb), bool)
-    idx = np.flatnonzero(alive)
     if len(idx):
-        dots = _paf_dots(rows_x, h, a_xy[idx], b_xy[idx], limb[idx], t, params)
         length = np.linalg.norm(b_xy[idx] - a_xy[idx], axis=1)
         prior = np.minimum(0.5 * net_h / np.maximum(length, 1e-6) - 1.0, 0.0)
-        score[idx] = dots.mean(axis=1) + prior
-        accepted[idx] = ((dots > params.paf_threshold).mean(axis=1) >= params.min_paf_fraction - 1e-9) & (
-            score[idx] > 0) & (length > 0)
+        score[idx] = total[idx] / n + prior
+        accepted[idx] = (score[idx] > 0) & (length > 0)
     return score, accepted
 
 
