@@ -103,7 +103,7 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     edge = np.pad(maps, ((half, half), (half, half), (0, 0)), mode="edge")  # = resize's border rule
     r = rows[:, None] + np.arange(_CROP)[None, :]
     c = cols[:, None] + np.arange(_CROP)[None, :]
-    crops = edge[r[:, :, None], c[:, None, :], joint[:, None, None]].astype(np.float64)  # (N, crop, crop)
+    crops = edge[r[:, :, None], c[:, None, :], joint[:, None, None]].astype(np.float32)  # (N, crop, crop)
     # upsampled pixels whose source lies within +-1 cell of the candidate (crop coordinate `half`),
     # plus one pixel each side for the sub-pixel fit; their bicubic taps all lie inside the crop
     wy, y0 = _window_weights(fy, half)
@@ -209,6 +209,17 @@ def _cubic_weights(t: np.ndarray) -> np.ndarray:
     return np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=-1)
 
 
+@functools.cache
+def _row_taps(h: int, fy: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each upsampled row of a map h rows high: its 4 bicubic source rows (replicated at the
+    border, like resize) and their weights, as lookup tables (h * fy, 4)."""
+    fine = np.arange(h * fy)
+    src = (fine + 0.5) / fy - 0.5
+    base = np.floor(src).astype(np.int64)
+    taps = np.clip(base[:, None] + np.arange(-1, 3), 0, h - 1).astype(np.int32)
+    return taps, _cubic_weights(src - base).astype(np.float32)
+
+
 def _paf_dots(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray, limb: np.ndarray, t: np.ndarray,
               params: DecodeParams) -> np.ndarray:
     """PAF . limb direction at fractions ``t`` along each pair's segment: (N, len(t)).
@@ -220,19 +231,12 @@ def _paf_dots(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray, li
     d = b_xy - a_xy
     unit = d / np.maximum(np.linalg.norm(d, axis=1), 1e-6)[:, None]
     pts = a_xy[:, None, :] + t[None, :, None] * d[:, None, :]  # (N, n, 2) network-input pixels
-    col = np.clip(np.round(_input_to_fine(pts[..., 0], fx)), 0, rows_x.shape[1] - 1).astype(np.int64)
-    row = np.clip(np.round(_input_to_fine(pts[..., 1], fy)), 0, h * fy - 1).astype(np.int64)
-    # upsampled rows share fy distinct fractional positions: look their bicubic weights up
-    residue = np.arange(fy)
-    src = (residue + 0.5) / fy - 0.5
-    shift = np.floor(src).astype(np.int64)
-    table = _cubic_weights(src - shift).astype(np.float32)  # (fy, 4)
-    quotient, rem = np.divmod(row, fy)
-    weights = table[rem]  # (N, n, 4)
-    base = quotient + shift[rem]
-    taps = np.clip(base[..., None] + np.arange(-1, 3, dtype=np.int64), 0, h - 1)  # replicate border, like resize
+    col = np.clip(np.round(_input_to_fine(pts[..., 0], fx)), 0, rows_x.shape[1] - 1).astype(np.int32)
+    row = np.clip(np.round(_input_to_fine(pts[..., 1], fy)), 0, h * fy - 1).astype(np.int32)
+    offsets, table = _row_taps(h, fy)
     width = rows_x.shape[1]
-    flat = ((2 * limb)[:, None, None] * h + taps) * width + col[..., None]  # (N, n, 4) into rows_x
+    flat = offsets[row] * width + ((2 * limb.astype(np.int32) * h * width)[:, None] + col)[..., None]  # (N, n, 4)
+    weights = table[row]
     values = rows_x.ravel()
     vx = (values.take(flat) * weights).sum(-1)
     vy = (values.take(flat + h * width) * weights).sum(-1)
