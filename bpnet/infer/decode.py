@@ -410,7 +410,7 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
     order = np.lexsort((-score, rank[limb]))  # by limb in assembly order, best first
     limb, ia, ib, score = limb[order], ia[order], ib[order], score[order]
 
-    parts = np.full((0, joints), -1, np.int64)
+    parts = np.full((len(limb), joints), -1, np.int64)  # at most one person per connection
     people_score: list[float] = []
     owner: dict[int, int] = {}  # peak id -> person
     used: set[int] = set()
@@ -426,9 +426,7 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
         if pa is None and pb is None:
             if k in redundant:
                 continue
-            row = np.full((1, joints), -1, np.int64)
-            row[0, ja], row[0, jb] = a, b
-            parts = np.vstack([parts, row])
+            parts[len(people_score), ja], parts[len(people_score), jb] = a, b
             people_score.append(peaks.score[a] + peaks.score[b] + s)
             owner[a] = owner[b] = len(people_score) - 1
         elif pb is None:
@@ -449,6 +447,7 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
             parts[pb] = -1
             people_score[pb] = 0.0
 
+    parts = parts[:len(people_score)]
     parts, people_score = _merge_fragments(parts, np.asarray(people_score), peaks.xy, skeleton, params)
     people = []
     for i in range(len(parts)):
