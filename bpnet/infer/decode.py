@@ -4,7 +4,8 @@ The maps the network predicts at stride 8 are conceptually upsampled by
 ``output_upsampling_factor`` with bicubic interpolation (OpenCV's INTER_CUBIC); decoding is
 defined on those upsampled maps, but never materializes them:
 
-- peaks: local maxima of the stride-8 heatmap (8-neighbourhood, above half the threshold) are
+- peaks: local maxima of the stride-8 heatmap (over the 4 direct neighbours, so diagonal neighbours
+  can both be; above half the threshold) are
   candidates; for each, only a 9x9 neighbourhood is upsampled (all crops at once, evaluated
   separably on just that window) and every local maximum of the upsampled map within +-1 cell
   above ``heatmap_threshold`` is a peak (so the same joint of two people 1-2 cells apart, one
@@ -94,8 +95,11 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     h, w, channels = heatmaps.shape
     joints = channels - 1
     maps = heatmaps[..., :joints]
+    # candidates: maxima over the 4 direct neighbours, so that a second person's joint a diagonal cell
+    # away (beyond the +-1 cell window of the first) is a candidate of its own
     padded = np.pad(maps, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    candidate = (maps >= _max3x3(padded, 0)) & (maps > 0.5 * params.heatmap_threshold)
+    cross = np.maximum(np.maximum(padded[:-2, 1:-1], padded[2:, 1:-1]), np.maximum(padded[1:-1, :-2], padded[1:-1, 2:]))
+    candidate = (maps >= cross) & (maps > 0.5 * params.heatmap_threshold)
     rows, cols, joint = np.nonzero(candidate)
     if len(rows) == 0:
         return Peaks()
