@@ -1,8 +1,10 @@
 """The skeleton: joints, limbs, flip pairs and the dataset -> model keypoint mapping.
 
 This is the one place that knows the BodyPoseNet 18-joint layout (COCO's 17 keypoints plus a
-neck derived from the shoulders). Everything else (labels, augmentation, decoding, the pose
-config JSON shipped in ``specs/``) is checked against or derived from it.
+neck derived from the shoulders). The layout itself comes from the pose config shipped as package
+data (``bpnet/resources/bpnet_18joints.json``, TAO's file, also ``specs/bpnet_18joints.json``):
+its joint order is the heatmap channel order and its limb order the PAF channel order. Labels,
+flipping, decoding and drawing derive everything from the ``Skeleton`` and look joints up by name.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -41,24 +44,6 @@ COCO_SKELETON: tuple[tuple[int, int], ...] = (
 
 # Joints derived from others: name -> the two joints whose midpoint it is.
 DERIVED_JOINTS: dict[str, tuple[str, str]] = {"neck": ("left_shoulder", "right_shoulder")}
-
-BPNET_JOINTS: tuple[str, ...] = (
-    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist",
-    "left_shoulder", "left_elbow", "left_wrist", "right_hip", "right_knee", "right_ankle",
-    "left_hip", "left_knee", "left_ankle", "right_eye", "left_eye", "right_ear", "left_ear",
-)  # fmt: skip
-
-BPNET_LIMBS: tuple[tuple[str, str], ...] = (
-    ("neck", "right_shoulder"), ("neck", "left_shoulder"),
-    ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
-    ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
-    ("neck", "right_hip"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
-    ("neck", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
-    ("neck", "nose"), ("nose", "right_eye"), ("right_eye", "right_ear"),
-    ("nose", "left_eye"), ("left_eye", "left_ear"),
-    ("right_shoulder", "right_ear"), ("left_shoulder", "left_ear"),
-)  # fmt: skip
-
 
 def _mirror_name(name: str) -> str:
     for a, b in (("left_", "right_"), ("right_", "left_")):
@@ -107,40 +92,93 @@ class Skeleton:
         }
 
 
-BPNET_SKELETON = Skeleton(
-    joints=BPNET_JOINTS,
-    limbs=tuple((BPNET_JOINTS.index(a), BPNET_JOINTS.index(b)) for a, b in BPNET_LIMBS),
-)
-
-
 class PoseConfigError(ValueError):
-    """A pose config file that does not describe the supported skeleton."""
+    """A pose config file that cannot be read or does not describe the supported skeleton."""
 
 
-def load_pose_config(path: str | Path) -> Skeleton:
-    """Load a pose config JSON and check it is the supported 18-joint skeleton.
+POSE_CONFIG_RESOURCE = "bpnet_18joints.json"  # package data: bpnet/resources/, the same file as specs/
 
-    The guide states only the default skeleton is supported; we say so precisely rather than
-    silently training on a layout the decoder cannot assemble.
+
+def parse_pose_config(data: object, source: str) -> Skeleton:
+    """A skeleton from pose-config JSON data in either accepted form.
+
+    TAO's form (the file the guide's ``pose_config_path`` names) wraps the skeleton in
+    ``categories`` and is read from the category named ``person``, as TAO's dataloader does; the
+    project's earlier form has ``num_joints``/``keypoints``/``skeleton`` at the top level. In
+    both, ``skeleton`` is 1-based and its order is the PAF channel order (limb k = channels
+    2k, 2k+1); ``skeleton_edge_names``, when present, must name the same joints.
     """
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PoseConfigError(f"{path}: cannot read pose config: {exc}") from exc
-    joints = tuple(data.get("keypoints", ()))
+    if not isinstance(data, dict):
+        raise PoseConfigError(f"{source}: a pose config must be a JSON object")
+    if "categories" in data:
+        categories = data["categories"] if isinstance(data["categories"], list) else []
+        people = [c for c in categories if isinstance(c, dict) and c.get("name") == "person"]
+        if not people:
+            raise PoseConfigError(f"{source}: categories has no entry with name 'person'")
+        data = people[0]
+    joints = data.get("keypoints")
+    if not isinstance(joints, list) or not all(isinstance(j, str) for j in joints):
+        raise PoseConfigError(f"{source}: keypoints must be a list of joint names")
     if data.get("num_joints") != len(joints):
-        raise PoseConfigError(f"{path}: num_joints {data.get('num_joints')} != {len(joints)} keypoints")
+        raise PoseConfigError(f"{source}: num_joints {data.get('num_joints')} != {len(joints)} keypoints")
     try:
         limbs = tuple((int(a) - 1, int(b) - 1) for a, b in data.get("skeleton", ()))
     except (TypeError, ValueError) as exc:
-        raise PoseConfigError(f"{path}: skeleton must be a list of [a, b] pairs: {exc}") from exc
-    skeleton = Skeleton(joints=joints, limbs=limbs)
-    if skeleton != BPNET_SKELETON:
-        raise PoseConfigError(
-            f"{path}: only the default 18-joint skeleton is supported "
-            f"(keypoints {list(BPNET_JOINTS)} with the 19 limbs of specs/bpnet_18joints.json)"
-        )
+        raise PoseConfigError(f"{source}: skeleton must be a list of [a, b] pairs: {exc}") from exc
+    for k, (a, b) in enumerate(limbs):
+        if not (0 <= a < len(joints) and 0 <= b < len(joints)) or a == b:
+            raise PoseConfigError(f"{source}: skeleton[{k}] = [{a + 1}, {b + 1}] is not a pair of 1-based "
+                                  f"keypoint indices in 1..{len(joints)}")
+    skeleton = Skeleton(joints=tuple(joints), limbs=limbs)
+    names = data.get("skeleton_edge_names")
+    if names is not None:
+        expected = [list(p) for p in skeleton.limb_names()]
+        for k, (got, want) in enumerate(zip(names, expected, strict=False)):
+            if list(got) != want:
+                raise PoseConfigError(f"{source}: skeleton_edge_names[{k}] = {list(got)} but skeleton[{k}] is {want}")
+        if len(names) != len(expected):
+            raise PoseConfigError(f"{source}: {len(names)} skeleton_edge_names for {len(expected)} skeleton edges")
     return skeleton
+
+
+def _read_json(path: str | Path) -> object:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PoseConfigError(f"{path}: cannot read pose config: {exc}") from exc
+
+
+def _default_skeleton() -> Skeleton:
+    resource = resources.files("bpnet") / "resources" / POSE_CONFIG_RESOURCE
+    return parse_pose_config(json.loads(resource.read_text()), f"bpnet/resources/{POSE_CONFIG_RESOURCE}")
+
+
+# TAO's 18-joint skeleton, joint and limb (= PAF channel) order as in TAO's bpnet_18joints.json, so
+# that an exported model is a drop-in for TAO's deployment configs (DeepStream bodypose2d).
+BPNET_SKELETON = _default_skeleton()
+
+
+def load_pose_config(path: str | Path) -> Skeleton:
+    """Load a pose config JSON (TAO's or the project's form) and check it is the default skeleton.
+
+    Labels and the decoder are generic over the skeleton, but the model's channel counts, the
+    inference and evaluation steps and exported models assume the default one (the guide: only the
+    default skeleton is supported), so another skeleton, including the default joints in another
+    limb order (another PAF channel order), is refused with the first difference.
+    """
+    skeleton = parse_pose_config(_read_json(path), str(path))
+    if skeleton == BPNET_SKELETON:
+        return skeleton
+    if skeleton.joints != BPNET_SKELETON.joints:
+        detail = f"keypoints {list(skeleton.joints)}, expected {list(BPNET_SKELETON.joints)}"
+    elif len(skeleton.limbs) != len(BPNET_SKELETON.limbs):
+        detail = f"{len(skeleton.limbs)} limbs, expected {len(BPNET_SKELETON.limbs)}"
+    else:
+        k = next(i for i, (a, b) in enumerate(zip(skeleton.limbs, BPNET_SKELETON.limbs, strict=True)) if a != b)
+        detail = (f"skeleton[{k}] (PAF channels {2 * k}, {2 * k + 1}) is {list(skeleton.limb_names()[k])}, "
+                  f"expected {list(BPNET_SKELETON.limb_names()[k])}")
+    raise PoseConfigError(f"{path}: only the default 18-joint skeleton (TAO's bpnet_18joints.json) is supported: "
+                          f"{detail}")
 
 
 def dataset_to_model_keypoints(

@@ -125,6 +125,16 @@ def labels_of(spec: TrainSpec, tmp_path) -> tuple[np.ndarray, np.ndarray]:
     return heat, paf
 
 
+def test_paf_channels_follow_the_tao_limb_order():
+    """PAF channels 2k, 2k+1 hold limb k of TAO's pose config: neck -> right_hip is channels 0, 1."""
+    kps = np.zeros((1, 18, 3), np.float32)
+    kps[0, J["neck"]] = (40, 20, Visibility.VISIBLE)
+    kps[0, J["right_hip"]] = (40, 100, Visibility.VISIBLE)  # straight down: unit vector (0, 1)
+    field = labels.pafs(kps, BPNET_SKELETON, 16, 16, 8, 8.0, 0.24)
+    assert np.abs(field[..., 2:]).max() == 0.0  # no other limb is labeled
+    assert field[7, 4, 0] == 0.0 and field[7, 4, 1] == pytest.approx(1.0)
+
+
 def test_flip_swaps_left_and_right_and_mirrors_pafs(sample_spec, tmp_path):
     h0, p0 = labels_of(sample_spec(flip_lr_prob=0.0), tmp_path)
     h1, p1 = labels_of(sample_spec(flip_lr_prob=1.0), tmp_path)

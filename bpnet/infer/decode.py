@@ -4,13 +4,18 @@ The maps the network predicts at stride 8 are conceptually upsampled by
 ``output_upsampling_factor`` with bicubic interpolation (OpenCV's INTER_CUBIC); decoding is
 defined on those upsampled maps, but never materializes them:
 
-- peaks: local maxima of the stride-8 heatmap (8-neighbourhood, above half the threshold) are
-  candidates; each is refined by upsampling only a 9x9 neighbourhood (all crops at once,
-  evaluated separably on just that window) and taking the maximum within +-1 cell, kept if above
-  ``heatmap_threshold``. The bicubic
-  taps of that window lie inside the crop, so the values equal those of the full upsampled map;
-  the peak set is the full map's. A parabola through the peak and its neighbours then places it
-  between upsampled pixels (the upsampled grid alone would quantize keypoints to 1/f cell).
+- peaks: local maxima of the stride-8 heatmap (over the 4 direct neighbours, so diagonal neighbours
+  can both be; above half the threshold) are
+  candidates; for each, only a 9x9 neighbourhood is upsampled (all crops at once, evaluated
+  separably on just that window) and every local maximum of the upsampled map within +-1 cell
+  above ``heatmap_threshold`` is a peak (so the same joint of two people 1-2 cells apart, one
+  coarse maximum, gives two peaks; maxima closer than a quarter cell to the window's highest are
+  ripples on one hilltop). The bicubic taps of that window lie inside the crop, so the values
+  equal those of the full upsampled map. A parabola through the peak and its neighbours places it
+  between upsampled pixels; that position scores limbs. The output position of a peak alone in
+  its stride-8 cell is a parabola through the log of three stride-8 values per axis (exact for a
+  gaussian, where bicubic upsampling biases it toward cell centres and flattens it at the border:
+  ``_gaussian_refine``).
 - limbs: for every candidate pair of a limb's two joints, ``num_samples`` points on the segment
   (rounded to the upsampled grid) are scored by the dot product of the PAF with the segment's
   direction. PAFs are upsampled along x only (cheap: map height x upsampled width); the y taps are
@@ -19,8 +24,10 @@ defined on those upsampled maps, but never materializes them:
   ``min_paf_fraction`` of the samples exceed ``paf_threshold`` and the mean score plus the distance
   prior ``min(0.5 * net_height / length - 1, 0)`` is positive.
 - matching: per limb, pairs by descending score, each peak used once.
-- assembly: connections are merged into people by shared peaks (limbs in skeleton order, the
-  last two being redundant head-shoulder links that never start a person); people with fewer
+- assembly: connections are merged into people by shared peaks (limbs outwards from the neck,
+  see ``assembly_plan``; limbs closing a cycle never start a person); fragments that no limb
+  joins because their linking joint is missing (legs and upper body of a person without a neck)
+  are joined by geometry (``_merge_fragments``); people with fewer
   than ``min_parts`` parts or a mean score below ``min_person_score`` are dropped.
 
 Everything is vectorized over peaks, pairs and sample points; Python loops run only over limbs
@@ -29,6 +36,7 @@ and accepted connections. The same input always gives the same output.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import cv2
@@ -38,8 +46,8 @@ from bpnet.pose import BPNET_SKELETON, Skeleton
 from bpnet.specs.train import MODEL_STRIDE as STRIDE
 
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel
+_MIN_SEPARATION = 0.25  # stride-8 cells between two peaks of one joint found in the same window
 _CROP = 9  # stride-8 cells per refinement crop (candidate +-4: bicubic taps of the window at any factor)
-REDUNDANT_LIMBS = 2  # the skeleton's last limbs (ears-shoulders) only confirm, never start, a person
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class DecodeParams:
     min_paf_fraction: float = 0.8
     min_parts: int = 3
     min_person_score: float = 0.2
+    merge_ratio: float = 2.0  # fragments without a linking joint: max gap / longest limb (0: never join)
 
 
 @dataclass
@@ -62,11 +71,13 @@ class Person:
 
 @dataclass
 class Peaks:
-    """All peaks: coordinates in network-input pixels, score, joint type."""
+    """All peaks: coordinates in network-input pixels (on the upsampled maps, used to score limbs,
+    and re-placed for output), score, joint type."""
 
     xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     score: np.ndarray = field(default_factory=lambda: np.zeros(0))
     joint: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    located: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # output positions: see _gaussian_refine
 
 
 def _fine_to_input(fine: np.ndarray, factor: float) -> np.ndarray:
@@ -84,10 +95,11 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     h, w, channels = heatmaps.shape
     joints = channels - 1
     maps = heatmaps[..., :joints]
+    # candidates: maxima over the 4 direct neighbours, so that a second person's joint a diagonal cell
+    # away (beyond the +-1 cell window of the first) is a candidate of its own
     padded = np.pad(maps, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    neighbours = np.stack([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-                           for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
-    candidate = (maps >= neighbours.max(axis=0)) & (maps > 0.5 * params.heatmap_threshold)
+    cross = np.maximum(np.maximum(padded[:-2, 1:-1], padded[2:, 1:-1]), np.maximum(padded[1:-1, :-2], padded[1:-1, 2:]))
+    candidate = (maps >= cross) & (maps > 0.5 * params.heatmap_threshold)
     rows, cols, joint = np.nonzero(candidate)
     if len(rows) == 0:
         return Peaks()
@@ -95,29 +107,80 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     edge = np.pad(maps, ((half, half), (half, half), (0, 0)), mode="edge")  # = resize's border rule
     r = rows[:, None] + np.arange(_CROP)[None, :]
     c = cols[:, None] + np.arange(_CROP)[None, :]
-    crops = edge[r[:, :, None], c[:, None, :], joint[:, None, None]].astype(np.float64)  # (N, crop, crop)
+    crops = edge[r[:, :, None], c[:, None, :], joint[:, None, None]].astype(np.float32)  # (N, crop, crop)
     # upsampled pixels whose source lies within +-1 cell of the candidate (crop coordinate `half`),
     # plus one pixel each side for the sub-pixel fit; their bicubic taps all lie inside the crop
     wy, y0 = _window_weights(fy, half)
     wx, x0 = _window_weights(fx, half)
     window = wy @ (crops @ wx.T)  # separable bicubic, only where needed: (N, Y, X)
-    inner = window[:, 1:-1, 1:-1].reshape(len(rows), -1)
-    best = inner.argmax(axis=1)
-    score = inner[np.arange(len(rows)), best]
-    by, bx = np.divmod(best, window.shape[2] - 2)
-    fine_y = (rows - half) * fy + y0 + by
-    fine_x = (cols - half) * fx + x0 + bx
-    keep = score > params.heatmap_threshold
-    key = np.stack([joint, fine_y, fine_x], axis=1)[keep]
-    _, first = np.unique(key, axis=0, return_index=True)  # two candidates may refine to one peak
-    idx = np.flatnonzero(keep)[np.sort(first)]
+    # every local maximum of the upsampled map in the window, not just the highest: the same joint of
+    # two people 1-2 cells apart gives one coarse maximum but two upsampled ones
+    inner = window[:, 1:-1, 1:-1]
+    nx = inner.shape[2]
+    n, by, bx = np.nonzero((inner >= _max3x3(window, 1)) & (inner > params.heatmap_threshold))
+    score = inner[n, by, bx]
+    # a second maximum in a window counts only a quarter cell or more from the window's highest one: two
+    # people, not a ripple on the same hilltop (noise in a trained network's output)
+    top_y, top_x = np.divmod(inner.reshape(len(rows), -1).argmax(axis=1), nx)
+    distinct = np.hypot((by - top_y[n]) / fy, (bx - top_x[n]) / fx) >= _MIN_SEPARATION
+    distinct |= (by == top_y[n]) & (bx == top_x[n])
+    n, by, bx, score = n[distinct], by[distinct], bx[distinct], score[distinct]
+    fine_y = (rows[n] - half) * fy + y0 + by
+    fine_x = (cols[n] - half) * fx + x0 + bx
+    key = np.stack([joint[n], fine_y, fine_x], axis=1)
+    _, first = np.unique(key, axis=0, return_index=True)  # overlapping windows find a peak twice
+    idx = np.sort(first)
     # sub-pixel: a parabola through the peak and its two neighbours on the upsampled grid, per axis
-    cy, cx = by[idx] + 1, bx[idx] + 1
-    off_y = _parabola(window[idx, cy - 1, cx], window[idx, cy, cx], window[idx, cy + 1, cx])
-    off_x = _parabola(window[idx, cy, cx - 1], window[idx, cy, cx], window[idx, cy, cx + 1])
+    m, cy, cx = n[idx], by[idx] + 1, bx[idx] + 1
+    off_y = _parabola(window[m, cy - 1, cx], window[m, cy, cx], window[m, cy + 1, cx])
+    off_x = _parabola(window[m, cy, cx - 1], window[m, cy, cx], window[m, cy, cx + 1])
     xy = np.stack([_fine_to_input(fine_x[idx] + off_x, fx), _fine_to_input(fine_y[idx] + off_y, fy)], axis=1)
-    order = np.lexsort((-score[idx], joint[idx]))
-    return Peaks(xy[order], score[idx][order].astype(np.float64), joint[idx][order])
+    joint = joint[m]
+    order = np.lexsort((-score[idx], joint))
+    return Peaks(xy[order], score[idx][order].astype(np.float64), joint[order],
+                 _gaussian_refine(maps, xy, joint)[order])
+
+
+def _max3x3(a: np.ndarray, axis: int) -> np.ndarray:
+    """Max over each 3x3 neighbourhood of axes (axis, axis + 1), the outer ring dropped: a
+    separable dilation, four element-wise maxima instead of a stack of eight shifted copies."""
+    def along(x: np.ndarray, ax: int) -> np.ndarray:
+        n = x.shape[ax]
+        cut = [slice(None)] * x.ndim
+        parts = []
+        for start in (0, 1, 2):
+            cut[ax] = slice(start, n - 2 + start)
+            parts.append(x[tuple(cut)])
+        return np.maximum(np.maximum(parts[0], parts[1]), parts[2])
+
+    return along(along(a, axis), axis + 1)
+
+
+def _gaussian_refine(maps: np.ndarray, xy: np.ndarray, joint: np.ndarray) -> np.ndarray:
+    """Re-place isolated peaks by a parabola through the log of the stride-8 values (per axis).
+
+    Heatmaps are gaussians (the labels are; trained outputs approximate them), and the log of a
+    sampled gaussian is exactly a parabola, so three cells locate its centre to a fraction of a
+    pixel, where bicubic upsampling pulls it toward cell centres and flattens it against the map
+    border. Only a peak that is alone in its coarse cell, at a coarse maximum along the axis with
+    both neighbours inside the map, is re-placed; close people keep their upsampled peaks.
+    """
+    h, w = maps.shape[:2]
+    cell = np.round((xy - (STRIDE - 1) / 2.0) / STRIDE).astype(np.int64)  # nearest cell: (x, y)
+    cx, cy = np.clip(cell[:, 0], 0, w - 1), np.clip(cell[:, 1], 0, h - 1)
+    key = (joint * h + cy) * w + cx
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    alone = counts[inverse] == 1
+    out = xy.copy()
+    for axis, (c, size) in enumerate(((cx, w), (cy, h))):
+        inside = alone & (c > 0) & (c < size - 1)
+        lo, hi = np.maximum(c - 1, 0), np.minimum(c + 1, size - 1)
+        at = (lambda k: maps[cy, k, joint]) if axis == 0 else (lambda k: maps[k, cx, joint])
+        left, centre, right = (np.log(np.maximum(at(k), 1e-6)) for k in (lo, c, hi))
+        ok = inside & (centre >= left) & (centre >= right)
+        offset = _parabola(left, centre, right)
+        out[:, axis] = np.where(ok, (c + offset) * STRIDE + (STRIDE - 1) / 2.0, xy[:, axis])
+    return out
 
 
 def _window_weights(factor: int, centre: int) -> tuple[np.ndarray, int]:
@@ -150,6 +213,17 @@ def _cubic_weights(t: np.ndarray) -> np.ndarray:
     return np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=-1)
 
 
+@functools.cache
+def _row_taps(h: int, fy: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each upsampled row of a map h rows high: its 4 bicubic source rows (replicated at the
+    border, like resize) and their weights, as lookup tables (h * fy, 4)."""
+    fine = np.arange(h * fy)
+    src = (fine + 0.5) / fy - 0.5
+    base = np.floor(src).astype(np.int64)
+    taps = np.clip(base[:, None] + np.arange(-1, 3), 0, h - 1).astype(np.int32)
+    return taps, _cubic_weights(src - base).astype(np.float32)
+
+
 def _paf_dots(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray, limb: np.ndarray, t: np.ndarray,
               params: DecodeParams) -> np.ndarray:
     """PAF . limb direction at fractions ``t`` along each pair's segment: (N, len(t)).
@@ -161,19 +235,12 @@ def _paf_dots(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray, li
     d = b_xy - a_xy
     unit = d / np.maximum(np.linalg.norm(d, axis=1), 1e-6)[:, None]
     pts = a_xy[:, None, :] + t[None, :, None] * d[:, None, :]  # (N, n, 2) network-input pixels
-    col = np.clip(np.round(_input_to_fine(pts[..., 0], fx)), 0, rows_x.shape[1] - 1).astype(np.int64)
-    row = np.clip(np.round(_input_to_fine(pts[..., 1], fy)), 0, h * fy - 1).astype(np.int64)
-    # upsampled rows share fy distinct fractional positions: look their bicubic weights up
-    residue = np.arange(fy)
-    src = (residue + 0.5) / fy - 0.5
-    shift = np.floor(src).astype(np.int64)
-    table = _cubic_weights(src - shift).astype(np.float32)  # (fy, 4)
-    quotient, rem = np.divmod(row, fy)
-    weights = table[rem]  # (N, n, 4)
-    base = quotient + shift[rem]
-    taps = np.clip(base[..., None] + np.arange(-1, 3, dtype=np.int64), 0, h - 1)  # replicate border, like resize
+    col = np.clip(np.round(_input_to_fine(pts[..., 0], fx)), 0, rows_x.shape[1] - 1).astype(np.int32)
+    row = np.clip(np.round(_input_to_fine(pts[..., 1], fy)), 0, h * fy - 1).astype(np.int32)
+    offsets, table = _row_taps(h, fy)
     width = rows_x.shape[1]
-    flat = ((2 * limb)[:, None, None] * h + taps) * width + col[..., None]  # (N, n, 4) into rows_x
+    flat = offsets[row] * width + ((2 * limb.astype(np.int32) * h * width)[:, None] + col)[..., None]  # (N, n, 4)
+    weights = table[row]
     values = rows_x.ravel()
     vx = (values.take(flat) * weights).sum(-1)
     vy = (values.take(flat + h * width) * weights).sum(-1)
@@ -184,29 +251,132 @@ def _limb_scores(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray,
                  params: DecodeParams, net_h: int) -> tuple[np.ndarray, np.ndarray]:
     """(score, accepted) of N candidate pairs.
 
-    Most pairs join joints of different people and fail everywhere, so a first pass samples only
-    as many points as may fail; pairs failing all of them cannot reach ``min_paf_fraction`` and
-    are dropped before the full sampling (the outcome is exactly that of sampling everything)."""
+    Most pairs join joints of different people and fail everywhere, so sampling runs in chunks: first
+    as many interior points as may fail, then the rest in two halves; after each chunk, pairs with
+    more failures than ``min_paf_fraction`` allows are dropped (they could not pass, so the outcome
+    is exactly that of sampling everything), and no point is sampled twice."""
     n = params.num_samples
     t = np.linspace(0.0, 1.0, n)
     allowed_failures = n - int(np.ceil(params.min_paf_fraction * n - 1e-9))
     # interior points: at the ends, a joint shared with a neighbour's field could pass by accident
     subset = sorted({round(k * (n - 1) / (allowed_failures + 2)) for k in range(1, allowed_failures + 2)})
-    alive = np.ones(len(limb), bool)
-    if len(subset) == allowed_failures + 1 and len(subset) < n:  # (else: sample everything at once)
-        first = _paf_dots(rows_x, h, a_xy, b_xy, limb, t[subset], params)
-        alive = (first > params.paf_threshold).any(axis=1)
+    if len(subset) == allowed_failures + 1 and len(subset) < n:
+        rest = [i for i in range(n) if i not in subset]
+        chunks = [subset, rest[: len(rest) // 2], rest[len(rest) // 2:]]
+    else:
+        chunks = [list(range(n))]
+    total = np.zeros(len(limb))
+    failures = np.zeros(len(limb), np.int64)
+    idx = np.arange(len(limb))
+    for chunk in (c for c in chunks if c):
+        dots = _paf_dots(rows_x, h, a_xy[idx], b_xy[idx], limb[idx], t[chunk], params)
+        total[idx] += dots.sum(axis=1)
+        failures[idx] += (dots <= params.paf_threshold).sum(axis=1)
+        idx = idx[failures[idx] <= allowed_failures]
+        if not len(idx):
+            break
     score = np.full(len(limb), -np.inf)
     accepted = np.zeros(len(limb), bool)
-    idx = np.flatnonzero(alive)
     if len(idx):
-        dots = _paf_dots(rows_x, h, a_xy[idx], b_xy[idx], limb[idx], t, params)
         length = np.linalg.norm(b_xy[idx] - a_xy[idx], axis=1)
         prior = np.minimum(0.5 * net_h / np.maximum(length, 1e-6) - 1.0, 0.0)
-        score[idx] = dots.mean(axis=1) + prior
-        accepted[idx] = ((dots > params.paf_threshold).mean(axis=1) >= params.min_paf_fraction - 1e-9) & (
-            score[idx] > 0) & (length > 0)
+        score[idx] = total[idx] / n + prior
+        accepted[idx] = (score[idx] > 0) & (length > 0)
     return score, accepted
+
+
+@functools.cache
+def assembly_plan(skeleton: Skeleton) -> tuple[tuple[int, ...], frozenset[int]]:
+    """Limb processing order and the redundant limbs, from the skeleton's graph alone.
+
+    Limbs are taken outwards from the best-connected joint (the neck), by the graph distance of
+    their nearer joint (ties in PAF channel order), so a person grows from its torso; a limb
+    closing a cycle in that order (e.g. eye-ear, once ear and eye hang off shoulder and nose)
+    is redundant: it can confirm or join people but never start one. Nothing depends on the
+    skeleton's limb (channel) order beyond tie-breaking.
+    """
+    degree = np.bincount(np.asarray(skeleton.limbs).ravel(), minlength=skeleton.num_joints)
+    depth = np.full(skeleton.num_joints, skeleton.num_joints)
+    depth[int(degree.argmax())] = 0
+    for _ in range(skeleton.num_joints):  # Bellman-Ford on unit edges: enough rounds for any tree
+        for a, b in skeleton.limbs:
+            depth[a] = min(depth[a], depth[b] + 1)
+            depth[b] = min(depth[b], depth[a] + 1)
+    order = sorted(range(len(skeleton.limbs)), key=lambda k: (min(depth[j] for j in skeleton.limbs[k]), k))
+    root = list(range(skeleton.num_joints))
+
+    def find(j: int) -> int:
+        while root[j] != j:
+            j = root[j]
+        return j
+
+    redundant = set()
+    for k in order:
+        ra, rb = (find(j) for j in skeleton.limbs[k])
+        if ra == rb:
+            redundant.add(k)
+        root[ra] = rb
+    return tuple(order), frozenset(redundant)
+
+
+@functools.cache
+def _bridges(skeleton: Skeleton) -> np.ndarray:
+    """(m, a, b) for joints a, b that are not linked to each other but both to m (e.g. right
+    shoulder and right hip via the neck): the pairs that can join two fragments missing m."""
+    linked = np.zeros((skeleton.num_joints,) * 2, bool)
+    for a, b in skeleton.limbs:
+        linked[a, b] = linked[b, a] = True
+    out = [(m, a, b) for m in range(skeleton.num_joints) for a in np.flatnonzero(linked[m])
+           for b in np.flatnonzero(linked[m]) if a < b and not linked[a, b]]
+    return np.array(out, np.int64).reshape(-1, 3)
+
+
+def _merge_fragments(parts: np.ndarray, score: np.ndarray, xy: np.ndarray, skeleton: Skeleton,
+                     params: DecodeParams) -> tuple[np.ndarray, np.ndarray]:
+    """Join fragments of one person that no limb connects, by geometry.
+
+    A person whose linking joint is missing (the neck when a shoulder is unlabelled or unseen) falls
+    apart into, e.g., an upper body and a pair of legs: the skeleton has no shoulder-hip limb, and no
+    PAF joins them. Two fragments with disjoint joints are joined through a joint m missing in both
+    when a joint a of one and b of the other are both linked to m and lie within ``merge_ratio``
+    times the longest limb already found in the two fragments (a torso is about one thigh long);
+    the closest such pairs join first, as long as their joints stay disjoint.
+    """
+    alive = np.flatnonzero((parts >= 0).sum(axis=1) > 0)
+    if len(alive) < 2 or params.merge_ratio <= 0:
+        return parts, score
+    frag = parts[alive]
+    has = frag >= 0
+    pos = np.where(has[..., None], xy[np.maximum(frag, 0)], np.nan)  # (F, J, 2)
+    limbs = np.asarray(skeleton.limbs)
+    lengths = np.linalg.norm(pos[:, limbs[:, 0]] - pos[:, limbs[:, 1]], axis=-1)  # (F, L), nan if missing
+    longest = np.nanmax(np.where(np.isnan(lengths), -np.inf, lengths), axis=1)
+    scale = np.maximum(longest[:, None], longest[None, :])  # (F, F)
+    disjoint = (has.astype(np.int64) @ has.T.astype(np.int64)) == 0
+    bridges = _bridges(skeleton)
+    m, a, b = (np.concatenate([bridges[:, 0]] * 2), np.concatenate([bridges[:, 1], bridges[:, 2]]),
+               np.concatenate([bridges[:, 2], bridges[:, 1]]))  # both directions
+    gap = np.linalg.norm(pos[:, None, a] - pos[None, :, b], axis=-1)  # (F, F, 2B): i's joint a to j's joint b
+    ok = ~has[:, None, m] & ~has[None, :, m] & disjoint[..., None] & ~np.isnan(gap)
+    best = np.where(ok, gap, np.inf).min(axis=-1) / np.maximum(scale, 1e-6)
+    best = np.minimum(best, best.T)
+    i, j = np.nonzero(np.triu(best <= params.merge_ratio, 1))
+    group = {int(f): int(f) for f in alive}  # a fragment joined into another lives on in that one
+
+    def find(f: int) -> int:
+        while group[f] != f:
+            f = group[f]
+        return f
+
+    for k in np.argsort(best[i, j], kind="stable").tolist():
+        a, b = find(int(alive[i[k]])), find(int(alive[j[k]]))
+        if a != b and not ((parts[a] >= 0) & (parts[b] >= 0)).any():
+            group[b] = a
+            parts[a] = np.maximum(parts[a], parts[b])
+            score[a] += score[b]
+            parts[b] = -1
+            score[b] = 0.0
+    return parts, score
 
 
 def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: int,
@@ -238,10 +408,13 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
     ia, ib = np.concatenate(a_ids), np.concatenate(b_ids)
     score, ok = _limb_scores(rows_x, h, peaks.xy[ia], peaks.xy[ib], limb, params, net_h)
     limb, ia, ib, score = limb[ok], ia[ok], ib[ok], score[ok]
-    order = np.lexsort((-score, limb))  # by limb, best first
+    plan_order, redundant = assembly_plan(skeleton)
+    rank = np.empty(len(skeleton.limbs), np.int64)
+    rank[list(plan_order)] = np.arange(len(plan_order))
+    order = np.lexsort((-score, rank[limb]))  # by limb in assembly order, best first
     limb, ia, ib, score = limb[order], ia[order], ib[order], score[order]
 
-    parts = np.full((0, joints), -1, np.int64)
+    parts = np.full((len(limb), joints), -1, np.int64)  # at most one person per connection
     people_score: list[float] = []
     owner: dict[int, int] = {}  # peak id -> person
     used: set[int] = set()
@@ -255,11 +428,9 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
         ja, jb = skeleton.limbs[k]
         pa, pb = owner.get(a), owner.get(b)
         if pa is None and pb is None:
-            if k >= len(skeleton.limbs) - REDUNDANT_LIMBS:
+            if k in redundant:
                 continue
-            row = np.full((1, joints), -1, np.int64)
-            row[0, ja], row[0, jb] = a, b
-            parts = np.vstack([parts, row])
+            parts[len(people_score), ja], parts[len(people_score), jb] = a, b
             people_score.append(peaks.score[a] + peaks.score[b] + s)
             owner[a] = owner[b] = len(people_score) - 1
         elif pb is None:
@@ -280,6 +451,8 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
             parts[pb] = -1
             people_score[pb] = 0.0
 
+    parts = parts[:len(people_score)]
+    parts, people_score = _merge_fragments(parts, np.asarray(people_score), peaks.xy, skeleton, params)
     people = []
     for i in range(len(parts)):
         found = parts[i] >= 0
@@ -290,7 +463,7 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
         if mean < params.min_person_score:
             continue
         kps = np.zeros((joints, 3))
-        kps[found, :2] = peaks.xy[parts[i][found]]
+        kps[found, :2] = peaks.located[parts[i][found]]
         kps[found, 2] = peaks.score[parts[i][found]]
         people.append(Person(kps, float(mean), count))
     people.sort(key=lambda p: -p.score)
