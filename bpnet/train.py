@@ -65,8 +65,10 @@ def spec_architecture(spec: TrainSpec) -> Architecture:
     return Architecture(
         stages=m.stages, heat_channels=m.heat_channels, paf_channels=m.paf_channels,
         use_self_attention=m.use_self_attention, use_bias=m.use_bias,
-        backbone_use_bias=m.backbone_attributes.use_bias,
-        filters=default_filters(m.stages, m.use_self_attention, m.width_multiplier))
+        backbone_use_bias=m.backbone_attributes.use_bias, class_name=m.class_name,
+        add_final_c128_conv=m.backbone_attributes.add_final_c128_conv,
+        filters=default_filters(m.stages, m.use_self_attention, m.width_multiplier, class_name=m.class_name,
+                                add_final_c128_conv=m.backbone_attributes.add_final_c128_conv))
 
 
 def spec_regularization(spec: TrainSpec) -> Regularization:
@@ -126,7 +128,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * spec.num_epoch
         with self.strategy.scope():
             self.model = initial_model(spec, key)
-            self.optimizer = make_optimizer(spec.optimizer, self.total_steps)
+            self.optimizer = make_optimizer(spec.optimizer, self.total_steps, self.steps_per_epoch)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.multipliers = gradient_multipliers(self.model, spec.optimizer, spec.use_stagewise_lr_multipliers)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch)
@@ -157,12 +159,13 @@ class Trainer:
         stages = len(self.model.outputs) // 2
         variables = self.model.trainable_variables
         multipliers = [tf.constant(m, tf.float32) for m in self.multipliers]
+        focal = self.spec.loss.focal
 
         def step(images, labels):
             with tf.GradientTape() as tape:
                 heats, pafs = split_outputs(self.model(images, training=True), stages)
                 heat_l, paf_l = stage_losses(heats, pafs, labels["heatmap"], labels["paf"], labels["mask"],
-                                             self.global_batch)
+                                             self.global_batch, focal)
                 loss = total_loss(heat_l, paf_l)
                 reg = tf.add_n(self.model.losses) / self.replicas if self.model.losses else tf.constant(0.0)
                 objective = loss + reg

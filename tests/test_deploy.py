@@ -286,3 +286,29 @@ def test_int8_model_uses_the_cache_scales(exported):
     assert q_scales and all(any(v == pytest.approx(c, rel=1e-6) for c in cache_values) for v in q_scales.values())
     same = [t for t in set(q_scales) & set(scales) if q_scales[t] == pytest.approx(scales[t], rel=1e-6)]
     assert len(same) >= len(q_scales) // 2
+
+
+def test_full_bpnet_model_exports_and_calibrates(synth_dir, tmp_path):
+    """BpNetModel (tiny width, attention, the c128 conv) through export, ONNX Runtime and INT8 calibration."""
+    from bpnet.model.architecture import FULL, Architecture, default_filters
+    from bpnet.model.bpnet import build_model
+    from bpnet.model.io import save_model
+
+    arch = Architecture(stages=2, class_name=FULL, use_self_attention=True, add_final_c128_conv=True,
+                        filters=default_filters(2, True, 0.125, class_name=FULL, add_final_c128_conv=True))
+    keras_model = build_model(arch, seed=5)
+    model_file = save_model(keras_model, tmp_path / "full.tlt", key="full")
+    out = tmp_path / "full.etlt"
+    assert main(["export", "-m", str(model_file), "-k", "full", "-o", str(out), "-d", "64,96,3",
+                 "--data_type", "int8", "--cal_image_dir", str(synth_dir / "val2017"),
+                 "--cal_data_file", str(tmp_path / "cal.npy"), "--cal_cache_file", str(tmp_path / "cal.bin"),
+                 "--batches", "2", "--batch_size", "2", "--cal_method", "percentile"]) == 0
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 64, 96, 3)).astype(np.float32)
+    expected = [np.asarray(o) for o in keras_model(x, training=False)]
+    heats, pafs = OnnxBackend(out, "full").predict(x)
+    assert np.abs(heats[0] - expected[1]).max() < 1e-4 and np.abs(pafs[0] - expected[3]).max() < 1e-4
+    _, scales = read_trt_cache(tmp_path / "cal.bin")
+    assert "input_1" in scales and all(math.isfinite(s) and s > 0 for s in scales.values())
+    int8_heats, int8_pafs = OnnxBackend(tmp_path / "full.int8.etlt", "full").predict(x)
+    assert int8_heats[0].shape == heats[0].shape and int8_pafs[0].shape == pafs[0].shape
+    assert np.isfinite(int8_heats[0]).all() and np.isfinite(int8_pafs[0]).all()

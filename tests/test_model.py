@@ -1,25 +1,77 @@
-"""BpNetLiteModel, its file format, weight loading, the loss and the optimizer."""
+"""BpNetLiteModel and BpNetModel, their file format, weight loading, the losses and the schedules."""
 
 from __future__ import annotations
 
 import math
 
 import h5py
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from bpnet.model.architecture import Architecture, default_filters
+from bpnet.model.architecture import FULL, Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
 from bpnet.model.io import ModelKeyError, architecture_of, load_model, load_weights_by_name, save_model
-from bpnet.model.loss import stage_losses, total_loss
-from bpnet.model.optimizer import SoftstartAnnealing, gradient_multipliers, layer_multiplier
-from bpnet.specs.train import OptimizerConfig
+from bpnet.model.loss import focal_factor, stage_losses, total_loss
+from bpnet.model.optimizer import (
+    ExponentialDecay,
+    SoftstartAnnealing,
+    gradient_multipliers,
+    layer_multiplier,
+    make_schedule,
+)
+from bpnet.specs.train import ExponentialDecaySchedule, FocalLossParams, LearningRateSchedule, OptimizerConfig
 
 
 @pytest.mark.parametrize("stages,expected", [(3, 16_777_835), (6, 30_015_638)])
 def test_parameter_counts_match_the_published_model(stages, expected):
     assert count_params(build_model(Architecture(stages=stages))) == expected
+
+
+@pytest.mark.parametrize("stages,params,convs", [(3, 25_965_035, 50), (6, 52_319_510, 92)])
+def test_full_model_counts_match_the_published_bpnet_model(stages, params, convs):
+    """TAO's test_bpnet_model.py: parameters and Conv2D layers of BpNetModel (about 4 s at 6 stages)."""
+    model = build_model(Architecture(stages=stages, class_name=FULL))
+    assert count_params(model) == params
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) == convs
+    assert sum(isinstance(layer, keras.layers.Concatenate) for layer in model.layers) == stages - 1
+
+
+@pytest.mark.parametrize("class_name", ["BpNetLiteModel", FULL])
+def test_final_c128_conv_ends_the_backbone_with_128_filters(class_name):
+    plain = build_model(Architecture(stages=2, class_name=class_name))
+    c128 = build_model(Architecture(stages=2, class_name=class_name, add_final_c128_conv=True))
+    conv = c128.get_layer("backbone_c128_conv")
+    assert conv.kernel.shape == (3, 3, 256, 128) and conv.bias is None
+    assert c128.get_layer("channel_reduction_conv").kernel.shape == (3, 3, 128, 128)
+    # + the 3x3 256->128 conv and its batch norm, - half of the channel reduction conv's input
+    assert count_params(c128) - count_params(plain) == 3 * 3 * 256 * 128 + 4 * 128 - 3 * 3 * 128 * 128
+
+
+def test_full_model_has_a_trunk_per_branch_and_round_trips(tmp_path):
+    arch = Architecture(stages=3, class_name=FULL, use_self_attention=True, add_final_c128_conv=True,
+                        filters=default_filters(3, True, 0.125, class_name=FULL, add_final_c128_conv=True))
+    model = build_model(arch, seed=1)
+    assert model.name == "bpnet"
+    names = {layer.name for layer in model.layers}
+    assert {"stage1_heat_conv3", "stage1_paf_conv4", "stage3_heat_conv6", "stage3_paf_attention"} <= names
+    assert "stage2_conv1" not in names  # no shared trunk
+    assert model.get_layer("stage2_paf_conv1").kernel.shape[:2] == (7, 7)
+    heats, pafs = split_outputs(model(tf.zeros([1, 64, 96, 3])), 3)
+    assert heats[-1].shape == (1, 8, 12, 19) and pafs[-1].shape == (1, 8, 12, 38)
+    assert architecture_of(model) == arch and Architecture.from_json(arch.to_json()) == arch
+    back = load_model(save_model(model, tmp_path / "full.tlt", key="k"), key="k")
+    assert architecture_of(back) == arch
+    x = tf.random.uniform([1, 32, 32, 3], seed=2)
+    assert np.allclose(model(x)[-1], back(x)[-1], atol=1e-6)
+
+
+def test_architecture_records_before_the_class_read_as_lite_models():
+    old = '{"stages": 2, "heat_channels": 19, "paf_channels": 38, "use_self_attention": false, "use_bias": true, ' \
+          '"backbone_use_bias": false, "class_name": "BpNetLiteModel", "filters": %s}'
+    arch = Architecture.from_json(old % str(default_filters(2, False, 0.125)).replace("'", '"'))
+    assert arch.class_name == "BpNetLiteModel" and not arch.add_final_c128_conv
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +194,75 @@ def test_softstart_annealing_schedule_values():
     assert lr[1000] == lr[5000] == pytest.approx(8e-8, rel=1e-5)
 
 
+@pytest.mark.parametrize("staircase,minimum,expected", [
+    (False, 0.0, [0.1, 0.01, 0.0015848934, 0.0001]),
+    (False, 0.0005, [0.1, 0.01, 0.0015848934, 0.0005]),
+    (True, 0.0, [0.1, 0.01, 0.01, 0.0001]),
+    (True, 0.0005, [0.1, 0.01, 0.01, 0.0005]),
+])
+def test_exponential_decay_reproduces_taos_golden_values(staircase, minimum, expected):
+    """TAO's test_exponential_decay_schedule.py: 25 steps per epoch, decay every epoch by 0.1; its
+    values are read at global steps 26, 51, 71, 101 *before* their increment, i.e. steps 25 ... 100."""
+    config = ExponentialDecaySchedule(learning_rate=1.0, decay_epochs=1, decay_rate=0.1, staircase=staircase,
+                                      min_learning_rate=minimum)
+    schedule = make_schedule(config, total_steps=10_000, steps_per_epoch=25)
+    assert isinstance(schedule, ExponentialDecay) and schedule.decay_steps == 25
+    np.testing.assert_allclose([float(schedule(s)) for s in (25, 50, 70, 100)], expected, rtol=1e-5)
+
+
+def test_exponential_decay_of_taos_coco_spec_and_explicit_decay_steps():
+    config = ExponentialDecaySchedule(learning_rate=2e-5, decay_epochs=17, decay_rate=0.333, staircase=True,
+                                      min_learning_rate=8.18938e-08)
+    schedule = make_schedule(config, total_steps=100, steps_per_epoch=10)  # 170 steps per decay
+    assert float(schedule(169)) == pytest.approx(2e-5, rel=1e-6)
+    assert float(schedule(170)) == pytest.approx(2e-5 * 0.333, rel=1e-5)
+    assert float(schedule(170 * 50)) == pytest.approx(8.18938e-08, rel=1e-5)  # the floor
+    explicit = make_schedule(config.model_copy(update={"decay_steps": 7}), total_steps=100, steps_per_epoch=10)
+    assert explicit.decay_steps == 7
+    assert isinstance(make_schedule(LearningRateSchedule(), 100, 10), SoftstartAnnealing)
+
+
+def test_schedule_is_chosen_by_class_name():
+    assert isinstance(OptimizerConfig().learning_rate_schedule, LearningRateSchedule)
+    chosen = OptimizerConfig.model_validate({"learning_rate_schedule": {
+        "__class_name__": "BpNetExponentialDecayLRSchedule", "learning_rate": 1e-3, "decay_epochs": 2,
+        "decay_rate": 0.5}}).learning_rate_schedule
+    assert isinstance(chosen, ExponentialDecaySchedule) and chosen.staircase is False
+    with pytest.raises(ValueError, match="decay_epochs"):
+        OptimizerConfig.model_validate({"learning_rate_schedule": {
+            "__class_name__": "BpNetExponentialDecayLRSchedule", "learning_rate": 1e-3, "decay_rate": 0.5}})
+    with pytest.raises(ValueError, match="__class_name__ must be"):
+        OptimizerConfig.model_validate({"learning_rate_schedule": {"__class_name__": "CosineDecay"}})
+
+
+def test_focal_factor_and_loss_golden_values():
+    """Hand-computed with TAO's formula (alpha 0.1, beta 0.02, gamma 1, bkg_thresh 0.01):
+    foreground pred 0.5 / label 1: factor |1 - (0.5 - 0.1)| = 0.6, residual -0.5 -> (-0.3)^2 = 0.09;
+    background pred 0.2 / label 0: factor |1 - (1 - 0.2 - 0.02)| = 0.22, residual 0.2 -> 0.044^2."""
+    params = FocalLossParams(use_focal_loss=True)
+    pred = np.array([0.5, 0.2, 0.9, 0.0], np.float32).reshape(1, 1, 4, 1)
+    label = np.array([1.0, 0.0, 1.0, 0.005], np.float32).reshape(1, 1, 4, 1)
+    np.testing.assert_allclose(focal_factor(pred, label, params).numpy().ravel(), [0.6, 0.22, 0.2, 0.02], rtol=1e-5)
+    mask = np.ones((1, 1, 4, 1), np.float32)
+    mask[..., 2, :] = 0.0  # a masked pixel adds nothing
+    heat, paf = stage_losses([pred], [pred], label, label, mask, 1, params)
+    expected = 0.5 * (0.3**2 + 0.044**2 + (0.005 * 0.02) ** 2)
+    assert float(heat[0]) == float(paf[0]) == pytest.approx(expected, rel=1e-5)
+    squared = stage_losses([pred], [pred], label, label, mask, 1, params.model_copy(update={"gamma": 2.0}))[0]
+    assert float(squared[0]) == pytest.approx(0.5 * (0.5**2 * 0.6**4 + 0.2**2 * 0.22**4 + 0.005**2 * 0.02**4),
+                                              rel=1e-5)
+    plain = stage_losses([pred], [pred], label, label, mask, 1)[0]
+    assert float(plain[0]) == pytest.approx(0.5 * (0.25 + 0.04 + 0.005**2), rel=1e-5)
+
+
+def test_focal_loss_is_off_unless_asked():
+    from bpnet.specs.train import LossConfig
+
+    assert LossConfig().focal is None
+    assert LossConfig(focal_loss_params=FocalLossParams()).focal is None  # TAO's specs: present, off
+    assert LossConfig(focal_loss_params=FocalLossParams(use_focal_loss=True, gamma=2)).focal.gamma == 2
+
+
 def test_lr_multipliers_follow_the_guide_and_overrides():
     cfg = OptimizerConfig(grad_weights_dict={"stage2_conv*": 0.5}, weight_default_value=1.5)
     assert layer_multiplier("block3_conv2", cfg, stagewise=True) == 2.0
@@ -154,3 +275,9 @@ def test_lr_multipliers_follow_the_guide_and_overrides():
     mults = dict(zip([v.path for v in model.trainable_variables],
                      gradient_multipliers(model, cfg, True), strict=True))
     assert mults["block1_conv1_bn/gamma"] == 2.0 and mults["stage2_heat_conv/bias"] == 4.0
+    full = build_model(Architecture(stages=2, class_name=FULL, add_final_c128_conv=True,
+                                    filters=default_filters(2, False, 0.125, class_name=FULL, add_final_c128_conv=True)))
+    mults = dict(zip([v.path for v in full.trainable_variables],
+                     gradient_multipliers(full, OptimizerConfig(), True), strict=True))
+    assert mults["backbone_c128_conv/kernel"] == 2.0 and mults["stage2_paf_conv5/kernel"] == 4.0
+    assert mults["stage1_heat_conv4/kernel"] == 1.0 and mults["paf_out/bias"] == 4.0

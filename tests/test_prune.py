@@ -18,9 +18,11 @@ from bpnet.prune import PruneSettings, channel_graph, equalize, filter_norms, ke
 EXACT = dict(granularity=1, min_num_filters=1, threshold=1e-6)
 
 
-def small_model(stages: int = 2, attention: bool = False, seed: int = 3) -> keras.Model:
-    arch = Architecture(stages=stages, use_self_attention=attention,
-                        filters=default_filters(stages, attention, 0.125))
+def small_model(stages: int = 2, attention: bool = False, seed: int = 3, class_name: str = "BpNetLiteModel",
+                c128: bool = False) -> keras.Model:
+    arch = Architecture(stages=stages, use_self_attention=attention, class_name=class_name, add_final_c128_conv=c128,
+                        filters=default_filters(stages, attention, 0.125, class_name=class_name,
+                                                add_final_c128_conv=c128))
     model = build_model(arch, seed=seed)
     rng = np.random.default_rng(seed)
     for layer in model.layers:  # non-trivial batch-norm statistics, so copying them matters
@@ -110,6 +112,26 @@ def test_pruning_an_elementwise_group_is_exact_and_keeps_it_aligned():
     assert max_output_difference(model, result.model) < 1e-5
     union = prune(model, PruneSettings(equalization_criterion="union", **EXACT), flops_shape=(64, 96))
     assert union.architecture.filters["stage2_heat_conv"] == 16  # the gate's filters there are not small
+
+
+def test_pruning_the_full_model_is_exact_per_branch_and_reloads(tmp_path):
+    """BpNetModel (separate heatmap/PAF trunks, attention, the c128 conv): same rules, same exactness."""
+    model = small_model(stages=3, attention=True, class_name="BpNetModel", c128=True)
+    groups = [sorted(m) for m in channel_graph(model).groups().values() if len(m) > 1]
+    assert sorted(groups) == [[f"stage{s}_{b}_{k}" for k in ("attention", "conv6")]
+                              for s in (2, 3) for b in ("heat", "paf")]
+    silence(model, "backbone_c128_conv", [0, 4])      # backbone conv + batch norm, feeds the reduction conv
+    silence(model, "stage1_paf_conv2", [1, 2, 3])     # one branch's trunk only
+    silence(model, "stage2_heat_conv5", [7])          # a 7x7 trunk conv of a later stage
+    result = prune(model, PruneSettings(**EXACT), flops_shape=(64, 96))
+    before, after = architecture_of(model).filters, result.architecture.filters
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert changed == {"backbone_c128_conv": (16, 14), "stage1_paf_conv2": (16, 13), "stage2_heat_conv5": (16, 15)}
+    assert after["stage1_heat_conv2"] == 16  # the other branch keeps its width
+    assert max_output_difference(model, result.model) < 1e-5
+    assert result.architecture.class_name == "BpNetModel" and result.architecture.add_final_c128_conv
+    reloaded = load_model(save_model(result.model, tmp_path / "pruned.tlt", key="k"), key="k")
+    assert architecture_of(reloaded) == result.architecture
 
 
 def test_threshold_sweep_removes_parameters_monotonically_and_rules_hold_per_layer():

@@ -145,3 +145,22 @@ def test_retraining_a_pruned_model_resumes_like_training(tiny_model, converted, 
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["resumed_from_epoch"] == 1 and summary["epochs"] == 2
     assert architecture_of(load_model(result.model_path, key="tiny")) == pruned.architecture
+
+
+def test_a_full_bpnet_model_is_loaded_as_a_graph_for_retraining(converted, synth_dir, tmp_path):
+    """load_graph rebuilds whatever class the model file holds (here a pruned-width BpNetModel)."""
+    from bpnet.model.architecture import FULL, Architecture, default_filters
+    from bpnet.model.bpnet import build_model
+    from bpnet.train import initial_model
+
+    arch = Architecture(stages=2, class_name=FULL, add_final_c128_conv=True,
+                        filters=default_filters(2, False, 0.125, class_name=FULL, add_final_c128_conv=True)
+                        ).with_filters({"stage2_paf_conv3": 5})
+    source = build_model(arch, seed=9)
+    path = save_model(source, tmp_path / "full.tlt", key="k5")
+    spec = load_spec(write_train_spec(tmp_path / "r.yaml", synth_dir, converted, load_graph=True,
+                                      pretrained_weights=str(path)), TrainSpec)
+    model = initial_model(spec, key="k5")
+    assert architecture_of(model) == arch
+    assert np.array_equal(model.get_layer("stage2_paf_conv3").kernel.numpy(),
+                          source.get_layer("stage2_paf_conv3").kernel.numpy())

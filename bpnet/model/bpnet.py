@@ -1,4 +1,4 @@
-"""Building, saving and loading BpNetLiteModel (Keras 3).
+"""Building BpNetLiteModel and BpNetModel (Keras 3).
 
 The network is built from an ``Architecture`` only; training concerns (regularization) are
 passed separately so that the same architecture can be rebuilt for retraining without them.
@@ -16,13 +16,17 @@ from keras import layers
 
 from bpnet.model.architecture import (
     BACKBONE_LAYERS,
+    BRANCHES,
+    C128_CONV,
+    LITE,
     POOL_AFTER,
-    STAGE1_CONVS,
-    STAGET_CONVS,
     STAGET_KERNEL,
     Architecture,
+    attention_name,
+    branch_conv_name,
     output_names,
     stage_prefix,
+    trunk_names,
 )
 
 
@@ -66,7 +70,8 @@ def _initializer(activation: str | None, seed: int | None) -> keras.initializers
 
 def build_model(arch: Architecture, regularization: Regularization | None = None,
                 input_shape: tuple[int | None, int | None] = (None, None), seed: int | None = None) -> keras.Model:
-    """BpNetLiteModel for images of ``input_shape`` (None = any multiple of 8).
+    """The model ``arch`` describes (its class included) for images of ``input_shape`` (None = any
+    multiple of 8).
 
     Outputs: ``[heat_stage1, ..., heat_stageN, paf_stage1, ..., paf_stageN]``, all at stride 8.
     """
@@ -94,30 +99,54 @@ def build_model(arch: Architecture, regularization: Regularization | None = None
         x = conv(x, name, f[name], 3, bias=arch.backbone_use_bias, batch_norm=True)
         if name in POOL_AFTER:
             x = layers.MaxPooling2D(2, 2, padding="same", name=name.split("_")[0] + "_pool")(x)
+    if arch.add_final_c128_conv:
+        x = conv(x, C128_CONV, f[C128_CONV], 3, bias=arch.backbone_use_bias, batch_norm=True)
     features = conv(x, "channel_reduction_conv", f["channel_reduction_conv"], 3)
 
-    x = features
-    for i in range(1, STAGE1_CONVS + 1):
-        x = conv(x, f"stage1_conv{i}", f[f"stage1_conv{i}"], 3)
-    heat_name, paf_name = output_names(1, arch.stages)
-    heats = [conv(conv(x, "stage1_heat_conv", f["stage1_heat_conv"], 1), heat_name, arch.heat_channels, 1, None)]
-    pafs = [conv(conv(x, "stage1_paf_conv", f["stage1_paf_conv"], 1), paf_name, arch.paf_channels, 1, None)]
-    for stage in range(2, arch.stages + 1):
-        p = stage_prefix(stage)
-        x = layers.Concatenate(name=f"{p}input")([features, heats[-1], pafs[-1]])
-        for i in range(1, STAGET_CONVS + 1):
-            x = conv(x, f"{p}conv{i}", f[f"{p}conv{i}"], STAGET_KERNEL)
-        heat = conv(x, f"{p}heat_conv", f[f"{p}heat_conv"], 1)
-        paf = conv(x, f"{p}paf_conv", f[f"{p}paf_conv"], 1)
-        if arch.use_self_attention:
-            heat = layers.Multiply(name=f"{p}heat_attended")(
-                [heat, conv(heat, f"{p}heat_attention", f[f"{p}heat_attention"], 3, "sigmoid")])
-            paf = layers.Multiply(name=f"{p}paf_attended")(
-                [paf, conv(paf, f"{p}paf_attention", f[f"{p}paf_attention"], 3, "tanh")])
+    def trunk(x, stage: int, branch: str):
+        kernel = 3 if stage == 1 else STAGET_KERNEL
+        for name in trunk_names(arch.class_name, stage, branch):
+            x = conv(x, name, f[name], kernel)
+        return x
+
+    def branch_conv(x, stage: int, branch: str):
+        name = branch_conv_name(arch.class_name, stage, branch)
+        return conv(x, name, f[name], 1)
+
+    def attend(x, stage: int, branch: str):
+        """The optional self-attention gate (stages 2..N): tanh for PAFs, sigmoid for heatmaps."""
+        if not (arch.use_self_attention and stage > 1):
+            return x
+        gate = conv(x, attention_name(stage, branch), f[attention_name(stage, branch)], 3,
+                    "tanh" if branch == "paf" else "sigmoid")
+        return layers.Multiply(name=f"{stage_prefix(stage)}{branch}_attended")([x, gate])
+
+    def output(x, stage: int, branch: str):
         heat_name, paf_name = output_names(stage, arch.stages)
-        heats.append(conv(heat, heat_name, arch.heat_channels, 1, None))
-        pafs.append(conv(paf, paf_name, arch.paf_channels, 1, None))
-    return keras.Model(inputs, heats + pafs, name="bpnet_lite")
+        if branch == "heat":
+            return conv(x, heat_name, arch.heat_channels, 1, None)
+        return conv(x, paf_name, arch.paf_channels, 1, None)
+
+    heats, pafs = [], []
+    for stage in range(1, arch.stages + 1):
+        x = features if stage == 1 else layers.Concatenate(name=f"{stage_prefix(stage)}input")(
+            [features, heats[-1], pafs[-1]])
+        if arch.class_name == LITE:
+            # One trunk shared by both branches. The layer creation order is kept as it always was
+            # (it fixes the seeded initial weights and the checkpoint layout of earlier runs).
+            x = trunk(x, stage, "heat")
+            if stage == 1:
+                outs = {b: output(branch_conv(x, stage, b), stage, b) for b in BRANCHES}
+            else:
+                mids = {b: branch_conv(x, stage, b) for b in BRANCHES}
+                mids = {b: attend(mids[b], stage, b) for b in BRANCHES}
+                outs = {b: output(mids[b], stage, b) for b in BRANCHES}
+        else:  # BpNetModel: each branch has its own trunk
+            outs = {b: output(attend(branch_conv(trunk(x, stage, b), stage, b), stage, b), stage, b)
+                    for b in BRANCHES}
+        heats.append(outs["heat"])
+        pafs.append(outs["paf"])
+    return keras.Model(inputs, heats + pafs, name="bpnet_lite" if arch.class_name == LITE else "bpnet")
 
 
 def split_outputs(outputs: list, stages: int) -> tuple[list, list]:

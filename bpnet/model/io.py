@@ -18,7 +18,7 @@ import numpy as np
 
 from bpnet.artifacts import atomic_write_bytes
 from bpnet.crypto import MAGIC, ModelKeyError, decrypt, encrypt  # noqa: F401 - ModelKeyError: part of this API
-from bpnet.model.architecture import Architecture, default_filters
+from bpnet.model.architecture import C128_CONV, FULL, LITE, Architecture, default_filters
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,21 @@ def load_model(path: str | Path, key: str | None = None, compile: bool = False) 
 
 
 def architecture_of(model: keras.Model) -> Architecture:
-    """Recover the architecture (filter counts included) from a built model's layers."""
+    """Recover the architecture (class and filter counts included) from a built model's layers.
+
+    The class is told by the layer names (only the full model has per-branch trunks such as
+    ``stage1_heat_conv1``), so model files written before the class was recorded reload too."""
     conv = {layer.name: layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)}
-    stages = 1 + sum(1 for name in conv if name.endswith("_conv1") and name.startswith("stage")
-                     and name != "stage1_conv1")
+    stages = 1 + sum(1 for name in conv if name.startswith("stage") and name.endswith("_heat_out"))
     attention = any(name.endswith("_attention") for name in conv)
-    names = default_filters(stages, attention)
+    class_name = FULL if "stage1_heat_conv1" in conv else LITE
+    c128 = C128_CONV in conv
+    names = default_filters(stages, attention, class_name=class_name, add_final_c128_conv=c128)
     return Architecture(
         stages=stages, heat_channels=conv["heatmap_out"].filters, paf_channels=conv["paf_out"].filters,
         use_self_attention=attention, use_bias=conv["heatmap_out"].use_bias,
-        backbone_use_bias=conv["block1_conv1"].use_bias, filters={n: conv[n].filters for n in names})
+        backbone_use_bias=conv["block1_conv1"].use_bias, filters={n: conv[n].filters for n in names},
+        class_name=class_name, add_final_c128_conv=c128)
 
 
 @dataclass

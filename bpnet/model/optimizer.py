@@ -3,6 +3,8 @@
 Soft-start annealing over training progress p = step / last_step in [0, 1]: the rate rises
 exponentially from ``min_learning_rate`` to ``base_learning_rate`` over [0, soft_start], holds,
 and decays exponentially back to ``min_learning_rate`` over [annealing, 1] (the guide's curve).
+TAO's exponential decay (``BpNetExponentialDecayLRSchedule``) is the other choice: see
+``ExponentialDecay``.
 
 Multipliers scale each variable's gradient, which for momentum SGD is the same as scaling its
 learning rate. Precedence: ``grad_weights_dict`` (layer name or glob pattern -> multiplier), then
@@ -18,8 +20,8 @@ import math
 import keras
 import tensorflow as tf
 
-from bpnet.model.architecture import BACKBONE_LAYERS
-from bpnet.specs.train import LearningRateSchedule, OptimizerConfig
+from bpnet.model.architecture import BACKBONE_LAYERS, C128_CONV
+from bpnet.specs.train import ExponentialDecaySchedule, LearningRateSchedule, OptimizerConfig
 
 BACKBONE_MULTIPLIER = 2.0
 REFINEMENT_MULTIPLIER = 4.0
@@ -44,14 +46,39 @@ class SoftstartAnnealing(keras.optimizers.schedules.LearningRateSchedule):
                 "annealing": self.annealing, "last_step": self.last_step}
 
 
-def make_schedule(config: LearningRateSchedule, total_steps: int) -> SoftstartAnnealing:
+class ExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """``max(base * rate ** (step / decay_steps), minimum)``, the exponent floored if ``staircase``
+    (TAO's BpNetExponentialDecayLRSchedule, i.e. tf.compat.v1.train.exponential_decay + a floor)."""
+
+    def __init__(self, base: float, decay_steps: int, rate: float, staircase: bool, minimum: float):
+        self.base, self.rate, self.minimum = float(base), float(rate), float(minimum)
+        self.decay_steps, self.staircase = max(int(decay_steps), 1), bool(staircase)
+
+    def __call__(self, step):
+        exponent = tf.cast(step, tf.float32) / self.decay_steps
+        if self.staircase:
+            exponent = tf.floor(exponent)
+        return tf.maximum(self.base * tf.pow(self.rate, exponent), self.minimum)
+
+    def get_config(self) -> dict:
+        return {"base": self.base, "decay_steps": self.decay_steps, "rate": self.rate,
+                "staircase": self.staircase, "minimum": self.minimum}
+
+
+def make_schedule(config: LearningRateSchedule | ExponentialDecaySchedule, total_steps: int,
+                  steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    if isinstance(config, ExponentialDecaySchedule):
+        # TAO's trainer sets decay_steps = decay_epochs * steps_per_epoch (steps of the global batch).
+        decay_steps = config.decay_steps or max(1, round(config.decay_epochs * steps_per_epoch))
+        return ExponentialDecay(config.learning_rate, decay_steps, config.decay_rate, config.staircase,
+                                config.min_learning_rate)
     return SoftstartAnnealing(config.base_learning_rate, config.min_learning_rate, config.soft_start,
                               config.annealing, config.last_step or total_steps)
 
 
-def make_optimizer(config: OptimizerConfig, total_steps: int) -> keras.optimizers.SGD:
-    return keras.optimizers.SGD(learning_rate=make_schedule(config.learning_rate_schedule, total_steps),
-                                momentum=config.momentum, nesterov=config.use_nesterov)
+def make_optimizer(config: OptimizerConfig, total_steps: int, steps_per_epoch: int) -> keras.optimizers.SGD:
+    schedule = make_schedule(config.learning_rate_schedule, total_steps, steps_per_epoch)
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum, nesterov=config.use_nesterov)
 
 
 def _owner_layer(variable_path: str) -> str:
@@ -65,7 +92,7 @@ def layer_multiplier(layer: str, config: OptimizerConfig, stagewise: bool) -> fl
         if fnmatch.fnmatchcase(layer, pattern):
             return float(value)
     if stagewise:
-        if layer in {name for name, _ in BACKBONE_LAYERS}:
+        if layer in {name for name, _ in BACKBONE_LAYERS} or layer == C128_CONV:
             return BACKBONE_MULTIPLIER
         if layer.startswith("stage") and not layer.startswith("stage1_"):
             return REFINEMENT_MULTIPLIER

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from bpnet.artifacts import atomic_write_text
 from bpnet.specs.base import PathContext, parse_path_map
@@ -102,14 +102,15 @@ def _fmt_value(value: Any) -> str:
 
 
 def _format_error(path: str | Path, model: type[BaseModel], err: dict) -> str:
-    loc = tuple(err.get("loc", ()))
+    raw_loc = tuple(err.get("loc", ()))
+    loc = _without_tags(model, raw_loc)
     dotted = ".".join(str(p) for p in loc) or "-"
     kind = err.get("type", "")
     if kind == "missing":
         value, expected = "<missing>", "a value is required"
     elif kind == "extra_forbidden":
         value = _fmt_value(err.get("input"))
-        candidates = _keys_at(model, loc[:-1])
+        candidates = _keys_at(model, raw_loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), candidates, n=1, cutoff=0.6)
         expected = "unknown key" + (f" (did you mean '{close[0]}'?)" if close else
                                     f"; valid keys here: {', '.join(sorted(candidates))}")
@@ -123,10 +124,44 @@ def _format_error(path: str | Path, model: type[BaseModel], err: dict) -> str:
     return f"spec error: {path}: {dotted}: {value} — {expected}"
 
 
+def _tagged_members(annotation: Any) -> dict[str, Any]:
+    """A discriminated union's members by tag (``__class_name__``); {} for any other annotation."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return {}
+    members = {}
+    for member in typing.get_args(annotation):
+        if typing.get_origin(member) is typing.Annotated:
+            base, *meta = typing.get_args(member)
+            members.update({m.tag: base for m in meta if isinstance(m, Tag)})
+    return members
+
+
+def _without_tags(model: type[BaseModel], loc: tuple) -> tuple:
+    """``loc`` without the union-tag steps pydantic inserts (they are not keys of the spec)."""
+    current: Any = model
+    out = []
+    for part in loc:
+        members = _tagged_members(current)
+        if part in members:
+            current = members[part]
+            continue
+        out.append(part)
+        current = _unwrap(current, index=isinstance(part, int))
+        if isinstance(current, type) and issubclass(current, BaseModel) and not isinstance(part, int):
+            field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
+            current = field.annotation if field is not None else None
+    return tuple(out)
+
+
 def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The valid keys of the spec section at ``loc`` (for "did you mean" suggestions)."""
+    """The valid keys of the spec section at ``loc`` (for "did you mean" suggestions); a union
+    member is chosen by the tag step that follows it in pydantic's raw location."""
     current: Any = model
     for part in loc:
+        members = _tagged_members(current)
+        if part in members:
+            current = members[part]
+            continue
         current = _unwrap(current, index=isinstance(part, int))
         if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
             if isinstance(part, int):

@@ -6,9 +6,9 @@ same model serves ``train`` and the ``retrain`` of a pruned model (``load_graph:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from bpnet.specs.base import SpecModel, SpecPath
 
@@ -25,10 +25,18 @@ class BackboneAttributes(SpecModel):
     architecture: Literal["vgg"] = "vgg"
     mtype: Literal["default"] = "default"
     use_bias: bool = False
+    add_final_c128_conv: bool = Field(
+        False,
+        description="TAO key (not in the guide): true ends the backbone with one more 3x3 conv of 128 filters "
+                    "(batch norm, ReLU) before the channel reduction conv. TAO's published code never reads the "
+                    "key, and every TAO spec sets it false; false builds exactly TAO's models.")
 
 
 class ModelConfig(SpecModel):
-    class_name: Literal["BpNetLiteModel"] = Field("BpNetLiteModel", alias="__class_name__")
+    class_name: Literal["BpNetLiteModel", "BpNetModel"] = Field(
+        "BpNetLiteModel", alias="__class_name__",
+        description="BpNetLiteModel (the guide's model) or BpNetModel (TAO's OpenPose-style model with "
+                    "separate heatmap and PAF trunks in every stage)")
     backbone_attributes: BackboneAttributes = Field(default_factory=BackboneAttributes)
     stages: int = Field(3, ge=2, le=6)
     heat_channels: Literal[19] = 19
@@ -46,8 +54,28 @@ class ModelConfig(SpecModel):
                     "for a CPU demo. The guide's specs never set it; 1.0 is the published model.")
 
 
+class FocalLossParams(SpecModel):
+    """TAO's focal L2 loss (not in the guide). Where the label is above ``bkg_thresh`` (foreground)
+    the residual is scaled by ``|1 + alpha - pred| ** gamma``, elsewhere by ``|pred + beta| ** gamma``:
+    confident mistakes weigh more, easy pixels less. Off unless ``use_focal_loss``; the defaults
+    are the values of every TAO spec (TAO itself has no defaults)."""
+
+    use_focal_loss: bool = False
+    alpha: float = 0.1
+    beta: float = 0.02
+    bkg_thresh: float = 0.01
+    gamma: float = Field(1.0, ge=0)
+
+
 class LossConfig(SpecModel):
     class_name: Literal["BpNetLoss"] = Field("BpNetLoss", alias="__class_name__")
+    focal_loss_params: FocalLossParams | None = None
+
+    @property
+    def focal(self) -> FocalLossParams | None:
+        """The focal parameters when the focal loss is on, else None (plain masked L2)."""
+        params = self.focal_loss_params
+        return params if params is not None and params.use_focal_loss else None
 
 
 class LearningRateSchedule(SpecModel):
@@ -74,9 +102,53 @@ class LearningRateSchedule(SpecModel):
         return self
 
 
+class ExponentialDecaySchedule(SpecModel):
+    """TAO's BpNetExponentialDecayLRSchedule (not in the guide)::
+
+        lr(step) = max(learning_rate * decay_rate ** (step / decay_steps), min_learning_rate)
+
+    with ``step / decay_steps`` floored when ``staircase``. ``decay_steps`` is ``decay_epochs``
+    epochs of the run (TAO's trainer always derives it so); an explicit ``decay_steps`` (a project
+    extension: TAO overwrites it) takes precedence.
+    """
+
+    class_name: Literal["BpNetExponentialDecayLRSchedule"] = Field(
+        "BpNetExponentialDecayLRSchedule", alias="__class_name__")
+    learning_rate: float = Field(gt=0)
+    decay_epochs: float | None = Field(None, gt=0)
+    decay_steps: int | None = Field(None, ge=1)
+    decay_rate: float = Field(gt=0)
+    staircase: bool = False
+    min_learning_rate: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _decay_period(self) -> ExponentialDecaySchedule:
+        if self.decay_epochs is None and self.decay_steps is None:
+            raise ValueError("decay_epochs (or decay_steps) is required")
+        return self
+
+
+_SOFTSTART = "SoftstartAnnealingLearningRateSchedule"
+_EXPONENTIAL = "BpNetExponentialDecayLRSchedule"
+
+
+def _schedule_tag(value: Any) -> str:
+    """The schedule class named by ``__class_name__``; soft-start annealing when it is absent."""
+    if isinstance(value, dict):
+        return str(value.get("__class_name__", value.get("class_name", _SOFTSTART)))
+    return getattr(value, "class_name", _SOFTSTART)
+
+
+ScheduleConfig = Annotated[
+    Annotated[LearningRateSchedule, Tag(_SOFTSTART)] | Annotated[ExponentialDecaySchedule, Tag(_EXPONENTIAL)],
+    Discriminator(_schedule_tag, custom_error_type="schedule_class",
+                  custom_error_message=f"__class_name__ must be {_SOFTSTART} or {_EXPONENTIAL}"),
+]
+
+
 class OptimizerConfig(SpecModel):
     class_name: Literal["WeightedMomentumOptimizer"] = Field("WeightedMomentumOptimizer", alias="__class_name__")
-    learning_rate_schedule: LearningRateSchedule = Field(default_factory=LearningRateSchedule)
+    learning_rate_schedule: ScheduleConfig = Field(default_factory=LearningRateSchedule)
     grad_weights_dict: dict[str, float] | None = None
     weight_default_value: float = Field(1.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
