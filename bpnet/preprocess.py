@@ -73,6 +73,8 @@ def read_image(path: str | Path, ratio: int = 1):
     except cv2.error:  # OpenCV raises for some malformed headers instead of returning None
         pixels = None
     if pixels is None:
+        if ratio > 1:
+            read_image(path)  # raises the precise reason (e.g. too small to reduce) if there is one
         raise ImageReadError(f"{path}: cannot decode image (truncated, corrupt or not an image)")
     height, width = pixels.shape[:2]
     if min(height, width) * ratio < MIN_IMAGE_SIDE:
