@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from bpnet.cli import main
+from bpnet.data import records
 from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset
 from bpnet.preprocess import ImageReadError, read_image
 from bpnet.specs import DatasetSpec, load_spec
@@ -116,8 +117,6 @@ def test_dataset_convert_names_every_bad_image_and_writes_only_good_ones(variant
     spec = load_spec(spec_file, DatasetSpec)
     summary = convert_dataset(spec, out, ConvertOptions(skip_invalid=True, generate_masks=True))
     assert summary.images_skipped_invalid == len(BROKEN)
-    from bpnet.data import records
-
     written = {s.image_id for s in records.read_samples([out.with_name("train-fold-000-of-001")])}
     assert written == {ids[n] for n in CONVERTIBLE}
     with pytest.raises(ConvertError, match=f"image {ids['truncated.jpg']}: .*truncated.jpg: cannot decode"):
@@ -189,6 +188,30 @@ def broken_records(synth_dir: Path, tmp_path: Path) -> tuple[Path, Path, int]:
     return root, tmp_path / "records", int(image.stem)
 
 
+@pytest.mark.parametrize("skip", [False, True])
+def test_the_input_pipeline_names_a_bad_record_or_gives_it_zero_weight(broken_records, tmp_path, skip):
+    import tensorflow as tf
+
+    from bpnet.data.loader import BadRecordError, bad_record_error, build_dataset
+    from bpnet.specs import TrainSpec
+
+    root, records_dir, image_id = broken_records
+    spec = load_spec(write_train_spec(tmp_path / "train.yaml", root, records_dir, num_epoch=1,
+                                      **{"dataloader.dataset_config.skip_bad_images": skip}), TrainSpec)
+    dataset = build_dataset(spec, [records_dir / "train-fold-000-of-001"], 64, training=False, repeat=False)
+    if not skip:
+        with pytest.raises(tf.errors.OpError) as info:
+            next(iter(dataset))
+        error = bad_record_error(info.value)
+        assert isinstance(error, BadRecordError) and str(error).startswith(f"record of image {image_id}: ")
+        return
+    _, labels = next(iter(dataset))
+    ids = [s.image_id for s in records.read_samples([records_dir / "train-fold-000-of-001"])][:64]
+    weights = labels["mask"].numpy().reshape(len(ids), -1).max(axis=1)
+    assert [i for i, w in zip(ids, weights, strict=True) if w == 0] == [i for i in ids if i == image_id] != []
+
+
+@pytest.mark.slow
 def test_training_names_a_bad_record_and_exits_1(broken_records, tmp_path, caplog):
     root, records_dir, image_id = broken_records
     spec = write_train_spec(tmp_path / "train.yaml", root, records_dir, num_epoch=1)

@@ -106,7 +106,8 @@ def load_coco(annotation_file: str | Path, category: CategoryConfig, flags: Visi
             f"annotation file {path}: the top level is a JSON {_kind(raw)}, expected an object with 'images' "
             "and 'annotations' lists")])
     problems: list[InputProblem] = []
-    entries = {key: raw.get(key, [] if key == "categories" else None) for key in ("images", "annotations", "categories")}
+    entries = {key: raw.get(key, [] if key == "categories" else None)
+               for key in ("images", "annotations", "categories")}
     for key, value in entries.items():
         if not isinstance(value, list):
             problems.append(InputProblem(f"annotation file {path}: '{key}' is {_kind(value)}, expected a list"))

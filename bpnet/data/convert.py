@@ -102,9 +102,10 @@ def select_centers(persons: list[Person], params: DataFilteringParams) -> tuple[
     """Indices (into ``persons``) of the persons a sample is centred on, and drops per rule.
 
     The rules of ``params.center_filter`` (see DataFilteringParams) apply in order and the first
-    failing rule counts; a centre needs at least one labeled keypoint whatever the minimum. ``persons`` are an image's annotations in file order, crowd regions
-    included: crowds are never centres nor counted, but TAO's distance rule measures against the
-    bbox of the image's last annotation, whatever it is.
+    failing rule counts; a centre needs at least one labeled keypoint whatever the minimum.
+    ``persons`` are an image's annotations in file order, crowd regions included: crowds are
+    never centres nor counted, but TAO's distance rule measures against the bbox of the image's
+    last annotation, whatever it is.
     """
     kept: list[int] = []
     dropped: Counter = Counter()
