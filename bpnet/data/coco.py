@@ -103,7 +103,7 @@ def load_coco(annotation_file: str | Path, category: CategoryConfig, flags: Visi
         return CocoData([], [InputProblem(f"cannot read annotation file {path}: {exc}")])
     if not isinstance(raw, dict):
         return CocoData([], [InputProblem(
-            f"annotation file {path}: the top level is a JSON {_kind(raw)}, expected an object with 'images' "
+            f"annotation file {path}: the top level is {_kind(raw)}, expected an object with 'images' "
             "and 'annotations' lists")])
     problems: list[InputProblem] = []
     entries = {key: raw.get(key, [] if key == "categories" else None)
