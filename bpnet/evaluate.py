@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bpnet.artifacts import atomic_write_text
-from bpnet.data.coco import visibility_lookup
+from bpnet.data.coco import load_coco, visibility_lookup
 from bpnet.infer.predict import Predictor
 from bpnet.infer.visualize import write_drawing
 from bpnet.pose import COCO_KEYPOINTS, Visibility, model_to_dataset_keypoints
@@ -36,6 +36,10 @@ def ground_truth(spec: DatasetSpec) -> dict:
         raise ValueError("evaluation uses COCO's OKS sigmas and needs the 17 COCO keypoints in COCO order; "
                          f"the dataset spec names {category.keypoints}")
     path = spec.under_root(spec.test_data.annotation_root_dir_path)
+    problems = load_coco(path, category, spec.visibility_flags).problems  # the checks of dataset_convert
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(f"{path}: invalid ground truth: {'; '.join(map(str, problems[:3]))}{more}")
     doc = json.loads(path.read_text())
     lookup = visibility_lookup(spec.visibility_flags)
     for ann in doc.get("annotations", []):

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from bpnet.specs.train import MODEL_STRIDE
+
 T = TypeVar("T")
 
 
@@ -37,17 +39,45 @@ def denormalize(data: T, scale: Sequence[float], offset: Sequence[float]) -> T:
 DCT_RATIOS = (1, 2, 4, 8)
 
 
+MIN_IMAGE_SIDE = MODEL_STRIDE  # smaller than one cell of the network's output grid: nothing to learn or find
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be used; the message names the file and says why."""
+
+
 def read_image(path: str | Path, ratio: int = 1):
     """An image file as RGB uint8 — the one decoder of training, conversion checks, inference,
-    evaluation and calibration. JPEGs can be decoded at 1/ratio size (DCT scaling: cheaper than
-    decoding everything and shrinking). EXIF orientation is ignored: annotations and masks refer to
-    the stored pixel grid. Raises ValueError if the file is missing or not an image."""
+    evaluation and calibration, so every step sees the same pixels. JPEGs can be decoded at
+    1/ratio size (DCT scaling: cheaper than decoding everything and shrinking). EXIF orientation
+    is ignored: annotations and masks refer to the stored pixel grid.
+
+    Conversions (OpenCV's IMREAD_COLOR, the same everywhere): grayscale is replicated to three
+    channels, 16-bit samples are scaled to 8 bits, an alpha channel is dropped (the stored colour
+    is used, not composited), CMYK JPEGs and palette PNGs are converted to RGB. Raises
+    ImageReadError (a ValueError) naming the file if it is missing, empty, truncated, not an
+    image, or smaller than MIN_IMAGE_SIDE pixels on a side."""
     import cv2
     import numpy as np
 
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
              8: cv2.IMREAD_REDUCED_COLOR_8}[ratio] | cv2.IMREAD_IGNORE_ORIENTATION
-    pixels = cv2.imdecode(np.fromfile(str(path), np.uint8), flags) if Path(path).is_file() else None
+    try:
+        data = np.fromfile(str(path), np.uint8)
+    except OSError as exc:  # missing, a directory, no permission
+        raise ImageReadError(f"{path}: cannot read image file ({exc.strerror or exc})") from None
+    if data.size == 0:
+        raise ImageReadError(f"{path}: image file is empty (0 bytes)")
+    try:
+        pixels = cv2.imdecode(data, flags)
+    except cv2.error:  # OpenCV raises for some malformed headers instead of returning None
+        pixels = None
     if pixels is None:
-        raise ValueError(f"{path}: cannot read image (missing, unreadable or not an image)")
+        if ratio > 1:
+            read_image(path)  # raises the precise reason (e.g. too small to reduce) if there is one
+        raise ImageReadError(f"{path}: cannot decode image (truncated, corrupt or not an image)")
+    height, width = pixels.shape[:2]
+    if min(height, width) * ratio < MIN_IMAGE_SIDE:
+        raise ImageReadError(f"{path}: image is {width * ratio}x{height * ratio} pixels, too small "
+                             f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})")
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)

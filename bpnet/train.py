@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from bpnet.artifacts import atomic_write_text, build_manifest, write_manifest
 from bpnet.data.convert import verified_shards
-from bpnet.data.loader import build_dataset, record_paths
+from bpnet.data.loader import bad_record_error, build_dataset, record_paths
 from bpnet.model.architecture import Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
 from bpnet.model.io import architecture_of, load_model, load_weights_by_name, save_model
@@ -220,7 +220,10 @@ class Trainer:
             bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{spec.num_epoch}", unit="step",
                        leave=False, disable=None)
             for _ in bar:
-                images_batch, labels = next(batches)
+                try:
+                    images_batch, labels = next(batches)
+                except tf.errors.OpError as exc:  # raised in the input pipeline's map function
+                    raise bad_record_error(exc) from None
                 objective, reg, heat_l, paf_l = step_fn(images_batch, labels)
                 loss = float(objective)
                 if not math.isfinite(loss):

@@ -16,6 +16,10 @@ from bpnet.data import records
 from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset, verified_shards
 from bpnet.pose import BPNET_SKELETON
 from bpnet.specs import DatasetSpec, load_spec
+from bpnet.specs.dataset import DataFilteringParams
+from tests.conftest import REPO
+
+REAL = REPO / "tests/data/real_images"
 
 
 @pytest.fixture
@@ -31,40 +35,72 @@ def spec_of(root: Path, **changes) -> DatasetSpec:
     return spec.model_copy(update=changes)
 
 
-def expected_centres(ann_file: Path, min_h=32, min_w=32, min_kpts=5, ratio=0.3) -> dict[int, int]:
-    """Persons kept as centres per image, computed straight from the raw COCO JSON."""
+def expected_centres(ann_file: Path, rule: str = "tao", min_h=32, min_w=32, min_kpts=5, ratio=0.3) -> dict[int, int]:
+    """Persons kept as centres per image, computed straight from the raw COCO JSON: TAO's rules
+    (as its coco_dataset.py has them) or the bbox rules."""
     raw = json.loads(ann_file.read_text())
     per_image: dict[int, int] = {}
     for image in raw["images"]:
+        anns = [a for a in raw["annotations"] if a["image_id"] == image["id"]]
         kept: list[tuple[float, float, float]] = []
-        for ann in [a for a in raw["annotations"] if a["image_id"] == image["id"]]:
-            labeled = sum(1 for v in ann["keypoints"][2::3] if v > 0)
+        for ann in anns:
+            labeled = sum(1 for v in (ann.get("keypoints") or [])[2::3] if v > 0)
             if ann["iscrowd"] or labeled == 0 or labeled < min_kpts:
                 continue
             x, y, w, h = ann["bbox"]
-            if h < min_h or w < min_w:
+            if rule == "tao" and ann["area"] < min_w * min_h or rule == "bbox" and (h < min_h or w < min_w):
                 continue
             cx, cy = x + w / 2, y + h / 2
-            if any(np.hypot(cx - px, cy - py) < ratio * ph for px, py, ph in kept):
+            if any(np.hypot(cx - px, cy - py) < ratio * scale for px, py, scale in kept):
                 continue
-            kept.append((cx, cy, h))
+            kept.append((cx, cy, max(anns[-1]["bbox"][2:]) if rule == "tao" else h))  # TAO: the last annotation's
         per_image[image["id"]] = len(kept)
     return per_image
 
 
-def test_train_records_match_filter_rules(dataset, tmp_path):
-    out = tmp_path / "out" / "train"
-    summary = convert_dataset(spec_of(dataset), out, ConvertOptions(generate_masks=True))
-    expected = expected_centres(dataset / "annotations/person_keypoints_train2017.json")
-    samples = records.read_samples([out.with_name("train-fold-000-of-001")])
-    assert len(samples) == sum(expected.values()) == summary.samples_written
+def centres_written(out: Path) -> dict[int, int]:
     got: dict[int, int] = {}
-    for s in samples:
+    for s in records.read_samples([out.with_name(out.name + "-fold-000-of-001")]):
         got[s.image_id] = got.get(s.image_id, 0) + 1
-    assert got == {k: v for k, v in expected.items() if v}
-    assert summary.persons_kept == sum(expected.values())
+    return got
+
+
+@pytest.mark.parametrize("rule", ["tao", "bbox"])
+def test_train_records_match_filter_rules(dataset, tmp_path, rule):
+    out = tmp_path / "out" / "train"
+    summary = convert_dataset(spec_of(dataset, data_filtering_params=DataFilteringParams(center_filter=rule)), out,
+                              ConvertOptions(generate_masks=True))
+    expected = expected_centres(dataset / "annotations/person_keypoints_train2017.json", rule)
+    assert centres_written(out) == {k: v for k, v in expected.items() if v}
+    assert summary.persons_kept == summary.samples_written == sum(expected.values())
     assert sum(summary.persons_dropped.values()) + summary.persons_kept == summary.persons_total
     assert summary.persons_dropped["too_close"] > 0 and summary.persons_dropped["too_few_keypoints"] > 0
+
+
+def real_dataset(root: Path) -> Path:
+    """The real coco-mini-train annotations (tests/data/real_images) over placeholder images of
+    the annotated sizes: the filter counts depend on the annotations only."""
+    import cv2
+
+    ann = REAL / "person_keypoints_train2017.json"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copy(ann, root / "annotations" / ann.name)
+    (root / "train2017").mkdir()
+    for image in json.loads(ann.read_text())["images"]:
+        cv2.imwrite(str(root / "train2017" / image["file_name"]), np.full((image["height"], image["width"], 3), 128,
+                                                                           np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("rule", ["tao", "bbox"])
+def test_real_coco_counts_match_an_independent_computation(synth_dir, tmp_path, rule):
+    root = real_dataset(tmp_path / "real")
+    shutil.copy(synth_dir / "coco_spec.json", root / "coco_spec.json")
+    spec = spec_of(root, data_filtering_params=DataFilteringParams(center_filter=rule))
+    summary = convert_dataset(spec, tmp_path / "train", ConvertOptions(generate_masks=True))
+    expected = expected_centres(root / "annotations/person_keypoints_train2017.json", rule)
+    assert centres_written(tmp_path / "train") == {k: v for k, v in expected.items() if v}
+    assert summary.samples_written == sum(expected.values()) == {"tao": 49, "bbox": 42}[rule]
 
 
 def test_each_duplicate_is_centred_on_a_different_person(dataset, tmp_path):
@@ -103,31 +139,44 @@ def test_records_hold_the_18_joint_layout_with_a_derived_neck(dataset, tmp_path)
     assert checked > 0
 
 
-def test_masks_cover_exactly_unlabeled_people_and_crowds(dataset, tmp_path):
+@pytest.mark.parametrize("rule", ["unlabeled", "below_min_kpts"])
+def test_masks_cover_exactly_unlabeled_people_and_crowds(dataset, tmp_path, rule):
     import cv2
 
-    convert_dataset(spec_of(dataset), tmp_path / "train", ConvertOptions(generate_masks=True))
+    spec = spec_of(dataset, data_filtering_params=DataFilteringParams(mask_rule=rule))
+    convert_dataset(spec, tmp_path / "train", ConvertOptions(generate_masks=True))
     coco = COCO(str(dataset / "annotations/person_keypoints_train2017.json"))
-    ignored_total = 0
+    crowd_cut = 0
     for image in coco.loadImgs(coco.getImgIds()):
-        expected = np.zeros((image["height"], image["width"]), bool)
+        shape = (image["height"], image["width"])
+        crowd, unlabeled, labeled = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, bool)
+        floor = 5 if rule == "below_min_kpts" else 1
         for ann in coco.loadAnns(coco.getAnnIds(imgIds=image["id"], iscrowd=None)):
-            if ann["iscrowd"] or ann["num_keypoints"] < 5:
-                expected |= coco.annToMask(ann).astype(bool)
+            region = coco.annToMask(ann).astype(bool)
+            if ann["iscrowd"]:
+                crowd |= region
+            elif ann["num_keypoints"] < floor:
+                unlabeled |= region
+            else:
+                labeled |= region
+        if rule == "unlabeled":  # TAO: the labeled people inside a crowd region keep their loss
+            crowd_cut += int((crowd & labeled).sum())
+            crowd &= ~labeled
         mask = cv2.imread(str(dataset / "train_mask2017" / image["file_name"].replace(".jpg", ".png")),
                           cv2.IMREAD_UNCHANGED)
         assert set(np.unique(mask)) <= {0, 255}
-        assert np.array_equal(mask == 0, expected), image["id"]
-        ignored_total += int(expected.sum())
-    assert ignored_total > 0
+        assert np.array_equal(mask == 0, crowd | unlabeled), image["id"]
+    assert rule != "unlabeled" or crowd_cut > 0  # the synthetic data has people overlapping crowds
 
 
-def test_without_duplication_one_record_per_image(dataset, tmp_path):
+def test_without_duplication_one_record_per_image_with_a_centre(dataset, tmp_path):
     out = tmp_path / "train"
     summary = convert_dataset(spec_of(dataset, duplicate_data_with_each_person_as_center=False), out,
                               ConvertOptions())
-    assert summary.samples_written == summary.images_read
-    assert all(s.main_index == -1 for s in records.read_samples([out.with_name("train-fold-000-of-001")]))
+    expected = expected_centres(dataset / "annotations/person_keypoints_train2017.json")
+    assert centres_written(out) == {k: 1 for k, v in expected.items() if v}  # as TAO: first centre only
+    assert summary.persons_kept == summary.samples_written
+    assert all(s.main_index == 0 for s in records.read_samples([out.with_name("train-fold-000-of-001")]))
 
 
 def test_shards_manifest_and_stale_shards(dataset, tmp_path):
@@ -172,7 +221,7 @@ def test_bad_input_is_reported_with_ids_and_nothing_is_written(dataset, tmp_path
     assert code == 1
     text = caplog.text
     assert f"image {bad['missing']}: image file" in text and "is missing" in text
-    assert f"image {bad['corrupt']}: image file" in text and "corrupt" in text
+    assert f"image {bad['corrupt']}: " in text and "cannot decode image (truncated, corrupt or not an image)" in text
     assert f"annotation {bad['unknown_image_ann']}: refers to unknown image id 999999" in text
     assert f"annotation {bad['short']}: keypoints has 48 values, expected 51" in text
     assert f"annotation {bad['category']}: refers to unknown category id 7" in text

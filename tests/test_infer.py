@@ -202,7 +202,7 @@ def test_inference_writes_detections_and_drawings_and_reports_bad_images(tiny_mo
     out = tmp_path / "out"
     code = main(["inference", "-i", str(_infer_spec(tmp_path, train_spec)), "-m", str(model), "--input_type", "dir",
                  "--input", str(images), "-r", str(out), "--dump_visualizations", "-k", "tiny"])
-    assert code == 1 and "broken.jpg: cannot read image" in caplog.text
+    assert code == 1 and "broken.jpg: cannot decode image" in caplog.text
     doc = json.loads((out / "detection.json").read_text())
     assert doc["format"] == "bpnet-detections/1" and len(doc["keypoint_names"]) == 18
     assert [Path(i["image"]).name for i in doc["images"]] == ["000000100001.jpg", "000000100002.jpg"]

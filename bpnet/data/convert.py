@@ -2,8 +2,10 @@
 
 Train mode with ``duplicate_data_with_each_person_as_center`` writes one sample per person who
 passes ``data_filtering_params`` (that person first, every labeled person in the image with it),
-so person-centric augmentation sees each such person as the person of interest once. Test mode
-(and train mode without duplication) writes one sample per image.
+so person-centric augmentation sees each such person as the person of interest once; without
+duplication, as in TAO, one sample per image that has such a person, centred on the first. Test
+mode writes one sample per image, centred on nobody (TAO filters test images like train images;
+this project validates on every image).
 
 Nothing half-written can pass for a dataset: the input is validated before any output is made,
 shards are written under temporary names and renamed together, and the manifest
@@ -13,7 +15,9 @@ shards are written under temporary names and renamed together, and the manifest
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +44,8 @@ from bpnet.specs.loader import write_resolved_spec
 log = logging.getLogger(__name__)
 
 Mode = Literal["train", "test"]
-DROP_RULES = ("too_few_keypoints", "too_short", "too_narrow", "too_close")
+DROP_RULES = ("too_few_keypoints", "too_small", "too_short", "too_narrow", "too_close")
+VERIFY_RATIO = 8  # every image is decoded at 1/8 scale before it is written into a record
 
 
 class ConvertError(RuntimeError):
@@ -96,33 +101,40 @@ class ConvertSummary:
 def select_centers(persons: list[Person], params: DataFilteringParams) -> tuple[list[int], Counter]:
     """Indices (into ``persons``) of the persons a sample is centred on, and drops per rule.
 
-    Rules, in order, first failing rule counts: fewer than ``min_acceptable_kpts`` labeled
-    keypoints; bbox shorter than ``min_acceptable_height``; narrower than
-    ``min_acceptable_width``; centre closer than ``min_acceptable_interperson_dist_ratio`` x the
-    bbox height of an already selected person. Crowd regions are never centres nor counted.
+    The rules of ``params.center_filter`` (see DataFilteringParams) apply in order and the first
+    failing rule counts; a centre needs at least one labeled keypoint whatever the minimum.
+    ``persons`` are an image's annotations in file order, crowd regions included: crowds are
+    never centres nor counted, but TAO's distance rule measures against the bbox of the image's
+    last annotation, whatever it is.
     """
     kept: list[int] = []
     dropped: Counter = Counter()
+    tao = params.center_filter == "tao"
     for i, person in enumerate(persons):
         if person.iscrowd:
             continue
         _, _, w, h = person.bbox
-        if person.num_labeled < params.min_acceptable_kpts:
+        if person.num_labeled < max(params.min_acceptable_kpts, 1):
             dropped["too_few_keypoints"] += 1
-        elif h < params.min_acceptable_height:
+        elif tao and person.area < params.min_acceptable_width * params.min_acceptable_height:
+            dropped["too_small"] += 1
+        elif not tao and h < params.min_acceptable_height:
             dropped["too_short"] += 1
-        elif w < params.min_acceptable_width:
+        elif not tao and w < params.min_acceptable_width:
             dropped["too_narrow"] += 1
-        elif any(_too_close(person, persons[k], params.min_acceptable_interperson_dist_ratio) for k in kept):
+        elif any(_too_close(person, persons[k], persons[-1] if tao else persons[k], params) for k in kept):
             dropped["too_close"] += 1
         else:
             kept.append(i)
     return kept, dropped
 
 
-def _too_close(person: Person, selected: Person, ratio: float) -> bool:
+def _too_close(person: Person, selected: Person, reference: Person, params: DataFilteringParams) -> bool:
+    """Centres nearer than the ratio x the reference's scale (TAO: max(w, h); bbox rule: h)."""
     (cx, cy), (sx, sy) = person.center, selected.center
-    return float(np.hypot(cx - sx, cy - sy)) < ratio * selected.bbox[3]
+    _, _, w, h = reference.bbox
+    scale = max(w, h) if params.center_filter == "tao" else h
+    return float(np.hypot(cx - sx, cy - sy)) < params.min_acceptable_interperson_dist_ratio * scale
 
 
 def output_paths(output: str | Path) -> tuple[Path, Path]:
@@ -139,7 +151,9 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertOptio
     dataset_to_model_keypoints(np.zeros((1, category.num_joints, 3)), category.keypoints)  # names usable?
     data = load_coco(spec.under_root(split.annotation_root_dir_path), category, spec.visibility_flags)
     summary = ConvertSummary(mode=options.mode, images_read=len(data.images))
-    problems = list(data.problems) + _check_files(spec, data.images, options)
+    flagged = data.bad_image_ids  # e.g. an unsafe file_name: never opened
+    problems = list(data.problems) + _check_files(
+        spec, [im for im in data.images if im.image_id not in flagged], options)
     if problems:
         summary.problems = [str(p) for p in problems]
         if not options.skip_invalid or any(p.image_id is None and p.annotation_id is None for p in problems):
@@ -152,6 +166,9 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertOptio
 
     manifest_path, spec_path = output_paths(output)
     manifest_path.unlink(missing_ok=True)  # from here on, the old output no longer counts as finished
+    _remove_stale_temporaries(output.parent, f".{output.name}-fold-*.tmp")
+    if options.generate_masks:
+        _remove_stale_temporaries(spec.under_root(spec.split(options.mode).mask_root_dir_path), ".*.png.*.tmp")
     samples: list[records.PoseSample] = []
     for image in tqdm(images, desc=f"dataset_convert ({options.mode})", unit="img", leave=False, disable=None):
         samples.extend(_image_samples(spec, image, options, summary))
@@ -170,30 +187,47 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertOptio
 
 
 def _check_files(spec: DatasetSpec, images: list[ImageEntry], options: ConvertOptions) -> list[InputProblem]:
-    """Images must exist; with --check_files they must also decode at the annotated size, and
-    (unless masks are being generated now) their masks must exist."""
+    """Every image is decoded (at 1/8 scale: JPEG DCT scaling makes that cheap) with the decoder
+    training uses, so no record can name an image training cannot read, and its size is compared
+    with the annotation's. With --check_files the decode is at full size and exact, and (unless
+    masks are being generated now) the masks must exist. OpenCV decodes without the GIL: one
+    thread per core."""
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        found = pool.map(lambda image: _check_image(spec, image, options), images)
+        return [p for problems in tqdm(found, total=len(images), desc="checking images", unit="img", leave=False,
+                                       disable=None) for p in problems]
+
+
+def _check_image(spec: DatasetSpec, image: ImageEntry, options: ConvertOptions) -> list[InputProblem]:
     split = spec.split(options.mode)
+    ratio = 1 if options.check_files else VERIFY_RATIO
+    path = spec.under_root(split.images_root_dir_path) / image.file_name
+    if not path.is_file():
+        return [InputProblem(f"image file {path} is missing", image.image_id)]
+    try:
+        pixels = read_image(path, ratio)
+    except ValueError as exc:
+        return [InputProblem(str(exc), image.image_id)]
     problems = []
-    for image in images:
-        path = spec.under_root(split.images_root_dir_path) / image.file_name
-        if not path.is_file():
-            problems.append(InputProblem(f"image file {path} is missing", image.image_id))
-            continue
-        if not options.check_files:
-            continue
-        try:
-            pixels = read_image(path)
-        except ValueError:
-            problems.append(InputProblem(f"image file {path} is corrupt (cannot be decoded)", image.image_id))
-            pixels = None
-        if pixels is not None and pixels.shape[:2] != (image.height, image.width):
-            problems.append(InputProblem(
-                f"image file {path} is {pixels.shape[1]}x{pixels.shape[0]}, annotated as "
-                f"{image.width}x{image.height}", image.image_id))
-        mask = spec.under_root(split.mask_root_dir_path) / mask_name(image)
-        if not options.generate_masks and not mask.is_file():
-            problems.append(InputProblem(f"mask file {mask} is missing", image.image_id))
+    height, width = pixels.shape[:2]
+    # a reduced decode is ceil(side / ratio) for JPEG (DCT scaling), floor for other formats
+    if height not in {image.height // ratio, -(-image.height // ratio)} \
+            or width not in {image.width // ratio, -(-image.width // ratio)}:
+        size = f"{width}x{height}" if ratio == 1 else f"about {width * ratio}x{height * ratio}"
+        problems.append(InputProblem(
+            f"image file {path} is {size}, annotated as {image.width}x{image.height}", image.image_id))
+    mask = spec.under_root(split.mask_root_dir_path) / mask_name(image)
+    if options.check_files and not options.generate_masks and not mask.is_file():
+        problems.append(InputProblem(f"mask file {mask} is missing", image.image_id))
     return problems
+
+
+def _remove_stale_temporaries(folder: Path, pattern: str) -> None:
+    """Temporary files of a killed earlier run (atomic_output's ``.<name>.<random>.tmp``)."""
+    if folder.is_dir():
+        for stale in folder.rglob(pattern):
+            log.info("removing %s (left by an interrupted run)", stale)
+            stale.unlink(missing_ok=True)
 
 
 def mask_name(image: ImageEntry) -> str:
@@ -207,11 +241,11 @@ def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertOptions
     persons = image.persons
     summary.persons_total += sum(not p.iscrowd for p in persons)
     summary.crowd_regions += sum(p.iscrowd for p in persons)
-    summary.masked_persons += sum(not p.iscrowd and masks.is_ignored(p, params.min_acceptable_kpts) for p in persons)
+    summary.masked_persons += sum(not p.iscrowd and masks.is_ignored(p, params) for p in persons)
     mask_rel = str(Path(split.mask_root_dir_path) / mask_name(image))
     mask_file = spec.under_root(mask_rel)
     if options.generate_masks:
-        mask = masks.ignore_mask(persons, image.height, image.width, params.min_acceptable_kpts)
+        mask = masks.ignore_mask(persons, image.height, image.width, params)
         atomic_write_bytes(mask_file, masks.encode_png(mask))
         summary.masks_written += 1
         ignored = int(np.count_nonzero(mask == masks.MASK_IGNORE))
@@ -221,7 +255,8 @@ def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertOptions
         mask_rel, ignored = "", 0
         summary.masks_missing += 1
 
-    labeled = [p for p in persons if not p.iscrowd and p.num_labeled > 0]
+    labeled_at = [i for i, p in enumerate(persons) if not p.iscrowd and p.num_labeled > 0]
+    labeled = [persons[i] for i in labeled_at]
     names = spec.person_category.keypoints
     keypoints = dataset_to_model_keypoints(np.stack([p.keypoints for p in labeled]), names) if labeled \
         else np.zeros((0, 18, 3), np.float32)
@@ -233,14 +268,15 @@ def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertOptions
             mask_filename=mask_rel, height=image.height, width=image.width, dataset=spec.dataset,
             keypoints=keypoints[order], bboxes=bboxes[order], main_index=main_index, mask_ignored=ignored)
 
-    if options.mode == "test" or not spec.duplicate_data_with_each_person_as_center:
+    if options.mode == "test":
         return [sample(list(range(len(labeled))), -1)]
-    kept, dropped = select_centers(labeled, params)
+    kept, dropped = select_centers(persons, params)
+    if not spec.duplicate_data_with_each_person_as_center:
+        kept = kept[:1]  # as TAO: one sample per image that has a centre person, centred on the first
     summary.persons_dropped = {k: summary.persons_dropped[k] + dropped[k] for k in DROP_RULES}
-    # Persons with no labeled keypoint never reach select_centers: they fail the keypoint rule.
-    summary.persons_dropped["too_few_keypoints"] += sum(not p.iscrowd and p.num_labeled == 0 for p in persons)
     summary.persons_kept += len(kept)
-    return [sample([k] + [i for i in range(len(labeled)) if i != k], 0) for k in kept]
+    centres = [labeled_at.index(k) for k in kept]
+    return [sample([c] + [i for i in range(len(labeled)) if i != c], 0) for c in centres]
 
 
 def _write_shards(samples: list[records.PoseSample], output: Path, num_shards: int

@@ -12,7 +12,9 @@ counter), so a seed reproduces the stream exactly.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +23,12 @@ import numpy as np
 import tensorflow as tf
 
 from bpnet.data import augment, labels, records
-from bpnet.data.masks import MASK_KEEP
+from bpnet.data.masks import MASK_IGNORE, MASK_KEEP
 from bpnet.pose import BPNET_SKELETON, Skeleton
 from bpnet.preprocess import DCT_RATIOS, normalize, read_image
 from bpnet.specs.train import MODEL_STRIDE, TrainSpec
+
+log = logging.getLogger(__name__)
 
 cv2.setNumThreads(1)  # tf.data runs samples in parallel; OpenCV's own threads would oversubscribe
 
@@ -74,16 +78,20 @@ class SampleMaker:
         ratio = decode_ratio(augment.scale_of(m), loader.image_config.image_encoding)
         try:
             pixels = read_image(self.root / rec.filename, ratio)  # RGB uint8; normalized in-graph per batch
+            full = self._full_mask(rec)
         except ValueError as exc:
-            raise ValueError(f"image {rec.image_id}: {exc}") from None
+            if not loader.dataset_config.skip_bad_images:
+                raise BadRecordError(f"record of image {rec.image_id}: {exc}") from None
+            log.warning("skipping the record of image %s (zero loss weight): %s", rec.image_id, exc)
+            return (np.zeros((out_h, out_w, 3), np.uint8),
+                    np.zeros((target_h, target_w, self.skeleton.heat_channels), np.float32),
+                    np.zeros((target_h, target_w, self.skeleton.paf_channels), np.float32),
+                    np.full((target_h, target_w, 1), MASK_IGNORE, np.float32))
         image = cv2.warpAffine(pixels, augment.rescaled(m, ratio, 1)[:2], (out_w, out_h),
                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
         mask = np.full((target_h, target_w), MASK_KEEP, np.float32)
-        if rec.mask_filename and rec.mask_ignored != 0:
-            full = cv2.imdecode(np.fromfile(self.root / rec.mask_filename, np.uint8), cv2.IMREAD_UNCHANGED)
-            if full is None:
-                raise ValueError(f"image {rec.image_id}: mask {self.root / rec.mask_filename} cannot be decoded")
+        if full is not None:
             pad_h, pad_w = -full.shape[0] % MODEL_STRIDE, -full.shape[1] % MODEL_STRIDE
             full = cv2.copyMakeBorder(full, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=MASK_KEEP)
             pooled = cv2.resize(full, (full.shape[1] // MODEL_STRIDE, full.shape[0] // MODEL_STRIDE),
@@ -100,6 +108,28 @@ class SampleMaker:
         paf = labels.pafs(kps, self.skeleton, target_h, target_w, MODEL_STRIDE,
                           lab.paf_ortho_dist_thresh * MODEL_STRIDE, lab.paf_gaussian_sigma * MODEL_STRIDE)
         return image, heat, paf, mask[..., None]
+
+    def _full_mask(self, rec: records.PoseSample) -> np.ndarray | None:
+        """The record's mask at full size, or None when it has nothing to ignore."""
+        if not rec.mask_filename or rec.mask_ignored == 0:
+            return None
+        path = self.root / rec.mask_filename
+        data = np.fromfile(path, np.uint8) if path.is_file() else np.zeros(0, np.uint8)
+        full = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        if full is None or full.shape[:2] != (rec.height, rec.width):
+            raise ValueError(f"mask {path} is missing, cannot be decoded or is not {rec.width}x{rec.height}")
+        return full
+
+
+class BadRecordError(RuntimeError):
+    """A training record whose image or mask cannot be read; the message names the image id and file."""
+
+
+def bad_record_error(exc: tf.errors.OpError) -> Exception:
+    """The BadRecordError raised inside a tf.data map function, out of the TensorFlow error that
+    carries it (its text, traceback included); ``exc`` itself if it carries none."""
+    match = re.search(r"BadRecordError: (.+)", exc.message)
+    return BadRecordError(match.group(1).strip()) if match else exc
 
 
 def _batch_fn(maker: SampleMaker):

@@ -1,10 +1,12 @@
 """Loss masks: image regions of people the labels do not describe.
 
 A mask image has the size of its image; 255 marks pixels whose loss counts and 0 marks pixels to
-ignore: crowd regions and people who are unlabeled or have fewer than ``min_acceptable_kpts``
-labeled keypoints (the network must neither be taught that they are background nor be asked to
-find keypoints nobody labeled). With the default ``mask_scale: [255.0]`` the loader turns them
-into 1.0 / 0.0 loss weights.
+ignore, so the network is neither taught that unlabeled people are background nor asked to find
+keypoints nobody labeled. Who is masked is the dataset spec's ``data_filtering_params.mask_rule``:
+``unlabeled`` (TAO's) masks crowd regions, minus where they overlap a labeled person, and people
+with no labeled keypoint; ``below_min_kpts`` masks whole crowd regions and people with fewer than
+``min_acceptable_kpts`` labeled keypoints. With the default ``mask_scale: [255.0]`` the loader
+turns the mask into 1.0 / 0.0 loss weights.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from bpnet.data.coco import Person
+from bpnet.specs.dataset import DataFilteringParams
 
 MASK_KEEP = 255
 MASK_IGNORE = 0
 
 
-def is_ignored(person: Person, min_acceptable_kpts: int) -> bool:
-    """Crowds and people with too few labeled keypoints are masked out of the loss."""
-    return person.iscrowd or person.num_labeled < max(min_acceptable_kpts, 1)
+def is_ignored(person: Person, params: DataFilteringParams) -> bool:
+    """Whether the person's region is masked out of the loss (crowds always are, at least in part)."""
+    floor = params.min_acceptable_kpts if params.mask_rule == "below_min_kpts" else 0
+    return person.iscrowd or person.num_labeled < max(floor, 1)
 
 
 def person_region(person: Person, height: int, width: int) -> np.ndarray:
@@ -45,12 +49,21 @@ def person_region(person: Person, height: int, width: int) -> np.ndarray:
     return coco_mask.decode(rle).astype(bool)
 
 
-def ignore_mask(persons: list[Person], height: int, width: int, min_acceptable_kpts: int) -> np.ndarray:
+def ignore_mask(persons: list[Person], height: int, width: int, params: DataFilteringParams) -> np.ndarray:
     """The uint8 mask image (MASK_KEEP / MASK_IGNORE) for one image."""
-    mask = np.full((height, width), MASK_KEEP, dtype=np.uint8)
+    ignored = np.zeros((height, width), dtype=bool)
+    crowd = np.zeros((height, width), dtype=bool)
     for person in persons:
-        if is_ignored(person, min_acceptable_kpts):
-            mask[person_region(person, height, width)] = MASK_IGNORE
+        if person.iscrowd:
+            crowd |= person_region(person, height, width)
+        elif is_ignored(person, params):
+            ignored |= person_region(person, height, width)
+    if params.mask_rule == "unlabeled" and crowd.any():
+        for person in persons:  # a labeled person inside a crowd region keeps the loss
+            if not is_ignored(person, params):
+                crowd &= ~person_region(person, height, width)
+    mask = np.full((height, width), MASK_KEEP, dtype=np.uint8)
+    mask[ignored | crowd] = MASK_IGNORE
     return mask
 
 

@@ -66,13 +66,18 @@ def list_inputs(kind: Literal["image", "dir", "json"], source: str | Path,
         entries = doc["images"] if isinstance(doc, dict) else doc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"--input {source}: not a COCO-style JSON with an 'images' list ({exc})") from exc
+    if not isinstance(entries, list):
+        raise ValueError(f"--input {source}: 'images' is not a list")
     root = Path(image_root) if image_root else source.parent
     inputs = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
         name = entry.get("file_name") or entry.get("full_image_path") if isinstance(entry, dict) else entry
-        if not name:
-            raise ValueError(f"--input {source}: an image entry has no file_name: {entry}")
-        inputs.append(InferenceInput(root / name, entry.get("id") if isinstance(entry, dict) else None))
+        image_id = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"--input {source}: images[{index}] has no file_name string: {str(entry)[:80]}")
+        if image_id is not None and (not isinstance(image_id, int) or isinstance(image_id, bool)):
+            raise ValueError(f"--input {source}: images[{index}] has a non-integer id {str(image_id)[:40]}")
+        inputs.append(InferenceInput(root / name, image_id))
     if not inputs:
         raise ValueError(f"--input {source}: the file lists no images")
     return inputs

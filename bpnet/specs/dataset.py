@@ -72,12 +72,28 @@ class VisibilityFlagsConfig(SpecModel):
 
 
 class DataFilteringParams(SpecModel):
-    """Rules selecting the persons an image is centred on (duplicate mode only)."""
+    """Rules selecting the persons a training sample is centred on, and who is masked out.
+
+    ``center_filter`` (extension) picks the rule set. ``tao`` (default) is TAO's dataset code, so
+    a TAO dataset gives the same record counts: at least ``min_acceptable_kpts`` labeled
+    keypoints, segmentation ``area`` at least ``min_acceptable_width`` x ``min_acceptable_height``,
+    and a centre at least ``min_acceptable_interperson_dist_ratio`` x max(w, h) away from every
+    person already selected, where, as TAO's code has it, (w, h) is the bbox of the image's last
+    annotation (not of the selected person). ``bbox`` is this project's earlier rule: bbox height
+    and width against the minimums, distance against the selected person's bbox height.
+
+    ``mask_rule`` (extension): ``unlabeled`` (default, TAO's) masks crowd regions (except where they
+    overlap a labeled person) and people with no labeled keypoint; ``below_min_kpts`` also masks
+    people with fewer than ``min_acceptable_kpts`` (their few labels are not trusted as ground
+    truth, nor is the rest of their body taught as background), crowds whole.
+    """
 
     min_acceptable_height: float = Field(32, ge=0)
     min_acceptable_width: float = Field(32, ge=0)
     min_acceptable_kpts: int = Field(5, ge=0)
     min_acceptable_interperson_dist_ratio: float = Field(0.3, ge=0)
+    center_filter: Literal["tao", "bbox"] = "tao"
+    mask_rule: Literal["unlabeled", "below_min_kpts"] = "unlabeled"
 
 
 class DatasetSpec(SpecModel):

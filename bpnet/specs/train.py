@@ -186,6 +186,9 @@ class DatasetConfig(SpecModel):
     val_records_folder_path: SpecPath | None = None
     val_records_path: list[str] = Field(default_factory=list)
     dataset_specs: dict[str, SpecPath] = Field(min_length=1)
+    # Extension: train on past a record whose image or mask cannot be read (the sample gets zero
+    # loss weight, with a warning naming it) instead of stopping with exit 1.
+    skip_bad_images: bool = False
 
 
 class NormalizationParams(SpecModel):
