@@ -22,14 +22,29 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 
+# Upper bounds shared by the spec models. Values that size memory (batches, buffers, image sides,
+# counts of things held at once) are bounded so a typo fails validation instead of the machine:
+# ``shuffle_buffer_size: 1.0e12`` would otherwise reach TensorFlow as a buffer of 10^12 records.
+MAX_IMAGE_SIDE = 2048
+"""Largest network input height/width, in pixels (the guide's models use 256-640)."""
+MAX_BATCH = 1024
+"""Largest batch of images held at once (training, calibration, engine max batch)."""
+MAX_COUNT = 10**9
+"""Bound of plain counters (steps, epochs): far beyond any real run, within int64 everywhere."""
+
 
 class CrossFieldError(ValueError):
     """A rule between fields of one section; ``fields`` names them, the first is the one reported
-    (so an error reads ``section.field: value — ...`` instead of printing the whole section)."""
+    (so an error reads ``section.field: value — ...`` instead of printing the whole section).
+    ``source``, the validated section, gives the reported value even when it is a default."""
 
-    def __init__(self, message: str, *fields: str):
+    def __init__(self, message: str, *fields: str, source: BaseModel | None = None):
         super().__init__(message)
         self.fields = fields
+        self.has_value = source is not None and bool(fields)
+        self.value: Any = source
+        for part in fields[0].split(".") if self.has_value else ():
+            self.value = getattr(self.value, part, None)
 
 
 class SpecModel(BaseModel):
@@ -61,7 +76,7 @@ def _bool_as_number(annotation: Any, value: Any) -> bool:
         return isinstance(value, bool)
     if origin in (list, tuple) and isinstance(value, list | tuple):
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return any(_bool_as_number(a, v) for a, v in zip(args, value))
+            return any(_bool_as_number(a, v) for a, v in zip(args, value, strict=False))
         return bool(args) and any(_bool_as_number(args[0], v) for v in value)
     if origin is dict and isinstance(value, dict) and len(args) == 2:
         return any(_bool_as_number(args[1], v) for v in value.values())

@@ -290,9 +290,8 @@ def _format_error(path: str | Path, model: type[BaseModel], err: dict) -> str:
         cross = (err.get("ctx") or {}).get("error")
         if isinstance(cross, CrossFieldError) and cross.fields:
             # name the blamed field and show its value, not the whole section
-            section = err.get("input") if isinstance(err.get("input"), dict) else {}
             dotted = ".".join(str(p) for p in (*loc, cross.fields[0]))
-            value = _fmt_value(section.get(cross.fields[0], "<default>"))
+            value = _fmt_value(cross.value if cross.has_value else _lookup(err.get("input"), cross.fields[0]))
         elif isinstance(err.get("input"), dict):
             value = f"<section of {len(err['input'])} keys>"
         msg = str(err.get("msg", ""))
@@ -301,6 +300,15 @@ def _format_error(path: str | Path, model: type[BaseModel], err: dict) -> str:
                 msg = ("expected " if prefix == "Input should be " else "") + msg[len(prefix):]
         expected = msg
     return f"spec error: {path}: {dotted}: {value} — {expected}"
+
+
+def _lookup(section: Any, dotted: str) -> Any:
+    """The value at ``dotted`` (e.g. ``pose_config.target_shape``) of a section as written."""
+    for part in dotted.split("."):
+        if not isinstance(section, dict) or part not in section:
+            return "<default>"
+        section = section[part]
+    return section
 
 
 def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
