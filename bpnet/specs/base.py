@@ -156,7 +156,8 @@ def _pose_config_check(path: Path) -> None:
     try:
         load_pose_config(path)
     except PoseConfigError as exc:
-        raise ValueError(str(exc).removeprefix(f"{path}: ")) from None
+        # the library's message names all 18 joints; a spec error line keeps to the point
+        raise ValueError(str(exc).removeprefix(f"{path}: ").split(" (keypoints ")[0]) from None
     except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # not JSON text, not a mapping
         raise ValueError(f"not a pose config JSON ({type(exc).__name__})") from None
 

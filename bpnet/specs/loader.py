@@ -39,6 +39,8 @@ MAX_DEPTH = 32
 MAX_NODES = 100_000
 """Most YAML nodes a spec may hold once its aliases are expanded."""
 _MAX_VALUE_CHARS = 80
+_MAX_EXPECTED_CHARS = 240
+_MAX_ERROR_LINES = 50
 
 
 class SpecError(Exception):
@@ -203,7 +205,11 @@ def load_spec(path: str | Path, model: type[T], paths: PathContext | None = None
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        raise SpecError([_format_error(path, model, err) for err in exc.errors()]) from None
+        errors = exc.errors()
+        lines = [_format_error(path, model, err) for err in errors[:_MAX_ERROR_LINES]]
+        if len(errors) > _MAX_ERROR_LINES:
+            lines.append(f"spec error: {path}: -: {len(errors) - _MAX_ERROR_LINES} more problems — not listed")
+        raise SpecError(lines) from None
 
 
 def spec_to_dict(spec: BaseModel) -> dict:
@@ -295,10 +301,14 @@ def _format_error(path: str | Path, model: type[BaseModel], err: dict) -> str:
         elif isinstance(err.get("input"), dict):
             value = f"<section of {len(err['input'])} keys>"
         msg = str(err.get("msg", ""))
+        if len(msg) > _MAX_EXPECTED_CHARS:  # messages may quote user input
+            msg = msg[: _MAX_EXPECTED_CHARS - 3] + "..."
         for prefix in ("Input should be ", "Value error, ", "Assertion failed, "):
             if msg.startswith(prefix):
                 msg = ("expected " if prefix == "Input should be " else "") + msg[len(prefix):]
         expected = msg
+    if len(dotted) > _MAX_EXPECTED_CHARS:  # a key may be user text of any length
+        dotted = dotted[: _MAX_EXPECTED_CHARS - 3] + "..."
     return f"spec error: {path}: {dotted}: {value} — {expected}"
 
 
