@@ -343,3 +343,16 @@ def test_manifest_with_a_non_string_path_is_an_artifact_error():
     entry = {"path": 7, "size": 1, "sha256": "0" * 64}
     with pytest.raises(ArtifactError, match=r"files\[0\]\.path is int, expected a string"):
         parse_manifest(json.dumps({"files": [entry]}), "m.json")
+
+
+def test_pruned_model_as_pretrained_weights_without_load_graph_is_an_error(tmp_path, train_data):
+    from bpnet.model.bpnet import build_model
+    from bpnet.model.io import save_model
+    from bpnet.train import initial_model, spec_architecture
+
+    spec = load_spec(_write(tmp_path, train_data), TrainSpec)
+    narrower = spec.model_copy(update={"model": spec.model.model_copy(update={"width_multiplier": 0.125})})
+    save_model(build_model(spec_architecture(narrower), seed=0), tmp_path / "pruned.tlt", "test-key")
+    spec.pretrained_weights = str(tmp_path / "pruned.tlt")
+    with pytest.raises(ValueError, match=r"layer\(s\) differ in shape .* retrained with load_graph: true"):
+        initial_model(spec, "test-key")
