@@ -188,3 +188,13 @@ def test_storage_layout_is_unique_and_prefix_free_or_refused(paths):
     assert len(set(layout)) == len(layout)
     files = set(layout)
     assert not any("/".join(p.split("/")[:i]) in files for p in layout for i in range(1, p.count("/") + 1))
+
+
+def test_spec_fuzz_target_on_a_fixed_budget_of_inputs():
+    """The first inputs of ``make fuzz``'s spec target (shipped specs, then mutations): no failure."""
+    from itertools import islice
+
+    from tests.fuzz.fuzz_specs import fuzz_one, generate, run
+
+    stats = run(fuzz_one, islice(generate(seed=7), 300))
+    assert stats.inputs == 300 and stats.failures == 0

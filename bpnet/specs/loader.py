@@ -47,6 +47,7 @@ class SpecError(Exception):
     """One or more problems with a spec file; ``lines`` holds one message per problem."""
 
     def __init__(self, lines: list[str]):
+        lines = [" ".join(line.splitlines()) for line in lines]  # one problem, one line, whatever it quotes
         super().__init__("\n".join(lines))
         self.lines = lines
 
@@ -182,6 +183,11 @@ def read_spec_data(path: str | Path) -> Any:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except json.JSONDecodeError as exc:
         raise SpecError([f"spec error: {path}: line {exc.lineno}: {exc.msg} — valid JSON"]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: YAML text excludes them
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SpecError([f"spec error: {path}: line {line}: character #x{char:04x} — printable text (valid YAML)"]) \
+            from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "-"
