@@ -21,6 +21,7 @@ from bpnet.specs.loader import SpecError
 from pipelines.cron import to_kfp_cron
 
 NVIDIA_GPU = "nvidia.com/gpu"
+MAX_CALIBRATION_IMAGES = 4096
 # Kubernetes quantities as kfp's compiler accepts them (PipelineTask.set_cpu_request /
 # set_memory_request): checked here so a typo fails validation, not the compile.
 CPU_QUANTITY = re.compile(r"([0-9]*[.])?[0-9]+m?")
@@ -126,6 +127,15 @@ class ExportSettings(SpecModel):
     cal_batches: int = Field(10, ge=1, le=10_000)
     cal_batch_size: int = Field(1, ge=1, le=MAX_BATCH)
     cal_method: Literal["entropy", "percentile", "minmax"] = "entropy"
+
+    @model_validator(mode="after")
+    def _bounded_calibration_set(self) -> ExportSettings:
+        # every calibration image is held as float32 in the tensorfile: 4096 at 368x368 is 6.7 GB
+        if self.cal_batches * self.cal_batch_size > MAX_CALIBRATION_IMAGES:
+            raise CrossFieldError(f"cal_batches x cal_batch_size is {self.cal_batches * self.cal_batch_size} "
+                                  f"images; at most {MAX_CALIBRATION_IMAGES}", "cal_batches", "cal_batch_size",
+                                  source=self)
+        return self
 
     @field_validator("input_shape")
     @classmethod

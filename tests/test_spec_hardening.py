@@ -10,19 +10,24 @@ synthetic demo data when that is absent).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import resource
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
 
 from bpnet.artifacts import ArtifactError, check_layout, parse_manifest
+from bpnet.cli import main as cli_main
 from bpnet.specs import SpecError, TrainSpec, load_spec
 from bpnet.specs.loader import _fmt_value
+from pipelines.__main__ import main as pipelines_main
 from pipelines.arguments import load_run_spec
 from tests.conftest import REPO
 
@@ -38,7 +43,16 @@ def _limit(nbytes: int):
     return apply
 
 
-def run(args: list[str], memory: int = CLI_MEMORY, module: str = "bpnet.cli") -> subprocess.CompletedProcess:
+def run(args: list[str], memory: int = CLI_MEMORY, module: str = "bpnet.cli",
+        inprocess: bool = False) -> subprocess.CompletedProcess:
+    """The command in a child process (the promise as a user sees it), or, for the many variants
+    of a class already shown through a process, in this one (same main(), same stderr)."""
+    if inprocess:
+        main = cli_main if module == "bpnet.cli" else pipelines_main
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), mock.patch.dict(os.environ, {"BPNET_MODEL_KEY": "test-key"}):
+            code = main(args)
+        return subprocess.CompletedProcess(args, code, "", err.getvalue())
     env = {**os.environ, "PYTHONPATH": str(REPO), "BPNET_MODEL_KEY": "test-key", "OPENBLAS_NUM_THREADS": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("BPNET_SPEC_ROOT", None)
@@ -74,6 +88,7 @@ def dataset_spec(tmp_path: Path, synth_dir: Path) -> Path:
 @pytest.fixture()
 def train_data(tmp_path: Path, dataset_spec: Path) -> dict:
     """The demo train spec with its inputs pointed at files that exist."""
+    (tmp_path / "train-fold-000-of-001").write_bytes(b"")  # exists: that is all validation checks
     data = yaml.safe_load((SPECS / "demo/bpnet_train_demo.yaml").read_text())
     data["checkpoint_dir"] = str(tmp_path / "ckpt")
     loader = data["dataloader"]
@@ -90,9 +105,9 @@ def _write(tmp_path: Path, data: dict | str, name: str = "train.yaml") -> Path:
     return path
 
 
-def train(tmp_path: Path, spec: Path) -> tuple[subprocess.CompletedProcess, Path]:
+def train(tmp_path: Path, spec: Path, inprocess: bool = False) -> tuple[subprocess.CompletedProcess, Path]:
     results = tmp_path / "results"
-    return run(["train", "-e", str(spec), "-r", str(results)]), results
+    return run(["train", "-e", str(spec), "-r", str(results)], inprocess=inprocess), results
 
 
 def test_fixture_spec_is_valid(tmp_path, train_data):
@@ -137,7 +152,7 @@ def test_memory_sizing_train_fields_are_bounded(tmp_path, train_data, section, k
         train_data["dataloader"]["image_config"]["image_dims"]
     target[key] = value
     spec = _write(tmp_path, train_data)
-    proc, results = train(tmp_path, spec)
+    proc, results = train(tmp_path, spec, inprocess=key != "shuffle_buffer_size")
     field = f"dataloader.{key}" if section == "dataloader" else f"dataloader.image_config.image_dims.{key}"
     assert_spec_error(proc, spec, f"{field}: ")
     assert "less than or equal to" in proc.stderr
@@ -155,7 +170,7 @@ def test_memory_sizing_inference_fields_are_bounded(tmp_path, change, field):
     spec = _write(tmp_path, data, "infer.yaml")
     results = tmp_path / "results"
     proc = run(["inference", "-i", str(spec), "-m", str(tmp_path / "m.tlt"), "--input_type", "dir",
-                "--input", str(tmp_path), "-r", str(results)])
+                "--input", str(tmp_path), "-r", str(results)], inprocess=field != "output_upsampling_factor")
     assert_spec_error(proc, spec, f"{field}: ")
     assert not results.exists()
 
@@ -170,6 +185,10 @@ def test_memory_sizing_run_spec_fields_are_bounded(tmp_path):
     text = "\n".join(info.value.lines)
     assert "export.cal_batch_size: 1000000 — expected less than or equal to 1024" in text
     assert "engines.workspace_bytes: " in text
+    data["export"].update(cal_batch_size=1000, cal_batches=1000)
+    with pytest.raises(SpecError, match="export.cal_batches: 1000 — cal_batches x cal_batch_size is 1000000 images; "
+                                        "at most 4096"):
+        load_run_spec(_write(tmp_path, data, "run.yaml"))
 
 
 # --- class 5: values that validate but would fail late --------------------------------------------
@@ -190,7 +209,7 @@ def test_late_failing_values_are_spec_errors(tmp_path, train_data, path, value, 
         target = target[key]
     target[path[-1]] = "@@VALUE@@"
     spec = _write(tmp_path, yaml.safe_dump(train_data, sort_keys=False).replace("'@@VALUE@@'", value))
-    proc, results = train(tmp_path, spec)
+    proc, results = train(tmp_path, spec, inprocess=value != ".nan")
     assert_spec_error(proc, spec, f"{field}: ")
     assert expected in proc.stderr
     assert not results.exists()
@@ -208,7 +227,7 @@ def test_duplicate_yaml_key_is_an_error_not_last_wins(tmp_path, train_data):
 def test_duplicate_json_key_is_an_error(tmp_path, dataset_spec):
     text = dataset_spec.read_text().replace('"dataset": "coco",', '"dataset": "coco", "dataset": "other",')
     spec = _write(tmp_path, text, "dup.json")
-    proc = run(["dataset_convert", "-d", str(spec), "-o", str(tmp_path / "out" / "train")])
+    proc = run(["dataset_convert", "-d", str(spec), "-o", str(tmp_path / "out" / "train")], inprocess=True)
     assert_spec_error(proc, spec, "-: duplicate key")
     assert not (tmp_path / "out").exists()
 
@@ -225,7 +244,7 @@ def test_pose_config_is_checked_before_the_results_folder(tmp_path, train_data, 
         pose.write_bytes(content)
     train_data["dataloader"]["pose_config"]["pose_config_path"] = str(pose)
     spec = _write(tmp_path, train_data)
-    proc, results = train(tmp_path, spec)
+    proc, results = train(tmp_path, spec, inprocess=content is not None)
     assert_spec_error(proc, spec, "dataloader.pose_config.pose_config_path: ")
     assert expected in proc.stderr
     assert not results.exists()
@@ -235,17 +254,30 @@ def test_missing_pretrained_weights_and_dataset_spec_are_reported_together(tmp_p
     train_data["pretrained_weights"] = str(tmp_path / "nowhere.tlt")
     train_data["dataloader"]["dataset_config"]["dataset_specs"] = {"coco": str(tmp_path / "nowhere.json")}
     spec = _write(tmp_path, train_data)
-    proc, results = train(tmp_path, spec)
+    proc, results = train(tmp_path, spec, inprocess=True)
     assert_spec_error(proc, spec, "pretrained_weights: ")
     assert f"spec error: {spec}: dataloader.dataset_config.dataset_specs.coco: " in proc.stderr
     assert not results.exists()
+
+
+def test_missing_records_and_finetune_checkpoint_are_spec_errors(tmp_path, train_data):
+    train_data["dataloader"]["dataset_config"]["train_records_path"] = ["train-fold-000-of-002"]
+    train_data["finetuning_config"] = {"is_finetune_exp": True, "checkpoint_path": str(tmp_path / "ckpt-3")}
+    spec = _write(tmp_path, train_data)
+    proc, results = train(tmp_path, spec, inprocess=True)
+    assert_spec_error(proc, spec, "dataloader.dataset_config.train_records_path: [\"train-fold-000-of-002\"] — no such")
+    assert f"spec error: {spec}: finetuning_config.checkpoint_path: " in proc.stderr
+    assert not results.exists()
+    train_data["finetuning_config"] = {"is_finetune_exp": True}
+    with pytest.raises(SpecError, match="finetuning_config.checkpoint_path: null — missing: is_finetune_exp is true"):
+        load_spec(_write(tmp_path, train_data), TrainSpec)
 
 
 def test_missing_dataset_root_is_a_spec_error(tmp_path, dataset_spec):
     data = json.loads(dataset_spec.read_text())
     data["root_directory_path"] = str(tmp_path / "no-data")
     spec = _write(tmp_path, json.dumps(data), "coco.json")
-    proc = run(["dataset_convert", "-d", str(spec), "-o", str(tmp_path / "out" / "train")])
+    proc = run(["dataset_convert", "-d", str(spec), "-o", str(tmp_path / "out" / "train")], inprocess=True)
     assert_spec_error(proc, spec, "root_directory_path: ")
     assert not (tmp_path / "out").exists()
 
@@ -258,7 +290,7 @@ def test_run_spec_resources_are_kubernetes_quantities(tmp_path, step, key, value
     data.setdefault("steps", {}).setdefault(step, {})[key] = value
     spec = _write(tmp_path, data, "run.yaml")
     proc = run(["compile", "--spec", str(spec), "--build_dir", str(tmp_path / "build")], PIPELINES_MEMORY,
-               module="pipelines")
+               module="pipelines", inprocess=value != "lots")
     assert_spec_error(proc, spec, f"steps.{step}.{key}: \"{value}\" — expected a positive Kubernetes quantity")
     assert not (tmp_path / "build").exists()
 
@@ -316,7 +348,7 @@ def test_cross_field_error_names_the_field_not_the_section(tmp_path, train_data)
     schedule = train_data["optimizer"]["learning_rate_schedule"]
     schedule.update(soft_start=0.9, annealing=0.5)
     spec = _write(tmp_path, train_data)
-    proc, _ = train(tmp_path, spec)
+    proc, _ = train(tmp_path, spec, inprocess=True)
     assert_spec_error(proc, spec, "optimizer.learning_rate_schedule.soft_start: 0.9 — must not exceed annealing (0.5)")
     assert "{" not in proc.stderr
 

@@ -133,6 +133,12 @@ def _context(info: ValidationInfo) -> PathContext | None:
     return ctx if isinstance(ctx, PathContext) else None
 
 
+def inputs_checked(info: ValidationInfo) -> bool:
+    """Whether this validation must check that input files exist (see PathContext)."""
+    ctx = _context(info)
+    return bool(ctx and ctx.check_inputs)
+
+
 def _resolve_spec_path(value: str, info: ValidationInfo) -> str:
     ctx = _context(info)
     return ctx.resolve(value) if ctx else value
@@ -140,8 +146,7 @@ def _resolve_spec_path(value: str, info: ValidationInfo) -> str:
 
 def _input(kind: str, exists: Callable[[Path], bool], check: Callable[[Path], None] | None = None):
     def validate(value: str, info: ValidationInfo) -> str:
-        ctx = _context(info)
-        if ctx and ctx.check_inputs:
+        if inputs_checked(info):
             if not exists(Path(value)):
                 raise ValueError(f"no such {kind} (fix the path, or use --spec_root/--path_map)")
             if check is not None:
@@ -168,5 +173,7 @@ InputFile = Annotated[SpecPath, _input("file", Path.is_file)]
 """A spec path naming a file the user supplies (checked to exist when the context asks)."""
 InputDir = Annotated[SpecPath, _input("folder", Path.is_dir)]
 """A spec path naming a folder the user supplies (checked to exist when the context asks)."""
+CheckpointPath = Annotated[SpecPath, _input("checkpoint", lambda p: p.exists() or Path(f"{p}.index").is_file())]
+"""A results folder, a checkpoints folder or a checkpoint prefix (``.../ckpt-5``) to start from."""
 PoseConfigFile = Annotated[SpecPath, _input("file", Path.is_file, _pose_config_check)]
 """The pose config: it must exist and be the supported 18-joint skeleton."""

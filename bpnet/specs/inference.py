@@ -18,7 +18,7 @@ class InferenceSpec(SpecModel):
     train_spec: SpecPath | None = None
     input_shape: tuple[int, int] = (368, 368)
     keep_aspect_ratio_mode: Literal["pad_image_input", "adjust_network_input"] | None = "adjust_network_input"
-    output_stage_to_use: int | None = Field(None, ge=1)
+    output_stage_to_use: int | None = Field(None, ge=1, le=6)
     output_upsampling_factor: tuple[int, int] = (8, 8)
     heatmap_threshold: float = Field(0.1, ge=0, le=1)
     paf_threshold: float = Field(0.05, ge=0, le=1)

@@ -6,19 +6,22 @@ same model serves ``train`` and the ``retrain`` of a pruned model (``load_graph:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from bpnet.specs.base import (
     MAX_BATCH,
     MAX_COUNT,
     MAX_IMAGE_SIDE,
+    CheckpointPath,
     CrossFieldError,
     InputFile,
     PoseConfigFile,
     SpecModel,
     SpecPath,
+    inputs_checked,
 )
 
 MODEL_STRIDE = 8
@@ -26,8 +29,15 @@ MODEL_STRIDE = 8
 
 class FinetuningConfig(SpecModel):
     is_finetune_exp: bool = False
-    checkpoint_path: SpecPath | None = None
+    checkpoint_path: CheckpointPath | None = None
     ckpt_epoch_num: int = Field(0, ge=0, le=MAX_COUNT)
+
+    @model_validator(mode="after")
+    def _checkpoint_given(self) -> FinetuningConfig:
+        if self.is_finetune_exp and not self.checkpoint_path:
+            raise CrossFieldError("missing: is_finetune_exp is true", "checkpoint_path", "is_finetune_exp",
+                                  source=self)
+        return self
 
 
 class BackboneAttributes(SpecModel):
@@ -122,6 +132,16 @@ class DatasetConfig(SpecModel):
     val_records_folder_path: SpecPath | None = None
     val_records_path: list[str] = Field(default_factory=list, max_length=4096)
     dataset_specs: dict[str, InputFile] = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _records_exist(self, info: ValidationInfo) -> DatasetConfig:
+        """Training needs its records now (dataset_convert writes them beforehand); the val
+        records are not read while training, so they are not required here."""
+        missing = [n for n in self.train_records_path if not (Path(self.train_records_folder_path) / n).is_file()]
+        if missing and inputs_checked(info):
+            raise CrossFieldError(f"no such record file {missing[0]!r} in {self.train_records_folder_path} (run "
+                                  "dataset_convert first, or fix the folder)", "train_records_path", source=self)
+        return self
 
 
 class NormalizationParams(SpecModel):
