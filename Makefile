@@ -14,10 +14,11 @@ REGISTRY ?= registry.example.com/bpnet
 VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 TAG      ?= $(VERSION)-$(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 60
 # The demo's model key; real runs take theirs from the environment (never from a spec or a file).
 export BPNET_MODEL_KEY ?= bpnet-demo-key
 
-.PHONY: venv test test-all docs lint bench demo-data run pipeline-compile pipeline-run pipeline-schedule \
+.PHONY: venv test test-all docs fuzz lint bench demo-data run pipeline-compile pipeline-run pipeline-schedule \
         pipeline-unschedule images clean
 
 venv: $(STAMP)
@@ -41,6 +42,12 @@ test-all: $(STAMP)
 # The CLI reference docs/cli.md is generated from argparse (tests/test_docs.py checks it is current).
 docs: $(STAMP)
 	$(BIN)/python tools/cli_docs.py
+
+# Every fuzz target (tests/fuzz/fuzz_*.py: fuzz_one(data) + main(seconds)) for FUZZ_SECONDS each;
+# failing inputs are saved under build/fuzz-crashes (FUZZ_CRASH_DIR).
+fuzz: $(STAMP)
+	@rc=0; for f in tests/fuzz/fuzz_*.py; do m=$$(echo "$${f%.py}" | tr / .); echo "== $$m ($(FUZZ_SECONDS) s)"; \
+	  $(BIN)/python -c "import sys, $$m as t; sys.exit(t.main($(FUZZ_SECONDS)))" || rc=1; done; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check bpnet components pipelines tests benchmarks tools

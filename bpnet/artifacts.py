@@ -64,7 +64,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def safe_relpath(relative: str) -> str:
-    """Normalize a relative artifact path; refuse anything that could escape its root/prefix."""
+    """Normalize a relative artifact path (``dir//x`` and ``dir/./x`` are ``dir/x``); refuse
+    anything that could escape its root/prefix."""
+    if not isinstance(relative, str):
+        raise ArtifactError(f"artifact path {relative!r:.80}: expected a string, got {type(relative).__name__}")
     if not relative or relative.startswith(("/", "\\")) or "\\" in relative or ":" in relative.split("/")[0]:
         raise ArtifactError(f"unsafe artifact path '{relative}': must be relative, with '/' separators")
     parts = relative.split("/")
@@ -74,6 +77,25 @@ def safe_relpath(relative: str) -> str:
     if normalized in (".", "") or normalized.startswith("../"):
         raise ArtifactError(f"unsafe artifact path '{relative}'")
     return normalized
+
+
+def check_layout(paths: Iterable[str], where: str) -> list[str]:
+    """The normalized ``paths``, refused if two name the same file once normalized (``dir//x``
+    and ``dir/x``) or if one is both a file and a folder (``x`` and ``x/y``): either would make
+    one file silently overwrite another, or fail half-way through a copy."""
+    normalized: dict[str, str] = {}
+    for raw in paths:
+        path = safe_relpath(raw)
+        if path in normalized:
+            raise ArtifactError(f"{where}: '{normalized[path]}' and '{raw}' name the same file '{path}'")
+        normalized[path] = raw
+    for path, raw in normalized.items():
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in normalized:
+                raise ArtifactError(f"{where}: '{normalized[folder]}' is a file but '{raw}' needs it to be a folder")
+    return sorted(normalized)
 
 
 def staging_dir(dest: Path) -> Path:
@@ -112,8 +134,8 @@ def build_manifest(root: str | Path, files: Iterable[str] | None = None,
     """Describe ``files`` (default: every file under ``root``) by size and sha256."""
     root = Path(root)
     entries = []
-    for rel in sorted(files if files is not None else list_files(root)):
-        full = root / safe_relpath(rel)
+    for rel in check_layout(files if files is not None else list_files(root), str(root)):
+        full = root / rel
         entries.append({"path": rel, "size": full.stat().st_size, "sha256": sha256_file(full)})
     return {"version": MANIFEST_VERSION, "files": entries, "metadata": metadata or {}}
 
@@ -123,15 +145,29 @@ def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
 
 
 def parse_manifest(text: str | bytes, where: str) -> dict[str, Any]:
+    """A manifest read from outside, every entry type-checked (a reader indexes and joins paths
+    with what it says); paths come back normalized."""
     try:
         manifest = json.loads(text)
-        entries = manifest["files"]
-        for entry in entries:
-            safe_relpath(entry["path"])
-            int(entry["size"])
-            str(entry["sha256"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{where}: manifest is malformed: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{where}: manifest is not JSON: {str(exc)[:120]}") from None
+    entries = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list):
+        raise ArtifactError(f"{where}: manifest is malformed: expected an object with a 'files' list")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{where}: manifest is malformed: files[{i}] is not an object")
+        path, size, digest = entry.get("path"), entry.get("size"), entry.get("sha256")
+        if not isinstance(path, str):
+            raise ArtifactError(f"{where}: manifest is malformed: files[{i}].path is {type(path).__name__}, "
+                                "expected a string")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ArtifactError(f"{where}: manifest is malformed: files[{i}].size must be a byte count")
+        if not isinstance(digest, str) or len(digest) != 64 or set(digest) - set("0123456789abcdef"):
+            raise ArtifactError(f"{where}: manifest is malformed: files[{i}].sha256 must be 64 hex digits")
+    normalized = check_layout([e["path"] for e in entries], where)
+    by_path = {safe_relpath(e["path"]): e for e in entries}
+    manifest["files"] = [{**by_path[p], "path": p} for p in normalized]
     return manifest
 
 

@@ -18,6 +18,7 @@ log = logging.getLogger("bpnet")
 
 EXIT_FAILED = 1
 EXIT_BAD_SPEC = 2
+MAX_SHARDS = 4096  # as the run spec's dataset.num_shards
 
 
 def _common(parser: argparse.ArgumentParser, spec_paths: bool = True) -> None:
@@ -92,14 +93,41 @@ def _resolve_key(args: argparse.Namespace) -> str:
     return key
 
 
+def _inputs_context(spec_file: str, args: argparse.Namespace):
+    """How a step's own spec is read: its input files and folders must exist now, so a missing
+    or garbage one stops the step with exit 2 before any output folder is created."""
+    from bpnet.specs import default_path_context
+
+    return default_path_context(spec_file, args.spec_root, args.path_map, check_inputs=True)
+
+
+def _output_dir(flag: str, path: str) -> None:
+    """Refuse an output folder that is (or lies under) a file before any work starts."""
+    from pathlib import Path
+
+    for candidate in (Path(path), *Path(path).parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise _Usage(f"{flag}: {path} — {candidate} is a file; expected a folder")
+            return
+
+
+def _output_file(flag: str, path: str) -> None:
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        raise _Usage(f"{flag}: {path} — is a folder; expected a file path")
+    _output_dir(flag, str(Path(path).parent))
+
+
 def _run_train(args: argparse.Namespace) -> int:
-    from bpnet.specs import TrainSpec, default_path_context, load_spec
+    from bpnet.specs import TrainSpec, load_spec
 
     if args.gpus < 1:
         raise _Usage(f"--gpus: {args.gpus} — expected a positive integer")
     key = _resolve_key(args)
-    spec = load_spec(args.experiment_spec_file, TrainSpec,
-                     default_path_context(args.experiment_spec_file, args.spec_root, args.path_map))
+    spec = load_spec(args.experiment_spec_file, TrainSpec, _inputs_context(args.experiment_spec_file, args))
+    _output_dir("-r/--results_dir", args.results_dir)
     if args.dump_samples:
         from bpnet.data.label_viz import dump_samples
 
@@ -162,6 +190,7 @@ def _run_prune(args: argparse.Namespace) -> int:
     from bpnet.prune import PruneSettings, prune
 
     key = _resolve_key(args)
+    _output_file("-o/--output_file", args.output_file)
     settings = PruneSettings(args.normalizer, args.equalization_criterion, args.pruning_granularity,
                              args.pruning_threshold, args.min_num_filters, tuple(args.excluded_layers))
     result = prune(load_model(args.model, key), settings, (height, width))
@@ -261,6 +290,7 @@ def _run_export(args: argparse.Namespace) -> int:
     else:
         raise _Usage("-d/--input_dims: missing — give H,W,C or an experiment spec (-e) to take them from")
     output = args.output_file or str(Path(args.model).with_suffix(".etlt"))
+    _output_file("-o/--output_file", output)
     cal = None
     if args.data_type == "int8":
         if not (args.cal_image_dir or args.cal_data_file):
@@ -395,7 +425,9 @@ def _predictor(args: argparse.Namespace):
     if spec.train_spec:
         if not Path(spec.train_spec).is_file():
             raise _Usage(f"train_spec: {spec.train_spec} — not found (fix the path or use --path_map)")
+        # only its normalization is used: the data it was trained on need not be here
         train_spec = load_spec(spec.train_spec, TrainSpec, ctx)
+    _output_dir("-r/--results_dir", args.results_dir)
     model = args.model_filename or spec.model_path
     if not model:
         raise _Usage("-m/--model_filename: missing — and the inference spec has no model_path")
@@ -419,10 +451,9 @@ def _run_inference(args: argparse.Namespace) -> int:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from bpnet.evaluate import evaluate
-    from bpnet.specs import DatasetSpec, default_path_context, load_spec
+    from bpnet.specs import DatasetSpec, load_spec
 
-    dataset = load_spec(args.dataset_spec, DatasetSpec,
-                        default_path_context(args.dataset_spec, args.spec_root, args.path_map))
+    dataset = load_spec(args.dataset_spec, DatasetSpec, _inputs_context(args.dataset_spec, args))
     if args.num_visualizations < 0:
         raise _Usage(f"--num_visualizations: {args.num_visualizations} — expected 0 or a positive integer")
     metrics = evaluate(_predictor(args), dataset, args.results_dir, args.num_visualizations)
@@ -436,13 +467,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_dataset_convert(args: argparse.Namespace) -> int:
-    from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset
-    from bpnet.specs import DatasetSpec, default_path_context, load_spec
+    from pathlib import Path
 
-    if args.num_shards < 1:
-        raise _Usage(f"--num_shards: {args.num_shards} — expected a positive integer")
-    spec = load_spec(args.dataset_spec, DatasetSpec,
-                     default_path_context(args.dataset_spec, args.spec_root, args.path_map))
+    from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset
+    from bpnet.specs import DatasetSpec, load_spec
+
+    if not 1 <= args.num_shards <= MAX_SHARDS:
+        raise _Usage(f"--num_shards: {args.num_shards} — expected an integer in [1, {MAX_SHARDS}]")
+    spec = load_spec(args.dataset_spec, DatasetSpec, _inputs_context(args.dataset_spec, args))
+    _output_dir("-o/--output_filename", str(Path(args.output_filename).parent))
     options = ConvertOptions(mode=args.mode, generate_masks=args.generate_masks, check_files=args.check_files,
                              skip_invalid=args.skip_invalid, num_shards=args.num_shards)
     try:
@@ -497,10 +530,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return EXIT_BAD_SPEC
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # failures found while working: no traceback
+    except (ValueError, OSError, RuntimeError) as exc:  # failures found while working: no traceback
         if args.log_level == "DEBUG":
             raise
         log.error("%s", exc)
+        return EXIT_FAILED
+    except MemoryError:
+        log.error("out of memory")
         return EXIT_FAILED
     except _Usage as exc:
         print(f"bpnet {args.sub_task}: error: {exc}", file=sys.stderr)

@@ -32,6 +32,7 @@ from bpnet.artifacts import (
     ArtifactError,
     atomic_output,
     build_manifest,
+    check_layout,
     list_files,
     parse_manifest,
     read_manifest,
@@ -298,6 +299,10 @@ def fetch_tree(src: str, local_dir: str | Path, settings: S3Settings | None = No
             listing = store.list_objects()
             if not listing:
                 raise StorageError(f"{src}: no objects under this prefix")
+            try:
+                check_layout([relative for relative, _, _ in listing], src)
+            except ArtifactError as exc:
+                raise StorageError(str(exc)) from None
             for relative, size, _ in listing:
                 target = staging / safe_relpath(relative)
                 store.download_file(relative, target)

@@ -92,7 +92,12 @@ def initial_model(spec: TrainSpec, key: str | None) -> keras.Model:
         return model
     model = build_model(spec_architecture(spec), reg, seed=spec.random_seed)
     if spec.pretrained_weights:
-        load_weights_by_name(model, spec.pretrained_weights, key)
+        report = load_weights_by_name(model, spec.pretrained_weights, key)
+        if report.shape_mismatch:  # training on would silently start those layers from scratch
+            raise ValueError(
+                f"pretrained_weights: {spec.pretrained_weights}: {len(report.shape_mismatch)} layer(s) differ in "
+                f"shape from the spec's model (first: {report.shape_mismatch[0]}); a pruned model is retrained "
+                "with load_graph: true")
     return model
 
 

@@ -153,7 +153,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                        generate_masks: bool = a["generate_masks"], num_shards: int = a["num_shards"],
                        report_images: int = a["report_images"]) -> Outputs:
         version = version_op(dataset_uri=dataset_uri, requested=data_version)
-        _schedule(version, "data_version", StepSettings(retries=2, timeout_seconds=600, caching=False), spec)
+        _schedule(version, "data_version", spec.steps.data_version, spec)
         _with_storage(version, spec)
 
         convert = convert_op(dataset_uri=dataset_uri, data_version=version.output, dataset_spec=dataset_spec,
@@ -204,7 +204,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
 
         final = scores["retrained"]
         decision = gate_op(ap=final.outputs["Output"], min_ap=spec.release.min_ap, release_root=spec.release.root)
-        _schedule(decision, "promotion gate", StepSettings(retries=2, timeout_seconds=600, caching=False), spec)
+        _schedule(decision, "promotion gate", spec.steps.promotion_gate, spec)
         _with_storage(decision, spec)
         with dsl.If(decision.output == "promote", name="promoted"):
             built = {}

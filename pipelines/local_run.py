@@ -43,7 +43,7 @@ def run_local(spec_path: str | Path) -> dict[str, Any]:
     """Run the pipeline locally; return (and write beside the run) the summary."""
     from kfp import local
 
-    spec = load_run_spec(spec_path)
+    spec = load_run_spec(spec_path).for_local_run(spec_path)
     if not os.environ.get("BPNET_MODEL_KEY"):
         raise ValueError("BPNET_MODEL_KEY is not set: the model key is taken from the environment only")
     arguments = pipeline_arguments(spec)

@@ -10,14 +10,36 @@ environment.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from bpnet.specs.base import PathContext, SpecModel, SpecPath
+from bpnet.specs.base import MAX_BATCH, MAX_IMAGE_SIDE, CrossFieldError, PathContext, SpecModel, SpecPath
+from bpnet.specs.loader import SpecError
 from pipelines.cron import to_kfp_cron
 
 NVIDIA_GPU = "nvidia.com/gpu"
+MAX_CALIBRATION_IMAGES = 4096
+# Kubernetes quantities as kfp's compiler accepts them (PipelineTask.set_cpu_request /
+# set_memory_request): checked here so a typo fails validation, not the compile.
+CPU_QUANTITY = re.compile(r"([0-9]*[.])?[0-9]+m?")
+MEMORY_QUANTITY = re.compile(r"[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?")
+
+
+def _quantity(pattern: re.Pattern[str], example: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if len(value) > 32 or not pattern.fullmatch(value) or not any(c in "123456789" for c in value):
+            raise ValueError(f"expected a positive Kubernetes quantity such as {example}")
+        return value
+    return AfterValidator(check)
+
+
+CpuQuantity = Annotated[str, _quantity(CPU_QUANTITY, "'4', '0.5' or '500m'"),
+                        Field(description="CPU request, e.g. '4', '0.5' or '500m'")]
+MemoryQuantity = Annotated[str, _quantity(MEMORY_QUANTITY, "'16Gi' or '512M'"),
+                           Field(description="memory request and limit, e.g. '16Gi' or '512M'")]
 
 
 class KfpSettings(SpecModel):
@@ -70,15 +92,18 @@ class StepSettings(SpecModel):
 
     gpus: int = Field(0, ge=0, le=16)
     retries: int = Field(1, ge=0, le=10)
-    timeout_seconds: int = Field(4 * 3600, ge=60)
+    timeout_seconds: int = Field(4 * 3600, ge=60, le=30 * 86400)
     caching: bool = True
-    cpu: str | None = Field(None, description="CPU request, e.g. '4'")
-    memory: str | None = Field(None, description="memory request and limit, e.g. '16Gi'")
+    cpu: CpuQuantity | None = None
+    memory: MemoryQuantity | None = None
 
 
 class Steps(SpecModel):
     """Per step; ``evaluate`` applies to every evaluation (unpruned, pruned, retrained, ONNX fp32, INT8)."""
 
+    data_version: StepSettings = Field(
+        default_factory=lambda: StepSettings(retries=2, timeout_seconds=600, caching=False),
+        description="the first step: fingerprints the dataset URI (never cached: it detects new data)")
     dataset_convert: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
     train: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
     prune: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
@@ -88,6 +113,9 @@ class Steps(SpecModel):
     build_engine: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=7200))
     calibrate: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
     evaluate: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
+    promotion_gate: StepSettings = Field(
+        default_factory=lambda: StepSettings(retries=2, timeout_seconds=600, caching=False),
+        description="compares the retrained model's AP with the gate and the latest release (never cached)")
     inference: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
 
 
@@ -96,15 +124,24 @@ class ExportSettings(SpecModel):
     INT8 calibration data (``cal_batches x cal_batch_size`` train images)."""
 
     input_shape: tuple[int, int] = (368, 368)
-    cal_batches: int = Field(10, ge=1)
-    cal_batch_size: int = Field(1, ge=1)
+    cal_batches: int = Field(10, ge=1, le=10_000)
+    cal_batch_size: int = Field(1, ge=1, le=MAX_BATCH)
     cal_method: Literal["entropy", "percentile", "minmax"] = "entropy"
+
+    @model_validator(mode="after")
+    def _bounded_calibration_set(self) -> ExportSettings:
+        # every calibration image is held as float32 in the tensorfile: 4096 at 368x368 is 6.7 GB
+        if self.cal_batches * self.cal_batch_size > MAX_CALIBRATION_IMAGES:
+            raise CrossFieldError(f"cal_batches x cal_batch_size is {self.cal_batches * self.cal_batch_size} "
+                                  f"images; at most {MAX_CALIBRATION_IMAGES}", "cal_batches", "cal_batch_size",
+                                  source=self)
+        return self
 
     @field_validator("input_shape")
     @classmethod
     def _multiple_of_8(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if value[0] % 8 or value[1] % 8 or min(value) < 8:
-            raise ValueError("height and width must be positive multiples of 8")
+        if value[0] % 8 or value[1] % 8 or min(value) < 8 or max(value) > MAX_IMAGE_SIDE:
+            raise ValueError(f"height and width must be positive multiples of 8, at most {MAX_IMAGE_SIDE}")
         return value
 
 
@@ -114,8 +151,8 @@ class EngineTarget(SpecModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     pool: Literal["gpu", "jetson"]
     precision: Literal["fp32", "fp16", "int8"] = "fp16"
-    max_batch_size: int = Field(1, ge=1)
-    dla_core: int | None = Field(None, ge=0, description="Jetson DLA core (GPU fallback on)")
+    max_batch_size: int = Field(1, ge=1, le=MAX_BATCH)
+    dla_core: int | None = Field(None, ge=0, le=1, description="Jetson DLA core, 0 or 1 (GPU fallback on)")
 
 
 def _default_targets() -> list[EngineTarget]:
@@ -129,8 +166,8 @@ class EngineSettings(SpecModel):
     Off locally: kfp.local has no TensorRT and no GPU."""
 
     enabled: bool = True
-    workspace_bytes: int = Field(1 << 30, ge=1 << 20)
-    targets: list[EngineTarget] = Field(default_factory=_default_targets)
+    workspace_bytes: int = Field(1 << 30, ge=1 << 20, le=1 << 40)
+    targets: list[EngineTarget] = Field(default_factory=_default_targets, max_length=64)
 
 
 class ReleaseSettings(SpecModel):
@@ -151,10 +188,10 @@ class PruneSettings(SpecModel):
 
     normalizer: Literal["max", "L2"] = "max"
     equalization_criterion: Literal["union", "intersection", "arithmetic_mean", "geometric_mean"] = "union"
-    pruning_granularity: int = Field(8, ge=1)
+    pruning_granularity: int = Field(8, ge=1, le=4096)
     pruning_threshold: float = Field(0.1, ge=0.0, le=1.0)
-    min_num_filters: int = Field(16, ge=1)
-    excluded_layers: list[str] = Field(default_factory=list)
+    min_num_filters: int = Field(16, ge=1, le=4096)
+    excluded_layers: list[str] = Field(default_factory=list, max_length=1000)
 
 
 class StorageSettings(SpecModel):
@@ -173,7 +210,7 @@ class DatasetSource(SpecModel):
     uri: str = Field(min_length=1, description="s3://bucket/prefix of a COCO dataset, or a folder")
     version: str = Field("", description="cache key of the data; empty = fingerprint of the listing at submit")
     generate_masks: bool = True
-    num_shards: int = Field(1, ge=1)
+    num_shards: int = Field(1, ge=1, le=4096)
 
     @field_validator("uri")
     @classmethod
@@ -228,8 +265,21 @@ class RunSpec(SpecModel):
     @model_validator(mode="after")
     def _jetson_image(self) -> RunSpec:
         if self.engines.enabled and any(t.pool == "jetson" for t in self.engines.targets) and not self.images.jetson:
-            raise ValueError("engines.targets has Jetson targets: set images.jetson (or engines.enabled: false)")
+            raise CrossFieldError("engines.targets has Jetson targets: set images.jetson (or engines.enabled: "
+                                  "false)", "images.jetson", "engines.targets", source=self)
         return self
+
+    def for_local_run(self, spec_file: str | Path) -> RunSpec:
+        """This spec as ``make run`` uses it: the dataset folder must exist (checked now, before
+        the DAG starts, not by the first step) and steps are not retried — kfp.local runs each
+        step once, as the README says; retrying a failure of local code only repeats it."""
+        uri = self.dataset.uri
+        if "://" not in uri and not Path(uri).is_dir():
+            raise SpecError([f"spec error: {spec_file}: dataset.uri: {uri} — an existing dataset folder "
+                             "(locally; e.g. run `make demo-data`)"])
+        steps = Steps(**{name: getattr(self.steps, name).model_copy(update={"retries": 0})
+                         for name in Steps.model_fields})
+        return self.model_copy(update={"steps": steps})
 
     @field_validator("pipeline_root")
     @classmethod

@@ -58,7 +58,7 @@ def test_repository_run_specs_load():
     ({"gpu": {"pool": {"tolerations": [{"key": "k", "effect": "Sometimes"}]}}},
      "gpu.pool.tolerations.0.effect: \"Sometimes\" — expected 'NoSchedule', 'PreferNoSchedule' or 'NoExecute'"),
     ({"prune": {"pruning_threshold": 1.5}}, "prune.pruning_threshold: 1.5 — expected less than or equal to 1"),
-    ({"engines": {"enabled": True}}, "engines.targets has Jetson targets: set images.jetson"),
+    ({"engines": {"enabled": True}}, "images.jetson: null — engines.targets has Jetson targets: set images.jetson"),
     ({"prune": {"equalization_criterion": "median"}}, "prune.equalization_criterion: \"median\" — expected 'union'"),
 ])
 def test_bad_run_spec_names_field_value_and_expectation(tmp_path, synth_dir, capsys, change, expected):

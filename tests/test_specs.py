@@ -140,7 +140,8 @@ def test_missing_required_field_and_cross_field_rules(tmp_path):
     data["dataloader"] = {**yaml.safe_load(_minimal_train(tmp_path).read_text())["dataloader"],
                           "image_config": {"image_dims": {"height": 368, "width": 256}}}
     path.write_text(yaml.safe_dump(data))
-    assert any("target_shape [32, 32] must be the image dims [368, 256]" in line for line in _errors(path, TrainSpec))
+    assert f"spec error: {path}: dataloader.pose_config.target_shape: [32, 32] — must be image_config.image_dims " \
+           "[368, 256] divided by the model stride 8: [46, 32]" in _errors(path, TrainSpec)
 
 
 def test_nested_unknown_key_in_a_list_suggests_a_sibling(tmp_path):
@@ -188,8 +189,9 @@ def test_cli_bad_spec_exits_2_before_any_work(tmp_path, capsys):
     out = tmp_path / "out" / "train"
     assert main(["dataset_convert", "-d", str(path), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3
+    assert len(err) == 4  # the guide's /workspace root does not exist here: a fourth problem
     assert all(line.startswith(f"spec error: {path}: ") for line in err)
+    assert any("root_directory_path: \"/workspace/" in line and "no such folder" in line for line in err)
     assert any("did you mean 'duplicate_data_with_each_person_as_center'?" in line for line in err)
     assert any("data_filtering_params.min_acceptable_height: -3 — expected greater than or equal to 0" in line
                for line in err)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bpnet.specs.base import SpecModel, SpecPath
+from bpnet.specs.base import CrossFieldError, InputDir, SpecModel
 
 BpNetVisibility = Literal["visible", "occluded", "not_labeled"]
 
@@ -29,24 +29,26 @@ class CategoryConfig(SpecModel):
     supercategory: str = "person"
     id: int = 1
     name: str = "person"
-    num_joints: int = Field(17, ge=1)
-    keypoints: list[str]
-    skeleton: list[tuple[int, int]] = Field(default_factory=list)
-    skeleton_edge_names: list[tuple[str, str]] | None = None
+    num_joints: int = Field(17, ge=1, le=1000)
+    keypoints: list[str] = Field(max_length=1000)
+    skeleton: list[tuple[int, int]] = Field(default_factory=list, max_length=10_000)
+    skeleton_edge_names: list[tuple[str, str]] | None = Field(None, max_length=10_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> CategoryConfig:
         if len(self.keypoints) != self.num_joints:
-            raise ValueError(f"num_joints is {self.num_joints} but {len(self.keypoints)} keypoints are named")
+            raise CrossFieldError(f"{len(self.keypoints)} keypoints are named", "num_joints", "keypoints", source=self)
         if len(set(self.keypoints)) != len(self.keypoints):
-            raise ValueError("keypoint names must be unique")
+            raise CrossFieldError("keypoint names must be unique", "keypoints", source=self)
         for a, b in self.skeleton:
             if not (1 <= a <= self.num_joints and 1 <= b <= self.num_joints):
-                raise ValueError(f"skeleton edge [{a}, {b}] must use 1-based indices in [1, {self.num_joints}]")
+                raise CrossFieldError(f"edge [{a}, {b}] must use 1-based indices in [1, {self.num_joints}]",
+                                      "skeleton", "num_joints", source=self)
         if self.skeleton_edge_names is not None:
             named = [(self.keypoints[a - 1], self.keypoints[b - 1]) for a, b in self.skeleton]
             if [tuple(e) for e in self.skeleton_edge_names] != named:
-                raise ValueError("skeleton_edge_names must name the skeleton's edges, in the same order")
+                raise CrossFieldError("must name the skeleton's edges, in the same order",
+                                      "skeleton_edge_names", "skeleton", source=self)
         return self
 
 
@@ -62,12 +64,14 @@ class VisibilityFlagsConfig(SpecModel):
     def _all_mapped(self) -> VisibilityFlagsConfig:
         unmapped = sorted(set(self.value) - set(self.mapping))
         if unmapped:
-            raise ValueError(f"visibility categories {unmapped} have no entry in mapping")
+            raise CrossFieldError(f"visibility categories {unmapped} have no entry in mapping", "mapping", "value",
+                                  source=self)
         unknown = sorted(set(self.mapping) - set(self.value))
         if unknown:
-            raise ValueError(f"mapping names categories {unknown} that have no flag value")
+            raise CrossFieldError(f"names categories {unknown} that have no flag value", "mapping", "value",
+                                  source=self)
         if len(set(self.value.values())) != len(self.value):
-            raise ValueError("visibility flag values must be distinct")
+            raise CrossFieldError("visibility flag values must be distinct", "value", source=self)
         return self
 
 
@@ -100,11 +104,11 @@ class DatasetSpec(SpecModel):
     """The whole dataset spec file."""
 
     dataset: str = "coco"
-    root_directory_path: SpecPath
+    root_directory_path: InputDir
     train_data: DataSplitConfig
     test_data: DataSplitConfig
     duplicate_data_with_each_person_as_center: bool = True
-    categories: list[CategoryConfig] = Field(min_length=1)
+    categories: list[CategoryConfig] = Field(min_length=1, max_length=64)
     visibility_flags: VisibilityFlagsConfig = Field(default_factory=VisibilityFlagsConfig)
     data_filtering_params: DataFilteringParams = Field(default_factory=DataFilteringParams)
 

@@ -6,19 +6,38 @@ same model serves ``train`` and the ``retrain`` of a pruned model (``load_graph:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
-from bpnet.specs.base import SpecModel, SpecPath
+from bpnet.specs.base import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_IMAGE_SIDE,
+    CheckpointPath,
+    CrossFieldError,
+    InputFile,
+    PoseConfigFile,
+    SpecModel,
+    SpecPath,
+    inputs_checked,
+)
 
 MODEL_STRIDE = 8
 
 
 class FinetuningConfig(SpecModel):
     is_finetune_exp: bool = False
-    checkpoint_path: SpecPath | None = None
-    ckpt_epoch_num: int = Field(0, ge=0)
+    checkpoint_path: CheckpointPath | None = None
+    ckpt_epoch_num: int = Field(0, ge=0, le=MAX_COUNT)
+
+    @model_validator(mode="after")
+    def _checkpoint_given(self) -> FinetuningConfig:
+        if self.is_finetune_exp and not self.checkpoint_path:
+            raise CrossFieldError("missing: is_finetune_exp is true", "checkpoint_path", "is_finetune_exp",
+                                  source=self)
+        return self
 
 
 class BackboneAttributes(SpecModel):
@@ -45,8 +64,8 @@ class ModelConfig(SpecModel):
     data_format: Literal["channels_last"] = "channels_last"
     use_bias: bool = True
     regularization_type: Literal["l1", "l2", "l1_l2"] = "l1"
-    kernel_regularization_factor: float = Field(5.0e-4, ge=0)
-    bias_regularization_factor: float = Field(0.0, ge=0)
+    kernel_regularization_factor: float = Field(5.0e-4, ge=0, le=1)
+    bias_regularization_factor: float = Field(0.0, ge=0, le=1)
     kernel_initializer: Literal["random_normal"] = "random_normal"
     width_multiplier: float = Field(
         1.0, gt=0, le=1,
@@ -86,19 +105,18 @@ class LearningRateSchedule(SpecModel):
     )
     soft_start: float = Field(0.05, ge=0, le=1)
     annealing: float = Field(0.5, ge=0, le=1)
-    base_learning_rate: float = Field(2.0e-5, gt=0)
-    min_learning_rate: float = Field(8.0e-8, gt=0)
-    last_step: int | None = Field(None, ge=1)
+    base_learning_rate: float = Field(2.0e-5, gt=0, le=10)
+    min_learning_rate: float = Field(8.0e-8, gt=0, le=10)
+    last_step: int | None = Field(None, ge=1, le=MAX_COUNT)
 
     @model_validator(mode="after")
     def _ordered(self) -> LearningRateSchedule:
         if self.soft_start > self.annealing:
-            raise ValueError(f"soft_start ({self.soft_start}) must not exceed annealing ({self.annealing})")
+            raise CrossFieldError(f"must not exceed annealing ({self.annealing})", "soft_start", "annealing",
+                                  source=self)
         if self.min_learning_rate > self.base_learning_rate:
-            raise ValueError(
-                f"min_learning_rate ({self.min_learning_rate}) must not exceed "
-                f"base_learning_rate ({self.base_learning_rate})"
-            )
+            raise CrossFieldError(f"must not exceed base_learning_rate ({self.base_learning_rate})",
+                                  "min_learning_rate", "base_learning_rate", source=self)
         return self
 
 
@@ -150,14 +168,14 @@ class OptimizerConfig(SpecModel):
     class_name: Literal["WeightedMomentumOptimizer"] = Field("WeightedMomentumOptimizer", alias="__class_name__")
     learning_rate_schedule: ScheduleConfig = Field(default_factory=LearningRateSchedule)
     grad_weights_dict: dict[str, float] | None = None
-    weight_default_value: float = Field(1.0, ge=0)
+    weight_default_value: float = Field(1.0, ge=0, le=1e6)
     momentum: float = Field(0.9, ge=0, lt=1)
     use_nesterov: bool = False
 
 
 class ImageDims(SpecModel):
-    height: int = Field(256, gt=0)
-    width: int = Field(256, gt=0)
+    height: int = Field(256, gt=0, le=MAX_IMAGE_SIDE)
+    width: int = Field(256, gt=0, le=MAX_IMAGE_SIDE)
     channels: Literal[3] = 3
 
     @field_validator("height", "width")
@@ -176,19 +194,29 @@ class ImageConfig(SpecModel):
 class PoseConfigRef(SpecModel):
     class_name: Literal["BpNetPoseConfig"] = Field("BpNetPoseConfig", alias="__class_name__")
     target_shape: tuple[int, int] = (32, 32)
-    pose_config_path: SpecPath
+    pose_config_path: PoseConfigFile
 
 
 class DatasetConfig(SpecModel):
     root_data_path: SpecPath
     train_records_folder_path: SpecPath
-    train_records_path: list[str] = Field(min_length=1)
+    train_records_path: list[str] = Field(min_length=1, max_length=4096)
     val_records_folder_path: SpecPath | None = None
-    val_records_path: list[str] = Field(default_factory=list)
-    dataset_specs: dict[str, SpecPath] = Field(min_length=1)
+    val_records_path: list[str] = Field(default_factory=list, max_length=4096)
+    dataset_specs: dict[str, InputFile] = Field(min_length=1, max_length=64)
     # Extension: train on past a record whose image or mask cannot be read (the sample gets zero
     # loss weight, with a warning naming it) instead of stopping with exit 1.
     skip_bad_images: bool = False
+
+    @model_validator(mode="after")
+    def _records_exist(self, info: ValidationInfo) -> DatasetConfig:
+        """Training needs its records now (dataset_convert writes them beforehand); the val
+        records are not read while training, so they are not required here."""
+        missing = [n for n in self.train_records_path if not (Path(self.train_records_folder_path) / n).is_file()]
+        if missing and inputs_checked(info):
+            raise CrossFieldError(f"no such record file {missing[0]!r} in {self.train_records_folder_path} (run "
+                                  "dataset_convert first, or fix the folder)", "train_records_path", source=self)
+        return self
 
 
 class NormalizationParams(SpecModel):
@@ -210,11 +238,11 @@ class NormalizationParams(SpecModel):
 class SpatialAugParams(SpecModel):
     flip_lr_prob: float = Field(0.5, ge=0, le=1)
     flip_tb_prob: float = Field(0.0, ge=0, le=1)
-    rotate_deg_max: float = 40.0
-    rotate_deg_min: float | None = -40.0
+    rotate_deg_max: float = Field(40.0, ge=-360, le=360)
+    rotate_deg_min: float | None = Field(-40.0, ge=-360, le=360)
     zoom_prob: float = Field(0.0, ge=0, le=1)
-    zoom_ratio_min: float = Field(1.0, gt=0)
-    zoom_ratio_max: float = Field(1.0, gt=0)
+    zoom_ratio_min: float = Field(1.0, gt=0, le=100)
+    zoom_ratio_max: float = Field(1.0, gt=0, le=100)
     translate_max_x: float = 40.0
     translate_min_x: float = -40.0
     translate_max_y: float = 40.0
@@ -222,7 +250,7 @@ class SpatialAugParams(SpecModel):
     use_translate_ratio: bool = False
     translate_ratio_max: float = 0.2
     translate_ratio_min: float = -0.2
-    target_person_scale: float = Field(0.6, gt=0)
+    target_person_scale: float = Field(0.6, gt=0, le=100)
 
     @model_validator(mode="after")
     def _ranges(self) -> SpatialAugParams:
@@ -235,7 +263,7 @@ class SpatialAugParams(SpecModel):
             ("translate_ratio_min", self.translate_ratio_min, "translate_ratio_max", self.translate_ratio_max),
         ):
             if low > high:
-                raise ValueError(f"{low_name} ({low}) must not exceed {high_name} ({high})")
+                raise CrossFieldError(f"must not exceed {high_name} ({high})", low_name, high_name, source=self)
         return self
 
     @property
@@ -255,15 +283,17 @@ class AugmentationConfig(SpecModel):
 
 
 class LabelProcessorConfig(SpecModel):
-    paf_gaussian_sigma: float = Field(0.03, gt=0)
-    heatmap_gaussian_sigma: float = Field(7.0, gt=0)
-    paf_ortho_dist_thresh: float = Field(1.0, gt=0)
+    # Gaussians/limb widths in input pixels: beyond the largest image side they are flat planes.
+    paf_gaussian_sigma: float = Field(0.03, gt=0, le=MAX_IMAGE_SIDE)
+    heatmap_gaussian_sigma: float = Field(7.0, gt=0, le=MAX_IMAGE_SIDE)
+    paf_ortho_dist_thresh: float = Field(1.0, gt=0, le=MAX_IMAGE_SIDE)
 
 
 class DataloaderConfig(SpecModel):
     class_name: Literal["BpNetDataloader"] = Field("BpNetDataloader", alias="__class_name__")
-    batch_size: int = Field(10, ge=1)
-    shuffle_buffer_size: int = Field(20000, ge=1)
+    batch_size: int = Field(10, ge=1, le=MAX_BATCH)
+    # records held in memory for shuffling: 5x the guide's 20000 is already several GB of JPEGs
+    shuffle_buffer_size: int = Field(20000, ge=1, le=100_000)
     image_config: ImageConfig = Field(default_factory=ImageConfig)
     pose_config: PoseConfigRef
     dataset_config: DatasetConfig
@@ -276,10 +306,9 @@ class DataloaderConfig(SpecModel):
         dims = self.image_config.image_dims
         expected = (dims.height // MODEL_STRIDE, dims.width // MODEL_STRIDE)
         if tuple(self.pose_config.target_shape) != expected:
-            raise ValueError(
-                f"pose_config.target_shape {list(self.pose_config.target_shape)} must be the image dims "
-                f"{[dims.height, dims.width]} divided by the model stride {MODEL_STRIDE}: {list(expected)}"
-            )
+            raise CrossFieldError(
+                f"must be image_config.image_dims {[dims.height, dims.width]} divided by the model stride "
+                f"{MODEL_STRIDE}: {list(expected)}", "pose_config.target_shape", "image_config.image_dims", source=self)
         return self
 
 
@@ -292,15 +321,15 @@ class TrainSpec(SpecModel):
 
     class_name: Literal["BpNetTrainer"] = Field("BpNetTrainer", alias="__class_name__")
     checkpoint_dir: SpecPath | None = None
-    log_every_n_secs: int = Field(30, ge=0)
-    checkpoint_n_epoch: int = Field(5, ge=1)
-    num_epoch: int = Field(100, ge=1)
-    summary_every_n_steps: int = Field(20, ge=0)
-    infrequent_summary_every_n_steps: int = Field(0, ge=0)
-    validation_every_n_epoch: int = Field(5, ge=0)
-    max_ckpt_to_keep: int = Field(100, ge=1)
-    random_seed: int = 42
-    pretrained_weights: SpecPath | None = None
+    log_every_n_secs: int = Field(30, ge=0, le=MAX_COUNT)
+    checkpoint_n_epoch: int = Field(5, ge=1, le=MAX_COUNT)
+    num_epoch: int = Field(100, ge=1, le=100_000)
+    summary_every_n_steps: int = Field(20, ge=0, le=MAX_COUNT)
+    infrequent_summary_every_n_steps: int = Field(0, ge=0, le=MAX_COUNT)
+    validation_every_n_epoch: int = Field(5, ge=0, le=MAX_COUNT)
+    max_ckpt_to_keep: int = Field(100, ge=1, le=10_000)
+    random_seed: int = Field(42, ge=0, le=2**31 - 1, description="seeds numpy, Python and TensorFlow alike")
+    pretrained_weights: InputFile | None = None
     load_graph: bool = False
     finetuning_config: FinetuningConfig = Field(default_factory=FinetuningConfig)
     use_stagewise_lr_multipliers: bool = False

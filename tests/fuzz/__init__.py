@@ -1,0 +1,1 @@
+"""Fuzz targets: each module has ``fuzz_one(data: bytes)`` and ``main(seconds)`` (``make fuzz``)."""
