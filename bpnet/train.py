@@ -33,8 +33,7 @@ from bpnet.data.convert import verified_shards
 from bpnet.data.loader import build_dataset, record_paths
 from bpnet.model.architecture import Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
-from bpnet.model.io import (architecture_of, latest_readable_checkpoint, load_model, load_weights_by_name,
-                            save_model)
+from bpnet.model.io import architecture_of, latest_readable_checkpoint, load_model, load_weights_by_name, save_model
 from bpnet.model.loss import stage_losses, total_loss
 from bpnet.model.optimizer import gradient_multipliers, make_optimizer
 from bpnet.pose import load_pose_config

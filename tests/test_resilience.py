@@ -3,8 +3,14 @@ checkpoints, and a local pipeline driver that leaves no orphan processes or half
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import keras
@@ -17,6 +23,7 @@ from bpnet.model.optimizer import MAX_SOFT_START_GROWTH, effective_soft_start, m
 from bpnet.specs import TrainSpec, load_spec
 from bpnet.specs.train import LearningRateSchedule
 from bpnet.train import nonfinite_variables
+from pipelines.local_run import LOCK_FILE, RunGuard, run_processes
 from tests.conftest import REPO, write_train_spec
 
 DEMO = load_spec(REPO / "specs/demo/bpnet_train_demo.yaml", TrainSpec).optimizer.learning_rate_schedule
@@ -133,3 +140,76 @@ def test_trainer_resumes_from_the_previous_checkpoint_when_the_latest_is_truncat
     summary = (out / "train_summary.json").read_text()
     assert '"resumed_from_epoch": 1' in summary and '"epochs": 2' in summary
     assert checkpoint_problem(checkpoints / "ckpt-2") is None  # rewritten by the resumed epoch 2
+
+
+# The local pipeline driver: a dummy driver with a real process tree (fast), then the real DAG (slow).
+
+DUMMY_DRIVER = """
+import subprocess, sys, time
+from pathlib import Path
+from pipelines.local_run import Interrupted, RunGuard
+root = Path(sys.argv[1])
+try:
+    with RunGuard(root, "demo", grace=1.0):
+        run = root / "demo-2026-12-02-00-00-00-000000"
+        (run / "train").mkdir(parents=True)
+        grandchild = ("import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                      "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(600)")
+        child = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]]); "
+                 "time.sleep(600)")
+        step = subprocess.Popen([sys.executable, "-c", child, grandchild, str(root / "grandchild.pid")])
+        step.wait()  # like kfp.local: the driver blocks on the step
+except Interrupted as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(exc.exit_code)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_dummy(root: Path):
+    proc = subprocess.Popen([sys.executable, "-c", DUMMY_DRIVER, str(root)], cwd=REPO, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 60
+    while not (root / "grandchild.pid").is_file() or not (root / "grandchild.pid").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+        time.sleep(0.05)
+    return proc, int((root / "grandchild.pid").read_text())
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signalled_driver_stops_its_whole_tree_and_removes_the_unfinished_run(tmp_path, sig):
+    proc, grandchild = _start_dummy(tmp_path)
+    token = json.loads((tmp_path / LOCK_FILE).read_text())["token"]
+    assert len(run_processes(token)) == 2  # the step and its grandchild, which ignores SIGTERM
+    with pytest.raises(RuntimeError, match=f"another local run \\(pid {proc.pid}\\)"):
+        RunGuard(tmp_path, "demo").__enter__()  # a second driver on the same root is refused
+    os.kill(proc.pid, getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + getattr(signal, sig)
+    assert f"interrupted by {sig}: stopped 2 step process(es), removed {tmp_path}/demo-2026-" in err
+    assert not _alive(grandchild) and run_processes(token) == []  # SIGKILL after the 1 s grace
+    assert not list(tmp_path.glob("demo-*")) and not list(tmp_path.glob(".scratch-*"))
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_rerun_after_a_sigkilled_driver_stops_its_orphans_and_cleans_up(tmp_path, caplog):
+    finished = tmp_path / "demo-2026-12-01-00-00-00-000000"  # an earlier, finished run: kept
+    finished.mkdir()
+    (finished / "summary.json").write_text("{}")
+    proc, grandchild = _start_dummy(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)  # no handler runs: the step tree is orphaned
+    proc.wait()
+    assert _alive(grandchild)
+    with caplog.at_level(logging.WARNING), RunGuard(tmp_path, "demo", grace=1.0) as guard:
+        assert not _alive(grandchild)
+        assert [p.name for p in tmp_path.glob("demo-*")] == [finished.name]
+        assert [p.name for p in tmp_path.glob(".scratch-*")] == [guard.scratch.name]
+    assert any(f"the previous run (pid {proc.pid}) was killed: stopped 2 leftover process(es), removed "
+               f"{tmp_path}/demo-2026-12-02" in r.getMessage() for r in caplog.records)
+    assert not list(tmp_path.glob(".scratch-*"))
