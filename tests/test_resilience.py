@@ -213,3 +213,44 @@ def test_rerun_after_a_sigkilled_driver_stops_its_orphans_and_cleans_up(tmp_path
     assert any(f"the previous run (pid {proc.pid}) was killed: stopped 2 leftover process(es), removed "
                f"{tmp_path}/demo-2026-12-02" in r.getMessage() for r in caplog.records)
     assert not list(tmp_path.glob(".scratch-*"))
+
+
+def _runs(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_make_run_killed_during_training_leaves_nothing_and_a_rerun_completes(tmp_path, synth_dir):
+    from tests.test_pipeline_local import local_spec
+
+    spec = local_spec(tmp_path, synth_dir)
+    root = tmp_path / "root"
+    cmd = [sys.executable, "-m", "pipelines", "local", "--spec", str(spec)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BPNET_MODEL_KEY": "resilience"}
+    log_path = tmp_path / "driver.log"  # a file, not a pipe: an unread pipe would block the driver
+    with log_path.open("w") as log_file:
+        driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while not list(root.glob("*/train/model/events")):  # the train step is training (in its executor)
+            assert driver.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no training within 600 s"
+            time.sleep(0.2)
+        token = json.loads((root / LOCK_FILE).read_text())["token"]
+        step_processes = run_processes(token)
+        assert step_processes
+        driver.send_signal(signal.SIGTERM)
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    err = log_path.read_text()
+    assert driver.returncode == 143, err[-3000:]
+    assert "interrupted by SIGTERM: stopped" in err and "Traceback" not in err.split("interrupted by SIGTERM")[-1]
+    assert not any(_alive(pid) for pid in step_processes) and run_processes(token) == []
+    assert _runs(root) == [] and not list(root.glob(".scratch-*")) and not (root / LOCK_FILE).exists()
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    (run,) = _runs(root)
+    assert json.loads((run / "summary.json").read_text())["metrics"]["AP"] >= 0.0
+    assert not list(root.glob(".scratch-*")) and not (root / LOCK_FILE).exists()
