@@ -33,7 +33,7 @@ from bpnet.data.convert import verified_shards
 from bpnet.data.loader import bad_record_error, build_dataset, record_paths
 from bpnet.model.architecture import Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
-from bpnet.model.io import architecture_of, load_model, load_weights_by_name, save_model
+from bpnet.model.io import architecture_of, latest_readable_checkpoint, load_model, load_weights_by_name, save_model
 from bpnet.model.loss import stage_losses, total_loss
 from bpnet.model.optimizer import gradient_multipliers, make_optimizer
 from bpnet.pose import load_pose_config
@@ -43,6 +43,15 @@ from bpnet.specs.train import TrainSpec
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "bpnet_model.tlt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became inf/NaN; the message names the step, the rate and what to try."""
+
+
+def nonfinite_variables(model: keras.Model) -> list[str]:
+    """Paths of the model's variables holding inf/NaN: such weights must never be checkpointed."""
+    return [v.path for v in model.variables if not np.isfinite(keras.ops.convert_to_numpy(v)).all()]
 
 
 @dataclass
@@ -139,12 +148,14 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.results / "checkpoints"),
                                                   max_to_keep=spec.max_ckpt_to_keep, checkpoint_name="ckpt")
+        self.last_good: str | None = None  # the checkpoint a divergence falls back to
 
     def _restore(self) -> int:
         """Resume from the latest checkpoint, else fine-tune start point; returns the start epoch."""
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
-            log.info("resuming from %s (epoch %d)", self.manager.latest_checkpoint, int(self.epoch))
+        latest = self.last_good = latest_readable_checkpoint(self.results / "checkpoints")
+        if latest:
+            self.checkpoint.restore(latest).expect_partial()
+            log.info("resuming from %s (epoch %d)", latest, int(self.epoch))
             return int(self.epoch)
         ft = self.spec.finetuning_config
         if ft.is_finetune_exp:
@@ -229,15 +240,15 @@ class Trainer:
                     images_batch, labels = next(batches)
                 except tf.errors.OpError as exc:  # raised in the input pipeline's map function
                     raise bad_record_error(exc) from None
+                lr = float(self.optimizer.learning_rate)  # the rate this step uses
                 objective, reg, heat_l, paf_l = step_fn(images_batch, labels)
                 loss = float(objective)
+                step = int(self.optimizer.iterations)
                 if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss} at step {int(self.optimizer.iterations)}")
+                    raise self._diverged(f"the loss became {loss}", step, epoch, lr)
                 first = loss if first is None else first
                 last = loss
                 images += self.global_batch
-                step = int(self.optimizer.iterations)
-                lr = float(self.optimizer.learning_rate)
                 bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
                 if spec.summary_every_n_steps and step % spec.summary_every_n_steps == 0:
                     self._summaries(writer, step, loss, float(reg), heat_l.numpy(), paf_l.numpy(), lr)
@@ -248,11 +259,23 @@ class Trainer:
                     log.info("epoch %d step %d loss %.5g lr %.3g %.1f images/s", epoch, step, loss, lr,
                              images / (time.monotonic() - t0))
             self.epoch.assign(epoch)
+            bad = nonfinite_variables(self.model)
+            if bad:  # a finite loss can still come with inf/NaN gradients on the epoch's last step
+                raise self._diverged(f"{len(bad)} weight(s) became inf/NaN (first: {bad[0]})",
+                                     int(self.optimizer.iterations), epoch, lr)
             if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
-                saved = self.manager.save(checkpoint_number=epoch)
+                saved = self.last_good = self.manager.save(checkpoint_number=epoch)
                 log.info("epoch %d done, loss %.5g; checkpoint %s", epoch, last, saved)
         writer.flush()
         return first, last, images / max(time.monotonic() - t0, 1e-9)
+
+    def _diverged(self, what: str, step: int, epoch: int, lr: float) -> TrainingDiverged:
+        kept = self.last_good
+        return TrainingDiverged(
+            f"training diverged at step {step} (epoch {epoch}): {what} at learning rate {lr:.3g}; "
+            f"{'the last good checkpoint ' + kept + ' is kept' if kept else 'no checkpoint was written'}"
+            ". Try a lower optimizer.learning_rate_schedule.base_learning_rate, a longer soft_start or more "
+            "epochs, a larger batch_size; rerunning resumes from the last good checkpoint")
 
     @staticmethod
     def _summaries(writer, step: int, loss: float, reg: float, heat: np.ndarray, paf: np.ndarray, lr: float) -> None:

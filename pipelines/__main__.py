@@ -63,8 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipelines.local_run import Interrupted
+
     try:
         return _dispatch(args)
+    except Interrupted as exc:  # make run stopped by SIGINT/SIGTERM; its processes are already gone
+        log.error("%s", exc)
+        return exc.exit_code
     except SpecError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)

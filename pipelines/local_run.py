@@ -3,6 +3,16 @@
 kfp.local's SubprocessRunner executes each lightweight component as a subprocess of this Python
 environment (``use_venv=False``: bpnet is already installed here), in dependency order, writing
 artifacts under the run spec's ``pipeline_root``. Kubernetes-side settings are ignored locally.
+
+Interruption and reruns (``RunGuard``): every process a run starts inherits a run token in its
+environment, so the driver can find its whole step tree (grandchildren such as ``bpnet train``
+included) even after an intermediate process died. On SIGINT/SIGTERM the driver sends the tree
+SIGTERM, then SIGKILL after a grace period, removes the unfinished run folder and its scratch
+folder (the children's TMPDIR and kfp's workspace) and exits 128 + the signal. A rerun starts
+over: if a previous driver was SIGKILLed (no handler ran), its lock file in ``pipeline_root`` leads
+the rerun to stop that run's leftover processes and remove what it left unfinished. Runs are not
+resumed: kfp.local names each run folder by time and keeps no run state, and reusing half a run
+would mix outputs of different code; a demo run must be reproducible from scratch.
 """
 
 from __future__ import annotations
@@ -10,11 +20,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import signal
 import time
+import uuid
 import warnings
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from bpnet.artifacts import atomic_write_text
 from pipelines.arguments import load_run_spec, pipeline_arguments
 from pipelines.dag import build_pipeline
 
@@ -39,6 +54,144 @@ MODELS = (("unpruned", "model", "metrics_unpruned"), ("pruned", "pruned_model", 
           ("ONNX INT8", "int8_model", "metrics_int8"))
 
 
+RUN_TOKEN_ENV = "BPNET_LOCAL_RUN"  # inherited by every process of a run: how the driver finds them
+LOCK_FILE = ".local-run.json"
+GRACE_SECONDS = 10.0  # SIGTERM, then SIGKILL for what is still alive after this
+
+
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM reached the driver (after its step processes were stopped).
+
+    A BaseException, like KeyboardInterrupt, so kfp's ``except Exception`` handlers do not swallow it
+    on its way out of the orchestrator."""
+
+    def __init__(self, signum: int, stopped: int):
+        self.signum, self.stopped = signum, stopped
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+def run_processes(token: str) -> list[int]:
+    """Live processes (other than this one) whose environment carries ``token`` (Linux /proc)."""
+    marker = f"{RUN_TOKEN_ENV}={token}".encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path("/proc", entry, "environ").read_bytes()  # empty for zombies: already dead
+        except OSError:
+            continue
+        if marker in environ:
+            found.append(int(entry))
+    return found
+
+
+def stop_processes(token: str, grace: float = GRACE_SECONDS) -> int:
+    """SIGTERM every process of the run, SIGKILL those alive after ``grace`` s; returns how many."""
+    pids = run_processes(token)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in run_processes(token):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while run_processes(token) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not run_processes(token):
+            break
+    left = run_processes(token)
+    if left:
+        log.warning("processes %s of the run did not stop even after SIGKILL", left)
+    return len(pids)
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (/proc/<pid>/stat field 22): tells a reused pid apart."""
+    try:
+        stat = Path("/proc", str(pid), "stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+class RunGuard:
+    """One local run of ``pipeline_name`` under ``root``: lock, run token, scratch, signal handling."""
+
+    def __init__(self, root: str | Path, pipeline_name: str, grace: float = GRACE_SECONDS):
+        self.root, self.name, self.grace = Path(root), pipeline_name, grace
+        self.token = uuid.uuid4().hex
+        self.scratch = self.root / f".scratch-{self.token}"
+        self.lock = self.root / LOCK_FILE
+        self.before: list[str] = []
+        self._saved: dict[str, Any] = {}
+
+    def run_folders(self) -> list[Path]:
+        return sorted(p for p in self.root.glob(f"{self.name}-*") if p.is_dir())
+
+    def new_unfinished(self, before: list[str]) -> list[Path]:
+        """Run folders made since ``before`` was listed that have no summary.json (not finished)."""
+        return [p for p in self.run_folders() if p.name not in before and not (p / "summary.json").exists()]
+
+    def clean_stale(self) -> None:
+        """Stop and remove what a previous, SIGKILLed driver on this root left behind."""
+        try:
+            old = json.loads(self.lock.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            old = {}
+        if old.get("pid") and _start_time(old["pid"]) == old.get("start_time"):
+            raise RuntimeError(f"{self.lock}: another local run (pid {old['pid']}) is using {self.root}; "
+                               "wait for it or stop it first")
+        stopped = stop_processes(old["token"], self.grace) if old.get("token") else 0
+        removed = self.new_unfinished(old.get("before", []))
+        for path in [*removed, Path(old.get("scratch", self.scratch))]:
+            shutil.rmtree(path, ignore_errors=True)
+        self.lock.unlink(missing_ok=True)
+        log.warning("the previous run (pid %s) was killed: stopped %d leftover process(es), removed %s",
+                    old.get("pid", "?"), stopped, ", ".join(str(p) for p in removed) or "no run folder")
+
+    def __enter__(self) -> RunGuard:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.clean_stale()
+        self.before = [p.name for p in self.run_folders()]
+        (self.scratch / "workspace").mkdir(parents=True)
+        atomic_write_text(self.lock, json.dumps({
+            "pid": os.getpid(), "start_time": _start_time(os.getpid()), "token": self.token,
+            "scratch": str(self.scratch), "before": self.before}) + "\n")
+        self._saved = {name: os.environ.get(name) for name in (RUN_TOKEN_ENV, "TMPDIR")}
+        os.environ[RUN_TOKEN_ENV], os.environ["TMPDIR"] = self.token, str(self.scratch)
+        self._saved["handlers"] = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        log.warning("%s: stopping the run's processes", signal.Signals(signum).name)
+        raise Interrupted(signum, stop_processes(self.token, self.grace))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for sig, handler in self._saved.pop("handlers").items():
+            signal.signal(sig, handler)
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if exc_type is not None and not issubclass(exc_type, Exception):  # interrupted: nothing to keep
+            stop_processes(self.token, self.grace)
+            removed = self.new_unfinished(self.before)
+            for path in removed:
+                shutil.rmtree(path, ignore_errors=True)
+            if isinstance(exc, Interrupted):
+                exc.args = (f"{exc.args[0]}: stopped {exc.stopped} step process(es), removed "
+                            f"{', '.join(str(p) for p in removed) or 'no run folder'}; rerun to start over",)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.lock.unlink(missing_ok=True)
+
+
 def run_local(spec_path: str | Path) -> dict[str, Any]:
     """Run the pipeline locally; return (and write beside the run) the summary."""
     from kfp import local
@@ -48,9 +201,10 @@ def run_local(spec_path: str | Path) -> dict[str, Any]:
         raise ValueError("BPNET_MODEL_KEY is not set: the model key is taken from the environment only")
     arguments = pipeline_arguments(spec)
     pipeline = build_pipeline(spec, arguments)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=spec.pipeline_root)
     start = time.perf_counter()
-    with warnings.catch_warnings():
+    with RunGuard(spec.pipeline_root, pipeline.pipeline_spec.pipeline_info.name) as guard, warnings.catch_warnings():
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=spec.pipeline_root,
+                   workspace_root=str(guard.scratch / "workspace"))
         # kfp warns when an image name lacks "python"; locally the image is not used at all.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # ... and that Kubernetes-side settings (display names included) do nothing locally: documented.

@@ -3,12 +3,14 @@
 A model file is a Keras ``.keras`` archive; with a key it is encrypted by ``bpnet.crypto``
 (AES-256-GCM, PBKDF2-HMAC-SHA256 key derivation); a wrong key is reported as such. The
 architecture is read back from the layers themselves, so a pruned model reloads with no spec.
+Training checkpoints (tf.train, ``ckpt-<epoch>``) are read back whole before a resume trusts them.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,51 @@ from bpnet.crypto import MAGIC, ModelKeyError, decrypt, encrypt  # noqa: F401 - 
 from bpnet.model.architecture import C128_CONV, FULL, LITE, Architecture, default_filters
 
 log = logging.getLogger(__name__)
+
+
+def checkpoint_problem(prefix: str | Path) -> str | None:
+    """Why the tf.train checkpoint at ``prefix`` cannot be restored, or None when every tensor reads.
+
+    Reading all tensors (CRC-checked) is what catches a truncated or corrupt data file: restoring
+    one fails half-way with ``IndexError: Read less bytes than requested`` and may leave deferred
+    restores from it behind, so it must be rejected before restore is called.
+    """
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError, OSError) as exc:
+        return str(getattr(exc, "message", exc)).strip().splitlines()[0]
+    return None
+
+
+def latest_readable_checkpoint(directory: str | Path, name: str = "ckpt") -> str | None:
+    """The newest ``<name>-<n>`` checkpoint in ``directory`` that reads, falling back past bad ones.
+
+    Each unreadable one is logged as a warning naming its files. None when there is no checkpoint;
+    a ValueError when there are some and none reads (rather than silently starting over).
+    """
+    directory = Path(directory)
+    numbered = []
+    for index in directory.glob(f"{name}-*.index") if directory.is_dir() else []:
+        match = re.fullmatch(rf"{re.escape(name)}-(\d+)\.index", index.name)
+        if match:
+            numbered.append((int(match.group(1)), str(index.with_suffix(""))))
+    bad = []
+    ordered = sorted(numbered, reverse=True)
+    for k, (_, prefix) in enumerate(ordered):
+        problem = checkpoint_problem(prefix)
+        if problem is None:
+            return prefix
+        log.warning("checkpoint %s.* is unreadable (%s)%s", prefix, problem,
+                    "; falling back to the previous one" if k + 1 < len(ordered) else "")
+        bad.append(f"{Path(prefix).name} ({problem})")
+    if bad:
+        raise ValueError(f"{directory}: no readable checkpoint: {'; '.join(bad)}; move the folder away to start over")
+    return None
+
 
 def model_bytes(model: keras.Model) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:

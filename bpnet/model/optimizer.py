@@ -5,6 +5,10 @@ exponentially from ``min_learning_rate`` to ``base_learning_rate`` over [0, soft
 and decays exponentially back to ``min_learning_rate`` over [annealing, 1] (the guide's curve).
 TAO's exponential decay (``BpNetExponentialDecayLRSchedule``) is the other choice: see
 ``ExponentialDecay``.
+On a short run ``soft_start`` x steps can be a handful of steps, a ramp of min -> base in ~4 steps
+that diverges (the demo spec with 3 epochs hit NaN at step 19), so the ramp is stretched to at
+least the steps that keep its growth under ``MAX_SOFT_START_GROWTH`` per step, never past
+``annealing`` (see ``effective_soft_start``); long runs keep the guide's fractions unchanged.
 
 Multipliers scale each variable's gradient, which for momentum SGD is the same as scaling its
 learning rate. Precedence: ``grad_weights_dict`` (layer name or glob pattern -> multiplier), then
@@ -15,6 +19,7 @@ initial stage and everything else stay at 1x), then ``weight_default_value``.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import math
 
 import keras
@@ -23,8 +28,14 @@ import tensorflow as tf
 from bpnet.model.architecture import BACKBONE_LAYERS, C128_CONV
 from bpnet.specs.train import ExponentialDecaySchedule, LearningRateSchedule, OptimizerConfig
 
+log = logging.getLogger(__name__)
+
 BACKBONE_MULTIPLIER = 2.0
 REFINEMENT_MULTIPLIER = 4.0
+# The soft start's per-step growth cap: min -> base over ln(base/min)/ln(1.1) steps at least (48 steps
+# for the demo's 100x range, 58 for the guide's 250x). The guide's m1 run and the 40-epoch demo ramp
+# slower than this already; 3 demo epochs (4 steps of ramp, 3.2x per step) diverged.
+MAX_SOFT_START_GROWTH = 1.1
 
 
 class SoftstartAnnealing(keras.optimizers.schedules.LearningRateSchedule):
@@ -65,6 +76,25 @@ class ExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "staircase": self.staircase, "minimum": self.minimum}
 
 
+def effective_soft_start(config: LearningRateSchedule, last_step: int) -> float:
+    """The soft-start fraction actually used over ``last_step`` steps.
+
+    The spec's fraction, unless its ramp would grow the rate faster than ``MAX_SOFT_START_GROWTH``
+    per step; then the ramp gets the steps it needs, capped at ``annealing`` (a 1-epoch run ramps
+    until the decay starts). ``soft_start: 0`` (no warm-up) is kept as asked.
+    """
+    if config.soft_start <= 0:
+        return 0.0
+    last_step = max(int(last_step), 1)
+    needed = math.log(config.base_learning_rate / config.min_learning_rate) / math.log(MAX_SOFT_START_GROWTH)
+    stretched = min(max(config.soft_start, needed / last_step), config.annealing)
+    if stretched > config.soft_start:
+        log.info("soft_start %.3g is %.1f of %d steps: ramping over %.1f steps instead (at most %.2gx per step)",
+                 config.soft_start, config.soft_start * last_step, last_step, stretched * last_step,
+                 MAX_SOFT_START_GROWTH)
+    return stretched
+
+
 def make_schedule(config: LearningRateSchedule | ExponentialDecaySchedule, total_steps: int,
                   steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
     if isinstance(config, ExponentialDecaySchedule):
@@ -72,8 +102,9 @@ def make_schedule(config: LearningRateSchedule | ExponentialDecaySchedule, total
         decay_steps = config.decay_steps or max(1, round(config.decay_epochs * steps_per_epoch))
         return ExponentialDecay(config.learning_rate, decay_steps, config.decay_rate, config.staircase,
                                 config.min_learning_rate)
-    return SoftstartAnnealing(config.base_learning_rate, config.min_learning_rate, config.soft_start,
-                              config.annealing, config.last_step or total_steps)
+    last_step = config.last_step or total_steps
+    return SoftstartAnnealing(config.base_learning_rate, config.min_learning_rate,
+                              effective_soft_start(config, last_step), config.annealing, last_step)
 
 
 def make_optimizer(config: OptimizerConfig, total_steps: int, steps_per_epoch: int) -> keras.optimizers.SGD:
