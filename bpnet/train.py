@@ -8,6 +8,7 @@ Results directory layout::
     bpnet_model.tlt            the final model (.keras, AES-GCM encrypted with the key)
     architecture.json          filter counts etc.; the model file also reloads without it
     train_summary.json         epochs, steps, losses, parameters, FLOPs, throughput
+    learning_curve.{json,png}  mean loss per epoch and AP on a few val images (bpnet.curves)
     MANIFEST.json              sizes and sha256 of the files above, written last
 
 Re-running the same command resumes from the latest checkpoint (model, optimizer state and epoch);
@@ -29,6 +30,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from bpnet.artifacts import atomic_write_text, build_manifest, write_manifest
+from bpnet.curves import CURVE_JSON, CURVE_PNG, LearningCurve, ValScorer
 from bpnet.data.convert import verified_shards
 from bpnet.data.loader import build_dataset, record_paths
 from bpnet.model.architecture import Architecture, default_filters
@@ -199,7 +201,8 @@ class Trainer:
                              int(self.optimizer.iterations.numpy()), self.steps_per_epoch, first, last,
                              count_params(self.model), flops / 1e9, rate, start)
         atomic_write_text(self.results / "train_summary.json", json.dumps(asdict(result), indent=2) + "\n")
-        names = [MODEL_FILE, "architecture.json", "train_spec.resolved.yaml", "train_summary.json"]
+        names = [MODEL_FILE, "architecture.json", "train_spec.resolved.yaml", "train_summary.json",
+                 *(n for n in (CURVE_JSON, CURVE_PNG) if (self.results / n).is_file())]
         write_manifest(self.results / "MANIFEST.json", build_manifest(self.results, names))
         return result
 
@@ -210,12 +213,14 @@ class Trainer:
         batches = iter(self.strategy.experimental_distribute_dataset(dataset))
         step_fn = self._step_fn()
         writer = tf.summary.create_file_writer(str(self.results / "events"))
+        curve = LearningCurve(spec, self.results, start, ValScorer.from_train_spec(spec))
         first = last = None
         last_log = time.monotonic()
         t0, images = time.monotonic(), 0
         for epoch in range(start + 1, spec.num_epoch + 1):
             bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{spec.num_epoch}", unit="step",
                        leave=False, disable=None)
+            epoch_loss = 0.0
             for _ in bar:
                 images_batch, labels = next(batches)
                 objective, reg, heat_l, paf_l = step_fn(images_batch, labels)
@@ -224,6 +229,7 @@ class Trainer:
                     raise FloatingPointError(f"loss became {loss} at step {int(self.optimizer.iterations)}")
                 first = loss if first is None else first
                 last = loss
+                epoch_loss += loss
                 images += self.global_batch
                 step = int(self.optimizer.iterations)
                 lr = float(self.optimizer.learning_rate)
@@ -237,6 +243,9 @@ class Trainer:
                     log.info("epoch %d step %d loss %.5g lr %.3g %.1f images/s", epoch, step, loss, lr,
                              images / (time.monotonic() - t0))
             self.epoch.assign(epoch)
+            scoring = time.monotonic()
+            curve.end_epoch(self.model, epoch, int(self.optimizer.iterations), epoch_loss / self.steps_per_epoch, writer)
+            t0 += time.monotonic() - scoring  # images/s is of training alone
             if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
                 saved = self.manager.save(checkpoint_number=epoch)
                 log.info("epoch %d done, loss %.5g; checkpoint %s", epoch, last, saved)
