@@ -2,7 +2,11 @@
 
 The achieved rate (3 x forward FLOPs per image: forward + backward, times images/s) is printed
 as a fraction of this machine's float32 matrix-multiply rate measured in the same process, for
-the CPU demo model (specs/demo) and for the published m1 model at 256x256.
+the CPU demo model and for the published m1 model, each at its spec's input size and batch size
+(specs/demo/bpnet_train_demo.yaml, specs/bpnet_train_m1_coco.yaml), so that the demo's training
+budget can be read off: `make run` trains and retrains about ``num_epoch x samples`` images each.
+Only the network step is timed (inputs are random tensors; the input pipeline has its own
+benchmark). Run it on an idle machine: other processes on the same cores lower both figures.
 """
 
 from __future__ import annotations
@@ -16,9 +20,16 @@ import time  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bpnet.model.architecture import Architecture, default_filters  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from bpnet.model.architecture import Architecture  # noqa: E402
 from bpnet.model.bpnet import build_model, count_flops, split_outputs  # noqa: E402
 from bpnet.model.loss import stage_losses, total_loss  # noqa: E402
+from bpnet.specs import TrainSpec, load_spec  # noqa: E402
+from bpnet.train import spec_architecture  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = {"demo": "specs/demo/bpnet_train_demo.yaml", "m1": "specs/bpnet_train_m1_coco.yaml"}
 
 
 def matmul_rate(n: int = 2048, reps: int = 10) -> float:
@@ -32,13 +43,13 @@ def matmul_rate(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
-def step_rate(arch: Architecture, size: int, batch: int, steps: int) -> tuple[float, float]:
+def step_rate(arch: Architecture, height: int, width: int, batch: int, steps: int) -> tuple[float, float]:
     model = build_model(arch)
     opt = keras.optimizers.SGD(1e-5, momentum=0.9)
-    images = tf.random.uniform([batch, size, size, 3])
-    t = size // 8
-    heat, paf = tf.zeros([batch, t, t, 19]), tf.zeros([batch, t, t, 38])
-    mask = tf.ones([batch, t, t, 1])
+    images = tf.random.uniform([batch, height, width, 3])
+    th, tw = height // 8, width // 8
+    heat, paf = tf.zeros([batch, th, tw, arch.heat_channels]), tf.zeros([batch, th, tw, arch.paf_channels])
+    mask = tf.ones([batch, th, tw, 1])
 
     @tf.function
     def step():
@@ -53,18 +64,18 @@ def step_rate(arch: Architecture, size: int, batch: int, steps: int) -> tuple[fl
     for _ in range(steps):
         step().numpy()
     ips = batch * steps / (time.perf_counter() - t0)
-    return ips, 3 * count_flops(arch, size, size) * ips
+    return ips, 3 * count_flops(arch, height, width) * ips
 
 
 def main() -> None:
     peak = matmul_rate()
     print(f"float32 matmul rate: {peak / 1e9:.1f} GFLOP/s")
-    cases = [("demo (2 stages, width 0.25, 128x128)", Architecture(stages=2, filters=default_filters(2, False, 0.25)),
-              128, 8, 10),
-             ("m1 (3 stages, full width, 256x256)", Architecture(stages=3), 256, 2, 3)]
-    for name, arch, size, batch, steps in cases:
-        ips, flops = step_rate(arch, size, batch, steps)
-        print(f"train step {name}: {ips:.1f} images/s, {flops / 1e9:.1f} GFLOP/s = {flops / peak:.2f} of matmul rate")
+    for name, path in SPECS.items():
+        spec = load_spec(REPO / path, TrainSpec)
+        m, dims, batch = spec.model, spec.dataloader.image_config.image_dims, spec.dataloader.batch_size
+        ips, flops = step_rate(spec_architecture(spec), dims.height, dims.width, batch, steps=10 if name == "demo" else 3)
+        print(f"train step {name} ({m.stages} stages, width {m.width_multiplier:g}, {dims.height}x{dims.width}, "
+              f"batch {batch}): {ips:.1f} images/s, {flops / 1e9:.1f} GFLOP/s = {flops / peak:.2f} of matmul rate")
 
 
 if __name__ == "__main__":

@@ -60,18 +60,12 @@ def to_coco_keypoints(keypoints: np.ndarray) -> list[float]:
     return out
 
 
-def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path, num_visualizations: int = 0) -> dict:
-    """Score the predictor on ``spec``'s test split; write metrics.json, detections_coco.json and,
-    for the first ``num_visualizations`` images, drawings in images_annotated/ (for reports)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    results = Path(results_dir)
-    gt_doc = ground_truth(spec)
-    image_dir = spec.under_root(spec.test_data.images_root_dir_path)
+def detect(predictor: Predictor, gt_doc: dict, image_dir: Path, category_id: int, drawings_dir: Path | None = None,
+           num_visualizations: int = 0, max_images: int | None = None) -> tuple[list[dict], list[dict]]:
+    """(COCO result entries, unreadable images) for the first ``max_images`` images of ``gt_doc``
+    (all when None); the first ``num_visualizations`` are drawn into ``drawings_dir``."""
     detections, errors = [], []
-    drawn = 0
-    for image in tqdm(gt_doc["images"], desc="evaluate", unit="img", disable=None):
+    for k, image in enumerate(tqdm(gt_doc["images"][:max_images], desc="evaluate", unit="img", disable=None)):
         try:
             rgb = read_image(image_dir / image["file_name"])
         except ValueError as exc:
@@ -79,13 +73,20 @@ def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path, n
             errors.append({"image_id": image["id"], "error": str(exc)})
             continue
         people = predictor(rgb).people
-        if drawn < num_visualizations:
-            write_drawing(rgb, people, results / "images_annotated" / f"{image['id']}.jpg")
-            drawn += 1
+        if drawings_dir is not None and k < num_visualizations:
+            write_drawing(rgb, people, drawings_dir / f"{image['id']}.jpg")
         for person in people:
-            detections.append({"image_id": image["id"], "category_id": spec.person_category.id,
+            detections.append({"image_id": image["id"], "category_id": category_id,
                                "keypoints": to_coco_keypoints(person.keypoints), "score": person.score})
-    atomic_write_text(results / "detections_coco.json", json.dumps(detections) + "\n")
+    return detections, errors
+
+
+def coco_metrics(gt_doc: dict, detections: list[dict], category_id: int,
+                 image_ids: list[int] | None = None) -> tuple[dict[str, float], str]:
+    """(METRIC_NAMES -> value, pycocotools' printed summary), over ``image_ids`` only if given."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     gt = COCO()
     gt.dataset = gt_doc
     with contextlib.redirect_stdout(io.StringIO()):
@@ -95,14 +96,28 @@ def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path, n
     if detections:
         with contextlib.redirect_stdout(io.StringIO()) as captured:
             evaluator = COCOeval(gt, gt.loadRes(detections), "keypoints")
-            evaluator.params.catIds = [spec.person_category.id]
+            evaluator.params.catIds = [category_id]
+            if image_ids is not None:
+                evaluator.params.imgIds = list(image_ids)
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
         stats, report = evaluator.stats, captured.getvalue()
+    return {name: round(float(max(v, 0.0)), 5) for name, v in zip(METRIC_NAMES, stats, strict=True)}, report
+
+
+def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path, num_visualizations: int = 0) -> dict:
+    """Score the predictor on ``spec``'s test split; write metrics.json, detections_coco.json and,
+    for the first ``num_visualizations`` images, drawings in images_annotated/ (for reports)."""
+    results = Path(results_dir)
+    gt_doc = ground_truth(spec)
+    image_dir = spec.under_root(spec.test_data.images_root_dir_path)
+    detections, errors = detect(predictor, gt_doc, image_dir, spec.person_category.id,
+                                results / "images_annotated", num_visualizations)
+    atomic_write_text(results / "detections_coco.json", json.dumps(detections) + "\n")
+    metrics, report = coco_metrics(gt_doc, detections, spec.person_category.id)
     for line in report.strip().splitlines():
         log.info("%s", line)
-    metrics = {name: round(float(max(v, 0.0)), 5) for name, v in zip(METRIC_NAMES, stats, strict=True)}
     metrics.update(images=len(gt_doc["images"]), detections=len(detections), errors=errors)
     atomic_write_text(results / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -1,4 +1,4 @@
-"""Self-contained HTML reports: tables of figures and a few annotated images, in one file.
+"""Self-contained HTML reports: tables of figures, charts and a few annotated images, in one file.
 
 One file with the images inlined (base64 JPEG) is what a viewer like the Kubeflow UI's HTML
 artifact pane can show: it cannot follow relative links to sibling files.
@@ -24,23 +24,31 @@ def _table(rows: Mapping[str, Any]) -> str:
     return f"<table>{body}</table>"
 
 
+def _inline(path: str | Path) -> str:
+    """A data URI of a JPEG or PNG file."""
+    kind = "png" if Path(path).suffix.lower() == ".png" else "jpeg"
+    return f"data:image/{kind};base64,{base64.b64encode(Path(path).read_bytes()).decode()}"
+
+
 def html_report(title: str, tables: Mapping[str, Mapping[str, Any]], images: Sequence[str | Path] = (),
-                notes: Sequence[str] = ()) -> str:
+                notes: Sequence[str] = (), charts: Mapping[str, str | Path] | None = None) -> str:
     """An HTML page with a heading, one table per entry of ``tables`` (heading -> rows), the
-    ``notes`` as paragraphs, and ``images`` (JPEG files) inlined with their file names as captions."""
+    ``notes`` as paragraphs, ``charts`` (heading -> PNG file, e.g. the training's learning curve)
+    and ``images`` (JPEG files) inlined with their file names as captions."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
     for heading, rows in tables.items():
         parts.append(f"<h2>{html.escape(heading)}</h2>{_table(rows)}")
+    for heading, chart in (charts or {}).items():
+        parts.append(f"<h2>{html.escape(heading)}</h2><img class='chart' src='{_inline(chart)}'>")
     if images:
         parts.append("<h2>Annotated images</h2><div class='gallery'>")
         for image in images:
-            data = base64.b64encode(Path(image).read_bytes()).decode()
-            parts.append(f"<figure><img src='data:image/jpeg;base64,{data}'>"
+            parts.append(f"<figure><img src='{_inline(image)}'>"
                          f"<figcaption>{html.escape(Path(image).name)}</figcaption></figure>")
         parts.append("</div>")
     style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
              "th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
-             ".gallery{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}img{max-width:320px}")
+             ".gallery{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}img{max-width:320px}img.chart{max-width:none}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")

@@ -8,6 +8,7 @@ Results directory layout::
     bpnet_model.tlt            the final model (.keras, AES-GCM encrypted with the key)
     architecture.json          filter counts etc.; the model file also reloads without it
     train_summary.json         epochs, steps, losses, parameters, FLOPs, throughput
+    learning_curve.{json,png}  mean loss per epoch and AP on a few val images (bpnet.curves)
     MANIFEST.json              sizes and sha256 of the files above, written last
 
 Re-running the same command resumes from the latest checkpoint (model, optimizer state and epoch);
@@ -29,6 +30,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from bpnet.artifacts import atomic_write_text, build_manifest, write_manifest
+from bpnet.curves import CURVE_JSON, CURVE_PNG, LearningCurve, ValScorer
 from bpnet.data.convert import verified_shards
 from bpnet.data.loader import bad_record_error, build_dataset, record_paths
 from bpnet.model.architecture import Architecture, default_filters
@@ -218,7 +220,8 @@ class Trainer:
                              int(self.optimizer.iterations.numpy()), self.steps_per_epoch, first, last,
                              count_params(self.model), flops / 1e9, rate, start)
         atomic_write_text(self.results / "train_summary.json", json.dumps(asdict(result), indent=2) + "\n")
-        names = [MODEL_FILE, "architecture.json", "train_spec.resolved.yaml", "train_summary.json"]
+        names = [MODEL_FILE, "architecture.json", "train_spec.resolved.yaml", "train_summary.json",
+                 *(n for n in (CURVE_JSON, CURVE_PNG) if (self.results / n).is_file())]
         write_manifest(self.results / "MANIFEST.json", build_manifest(self.results, names))
         return result
 
@@ -229,12 +232,14 @@ class Trainer:
         batches = iter(self.strategy.experimental_distribute_dataset(dataset))
         step_fn = self._step_fn()
         writer = tf.summary.create_file_writer(str(self.results / "events"))
+        curve = LearningCurve(spec, self.results, start, ValScorer.from_train_spec(spec))
         first = last = None
         last_log = time.monotonic()
         t0, images = time.monotonic(), 0
         for epoch in range(start + 1, spec.num_epoch + 1):
             bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{spec.num_epoch}", unit="step",
                        leave=False, disable=None)
+            epoch_loss = 0.0
             for _ in bar:
                 try:
                     images_batch, labels = next(batches)
@@ -248,6 +253,7 @@ class Trainer:
                     raise self._diverged(f"the loss became {loss}", step, epoch, lr)
                 first = loss if first is None else first
                 last = loss
+                epoch_loss += loss
                 images += self.global_batch
                 bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
                 if spec.summary_every_n_steps and step % spec.summary_every_n_steps == 0:
@@ -263,6 +269,9 @@ class Trainer:
             if bad:  # a finite loss can still come with inf/NaN gradients on the epoch's last step
                 raise self._diverged(f"{len(bad)} weight(s) became inf/NaN (first: {bad[0]})",
                                      int(self.optimizer.iterations), epoch, lr)
+            scoring = time.monotonic()
+            curve.end_epoch(self.model, epoch, int(self.optimizer.iterations), epoch_loss / self.steps_per_epoch, writer)
+            t0 += time.monotonic() - scoring  # images/s is of training alone
             if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
                 saved = self.last_good = self.manager.save(checkpoint_number=epoch)
                 log.info("epoch %d done, loss %.5g; checkpoint %s", epoch, last, saved)

@@ -305,6 +305,7 @@ def _annotated(results: Path, limit: int) -> list[Path]:
 def evaluate(dataset_dir: str | Path, model_dir: str | Path, inference_spec: str, results_dir: str | Path,
              report_path: str | Path, report_images: int = 4, label: str = "") -> dict[str, Any]:
     """``bpnet evaluate`` on the Dataset's val split; writes an HTML report; returns the metrics."""
+    from bpnet.curves import CURVE_PNG
     from bpnet.report import html_report
 
     results = Path(results_dir)
@@ -317,7 +318,9 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, inference_spec: str
     title = f"BodyPoseNet evaluation — {label} model" if label else "BodyPoseNet evaluation"
     tables = {"COCO keypoints (person), val split": scores,
               "Counts": {"images": metrics["images"], "detections": metrics["detections"]}}
-    Path(report_path).write_text(html_report(title, tables, _annotated(results, report_images)))
+    curve = Path(model_dir) / CURVE_PNG  # a trained or retrained model's learning curve (bpnet.curves)
+    charts = {"Learning curve (training)": curve} if curve.is_file() else {}
+    Path(report_path).write_text(html_report(title, tables, _annotated(results, report_images), charts=charts))
     return metrics
 
 

@@ -19,3 +19,12 @@ def test_report_inlines_images_and_escapes_text(tmp_path):
     encoded = page.split("data:image/jpeg;base64,")[1].split("'")[0]
     assert base64.b64decode(encoded) == image.read_bytes()
     assert "000000000042.jpg</figcaption>" in page
+
+
+def test_report_inlines_charts_as_png(tmp_path):
+    chart = tmp_path / "learning_curve.png"
+    cv2.imwrite(str(chart), np.full((20, 40, 3), 200, np.uint8))
+    page = html_report("Eval", {}, charts={"Learning curve": chart})
+    assert "<h2>Learning curve</h2>" in page
+    encoded = page.split("data:image/png;base64,")[1].split("'")[0]
+    assert base64.b64decode(encoded) == chart.read_bytes()

@@ -12,7 +12,11 @@ pixel), composed as ``flips . T(out_centre + t) . R(theta) . S(s) . T(-centre)``
   [``zoom_ratio_min``, ``zoom_ratio_max``] (above 1 zooms out);
 - rotation: uniform in [``rotate_deg_min``, ``rotate_deg_max``] (min null = [-max, max]);
 - translation: uniform in the x/y ranges, in input pixels, or as a fraction of the input size
-  when ``use_translate_ratio``;
+  when ``use_translate_ratio``; a range that is not a whole number of output strides (8 px) is
+  widened symmetrically to the next whole number (the demo's 20 px become 24), so that every
+  point's sub-stride offset (its position modulo 8) is uniform: a uniform draw over a partial
+  stride favours some offsets, and the network then learns positions only on part of each cell
+  (extension; TLT's m1 range of 80 px is unchanged);
 - flips: left-right with ``flip_lr_prob``, top-bottom with ``flip_tb_prob``; either one mirrors the
   person, so the caller swaps left/right joints when exactly one of them happened.
 
@@ -26,7 +30,7 @@ import math
 
 import numpy as np
 
-from bpnet.specs.train import SpatialAugParams
+from bpnet.specs.train import MODEL_STRIDE, SpatialAugParams
 
 NUM_DRAWS = 9
 
@@ -38,6 +42,15 @@ def draws(seed: int, counter: int) -> np.ndarray:
 
 def _lerp(u: float, low: float, high: float) -> float:
     return low + (high - low) * u
+
+
+def translation_range(low: float, high: float) -> tuple[float, float]:
+    """[low, high] widened symmetrically to a whole number of strides (an empty range stays)."""
+    width = high - low
+    if width <= 0:
+        return low, high
+    pad = (math.ceil(width / MODEL_STRIDE - 1e-9) * MODEL_STRIDE - width) / 2.0
+    return low - pad, high + pad
 
 
 def transform(params: SpatialAugParams, mode: str, out_h: int, out_w: int, image_h: int, image_w: int,
@@ -58,11 +71,12 @@ def transform(params: SpatialAugParams, mode: str, out_h: int, out_w: int, image
         if u[3] < params.zoom_prob:
             scale /= _lerp(u[4], params.zoom_ratio_min, params.zoom_ratio_max)
         if params.use_translate_ratio:
-            tx = _lerp(u[5], params.translate_ratio_min, params.translate_ratio_max) * out_w
-            ty = _lerp(u[6], params.translate_ratio_min, params.translate_ratio_max) * out_h
+            x_range = (params.translate_ratio_min * out_w, params.translate_ratio_max * out_w)
+            y_range = (params.translate_ratio_min * out_h, params.translate_ratio_max * out_h)
         else:
-            tx = _lerp(u[5], params.translate_min_x, params.translate_max_x)
-            ty = _lerp(u[6], params.translate_min_y, params.translate_max_y)
+            x_range = (params.translate_min_x, params.translate_max_x)
+            y_range = (params.translate_min_y, params.translate_max_y)
+        tx, ty = _lerp(u[5], *translation_range(*x_range)), _lerp(u[6], *translation_range(*y_range))
     cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
     ox, oy = (out_w - 1) / 2.0 + tx, (out_h - 1) / 2.0 + ty
     cx, cy = centre

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
@@ -20,6 +20,9 @@ from bpnet.infer.decode import DecodeParams, Person, decode
 from bpnet.infer.preprocess import STRIDE, InputPlan, plan, to_network_input
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams, TrainSpec
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +41,13 @@ class Backend(Protocol):
 
 
 class KerasBackend:
-    def __init__(self, path: str | Path, key: str | None):
-        from bpnet.model.io import load_model
+    """A Keras model, from a file (``load``) or in memory (the trainer's learning curve)."""
 
-        self.model = load_model(path, key)
+    def __init__(self, model: keras.Model, name: str = "model"):
+        self.model = model
         outputs = self.model.outputs
         if len(outputs) % 2:
-            raise ModelMismatchError(f"{path}: {len(outputs)} outputs; a BodyPoseNet model has heatmaps and "
+            raise ModelMismatchError(f"{name}: {len(outputs)} outputs; a BodyPoseNet model has heatmaps and "
                                      f"PAFs for every stage")
         self.stages = len(outputs) // 2
         self.heat_channels = int(outputs[0].shape[-1])
@@ -53,6 +56,12 @@ class KerasBackend:
     def predict(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         outputs = [np.asarray(o) for o in self.model(batch, training=False)]
         return outputs[: self.stages], outputs[self.stages:]
+
+    @classmethod
+    def load(cls, path: str | Path, key: str | None) -> KerasBackend:
+        from bpnet.model.io import load_model
+
+        return cls(load_model(path, key), str(path))
 
 
 class OnnxBackend:
@@ -100,7 +109,7 @@ def open_backend(path: str | Path, key: str | None) -> Backend:
     except OSError as exc:
         raise FileNotFoundError(f"{path}: cannot read model file: {exc.strerror}") from exc
     plain = decrypt(head, key, str(path)) if head.startswith(MAGIC) else head
-    return KerasBackend(path, key) if plain[:2] == b"PK" else OnnxBackend(path, key)
+    return KerasBackend.load(path, key) if plain[:2] == b"PK" else OnnxBackend(path, key)
 
 
 def decode_params(spec: InferenceSpec) -> DecodeParams:
