@@ -298,6 +298,14 @@ def bind_inference_spec(inference_spec: str, model_dir: str | Path, work: Path) 
     return _write_yaml(data, work / "infer_spec.yaml")
 
 
+def at_export_mode(inference_spec: str, export_settings: str) -> str:
+    """The inference spec with the exported models' input size and padding mode (JSON text)."""
+    data = _parse(inference_spec, "inference_spec")
+    data.update(input_shape=list(_parse(export_settings, "export_settings")["input_shape"]),
+                keep_aspect_ratio_mode=EXPORTED_MODE, multi_scale_inference=False)
+    return json.dumps(data)
+
+
 def _annotated(results: Path, limit: int) -> list[Path]:
     return sorted((results / "images_annotated").glob("*.jpg"))[:limit]
 
@@ -373,6 +381,18 @@ def promotion_gate(ap: float, min_ap: float, release_root: str) -> str:
     promote, reason = promotion_decision(ap, min_ap, read_latest(release_root))
     log.info("promotion gate: %s", reason)
     return "promote" if promote else f"hold: {reason}"
+
+
+def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list[dict], jetson_targets: list[dict]
+              ) -> tuple[str, list[dict], list[dict]]:
+    """("release int8" | "hold: <why>", the GPU and Jetson engine targets to build): INT8 targets
+    are dropped unless INT8 AP >= fp32 AP - ``max_drop``."""
+    from bpnet.release import int8_decision
+
+    ok, why = int8_decision(fp32_ap, int8_ap, max_drop)
+    log.info("INT8 gate: %s", why)
+    keep = [[t for t in targets if ok or t["precision"] != "int8"] for targets in (gpu_targets, jetson_targets)]
+    return ("release int8" if ok else f"hold: {why}", *keep)
 
 
 def _model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any], evaluations: dict[str, dict],
