@@ -417,8 +417,9 @@ def _model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any],
                   "`python3 check_runtime.py <release> [target]` on the target refuses a mismatch."]
     else:
         lines.append("none built (engines.enabled is false, or no TensorRT where this ran)")
-    lines += ["", "## Serving", "", f"- Triton ensembles (image in, people out): {', '.join(deploy['served']['ensembles'])}",
-              f"- Triton network models: {', '.join(deploy['served']['networks'])}",
+    served = deploy["served"]
+    lines += ["", "## Serving", "", f"- Triton ensembles (image in, people out): {', '.join(served['ensembles'])}",
+              f"- Triton network models: {', '.join(served['networks'])}",
               "- DeepStream: deepstream/README.md; KServe: kserve/inferenceservice.yaml"]
     lines += ["", "## Sizes", ""] + [f"- {k}: {v}" for k, v in sizes.items()]
     return "\n".join(lines) + "\n"
@@ -462,7 +463,8 @@ def publish(release_root: str, trained_dir: str | Path, retrained_dir: str | Pat
     if missing:
         raise FileNotFoundError(f"the release would be incomplete: missing {missing}")
     onnx_bytes, _ = read_exported(exported / EXPORTED_FILE, os.environ.get("BPNET_MODEL_KEY"))
-    decoder = {k: v for k, v in _parse(inference_spec, "inference_spec").items() if k not in ("model_path", "train_spec")}
+    decoder = {k: v for k, v in _parse(inference_spec, "inference_spec").items()
+               if k not in ("model_path", "train_spec")}  # the decoder settings; the paths were the pipeline's
     train_spec = yaml.safe_load((retrained / TRAIN_SPEC_FILE).read_text()) or {}
     norm = NormalizationParams.model_validate((train_spec.get("dataloader") or {}).get("normalization_params") or {})
     digest = hashlib.sha256((retrained / MODEL_FILE).read_bytes()).hexdigest()

@@ -36,7 +36,8 @@ STEPS = (  # step, its main output, the metadata worth a column
     ("inference", "detections", ("images", "people")),
 )
 MODELS = (("unpruned", "model", "metrics_unpruned"), ("pruned", "pruned_model", "metrics_pruned"),
-          ("retrained", "retrained_model", "metrics"), ("Keras (export mode)", "retrained_model", "metrics_keras_export"),
+          ("retrained", "retrained_model", "metrics"),
+          ("Keras (export mode)", "retrained_model", "metrics_keras_export"),
           ("ONNX fp32", "exported_model", "metrics_fp32"),
           ("ONNX INT8", "int8_model", "metrics_int8"))
 

@@ -45,7 +45,8 @@ def test_publish_is_complete_and_moves_latest(request, tmp_path, where):
     root = request.getfixturevalue("s3") if where == "s3" else str(tmp_path / "releases")
     assert read_latest(root) is None
     first = publish_release(release_dir(tmp_path / "r1", 0.4), root, "r1", {"AP": 0.4})
-    assert first["promoted"] and read_latest(root) == {k: v for k, v in first.items() if k not in ("promoted", "reason")}
+    assert first["promoted"]
+    assert read_latest(root) == {k: v for k, v in first.items() if k not in ("promoted", "reason")}
     assert first["uri"].endswith("/r1")
     fetch_dir(first["uri"], tmp_path / "fetched")  # a complete, verifiable release
     assert (tmp_path / "fetched" / "metrics.json").is_file()

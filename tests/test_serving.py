@@ -131,7 +131,8 @@ def test_every_triton_config_parses_and_matches_the_onnx_graph(release, built):
                             "bpnet_pose_gpu_fp16", "bpnet_pose_gpu_int8", "bpnet_pose_onnx"}
     for name, config in configs.items():
         assert config.name == name
-    expected = {"bpnet_gpu_fp16": ("tensorrt_plan", 4, "model.plan"), "bpnet_gpu_int8": ("tensorrt_plan", 2, "model.plan"),
+    expected = {"bpnet_gpu_fp16": ("tensorrt_plan", 4, "model.plan"),
+                "bpnet_gpu_int8": ("tensorrt_plan", 2, "model.plan"),
                 "bpnet_onnx": ("onnxruntime_onnx", 8, "model.onnx")}
     for name, (platform, batch, file) in expected.items():
         config = configs[name]
@@ -170,7 +171,8 @@ def test_kserve_manifest_validates_against_the_crd_schema(release):
     predictor = service["spec"]["predictor"]
     assert predictor["model"]["storageUri"] == f"{release}/triton" and predictor["nodeSelector"] == {"pool": "gpu"}
     assert predictor["model"]["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "4Gi"}
-    assert predictor["model"]["modelFormat"]["name"] == "triton" and predictor["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert predictor["model"]["modelFormat"]["name"] == "triton"
+    assert predictor["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     broken = json.loads(json.dumps(service))
     broken["spec"]["predictor"]["model"]["resources"]["limits"]["memory"] = "4 gigs"
     with pytest.raises(jsonschema.ValidationError):  # the schema checks what it should
@@ -285,7 +287,9 @@ def test_runtime_check_refuses_an_engine_of_another_tensorrt(release):
     assert jetson.returncode == 1 and "CPU architecture aarch64 here" in jetson.stderr
     assert check(same, "jetson-int8").returncode == 1
     manifest = json.loads((release / "MANIFEST.json").read_text())["metadata"]
-    assert manifest["engines"]["gpu-fp16"]["tensorrt"] == "10.3.0" and manifest["engines"]["gpu-fp16"]["node"] == "gpu-1"
+    engine = manifest["engines"]["gpu-fp16"]
+    assert (engine["tensorrt"], engine["cuda"], engine["node"]) == ("10.3.0", "12.6", "gpu-1")
+    assert engine["max_batch_size"] == 4
     assert manifest["evaluations"]["ONNX INT8"]["AP"] == 0.1
     card = (release / "MODEL_CARD.md").read_text()
     assert "| gpu-fp16 | fp16 | 4 | 10.3.0 | 12.6 |" in card and "| Keras (export mode) | 0.3500 |" in card
