@@ -1,34 +1,61 @@
-"""Releases: one complete, checksummed folder per release, and a ``latest`` pointer.
+"""Releases: one complete, checksummed folder per publish, and a ``latest`` pointer that only
+moves forward.
 
 A release is published to ``<release_root>/<release_id>/`` (a folder or an ``s3://`` prefix)
-through ``bpnet.storage.publish_dir``, whose manifest is written last; only then is
-``<release_root>/latest.json`` replaced (one atomic write or object put) to name it. A run that
-fails or is killed before that leaves ``latest`` on the previous release; a half-published
-release has no manifest and is refused by every reader.
+through ``bpnet.storage.publish_dir``, whose manifest is written last. Release ids are unique
+per publish (UTC second, model digest and a random suffix), and a prefix that already holds
+anything is refused: a published release is never overwritten, so a retry or a second run of a
+cached model cannot take the manifest away from the release ``latest`` names.
+
+``latest`` moves only by the promotion rule, re-checked at the moment of the swap:
+
+- on S3, a compare-and-swap on the object's ETag (``If-Match``; ``If-None-Match: *`` for the first
+  release), both supported by MinIO and AWS S3 (and moto); a writer that loses the race re-reads
+  the pointer, re-checks the rule against the winner and tries again;
+- in a folder, an exclusive ``flock`` on ``latest.json.lock`` around read, check and atomic
+  rename (released by the kernel if the process dies, so a killed publisher never leaves a stale
+  lock).
+
+So of two concurrent publishers the better model ends up in ``latest`` whatever the order, and a
+release that loses (a lower AP than the latest) stays published but not promoted.
 
 ``latest.json``: ``{"release": id, "uri": <release folder>, "metrics": {...}, "published": UTC}``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
+import secrets
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bpnet.artifacts import atomic_write_text, parse_manifest, sha256_file
+from bpnet.deploy.platform import ENGINE_INFO_SUFFIX
+from bpnet.specs.inference import InferenceSpec
+from bpnet.specs.train import NormalizationParams
 from bpnet.storage import MANIFEST_NAME, S3Store, StorageError, download_file, is_remote, publish_dir
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
+SWAP_ATTEMPTS = 20  # compare-and-swap retries when other publishers keep winning the race
 
 
 def _join(root: str, name: str) -> str:
     return f"{root.rstrip('/')}/{name}"
+
+
+def new_release_id(model_digest: str) -> str:
+    """A release id unique per publish and sortable by time: ``YYYYmmdd-HHMMSS-<digest8>-<random6>``."""
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{model_digest[:8]}-{secrets.token_hex(3)}"
 
 
 def read_latest(release_root: str) -> dict[str, Any] | None:
@@ -55,19 +82,78 @@ def promotion_decision(ap: float, min_ap: float, previous: dict[str, Any] | None
     return True, f"{metric} {ap:.4f} >= minimum {min_ap:.4f} (first release)"
 
 
-def publish_release(src_dir: str | Path, release_root: str, release_id: str, metrics: dict[str, Any]) -> dict:
-    """Publish ``src_dir`` as release ``release_id`` and then point ``latest`` at it."""
+def int8_decision(fp32_ap: float, int8_ap: float, max_drop: float) -> tuple[bool, str]:
+    """The INT8 quality gate: INT8 ships only if its AP >= fp32 AP - ``max_drop``."""
+    floor = fp32_ap - max_drop
+    if math.isfinite(int8_ap) and math.isfinite(fp32_ap) and int8_ap >= floor:
+        return True, f"INT8 AP {int8_ap:.4f} >= fp32 AP {fp32_ap:.4f} - {max_drop:.4f} (release.max_int8_ap_drop)"
+    return False, (f"INT8 not released: INT8 AP {int8_ap:.4f} < fp32 AP {fp32_ap:.4f} - {max_drop:.4f} "
+                   "(release.max_int8_ap_drop), so only fp16/fp32 engines are built; calibrate on more batches "
+                   "(export.cal_batches) or add test images (a small val split makes AP noisy)")
+
+
+def _refuse_existing(dest: str) -> None:
+    exists = bool(S3Store(dest).list_objects()) if is_remote(dest) else Path(dest).exists()
+    if exists:
+        raise StorageError(f"{dest}: a release with this id exists already; a published release is never "
+                           "overwritten (ids are unique per publish: publish again)")
+
+
+@contextmanager
+def _local_lock(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{LATEST}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def advance_latest(release_root: str, pointer: dict[str, Any], min_ap: float = 0.0,
+                   metric: str = "AP") -> tuple[bool, str]:
+    """Point ``latest`` at ``pointer``'s release if the promotion rule holds against the pointer
+    as it is at the swap; (moved, why)."""
+    ap = float(pointer["metrics"].get(metric, float("nan")))
+    text = json.dumps(pointer, indent=2) + "\n"
+    if not is_remote(release_root):
+        with _local_lock(Path(release_root)):
+            ok, reason = promotion_decision(ap, min_ap, read_latest(release_root), metric)
+            if ok:
+                atomic_write_text(Path(release_root) / LATEST, text)
+            return ok, reason
+    store = S3Store(release_root)
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        found = store.read_versioned(LATEST)
+        current, etag = (json.loads(found[0]), found[1]) if found else (None, None)
+        ok, reason = promotion_decision(ap, min_ap, current, metric)
+        if not ok:
+            return False, reason
+        if store.put_if(text.encode(), LATEST, etag):
+            return True, reason
+        log.info("latest changed while publishing %s (attempt %d): re-checking the rule", pointer["release"],
+                 attempt)
+        time.sleep(0.05 * attempt)
+    raise StorageError(f"{_join(release_root, LATEST)}: could not swap after {SWAP_ATTEMPTS} attempts "
+                       "(other publishers kept changing it)")
+
+
+def publish_release(src_dir: str | Path, release_root: str, release_id: str, metrics: dict[str, Any],
+                    min_ap: float = 0.0, metadata: dict[str, Any] | None = None) -> dict:
+    """Publish ``src_dir`` as the new release ``release_id`` (``metadata`` joins the manifest's),
+    then move ``latest`` to it if the promotion rule still holds. The returned pointer has
+    ``promoted`` and ``reason``."""
     dest = _join(release_root, release_id)
-    manifest = publish_dir(src_dir, dest, metadata={"release": release_id, "metrics": metrics})
+    _refuse_existing(dest)
+    manifest = publish_dir(src_dir, dest, metadata={"release": release_id, "metrics": metrics, **(metadata or {})})
     pointer = {"release": release_id, "uri": dest, "metrics": metrics,
                "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    text = json.dumps(pointer, indent=2) + "\n"
-    if is_remote(release_root):
-        S3Store(release_root).upload_bytes(text.encode(), LATEST)
+    promoted, reason = advance_latest(release_root, pointer, min_ap)
+    if promoted:
+        log.info("released %s (%d files); latest -> %s (%s)", dest, len(manifest["files"]), release_id, reason)
     else:
-        atomic_write_text(Path(release_root) / LATEST, text)
-    log.info("released %s (%d files); latest -> %s", dest, len(manifest["files"]), release_id)
-    return pointer
+        log.warning("released %s (%d files) but latest stays: %s", dest, len(manifest["files"]), reason)
+    return {**pointer, "promoted": promoted, "reason": reason}
 
 
 def fetch_latest_file(release_root: str, relative: str, local: str | Path) -> dict[str, Any]:
@@ -88,3 +174,105 @@ def fetch_latest_file(release_root: str, relative: str, local: str | Path) -> di
         local.unlink()
         raise StorageError(f"{_join(uri, relative)}: checksum mismatch with the release manifest")
     return pointer
+
+
+# ---- what makes a release deployable: triton/, deepstream/, kserve/, check_runtime.py -----------
+
+TRITON_DIR, DEEPSTREAM_DIR, KSERVE_FILE, CHECK_SCRIPT = "triton", "deepstream", "kserve/inferenceservice.yaml", \
+    "check_runtime.py"
+
+
+@dataclass(frozen=True)
+class EngineBuild:
+    """One built engine: its file and what it was built for and with (``<target>.engine.json``)."""
+
+    target: str
+    precision: str
+    max_batch_size: int
+    path: Path
+    platform: dict[str, Any]
+
+    @classmethod
+    def from_file(cls, engine: Path) -> EngineBuild:
+        info_path = engine.with_name(engine.name.removesuffix(".engine") + ENGINE_INFO_SUFFIX)
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise FileNotFoundError(f"{engine}: no readable build record {info_path.name} ({exc}); an engine "
+                                    "without its TensorRT/CUDA/JetPack versions cannot be released") from None
+        return cls(info["target"], info["precision"], int(info["max_batch_size"]), engine, info["platform"])
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """The run spec's ``serving`` and ``release.plain_onnx`` choices, as the library sees them."""
+
+    plain_onnx: bool = False
+    onnx_max_batch_size: int = 8
+    max_people: int = 20
+    name: str = "bpnet"
+    namespace: str | None = None
+    gpus: int = 1
+    cpu: str | None = None
+    memory: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    service_account: str | None = None
+    runtime: str | None = None
+
+
+def write_serving(release: Path, release_uri: str, release_id: str, exported_onnx: bytes, engines: list[EngineBuild],
+                  inference: InferenceSpec, norm: NormalizationParams, calibration_cache: str | None,
+                  options: ServingOptions) -> dict[str, Any]:
+    """Write ``triton/``, ``deepstream/``, ``kserve/`` and ``check_runtime.py`` into the release
+    folder; returns what the manifest records (served models, engine platforms)."""
+    import inspect
+
+    import yaml
+
+    from bpnet.deploy import deepstream, kserve, triton
+    from bpnet.deploy import platform as engine_platform
+    from bpnet.deploy.onnx_export import HEAT_NAME, PAF_NAME
+    from bpnet.infer.predict import decode_params
+    from bpnet.pose import BPNET_SKELETON
+
+    params, skeleton = decode_params(inference), BPNET_SKELETON
+    networks = [triton.Network(f"bpnet_{e.target.replace('-', '_')}", "tensorrt_plan", e.path, e.max_batch_size)
+                for e in engines]
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        onnx_path.write_bytes(exported_onnx)
+        if options.plain_onnx:
+            networks.append(triton.Network("bpnet_onnx", "onnxruntime_onnx", onnx_path, options.onnx_max_batch_size))
+        ensembles = triton.build_repository(release / TRITON_DIR, exported_onnx, networks, params,
+                                            norm.image_scale, norm.image_offset, options.max_people, HEAT_NAME,
+                                            PAF_NAME, skeleton.num_joints)
+    io = triton.network_io(exported_onnx)
+    height, width = io.inputs[0].dims[:2]
+    variants = [(e.target, e.precision, e.max_batch_size, f"../../{TRITON_DIR}/bpnet_{e.target.replace('-', '_')}"
+                 "/1/model.plan", None) for e in engines]
+    if options.plain_onnx:
+        variants.append(("onnx", "fp32", options.onnx_max_batch_size, None,
+                         f"../../{TRITON_DIR}/bpnet_onnx/1/model.onnx"))
+    for target, precision, batch, engine_file, onnx_file in variants:
+        folder = release / DEEPSTREAM_DIR / target
+        folder.mkdir(parents=True, exist_ok=True)
+        calib = f"../../{calibration_cache}" if precision == "int8" and calibration_cache else None
+        (folder / "pgie_config.txt").write_text(deepstream.pgie_config(
+            model_engine_file=engine_file, onnx_file=onnx_file, precision=precision, batch_size=batch,
+            input_hw=(height, width), output_names=[PAF_NAME, HEAT_NAME], image_scale=norm.image_scale,
+            image_offset=norm.image_offset, int8_calib_file=calib))
+        (folder / "bodypose2d_model_config.txt").write_text(
+            deepstream.postprocess_config(params, skeleton, batch, feat_upsampling=4))
+    (release / DEEPSTREAM_DIR / "README.md").write_text(deepstream.readme([v[0] for v in variants], False))
+    service = kserve.inference_service(
+        name=options.name, storage_uri=_join(release_uri, TRITON_DIR), gpus=options.gpus, cpu=options.cpu,
+        memory=options.memory, node_selector=options.node_selector, tolerations=options.tolerations,
+        namespace=options.namespace, service_account=options.service_account, runtime=options.runtime,
+        release_id=release_id)
+    (release / KSERVE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (release / KSERVE_FILE).write_text(yaml.safe_dump(service, sort_keys=False))
+    (release / CHECK_SCRIPT).write_text(inspect.getsource(engine_platform))
+    return {"served": {"ensembles": ensembles, "networks": [n.name for n in networks]},
+            "engines": {e.target: {"precision": e.precision, "max_batch_size": e.max_batch_size, **e.platform}
+                        for e in engines}}

@@ -210,6 +210,50 @@ class S3Store:
         key = self.key(relative)
         self._call(f"remove {self.uri}/{relative}", lambda: self.client.remove_object(self.bucket, key))
 
+    def read_versioned(self, relative: str) -> tuple[bytes, str] | None:
+        """(content, ETag) of the object, or None if it does not exist: the ETag is what a later
+        ``put_if`` compares against, so a read-modify-write cannot lose another writer's update."""
+        from minio.error import S3Error
+
+        key = self.key(relative)
+
+        def get() -> tuple[bytes, str] | None:
+            try:
+                response = self.client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code == "NoSuchKey":
+                    return None
+                raise
+            try:
+                return response.read(), (response.headers.get("ETag") or "").strip('"')
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call(f"read {self.uri}/{relative}", get)
+
+    def put_if(self, data: bytes, relative: str, etag: str | None) -> bool:
+        """Compare-and-swap: write the object only if its ETag is still ``etag`` (``None``: only if
+        it does not exist yet), as S3 conditional writes (``If-Match`` / ``If-None-Match: *``) do;
+        False when another writer got there first. minio-py's public ``put_object`` turns extra
+        headers into user metadata, so the request goes through its ``_put_object``."""
+        from minio.error import S3Error
+
+        key = self.key(relative)
+        headers = {"Content-Type": "application/json",
+                   **({"If-Match": f'"{etag}"'} if etag is not None else {"If-None-Match": "*"})}
+
+        def put() -> bool:
+            try:
+                self.client._put_object(self.bucket, key, data, headers)  # noqa: SLF001 - see docstring
+            except S3Error as exc:
+                if exc.code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+                    return False
+                raise
+            return True
+
+        return self._call(f"conditional upload {self.uri}/{relative}", put)
+
 
 def _is_transient(exc: BaseException) -> bool:
     import urllib3

@@ -298,6 +298,14 @@ def bind_inference_spec(inference_spec: str, model_dir: str | Path, work: Path) 
     return _write_yaml(data, work / "infer_spec.yaml")
 
 
+def at_export_mode(inference_spec: str, export_settings: str) -> str:
+    """The inference spec with the exported models' input size and padding mode (JSON text)."""
+    data = _parse(inference_spec, "inference_spec")
+    data.update(input_shape=list(_parse(export_settings, "export_settings")["input_shape"]),
+                keep_aspect_ratio_mode=EXPORTED_MODE, multi_scale_inference=False)
+    return json.dumps(data)
+
+
 def _annotated(results: Path, limit: int) -> list[Path]:
     return sorted((results / "images_annotated").glob("*.jpg"))[:limit]
 
@@ -357,6 +365,11 @@ def build_engine(exported_dir: str | Path, int8_dir: str | Path, name: str, prec
     if dla_core >= 0:
         args += ["-u", str(dla_core)]
     run_bpnet(*args)
+    from bpnet.deploy.platform import ENGINE_INFO_SUFFIX, current_platform
+
+    record = {"target": name, "precision": precision, "max_batch_size": max_batch_size,
+              "platform": current_platform()}  # what check_runtime.py compares on the target
+    (out / f"{name}{ENGINE_INFO_SUFFIX}").write_text(json.dumps(record, indent=2) + "\n")
     return {"target": name, "precision": precision, "bytes": (out / f"{name}.engine").stat().st_size}
 
 
@@ -373,8 +386,20 @@ def promotion_gate(ap: float, min_ap: float, release_root: str) -> str:
     return "promote" if promote else f"hold: {reason}"
 
 
+def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list[dict], jetson_targets: list[dict]
+              ) -> tuple[str, list[dict], list[dict]]:
+    """("release int8" | "hold: <why>", the GPU and Jetson engine targets to build): INT8 targets
+    are dropped unless INT8 AP >= fp32 AP - ``max_drop``."""
+    from bpnet.release import int8_decision
+
+    ok, why = int8_decision(fp32_ap, int8_ap, max_drop)
+    log.info("INT8 gate: %s", why)
+    keep = [[t for t in targets if ok or t["precision"] != "int8"] for targets in (gpu_targets, jetson_targets)]
+    return ("release int8" if ok else f"hold: {why}", *keep)
+
+
 def _model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any], evaluations: dict[str, dict],
-                sizes: dict[str, Any]) -> str:
+                sizes: dict[str, Any], int8_note: str, deploy: dict[str, Any]) -> str:
     lines = [f"# BodyPoseNet release {release_id}", "", "## Data", ""]
     lines += [f"- {k}: {v}" for k, v in data.items()]
     lines += ["", "## Settings", ""] + [f"- {k}: `{json.dumps(v)}`" for k, v in settings.items()]
@@ -383,20 +408,47 @@ def _model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any],
     for name, m in evaluations.items():
         lines.append(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in
                                                  ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR")) + " |")
+    lines += ["", "## INT8", "", int8_note, "", "## Engines", ""]
+    engines = deploy["engines"]
+    if engines:
+        lines += ["| target | precision | max batch | TensorRT | CUDA | JetPack (L4T) | arch | built on |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {t} | {e['precision']} | {e['max_batch_size']} | {e.get('tensorrt')} | {e.get('cuda')} | "
+                  f"{e.get('jetpack')} ({e.get('l4t')}) | {e.get('arch')} | {e.get('node')} |"
+                  for t, e in sorted(engines.items())]
+        lines += ["", "An engine runs only with the TensorRT (and JetPack) version above: "
+                  "`python3 check_runtime.py <release> [target]` on the target refuses a mismatch."]
+    else:
+        lines.append("none built (engines.enabled is false, or no TensorRT where this ran)")
+    served = deploy["served"]
+    lines += ["", "## Serving", "", f"- Triton ensembles (image in, people out): {', '.join(served['ensembles'])}",
+              f"- Triton network models: {', '.join(served['networks'])}",
+              "- DeepStream: deepstream/README.md; KServe: kserve/inferenceservice.yaml"]
     lines += ["", "## Sizes", ""] + [f"- {k}: {v}" for k, v in sizes.items()]
     return "\n".join(lines) + "\n"
 
 
+INT8_FILES = ("onnx/bpnet_model.int8.etlt", "calibration/calibration.bin", "calibration/calibration.tensorfile.npy")
+
+
 def publish(release_root: str, trained_dir: str | Path, retrained_dir: str | Path, exported_dir: str | Path,
             int8_dir: str | Path, evaluations: dict[str, dict], data: dict[str, Any], settings: dict[str, Any],
-            engine_dirs: list[str | Path] = ()) -> dict[str, Any]:
-    """Assemble the release folder (models, calibration, metrics, resolved specs, model card) and
-    publish it with ``bpnet.release``; ``latest`` moves only once the release is complete."""
+            engine_dirs: list[str | Path] = (), inference_spec: str = "{}", serving: dict[str, Any] | None = None,
+            int8_gate: str = "release int8", min_ap: float = 0.0) -> dict[str, Any]:
+    """Assemble the release folder (models, calibration, metrics, resolved specs, serving configs,
+    model card) and publish it with ``bpnet.release``; ``latest`` moves only once the release is
+    complete, and only if the promotion rule still holds then. ``int8_gate`` is the INT8 gate's
+    verdict ("release int8" or "hold: <why>"): on hold, no INT8 file is released."""
     import hashlib
+    import os
 
-    from bpnet.release import publish_release
+    from bpnet.deploy.onnx_export import read_exported
+    from bpnet.release import EngineBuild, ServingOptions, new_release_id, publish_release, write_serving
+    from bpnet.specs.inference import InferenceSpec
+    from bpnet.specs.train import NormalizationParams
 
     retrained, exported, int8 = Path(retrained_dir), Path(exported_dir), Path(int8_dir)
+    int8_ok = not int8_gate.startswith("hold")
     files = {RELEASE_MODEL: retrained / MODEL_FILE, RELEASE_UNPRUNED: Path(trained_dir) / MODEL_FILE,
              "model/" + TRAIN_SPEC_FILE: retrained / TRAIN_SPEC_FILE,
              "model/" + POSE_CONFIG_FILE: retrained / POSE_CONFIG_FILE,
@@ -404,22 +456,36 @@ def publish(release_root: str, trained_dir: str | Path, retrained_dir: str | Pat
              "onnx/" + EXPORT_SETTINGS_FILE: exported / EXPORT_SETTINGS_FILE,
              "calibration/calibration.bin": int8 / "calibration.bin",
              "calibration/calibration.tensorfile.npy": int8 / "calibration.tensorfile.npy"}
-    for engine_dir in engine_dirs:
-        for engine in Path(engine_dir).glob("*.engine"):
-            files[f"engines/{engine.name}"] = engine
+    if not int8_ok:
+        files = {rel: src for rel, src in files.items() if rel not in INT8_FILES}
+    engines = [EngineBuild.from_file(e) for d in engine_dirs for e in sorted(Path(d).glob("*.engine"))]
+    engines = [e for e in engines if int8_ok or e.precision != "int8"]
+    for engine in engines:
+        files[f"engines/{engine.path.name}"] = engine.path
     missing = sorted(rel for rel, src in files.items() if not src.is_file() and rel != "model/" + POSE_CONFIG_FILE)
     if missing:
         raise FileNotFoundError(f"the release would be incomplete: missing {missing}")
-    digest = hashlib.sha256((retrained / MODEL_FILE).read_bytes()).hexdigest()[:8]
-    release_id = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{digest}"
+    onnx_bytes, _ = read_exported(exported / EXPORTED_FILE, os.environ.get("BPNET_MODEL_KEY"))
+    decoder = {k: v for k, v in _parse(inference_spec, "inference_spec").items()
+               if k not in ("model_path", "train_spec")}  # the decoder settings; the paths were the pipeline's
+    train_spec = yaml.safe_load((retrained / TRAIN_SPEC_FILE).read_text()) or {}
+    norm = NormalizationParams.model_validate((train_spec.get("dataloader") or {}).get("normalization_params") or {})
+    digest = hashlib.sha256((retrained / MODEL_FILE).read_bytes()).hexdigest()
+    release_id = new_release_id(digest)
+    int8_note = int8_gate if not int8_ok else f"released ({int8_gate})"
     with workdir() as work:
         root = work / release_id
         for relative, src in files.items():
             if src.is_file():
                 (root / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, root / relative)
+        deploy = write_serving(root, f"{release_root.rstrip('/')}/{release_id}", release_id, onnx_bytes, engines,
+                               InferenceSpec.model_validate(decoder), norm,
+                               "calibration/calibration.bin" if int8_ok else None, ServingOptions(**(serving or {})))
         (root / "metrics.json").write_text(json.dumps(evaluations, indent=2) + "\n")
         sizes = {"parameters": evaluations.get("retrained", {}).get("parameters", "-"),
                  **{f"{rel} bytes": (root / rel).stat().st_size for rel in sorted(files) if (root / rel).is_file()}}
-        (root / "MODEL_CARD.md").write_text(_model_card(release_id, data, settings, evaluations, sizes))
-        return publish_release(root, release_root, release_id, evaluations.get("retrained", {}))
+        (root / "MODEL_CARD.md").write_text(_model_card(release_id, data, settings, evaluations, sizes, int8_note,
+                                                        deploy))
+        return publish_release(root, release_root, release_id, evaluations.get("retrained", {}), min_ap,
+                               metadata={"evaluations": evaluations, "int8": int8_note, **deploy})

@@ -1,6 +1,9 @@
 """The BodyPoseNet DAG: data_version → dataset_convert → train → prune → retrain → export →
-calibrate, with evaluate on the unpruned, pruned, retrained, ONNX fp32 and ONNX INT8 models and
-inference with the retrained model.
+calibrate, with evaluate on the unpruned, pruned, retrained, ONNX fp32 and ONNX INT8 models (and
+the retrained Keras model once more at the exported models' input size and padding mode, so the
+export and INT8 losses read like with like) and inference with the retrained model; then the
+promotion gate, the INT8 quality gate (INT8 engine targets are built only if INT8 AP >= fp32 AP -
+``release.max_int8_ap_drop``), engine builds and the release.
 
 ``build_pipeline`` returns the ``@dsl.pipeline`` function for a run spec: images, GPU requests,
 node pools, secrets, retries, timeouts and caching are compile-time choices taken from the spec;
@@ -31,7 +34,7 @@ from components.data_version import data_version as data_version_step
 from components.dataset_convert import dataset_convert
 from components.evaluate import evaluate
 from components.export import export
-from components.gate import gate
+from components.gate import gate, int8_gate
 from components.inference import inference
 from components.prune import prune
 from components.publish import publish
@@ -51,11 +54,13 @@ class Outputs(NamedTuple):
     evaluation_unpruned: Artifact
     evaluation_pruned: Artifact
     evaluation: Artifact
+    evaluation_keras_export: Artifact
     evaluation_fp32: Artifact
     evaluation_int8: Artifact
     metrics_unpruned: Metrics
     metrics_pruned: Metrics
     metrics: Metrics
+    metrics_keras_export: Metrics
     metrics_fp32: Metrics
     metrics_int8: Metrics
     evaluation_report: HTML
@@ -63,6 +68,7 @@ class Outputs(NamedTuple):
     inference_report: HTML
     ap: float
     promotion: str
+    int8_verdict: str
 
 
 def _schedule(task: dsl.PipelineTask, name: str, step: StepSettings, spec: RunSpec) -> dsl.PipelineTask:
@@ -132,6 +138,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
     evaluate_op, inference_op = component(evaluate, image), component(inference, image)
     export_op, calibrate_op = component(export, image), component(calibrate, image)
     gate_op, publish_op = component(gate, image), component(publish, image)
+    int8_gate_op = component(int8_gate, image)
     engines = spec.engines
     targets = {pool: [{"target": t.name, "precision": t.precision, "max_batch_size": t.max_batch_size,
                        "dla_core": -1 if t.dla_core is None else t.dla_core}
@@ -189,11 +196,13 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         _with_model_key(calibrated, spec)
 
         scores = {}
-        for label, model in (("unpruned", trained.outputs["model"]), ("pruned", pruned.outputs["pruned"]),
-                             ("retrained", retrained.outputs["model"]), ("ONNX fp32", exported.outputs["exported"]),
-                             ("ONNX INT8", calibrated.outputs["int8"])):
+        for label, model, at_export in (
+                ("unpruned", trained.outputs["model"], ""), ("pruned", pruned.outputs["pruned"], ""),
+                ("retrained", retrained.outputs["model"], ""),
+                ("Keras (export mode)", retrained.outputs["model"], export_settings),  # like with like
+                ("ONNX fp32", exported.outputs["exported"], ""), ("ONNX INT8", calibrated.outputs["int8"], "")):
             scores[label] = evaluate_op(val_data=val_data, model=model, inference_spec=inference_spec,
-                                        report_images=report_images, label=label)
+                                        report_images=report_images, label=label, export_settings=at_export)
             _schedule(scores[label], f"evaluate {label}", spec.steps.evaluate, spec)
             _with_model_key(scores[label], spec)
 
@@ -206,12 +215,16 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         decision = gate_op(ap=final.outputs["Output"], min_ap=spec.release.min_ap, release_root=spec.release.root)
         _schedule(decision, "promotion gate", spec.steps.promotion_gate, spec)
         _with_storage(decision, spec)
+        quality = int8_gate_op(fp32_ap=scores["ONNX fp32"].outputs["Output"],
+                               int8_ap=scores["ONNX INT8"].outputs["Output"], max_drop=spec.release.max_int8_ap_drop,
+                               gpu_targets=targets["gpu"], jetson_targets=targets["jetson"])
+        _schedule(quality, "INT8 gate", StepSettings(retries=0, timeout_seconds=600, caching=False), spec)
         with dsl.If(decision.output == "promote", name="promoted"):
             built = {}
             for pool, pool_targets in targets.items():
                 if not pool_targets:
                     continue
-                with dsl.ParallelFor(pool_targets, name=f"{pool}-engines") as target:
+                with dsl.ParallelFor(quality.outputs[f"{pool}_targets"], name=f"{pool}-engines") as target:
                     task = engine_ops[pool](exported=exported.outputs["exported"], int8=calibrated.outputs["int8"],
                                             target=target, workspace_bytes=engines.workspace_bytes)
                     _schedule_engine(task, pool, spec)
@@ -221,16 +234,22 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                                    exported=exported.outputs["exported"], int8=calibrated.outputs["int8"],
                                    metrics_unpruned=scores["unpruned"].outputs["metrics"],
                                    metrics_pruned=scores["pruned"].outputs["metrics"], metrics=final.outputs["metrics"],
+                                   metrics_keras_export=scores["Keras (export mode)"].outputs["metrics"],
                                    metrics_fp32=scores["ONNX fp32"].outputs["metrics"],
                                    metrics_int8=scores["ONNX INT8"].outputs["metrics"], dataset_uri=dataset_uri,
                                    data_version=version.output, prune_settings=prune_settings,
-                                   export_settings=export_settings, **built)
+                                   export_settings=export_settings, inference_spec=inference_spec,
+                                   serving=json.dumps(spec.serving.options(spec.release.plain_onnx)),
+                                   int8_verdict=quality.outputs["verdict"], min_ap=spec.release.min_ap, **built)
             _schedule(published, "publish", spec.steps.publish, spec)
             _with_storage(published, spec)
+            _with_model_key(published, spec)  # the Triton ONNX model and configs are read from the exported model
 
         return Outputs(train_data=train_data, val_data=val_data, model=trained.outputs["model"],
                        pruned_model=pruned.outputs["pruned"], retrained_model=retrained.outputs["model"],
                        exported_model=exported.outputs["exported"], int8_model=calibrated.outputs["int8"],
+                       evaluation_keras_export=scores["Keras (export mode)"].outputs["results"],
+                       metrics_keras_export=scores["Keras (export mode)"].outputs["metrics"],
                        evaluation_fp32=scores["ONNX fp32"].outputs["results"],
                        evaluation_int8=scores["ONNX INT8"].outputs["results"],
                        metrics_fp32=scores["ONNX fp32"].outputs["metrics"],
@@ -241,6 +260,6 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                        metrics_pruned=scores["pruned"].outputs["metrics"], metrics=final.outputs["metrics"],
                        evaluation_report=final.outputs["report"], detections=detected.outputs["detections"],
                        inference_report=detected.outputs["report"], ap=final.outputs["Output"],
-                       promotion=decision.output)
+                       promotion=decision.output, int8_verdict=quality.outputs["verdict"])
 
     return bpnet_pipeline

@@ -43,6 +43,7 @@ STEPS = (  # step, its main output, the metadata worth a column
     ("evaluate pruned", "evaluation_pruned", ("AP",)),
     ("retrain", "retrained_model", ("epochs", "last_loss", "images_per_second")),
     ("evaluate retrained", "evaluation", ("AP",)),
+    ("evaluate Keras (export mode)", "evaluation_keras_export", ("AP",)),
     ("export", "exported_model", ("input_shape", "bytes")),
     ("evaluate ONNX fp32", "evaluation_fp32", ("AP",)),
     ("calibrate", "int8_model", ("cal_images", "calibrated_tensors")),
@@ -50,7 +51,9 @@ STEPS = (  # step, its main output, the metadata worth a column
     ("inference", "detections", ("images", "people")),
 )
 MODELS = (("unpruned", "model", "metrics_unpruned"), ("pruned", "pruned_model", "metrics_pruned"),
-          ("retrained", "retrained_model", "metrics"), ("ONNX fp32", "exported_model", "metrics_fp32"),
+          ("retrained", "retrained_model", "metrics"),
+          ("Keras (export mode)", "retrained_model", "metrics_keras_export"),
+          ("ONNX fp32", "exported_model", "metrics_fp32"),
           ("ONNX INT8", "int8_model", "metrics_int8"))
 
 
@@ -214,6 +217,8 @@ def run_local(spec_path: str | Path) -> dict[str, Any]:
     from bpnet.release import read_latest
 
     summary["promotion"] = task.outputs["promotion"]
+    summary["int8"] = task.outputs["int8_verdict"]
+    summary["same_mode"] = same_mode(summary["models"], spec.export.input_shape)
     latest = read_latest(spec.release.root) if summary["promotion"] == "promote" else None
     summary["release"] = latest["release"] if latest else None
     summary["release_uri"] = latest["uri"] if latest else None
@@ -246,6 +251,16 @@ def summarize(outputs: dict[str, Any], seconds: float) -> dict[str, Any]:
                         "inference": outputs["inference_report"].uri}}
 
 
+def same_mode(models: list[dict[str, Any]], input_shape: tuple[int, int]) -> dict[str, Any]:
+    """Keras, ONNX fp32 and INT8 AP at the exported models' input size and padding mode: the
+    export loss and the INT8 drop, like with like."""
+    ap = {m["model"]: m["AP"] for m in models}
+    keras, fp32, int8 = ap["Keras (export mode)"], ap["ONNX fp32"], ap["ONNX INT8"]
+    return {"mode": f"pad_image_input {input_shape[0]}x{input_shape[1]}", "Keras": keras, "ONNX fp32": fp32,
+            "ONNX INT8": int8, "export_loss": None if None in (keras, fp32) else round(keras - fp32, 4),
+            "int8_drop": None if None in (fp32, int8) else round(fp32 - int8, 4)}
+
+
 METRIC_ORDER = ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR")
 
 
@@ -276,6 +291,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     for m in summary["models"]:
         lines.append(f"{m['model']:<12}{_figure(m['parameters']):>12}{_figure(m[flops_key]):>18}"
                      f"{m['AP'] or 0:>8.3f}{m['AP50'] or 0:>8.3f}")
+    if "same_mode" in summary:
+        m = summary["same_mode"]
+        lines += ["", f"same aspect-ratio mode ({m['mode']}):  Keras AP {m['Keras'] or 0:.3f}  "
+                      f"ONNX fp32 AP {m['ONNX fp32'] or 0:.3f}  ONNX INT8 AP {m['ONNX INT8'] or 0:.3f}",
+                  f"INT8 gate: {summary['int8']}"]
     ordered = [k for k in METRIC_ORDER if k in metrics]
     lines += ["", "retrained model, val split: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ordered), "",
               "artifacts:"]

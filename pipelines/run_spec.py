@@ -176,11 +176,41 @@ class ReleaseSettings(SpecModel):
     root: str = Field(min_length=1, description="s3://bucket/prefix or a folder: <root>/<id>/, <root>/latest.json")
     min_ap: float = Field(0.0, ge=0.0, le=1.0, description="the retrained model's AP must reach this to be released")
     warm_start: Literal["none", "latest"] = Field("none", description="latest: train starts from the latest release")
+    max_int8_ap_drop: float = Field(0.02, ge=-1.0, le=1.0, description="INT8 engines only if INT8 AP >= fp32 AP - "
+                                    "this (negative: INT8 must beat fp32 by that much)")
+    plain_onnx: bool = Field(False, description="also ship the unencrypted ONNX (Triton CPU model); off by default: "
+                             "it is the model in the clear, readable by anyone who can read the release")
 
     @field_validator("root")
     @classmethod
     def _resolve_local(cls, value: str, info: ValidationInfo) -> str:
         return _resolve_unless_remote(value, info)
+
+
+class ServingSettings(SpecModel):
+    """How a release is served: the KServe InferenceService (GPU, node pool, resources, runtime)
+    and the Triton models' batch and people limits."""
+
+    name: str = Field("bpnet", min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                      description="InferenceService name")
+    namespace: str | None = None
+    gpus: int = Field(1, ge=0, le=16)
+    cpu: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request and limit, e.g. '4'")
+    memory: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$",
+                               description="memory request and limit, e.g. '8Gi'")
+    pool: NodePool = Field(default_factory=_gpu_pool, description="node selector and tolerations of the predictor")
+    runtime: str | None = Field(None, description="KServe ServingRuntime; unset = KServe picks one for 'triton'")
+    service_account: str | None = Field(None, description="service account with read access to the storage URI")
+    onnx_max_batch_size: int = Field(8, ge=1, le=1024, description="max_batch_size of the ONNX CPU model")
+    max_people: int = Field(20, ge=1, le=1000, description="people per image the Triton ensemble answers")
+
+    def options(self, plain_onnx: bool) -> dict:
+        """The library's ServingOptions fields (bpnet.release)."""
+        return {"plain_onnx": plain_onnx, "onnx_max_batch_size": self.onnx_max_batch_size,
+                "max_people": self.max_people, "name": self.name, "namespace": self.namespace, "gpus": self.gpus,
+                "cpu": self.cpu, "memory": self.memory, "node_selector": dict(self.pool.node_selector),
+                "tolerations": [t.model_dump() for t in self.pool.tolerations],
+                "service_account": self.service_account, "runtime": self.runtime}
 
 
 class PruneSettings(SpecModel):
@@ -255,6 +285,7 @@ class RunSpec(SpecModel):
     prune: PruneSettings = Field(default_factory=PruneSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     release: ReleaseSettings
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     engines: EngineSettings = Field(default_factory=EngineSettings)
     run_as_user: int | None = Field(1000, ge=1, description="uid of step containers (runAsNonRoot); null = image's")
     report_images: int = Field(4, ge=0, le=64, description="annotated images in the HTML reports")

@@ -13,8 +13,9 @@ from pipelines.arguments import load_run_spec
 from pipelines.submit import compile_pipeline
 from tests.test_pipeline_submit import cluster_spec
 
-GPU_STEPS = ("train", "retrain", "evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "inference")
-MODEL_KEY_STEPS = (*GPU_STEPS, "prune", "export", "calibrate", "build-engine", "build-engine-2")
+EVALUATIONS = ("evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "evaluate-6")
+GPU_STEPS = ("train", "retrain", *EVALUATIONS, "inference")
+MODEL_KEY_STEPS = (*GPU_STEPS, "prune", "export", "calibrate", "build-engine", "build-engine-2", "publish")
 STORAGE_STEPS = ("data-version", "dataset-convert", "gate", "publish", "train")  # train: warm start from MinIO
 
 
@@ -49,8 +50,7 @@ def _producer(task: dict, artifact: str) -> str:
 def test_edges_follow_the_dag(compiled):
     tasks = _tasks(compiled[0])
     assert set(tasks) == {"data-version", "dataset-convert", "train", "prune", "retrain", "export", "calibrate",
-                          "evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "inference", "gate",
-                          "condition-1"}
+                          *EVALUATIONS, "inference", "gate", "int8-gate", "condition-1"}
     assert "dependentTasks" not in tasks["data-version"]
     assert tasks["dataset-convert"]["inputs"]["parameters"]["data_version"]["taskOutputParameter"] == {
         "outputParameterKey": "Output", "producerTask": "data-version"}
@@ -61,13 +61,20 @@ def test_edges_follow_the_dag(compiled):
     assert (_producer(tasks["retrain"], "pruned"), _producer(tasks["retrain"], "train_data")) == (
         "prune", "dataset-convert")
     evaluated = {tasks[t]["taskInfo"]["name"]: _producer(tasks[t], "model")
-                 for t in ("evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5")}
+                 for t in EVALUATIONS}
     assert evaluated == {"evaluate unpruned": "train", "evaluate pruned": "prune", "evaluate retrained": "retrain",
-                         "evaluate ONNX fp32": "export", "evaluate ONNX INT8": "calibrate"}
+                         "evaluate Keras (export mode)": "retrain", "evaluate ONNX fp32": "export",
+                         "evaluate ONNX INT8": "calibrate"}
+    at_export = {t: tasks[t]["inputs"]["parameters"]["export_settings"] for t in EVALUATIONS}
+    assert at_export.pop("evaluate-4") == {"componentInputParameter": "export_settings"}  # Keras as exported
+    assert all(v == {"runtimeValue": {"constant": ""}} for v in at_export.values())
+    gate = tasks["int8-gate"]["inputs"]["parameters"]
+    assert (gate["fp32_ap"]["taskOutputParameter"]["producerTask"], gate["int8_ap"]["taskOutputParameter"][
+        "producerTask"], gate["max_drop"]["runtimeValue"]["constant"]) == ("evaluate-5", "evaluate-6", 0.02)
     assert _producer(tasks["export"], "model") == "retrain"
     assert (_producer(tasks["calibrate"], "exported"), _producer(tasks["calibrate"], "train_data")) == (
         "export", "dataset-convert")
-    for step in ("evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "inference"):
+    for step in (*EVALUATIONS, "inference"):
         artifact = tasks[step]["inputs"]["artifacts"]["val_data"]["taskOutputArtifact"]
         assert artifact == {"outputArtifactKey": "val_data", "producerTask": "dataset-convert"}  # val split only
     assert _producer(tasks["inference"], "model") == "retrain"
@@ -79,7 +86,7 @@ def test_edges_follow_the_dag(compiled):
 def test_every_step_runs_the_project_image_without_installing_anything(compiled):
     pipeline, _, _, spec = compiled
     executors = pipeline["deploymentSpec"]["executors"]
-    assert len(executors) == 17
+    assert len(executors) == 19
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == (spec.images.jetson if name == "exec-build-engine-2" else spec.images.gpu)
@@ -91,7 +98,7 @@ def test_gpu_steps_request_gpus_and_land_on_the_spec_pool(compiled):
     pipeline, k8s, _, _ = compiled
     executors = pipeline["deploymentSpec"]["executors"]
     expected_gpus = {"train": "2", "retrain": "4", "evaluate": "1", "evaluate-2": "1", "evaluate-3": "1",
-                     "evaluate-4": "1", "evaluate-5": "1", "inference": "1"}
+                     "evaluate-4": "1", "evaluate-5": "1", "evaluate-6": "1", "inference": "1"}
     for step in GPU_STEPS:
         accel = executors[f"exec-{step}"]["container"]["resources"]["accelerator"]
         assert (accel["resourceType"], accel["resourceCount"]) == ("nvidia.com/gpu", expected_gpus[step])
@@ -146,8 +153,8 @@ def test_publish_runs_only_under_the_gate_and_train_warm_starts(compiled):
         "inputs.parameter_values['pipelinechannel--gate-Output'] == 'promote'")
     assert "gate" in condition["dependentTasks"]
     promoted = pipeline["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
-    assert sorted(promoted) == ["for-loop-3", "for-loop-5", "publish"]
-    assert sorted(promoted["publish"]["dependentTasks"]) == ["for-loop-3", "for-loop-5"]  # engines first
+    assert sorted(promoted) == ["for-loop-2", "for-loop-3", "publish"]
+    assert sorted(promoted["publish"]["dependentTasks"]) == ["for-loop-2", "for-loop-3"]  # engines first
     assert "publish" not in tasks  # nowhere outside the condition
     assert tasks["gate"]["inputs"]["parameters"]["ap"]["taskOutputParameter"]["producerTask"] == "evaluate-3"
     assert tasks["gate"]["inputs"]["parameters"]["min_ap"]["runtimeValue"]["constant"] == 0.5
@@ -157,13 +164,15 @@ def test_publish_runs_only_under_the_gate_and_train_warm_starts(compiled):
 def test_engine_builds_fan_out_per_pool_with_their_images_and_node_pools(compiled):
     pipeline, k8s, _, spec = compiled
     promoted = pipeline["components"]["comp-condition-1"]["dag"]["tasks"]
+    gate = _tasks(pipeline)["int8-gate"]["inputs"]["parameters"]
     loops = {}
-    for name in ("for-loop-3", "for-loop-5"):
+    for name in ("for-loop-2", "for-loop-3"):
         [task] = pipeline["components"][promoted[name]["componentRef"]["name"]]["dag"]["tasks"].values()
-        items = json.loads(promoted[name]["parameterIterator"]["items"]["raw"])
-        loops[task["componentRef"]["name"]] = [i["target"] for i in items]
-    assert loops == {"comp-build-engine": ["gpu-fp16", "gpu-int8"], "comp-build-engine-2": ["jetson-fp16",
-                                                                                              "jetson-int8-dla0"]}
+        source = promoted[name]["parameterIterator"]["items"]["inputParameter"]  # the INT8 gate's kept targets
+        pool = source.removeprefix("pipelinechannel--int8-gate-")
+        loops[task["componentRef"]["name"]] = (pool, [i["target"] for i in gate[pool]["runtimeValue"]["constant"]])
+    assert loops == {"comp-build-engine": ("gpu_targets", ["gpu-fp16", "gpu-int8"]),
+                     "comp-build-engine-2": ("jetson_targets", ["jetson-fp16", "jetson-int8-dla0"])}
     executors = pipeline["deploymentSpec"]["executors"]
     gpu, jetson = executors["exec-build-engine"]["container"], executors["exec-build-engine-2"]["container"]
     assert gpu["image"] == spec.images.gpu and jetson["image"] == spec.images.jetson
@@ -175,8 +184,11 @@ def test_engine_builds_fan_out_per_pool_with_their_images_and_node_pools(compile
     assert k8s["exec-build-engine-2"]["tolerations"] == [{"effect": "NoSchedule", "key": "bpnet.example.com/jetson",
                                                           "operator": "Exists"}]
     artifacts = promoted["publish"]["inputs"]["artifacts"]
-    assert artifacts["gpu_engines"]["taskOutputArtifact"]["producerTask"] == "for-loop-3"
-    assert artifacts["jetson_engines"]["taskOutputArtifact"]["producerTask"] == "for-loop-5"
+    assert artifacts["gpu_engines"]["taskOutputArtifact"]["producerTask"] == "for-loop-2"
+    assert artifacts["jetson_engines"]["taskOutputArtifact"]["producerTask"] == "for-loop-3"
+    params = promoted["publish"]["inputs"]["parameters"]
+    assert params["int8_verdict"] == {"componentInputParameter": "pipelinechannel--int8-gate-verdict"}
+    assert json.loads(params["serving"]["runtimeValue"]["constant"]) == spec.serving.options(spec.release.plain_onnx)
 
 
 def test_minio_endpoint_is_plain_env_on_the_data_steps(compiled):

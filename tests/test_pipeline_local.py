@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from bpnet.specs import SpecError
+from bpnet.storage import fetch_dir
 from components import runtime
 from pipelines.__main__ import main
 from pipelines.arguments import load_run_spec, pipeline_arguments
@@ -31,7 +32,9 @@ def local_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
                       "inference": str(infer)},
             "prune": {"pruning_threshold": 0.9, "pruning_granularity": 2, "min_num_filters": 4},
             "export": {"input_shape": [64, 64], "cal_batches": 2, "cal_batch_size": 2},
-            "release": {"root": str(tmp_path / "releases"), "min_ap": 0.0}, "engines": {"enabled": False},
+            "release": {"root": str(tmp_path / "releases"), "min_ap": 0.0, "plain_onnx": True,
+                        "max_int8_ap_drop": -1.0},  # INT8 would have to beat fp32 by 1.0: the INT8 gate trips
+            "engines": {"enabled": False},
             "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "prune", "retrain", "export", "calibrate",
                                                "evaluate", "inference")},
             "report_images": 2, **changes}
@@ -159,7 +162,7 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
 
     assert [s["step"] for s in summary["steps"]] == [
         "dataset_convert", "train", "evaluate unpruned", "prune", "evaluate pruned", "retrain", "evaluate retrained",
-        "export", "evaluate ONNX fp32", "calibrate", "evaluate ONNX INT8", "inference"]
+        "evaluate Keras (export mode)", "export", "evaluate ONNX fp32", "calibrate", "evaluate ONNX INT8", "inference"]
     assert all(s["seconds"] > 0 for s in summary["steps"])
     metrics = summary["metrics"]
     assert set(metrics) == {"AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"}
@@ -189,8 +192,22 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     assert summary["promotion"] == "promote" and summary["release"] == latest["release"]
     release = Path(latest["uri"])
     for relative in ("model/bpnet_model.tlt", "model/unpruned/bpnet_model.tlt", "onnx/bpnet_model.etlt",
-                     "onnx/bpnet_model.int8.etlt",
-                     "calibration/calibration.bin", "calibration/calibration.tensorfile.npy", "metrics.json",
-                     "MODEL_CARD.md", "MANIFEST.json"):
+                     "metrics.json", "MODEL_CARD.md", "MANIFEST.json", "triton/bpnet_onnx/config.pbtxt",
+                     "triton/bpnet_onnx/1/model.onnx", "triton/bpnet_pose_onnx/config.pbtxt",
+                     "triton/bpnet_decode/1/model.py", "deepstream/onnx/pgie_config.txt",
+                     "deepstream/README.md", "kserve/inferenceservice.yaml", "check_runtime.py"):
         assert (release / relative).is_file(), relative
-    assert "| ONNX INT8 |" in (release / "MODEL_CARD.md").read_text()
+    # the release is exactly its manifest (every file listed, sizes and sha256 verified)
+    fetched = fetch_dir(str(release), tmp_path / "fetched")
+    assert {f["path"] for f in fetched["files"]} == {p.relative_to(release).as_posix() for p in release.rglob("*")
+                                                      if p.is_file() and p.name != "MANIFEST.json"}
+    # the INT8 gate tripped (limit -1): no INT8 file released, and the card and summary say why with both figures
+    fp32, int8 = models["ONNX fp32"]["AP"], models["ONNX INT8"]["AP"]
+    assert not (release / "onnx/bpnet_model.int8.etlt").exists() and not (release / "calibration").exists()
+    why = f"INT8 not released: INT8 AP {int8:.4f} < fp32 AP {fp32:.4f} - -1.0000"
+    assert summary["int8"].startswith(f"hold: {why}") and why in (release / "MODEL_CARD.md").read_text()
+    assert "| ONNX INT8 |" in (release / "MODEL_CARD.md").read_text() and f"INT8 gate: hold: {why}" in text
+    same = summary["same_mode"]  # Keras, ONNX fp32 and INT8 at one aspect-ratio mode, in one table
+    assert same["mode"] == "pad_image_input 64x64" and same["ONNX fp32"] == fp32 and same["ONNX INT8"] == int8
+    assert abs(same["Keras"] - fp32) < 0.05  # the export itself loses (almost) nothing at the same mode
+    assert "same aspect-ratio mode (pad_image_input 64x64):" in text

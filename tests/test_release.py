@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bpnet.release import promotion_decision, publish_release, read_latest
+from bpnet.release import new_release_id, promotion_decision, publish_release, read_latest
 from bpnet.storage import S3Store, StorageError, fetch_dir
 from components import runtime
 
@@ -44,7 +45,9 @@ def test_publish_is_complete_and_moves_latest(request, tmp_path, where):
     root = request.getfixturevalue("s3") if where == "s3" else str(tmp_path / "releases")
     assert read_latest(root) is None
     first = publish_release(release_dir(tmp_path / "r1", 0.4), root, "r1", {"AP": 0.4})
-    assert read_latest(root) == first and first["uri"].endswith("/r1")
+    assert first["promoted"]
+    assert read_latest(root) == {k: v for k, v in first.items() if k not in ("promoted", "reason")}
+    assert first["uri"].endswith("/r1")
     fetch_dir(first["uri"], tmp_path / "fetched")  # a complete, verifiable release
     assert (tmp_path / "fetched" / "metrics.json").is_file()
     publish_release(release_dir(tmp_path / "r2", 0.5), root, "r2", {"AP": 0.5})
@@ -82,6 +85,90 @@ def test_killed_publish_leaves_latest_on_the_previous_release(s3, tmp_path):
     assert read_latest(root)["release"] == "r1"
     with pytest.raises(StorageError, match="no MANIFEST.json"):
         fetch_dir(f"{root}/r2", tmp_path / "half")
+    fetch_dir(read_latest(root)["uri"], tmp_path / "latest")  # the release latest names is still complete
+    with pytest.raises(StorageError, match="exists already; a published release is never overwritten"):
+        publish_release(big, root, "r2", {"AP": 0.5})  # a retry under the same id is refused ...
+    with pytest.raises(StorageError, match="exists already"):
+        publish_release(big, root, "r1", {"AP": 0.5})  # ... and so is reusing a published release's id
+    fetch_dir(f"{root}/r1", tmp_path / "r1-again")
+
+
+def test_release_ids_are_unique_even_for_one_model_in_one_second():
+    ids = {new_release_id("ab" * 32) for _ in range(200)}
+    assert len(ids) == 200 and all(re.fullmatch(r"\d{8}-\d{6}-abababab-[0-9a-f]{6}", i) for i in ids)
+
+
+def test_a_same_second_retry_of_one_model_gets_its_own_release_and_latest_stays_complete(s3, tmp_path):
+    """Issue 16's case: a kill during the second publish of one cached model used to take the
+    manifest away from the release latest named. Now the retry is a new release id."""
+    src = release_dir(tmp_path / "r", 0.4, files=200)
+    first = publish_release(src, s3, new_release_id("d" * 64), {"AP": 0.4})
+    retry_id = new_release_id("d" * 64)
+    assert retry_id != first["release"]
+    code = ("from bpnet.release import publish_release; "
+            f"publish_release({str(src)!r}, {s3!r}, {retry_id!r}, {{'AP': 0.4}})")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    store = S3Store(f"{s3}/{retry_id}")
+    try:
+        deadline = time.monotonic() + 60
+        while len(store.list_objects()) < 20:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    polls = [read_latest(s3)["uri"] for _ in range(20)]
+    assert set(polls) == {first["uri"]}
+    fetch_dir(first["uri"], tmp_path / "fetched")  # its manifest is still there
+
+
+def test_a_lower_ap_never_replaces_a_higher_one(s3, tmp_path):
+    publish_release(release_dir(tmp_path / "a", 0.5), s3, "a", {"AP": 0.5})
+    late = publish_release(release_dir(tmp_path / "b", 0.3), s3, "b", {"AP": 0.3})
+    assert not late["promoted"] and late["reason"] == "AP 0.3000 is below the latest release a (0.5000)"
+    assert read_latest(s3)["release"] == "a"
+    fetch_dir(late["uri"], tmp_path / "b-fetched")  # published and complete, just not latest
+
+
+def test_the_rule_is_rechecked_when_another_publisher_wins_the_swap(s3, tmp_path, monkeypatch):
+    """Between our read of latest and our conditional put, a better release lands: the put fails
+    on the ETag, the rule is re-checked against the winner, and latest stays on the winner."""
+    publish_release(release_dir(tmp_path / "a", 0.3), s3, "a", {"AP": 0.3})
+    original = S3Store.read_versioned
+    raced = []
+
+    def read_then_lose_the_race(self, relative):
+        found = original(self, relative)
+        if not raced:
+            raced.append(True)
+            publish_release(release_dir(tmp_path / "c", 0.5), s3, "c", {"AP": 0.5})
+        return found
+
+    monkeypatch.setattr(S3Store, "read_versioned", read_then_lose_the_race)
+    mine = publish_release(release_dir(tmp_path / "b", 0.4), s3, "b", {"AP": 0.4})
+    assert raced and not mine["promoted"] and "below the latest release c (0.5000)" in mine["reason"]
+    assert read_latest(s3)["release"] == "c"
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_concurrent_publishers_leave_the_best_release_in_latest(request, tmp_path, where):
+    root = request.getfixturevalue("s3") if where == "s3" else str(tmp_path / "releases")
+    go = tmp_path / "go"
+    aps = [0.31, 0.52, 0.47, 0.12, 0.50, 0.29]
+    procs = []
+    for i, ap in enumerate(aps):
+        src = release_dir(tmp_path / f"src{i}", ap, files=2)
+        code = ("import os, time, json; from bpnet.release import publish_release\n"
+                f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
+                f"print(json.dumps(publish_release({str(src)!r}, {root!r}, 'p{i}', {{'AP': {ap}}})))")
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(), stdout=subprocess.PIPE,
+                                      text=True))
+    time.sleep(3)  # every publisher imported and waiting
+    go.write_text("go")
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert read_latest(root)["release"] == "p1"  # AP 0.52, whatever the order of arrival
+    assert any(r["promoted"] for r in results) and not next(r for r in results if r["release"] == "p3")["promoted"]
 
 
 def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tmp_path, monkeypatch):
@@ -111,38 +198,6 @@ def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tm
 
     fresh = runtime.train(data, spec, "", tmp_path / "fresh", warm_start=f"{s3}-empty")
     assert "warm_start" not in fresh  # no release there yet: trained from the spec
-
-
-def test_release_folder_holds_models_calibration_engines_metrics_and_card(tmp_path):
-    def model_dir(name: str, files: dict[str, str]) -> Path:
-        folder = tmp_path / name
-        folder.mkdir()
-        for file, text in files.items():
-            (folder / file).write_text(text)
-        return folder
-
-    trained = model_dir("trained", {runtime.MODEL_FILE: "keras unpruned"})
-    retrained = model_dir("retrained", {runtime.MODEL_FILE: "keras", runtime.TRAIN_SPEC_FILE: "spec",
-                                        runtime.POSE_CONFIG_FILE: "{}"})
-    exported = model_dir("exported", {runtime.EXPORTED_FILE: "onnx", runtime.EXPORT_SETTINGS_FILE: "{}"})
-    int8 = model_dir("int8", {runtime.EXPORTED_FILE: "qdq", "calibration.bin": "TRT-1-x\n",
-                              "calibration.tensorfile.npy": "npy"})
-    engines = [model_dir("e1", {"gpu-fp16.engine": "e"}), model_dir("e2", {"jetson-int8.engine": "e"})]
-    evaluations = {name: {"AP": 0.5, "AP50": 0.7, "AP75": 0.4, "AP_medium": 0.5, "AP_large": 0.6, "AR": 0.6}
-                   for name in ("unpruned", "pruned", "retrained", "ONNX fp32", "ONNX INT8")}
-    pointer = runtime.publish(str(tmp_path / "releases"), trained, retrained, exported, int8, evaluations,
-                              {"dataset_uri": "s3://d/coco", "data_version": "fp-1"}, {"prune": {"t": 0.1}}, engines)
-    release = Path(pointer["uri"])
-    expected = {"model/bpnet_model.tlt", "model/unpruned/bpnet_model.tlt", "model/train_spec.resolved.yaml",
-                "model/pose_config.json",
-                "onnx/bpnet_model.etlt", "onnx/bpnet_model.int8.etlt", "onnx/export.json",
-                "calibration/calibration.bin", "calibration/calibration.tensorfile.npy",
-                "engines/gpu-fp16.engine", "engines/jetson-int8.engine", "metrics.json", "MODEL_CARD.md"}
-    assert {p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file()} == expected | {
-        "MANIFEST.json"}
-    card = (release / "MODEL_CARD.md").read_text()
-    assert "s3://d/coco" in card and "| ONNX INT8 | 0.5000 |" in card and "engines/gpu-fp16.engine bytes" in card
-    assert read_latest(str(tmp_path / "releases"))["release"] == pointer["release"]
 
 
 def test_incomplete_release_is_refused_and_nan_is_never_promoted(tmp_path):
