@@ -275,8 +275,8 @@ def test_lr_multipliers_follow_the_guide_and_overrides():
     mults = dict(zip([v.path for v in model.trainable_variables],
                      gradient_multipliers(model, cfg, True), strict=True))
     assert mults["block1_conv1_bn/gamma"] == 2.0 and mults["stage2_heat_conv/bias"] == 4.0
-    full = build_model(Architecture(stages=2, class_name=FULL, add_final_c128_conv=True,
-                                    filters=default_filters(2, False, 0.125, class_name=FULL, add_final_c128_conv=True)))
+    filters = default_filters(2, False, 0.125, class_name=FULL, add_final_c128_conv=True)
+    full = build_model(Architecture(stages=2, class_name=FULL, add_final_c128_conv=True, filters=filters))
     mults = dict(zip([v.path for v in full.trainable_variables],
                      gradient_multipliers(full, OptimizerConfig(), True), strict=True))
     assert mults["backbone_c128_conv/kernel"] == 2.0 and mults["stage2_paf_conv5/kernel"] == 4.0
