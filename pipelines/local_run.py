@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 import uuid
 import warnings
@@ -149,7 +150,7 @@ class RunGuard:
             raise RuntimeError(f"{self.lock}: another local run (pid {old['pid']}) is using {self.root}; "
                                "wait for it or stop it first")
         stopped = stop_processes(old["token"], self.grace) if old.get("token") else 0
-        removed = self.new_unfinished(old.get("before", []))
+        removed = self.new_unfinished(old["before"]) if "before" in old else []  # unreadable lock: keep all
         for path in [*removed, Path(old.get("scratch", self.scratch))]:
             shutil.rmtree(path, ignore_errors=True)
         self.lock.unlink(missing_ok=True)
@@ -166,7 +167,9 @@ class RunGuard:
             "scratch": str(self.scratch), "before": self.before}) + "\n")
         self._saved = {name: os.environ.get(name) for name in (RUN_TOKEN_ENV, "TMPDIR")}
         os.environ[RUN_TOKEN_ENV], os.environ["TMPDIR"] = self.token, str(self.scratch)
-        self._saved["handlers"] = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals there only
+            self._saved["handlers"] = {sig: signal.signal(sig, self._on_signal)
+                                       for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -176,7 +179,7 @@ class RunGuard:
         raise Interrupted(signum, stop_processes(self.token, self.grace))
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        for sig, handler in self._saved.pop("handlers").items():
+        for sig, handler in self._saved.pop("handlers", {}).items():
             signal.signal(sig, handler)
         for name, value in self._saved.items():
             if value is None:
