@@ -64,7 +64,8 @@ def test_repository_run_specs_load():
     ({"engines": {"enabled": True}}, "engines.targets has Jetson targets: set images.jetson"),
     ({"prune": {"equalization_criterion": "median"}}, "prune.equalization_criterion: \"median\" — expected 'union'"),
     ({"serving": {"memory": "lots"}}, "serving.memory: \"lots\" — String should match pattern"),
-    ({"release": {"root": "r", "max_int8_ap_drop": 2}}, "release.max_int8_ap_drop: 2 — expected less than or equal to 1"),
+    ({"release": {"root": "r", "max_int8_ap_drop": 2}},
+     "release.max_int8_ap_drop: 2 — expected less than or equal to 1"),
     ({"serving": {"name": "Bad_Name"}}, "serving.name: \"Bad_Name\" — String should match pattern"),
 ])
 def test_bad_run_spec_names_field_value_and_expectation(tmp_path, synth_dir, capsys, change, expected):
