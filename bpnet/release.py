@@ -182,6 +182,10 @@ TRITON_DIR, DEEPSTREAM_DIR, KSERVE_FILE, CHECK_SCRIPT = "triton", "deepstream", 
     "check_runtime.py"
 
 
+NOT_SERVABLE = ("no Triton/DeepStream/KServe files: no engine was built and release.plain_onnx is false "
+                "(build engines, or allow the plain ONNX CPU model)")
+
+
 @dataclass(frozen=True)
 class EngineBuild:
     """One built engine: its file and what it was built for and with (``<target>.engine.json``)."""
@@ -239,6 +243,10 @@ def write_serving(release: Path, release_uri: str, release_id: str, exported_onn
     params, skeleton = decode_params(inference), BPNET_SKELETON
     networks = [triton.Network(f"bpnet_{e.target.replace('-', '_')}", "tensorrt_plan", e.path, e.max_batch_size)
                 for e in engines]
+    if not networks and not options.plain_onnx:
+        log.warning("release %s has nothing to serve: %s", release_id, NOT_SERVABLE)
+        (release / CHECK_SCRIPT).write_text(inspect.getsource(engine_platform))
+        return {"served": {"ensembles": [], "networks": [], "note": NOT_SERVABLE}, "engines": {}}
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         onnx_path.write_bytes(exported_onnx)

@@ -421,9 +421,13 @@ def _model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any],
     else:
         lines.append("none built (engines.enabled is false, or no TensorRT where this ran)")
     served = deploy["served"]
-    lines += ["", "## Serving", "", f"- Triton ensembles (image in, people out): {', '.join(served['ensembles'])}",
-              f"- Triton network models: {', '.join(served['networks'])}",
-              "- DeepStream: deepstream/README.md; KServe: kserve/inferenceservice.yaml"]
+    lines += ["", "## Serving", ""]
+    if served.get("note"):
+        lines.append(f"- not servable as released: {served['note']}")
+    else:
+        lines += [f"- Triton ensembles (image in, people out): {', '.join(served['ensembles'])}",
+                  f"- Triton network models: {', '.join(served['networks'])}",
+                  "- DeepStream: deepstream/README.md; KServe: kserve/inferenceservice.yaml"]
     lines += ["", "## Sizes", ""] + [f"- {k}: {v}" for k, v in sizes.items()]
     return "\n".join(lines) + "\n"
 

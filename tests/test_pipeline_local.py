@@ -63,6 +63,10 @@ def test_repository_run_specs_load():
     ({"prune": {"pruning_threshold": 1.5}}, "prune.pruning_threshold: 1.5 — expected less than or equal to 1"),
     ({"engines": {"enabled": True}}, "images.jetson: null — engines.targets has Jetson targets: set images.jetson"),
     ({"prune": {"equalization_criterion": "median"}}, "prune.equalization_criterion: \"median\" — expected 'union'"),
+    ({"serving": {"memory": "lots"}}, "serving.memory: \"lots\" — String should match pattern"),
+    ({"release": {"root": "r", "max_int8_ap_drop": 2}},
+     "release.max_int8_ap_drop: 2 — expected less than or equal to 1"),
+    ({"serving": {"name": "Bad_Name"}}, "serving.name: \"Bad_Name\" — String should match pattern"),
 ])
 def test_bad_run_spec_names_field_value_and_expectation(tmp_path, synth_dir, capsys, change, expected):
     spec = local_spec(tmp_path, synth_dir, **change)

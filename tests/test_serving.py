@@ -320,6 +320,15 @@ def test_no_plain_onnx_by_default(built, tmp_path, monkeypatch):
         "bpnet_pose_gpu_int8"}
 
 
+def test_without_engines_or_plain_onnx_the_release_says_it_is_not_servable(built, tmp_path, monkeypatch):
+    monkeypatch.setenv("BPNET_MODEL_KEY", "tiny")
+    pointer = runtime.publish(str(tmp_path / "releases"), built["trained"], built["trained"], built["exported"],
+                              built["int8"], EVALS, {}, {}, [], json.dumps(INFER), {"plain_onnx": False})
+    release = Path(pointer["uri"])
+    assert not any((release / d).exists() for d in ("triton", "deepstream", "kserve"))
+    assert "not servable as released: no Triton/DeepStream/KServe files" in (release / "MODEL_CARD.md").read_text()
+
+
 def test_the_repository_demo_spec_ships_a_servable_cpu_model():
     from pipelines.arguments import load_run_spec
 
