@@ -29,7 +29,7 @@ EXPERIMENT_SPECS = ("experiment_spec.yaml", "experiment_spec_coco.yaml", "experi
                     "experiment_spec_coco_8gpus.yaml")
 # TAO's specs name files by their place in TAO's source tree.
 TAO_PATHS = PathContext(root=TAO, path_map=(
-    ("nvidia_tao_tf1/cv/bpnet/dataloaders/pose_configurations", str(REPO / "specs")),
+    ("nvidia_tao_tf1/cv/bpnet/dataloaders/pose_configurations", str(TAO)),
     ("nvidia_tao_tf1/cv/bpnet/dataio/dataset_specs", str(TAO)),
     ("nvidia_tao_tf1/cv/bpnet/experiment_specs", str(TAO)),
 ))
@@ -53,7 +53,7 @@ def test_each_experiment_spec_loads_unmodified(name):
     assert (focal.use_focal_loss, focal.alpha, focal.beta, focal.bkg_thresh, focal.gamma) == (
         False, 0.1, 0.02, 0.01, 1.0)
     assert spec.loss.focal is None  # present but off in every TAO spec
-    assert spec.dataloader.pose_config.pose_config_path == str(REPO / "specs" / "bpnet_18joints.json")
+    assert spec.dataloader.pose_config.pose_config_path == str(TAO / "bpnet_18joints.json")
     assert spec.dataloader.dataset_config.dataset_specs["coco"] == str(TAO / "coco_spec.json")
 
 
