@@ -26,7 +26,7 @@ REAL = REPO / "tests/data/real_images"
 def dataset(synth_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the session's synthetic dataset (tests may damage it)."""
     root = tmp_path / "data"
-    shutil.copytree(synth_dir, root)
+    shutil.copytree(synth_dir, root, ignore=shutil.ignore_patterns("*_mask2017"))  # other tests' masks
     return root
 
 
