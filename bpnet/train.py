@@ -244,7 +244,8 @@ class Trainer:
                              images / (time.monotonic() - t0))
             self.epoch.assign(epoch)
             scoring = time.monotonic()
-            curve.end_epoch(self.model, epoch, int(self.optimizer.iterations), epoch_loss / self.steps_per_epoch, writer)
+            curve.end_epoch(self.model, epoch, int(self.optimizer.iterations), epoch_loss / self.steps_per_epoch,
+                            writer)
             t0 += time.monotonic() - scoring  # images/s is of training alone
             if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
                 saved = self.manager.save(checkpoint_number=epoch)
