@@ -56,7 +56,7 @@ bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 demo-data: $(STAMP)
-	@test -f $(DEMO)/coco_spec.json || $(BIN)/bpnet synth -o $(DEMO) --train_images 384
+	@test -f $(DEMO)/coco_spec.json || $(BIN)/bpnet synth -o $(DEMO)
 
 # The whole DAG (dataset_convert -> train -> evaluate + inference) through kfp.local, then a summary.
 run: demo-data

@@ -16,11 +16,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-from pathlib import Path  # noqa: E402
 
 from bpnet.model.architecture import Architecture  # noqa: E402
 from bpnet.model.bpnet import build_model, count_flops, split_outputs  # noqa: E402
@@ -73,7 +72,8 @@ def main() -> None:
     for name, path in SPECS.items():
         spec = load_spec(REPO / path, TrainSpec)
         m, dims, batch = spec.model, spec.dataloader.image_config.image_dims, spec.dataloader.batch_size
-        ips, flops = step_rate(spec_architecture(spec), dims.height, dims.width, batch, steps=10 if name == "demo" else 3)
+        steps = 10 if name == "demo" else 3
+        ips, flops = step_rate(spec_architecture(spec), dims.height, dims.width, batch, steps)
         print(f"train step {name} ({m.stages} stages, width {m.width_multiplier:g}, {dims.height}x{dims.width}, "
               f"batch {batch}): {ips:.1f} images/s, {flops / 1e9:.1f} GFLOP/s = {flops / peak:.2f} of matmul rate")
 

@@ -96,7 +96,8 @@ class LearningCurve:
         self.scorer = scorer
         self.points = [p for p in read_curve(self.results / CURVE_JSON) if p.epoch <= start_epoch]
 
-    def end_epoch(self, model: keras.Model, epoch: int, step: int, mean_loss: float, writer: tf.summary.SummaryWriter) -> CurvePoint:
+    def end_epoch(self, model: keras.Model, epoch: int, step: int, mean_loss: float,
+                  writer: tf.summary.SummaryWriter) -> CurvePoint:
         """Record one epoch (AP too on AP epochs), log it as scalars and rewrite the files."""
         import tensorflow as tf
 

@@ -270,7 +270,8 @@ class Trainer:
                 raise self._diverged(f"{len(bad)} weight(s) became inf/NaN (first: {bad[0]})",
                                      int(self.optimizer.iterations), epoch, lr)
             scoring = time.monotonic()
-            curve.end_epoch(self.model, epoch, int(self.optimizer.iterations), epoch_loss / self.steps_per_epoch, writer)
+            curve.end_epoch(self.model, epoch, int(self.optimizer.iterations), epoch_loss / self.steps_per_epoch,
+                            writer)
             t0 += time.monotonic() - scoring  # images/s is of training alone
             if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
                 saved = self.last_good = self.manager.save(checkpoint_number=epoch)
