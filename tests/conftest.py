@@ -11,6 +11,31 @@ import pytest
 from bpnet.data.synth import generate
 
 REPO = Path(__file__).resolve().parents[1]
+REAL = REPO / "tests" / "data" / "real_images"
+
+
+def real_dataset(root: Path) -> Path:
+    """A COCO tree under ``root`` with the real coco-mini-train annotations (tests/data/real_images):
+    its three real images and placeholders of the annotated sizes for the others (filter counts
+    and spec checks depend on the annotations and the files' presence, not on pixels)."""
+    import json
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    ann = REAL / "person_keypoints_train2017.json"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copy(ann, root / "annotations" / ann.name)
+    (root / "train2017").mkdir()
+    for image in json.loads(ann.read_text())["images"]:
+        real = REAL / image["file_name"]
+        if real.is_file():
+            shutil.copy(real, root / "train2017" / image["file_name"])
+        else:
+            cv2.imwrite(str(root / "train2017" / image["file_name"]),
+                        np.full((image["height"], image["width"], 3), 128, np.uint8))
+    return root
 
 
 @pytest.fixture(scope="session")

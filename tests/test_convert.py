@@ -17,9 +17,7 @@ from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset, ve
 from bpnet.pose import BPNET_SKELETON
 from bpnet.specs import DatasetSpec, load_spec
 from bpnet.specs.dataset import DataFilteringParams
-from tests.conftest import REPO
-
-REAL = REPO / "tests/data/real_images"
+from tests.conftest import real_dataset
 
 
 @pytest.fixture
@@ -77,19 +75,6 @@ def test_train_records_match_filter_rules(dataset, tmp_path, rule):
     assert summary.persons_dropped["too_close"] > 0 and summary.persons_dropped["too_few_keypoints"] > 0
 
 
-def real_dataset(root: Path) -> Path:
-    """The real coco-mini-train annotations (tests/data/real_images) over placeholder images of
-    the annotated sizes: the filter counts depend on the annotations only."""
-    import cv2
-
-    ann = REAL / "person_keypoints_train2017.json"
-    (root / "annotations").mkdir(parents=True)
-    shutil.copy(ann, root / "annotations" / ann.name)
-    (root / "train2017").mkdir()
-    for image in json.loads(ann.read_text())["images"]:
-        cv2.imwrite(str(root / "train2017" / image["file_name"]), np.full((image["height"], image["width"], 3), 128,
-                                                                           np.uint8))
-    return root
 
 
 @pytest.mark.parametrize("rule", ["tao", "bbox"])

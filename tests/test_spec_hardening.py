@@ -4,8 +4,7 @@ Each promise is about what a user sees: ``bpnet``/``python -m pipelines`` exits 
 ``spec error: <file>: <field>: ...`` lines, prints no traceback, stays within a memory limit
 (RLIMIT_AS on the child: a spec that expands to gigabytes dies instead of passing), and creates
 nothing under the results folder. Bad specs are the shipped demo specs with one thing broken;
-the dataset spec points at the real COCO sample in /work/shared/data/coco-mini-train (or the
-synthetic demo data when that is absent).
+the dataset spec points at the real COCO annotations of tests/data/real_images.
 """
 
 from __future__ import annotations
@@ -29,10 +28,9 @@ from bpnet.specs import SpecError, TrainSpec, load_spec
 from bpnet.specs.loader import _fmt_value
 from pipelines.__main__ import main as pipelines_main
 from pipelines.arguments import load_run_spec
-from tests.conftest import REPO
+from tests.conftest import REPO, real_dataset
 
 SPECS = REPO / "specs"
-REAL_COCO = Path("/work/shared/data/coco-mini-train")
 CLI_MEMORY = 1 << 30  # address space of a `bpnet` child: the fixed loader needs under 100 MB of RSS
 PIPELINES_MEMORY = 3 << 30  # kfp and grpc map more address space at import
 
@@ -71,15 +69,11 @@ def assert_spec_error(proc: subprocess.CompletedProcess, spec: Path, field: str)
 
 
 @pytest.fixture()
-def dataset_spec(tmp_path: Path, synth_dir: Path) -> Path:
-    """The shipped dataset spec over real COCO images (train split), else over the demo data."""
+def dataset_spec(tmp_path: Path) -> Path:
+    """The shipped dataset spec over the real COCO annotations (train split for both modes)."""
     data = json.loads((SPECS / "coco_spec.json").read_text())
-    if REAL_COCO.is_dir():
-        data["root_directory_path"] = str(REAL_COCO)
-        data["test_data"] = dict(data["train_data"])
-    else:
-        data = json.loads((synth_dir / "coco_spec.json").read_text())
-        data["root_directory_path"] = str(synth_dir)
+    data["root_directory_path"] = str(real_dataset(tmp_path / "coco"))
+    data["test_data"] = dict(data["train_data"])
     path = tmp_path / "coco_spec.json"
     path.write_text(json.dumps(data, indent=1))
     return path
@@ -234,8 +228,8 @@ def test_duplicate_json_key_is_an_error(tmp_path, dataset_spec):
 
 @pytest.mark.parametrize(("content", "expected"), [
     (None, "no such file"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00", "not a pose config JSON"),
-    (b"[1, 2, 3]", "not a pose config JSON"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "cannot read pose config"),
+    (b"[1, 2, 3]", "must be a JSON object"),
     (json.dumps({"num_joints": 1, "keypoints": ["nose"], "skeleton": []}).encode(), "18-joint skeleton"),
 ])
 def test_pose_config_is_checked_before_the_results_folder(tmp_path, train_data, content, expected):

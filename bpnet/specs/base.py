@@ -162,7 +162,7 @@ def _pose_config_check(path: Path) -> None:
         load_pose_config(path)
     except PoseConfigError as exc:
         # the library's message names all 18 joints; a spec error line keeps to the point
-        raise ValueError(str(exc).removeprefix(f"{path}: ").split(" (keypoints ")[0]) from None
+        raise ValueError(str(exc).removeprefix(f"{path}: ").split(": keypoints ")[0]) from None
     except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # not JSON text, not a mapping
         raise ValueError(f"not a pose config JSON ({type(exc).__name__})") from None
 
