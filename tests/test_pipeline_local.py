@@ -158,6 +158,7 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
     assert (bound["pretrained_weights"], bound["load_graph"]) == (str(tmp_path / "pruned.tlt"), True)
 
 
+@pytest.mark.slow  # the whole DAG (two trainings, export, calibration, release) through kfp.local: make test-all
 def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypatch):
     from pipelines.local_run import format_summary, run_local
 

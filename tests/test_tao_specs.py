@@ -11,12 +11,14 @@ schedule and the focal-loss section included, is TAO's.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bpnet.cli import main as cli_main
 from bpnet.model.io import architecture_of, load_model
 from bpnet.model.optimizer import ExponentialDecay, SoftstartAnnealing, make_schedule
 from bpnet.specs import DatasetSpec, InferenceSpec, PathContext, TrainSpec, load_spec
@@ -120,6 +122,21 @@ def test_each_experiment_spec_trains_on_tiny_data(name, synth_dir, converted, tm
     assert math.isfinite(result.first_loss) and math.isfinite(result.last_loss)
     arch = architecture_of(load_model(result.model_path, key="tao"))
     assert (arch.class_name, arch.stages, arch.add_final_c128_conv) == (class_name, stages, False)
+    assert_infer_default_runs(result.model_path, synth_dir, tmp_path / "infer")
+
+
+def assert_infer_default_runs(model: Path, synth_dir: Path, out: Path) -> None:
+    """TAO's infer_default.yaml, unmodified, drives `bpnet inference` of the model just trained
+    (its TAO-tree paths mapped, its model_path overridden by -m as TAO's -m does)."""
+    image = sorted((synth_dir / "val2017").glob("*.jpg"))[0]
+    args = ["inference", "-i", str(TAO / "infer_default.yaml"), "-m", str(model), "-k", "tao",
+            "--input_type", "image", "--input", str(image), "--results_dir", str(out), "--spec_root", str(TAO)]
+    for old, new in TAO_PATHS.path_map:
+        args += ["--path_map", f"{old}={new}"]
+    assert cli_main(args) == 0
+    doc = json.loads((out / "detection.json").read_text())
+    assert doc["errors"] == [] and [Path(i["image"]).name for i in doc["images"]] == [image.name]
+    assert all(len(p["keypoints"]) == 18 for p in doc["images"][0]["people"])
 
 
 def test_taos_coco_spec_trains_with_the_focal_loss_and_the_c128_conv(synth_dir, converted, tmp_path):

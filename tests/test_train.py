@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from bpnet.artifacts import read_manifest, verify_files
 from bpnet.cli import main
@@ -35,6 +36,7 @@ def test_two_epochs_write_checkpoints_model_and_manifest(converted, synth_dir, t
     assert again.resumed_from_epoch == 2 and again.steps == result.steps and again.first_loss is None
 
 
+@pytest.mark.slow  # a real kill -9 mid-training and a resume: make test-all
 def test_killed_run_resumes_and_finishes_all_epochs(converted, synth_dir, tmp_path):
     spec_path = write_train_spec(tmp_path / "t.yaml", synth_dir, converted, num_epoch=4)
     out = tmp_path / "run"
