@@ -233,7 +233,8 @@ def test_cache_lines_hold_the_big_endian_float32_scale(tmp_path):
     assert (tmp_path / "c.bin").read_text() == "TRT-100300-EntropyCalibration2\nt: 3c23d70a\n"  # 0.01
 
 
-@pytest.mark.parametrize("method", ["entropy", "percentile", "minmax"])
+# entropy is the costly one (a histogram search per tensor, ~1 min on 2 cores): make test-all
+@pytest.mark.parametrize("method", [pytest.param("entropy", marks=pytest.mark.slow), "percentile", "minmax"])
 def test_every_calibration_method_gives_ranges_for_the_graph(exported, method):
     from bpnet.deploy.calibration import activation_ranges
 
