@@ -176,24 +176,8 @@ class S3Store:
 
     def read_bytes(self, relative: str) -> bytes | None:
         """The object's content, or None if it does not exist."""
-        from minio.error import S3Error
-
-        key = self.key(relative)
-
-        def get() -> bytes | None:
-            try:
-                response = self.client.get_object(self.bucket, key)
-            except S3Error as exc:
-                if exc.code == "NoSuchKey":
-                    return None
-                raise
-            try:
-                return response.read()
-            finally:
-                response.close()
-                response.release_conn()
-
-        return self._call(f"read {self.uri}/{relative}", get)
+        found = self.read_versioned(relative)
+        return None if found is None else found[0]
 
     def list_objects(self) -> list[tuple[str, int, str]]:
         """(path relative to the prefix, size, etag) of every object under the prefix, sorted."""
