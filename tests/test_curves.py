@@ -7,6 +7,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from bpnet.artifacts import read_manifest
@@ -43,6 +44,7 @@ def test_training_writes_the_curve_and_resume_extends_it(converted, synth_dir, t
     assert {"curve/epoch_loss", "curve/val_AP", "curve/val_AP75"} <= _scalar_tags(out / "events")
 
 
+@pytest.mark.slow  # trains three epochs: make test-all
 def test_ap_epochs_follow_checkpoint_n_epoch(converted, synth_dir, tmp_path):
     spec = load_spec(write_train_spec(tmp_path / "t.yaml", synth_dir, converted, num_epoch=3, checkpoint_n_epoch=2),
                      TrainSpec)

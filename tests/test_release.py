@@ -173,6 +173,7 @@ def test_concurrent_publishers_leave_the_best_release_in_latest(request, tmp_pat
     assert next(r for r in results if r["release"] == "p1")["promoted"]
 
 
+@pytest.mark.slow  # trains a model: make test-all
 def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tmp_path, monkeypatch):
     from bpnet.model.io import architecture_of, load_model
     from bpnet.prune import PruneSettings, prune

@@ -128,6 +128,7 @@ def test_loss_falls_on_the_demo_data(converted, synth_dir, tmp_path):
     assert err < 0.85 * base  # better than predicting "no joint anywhere"
 
 
+@pytest.mark.slow  # prunes, retrains and resumes: make test-all
 def test_retraining_a_pruned_model_resumes_like_training(tiny_model, converted, synth_dir, tmp_path):
     from bpnet.prune import PruneSettings, prune
 
