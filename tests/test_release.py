@@ -64,23 +64,30 @@ def test_promotion_gate_against_the_minimum_and_the_latest_release(s3, tmp_path)
     assert promotion_decision(0.5, 0.2, None)[0]
 
 
-def test_killed_publish_leaves_latest_on_the_previous_release(s3, tmp_path):
-    root = s3
-    publish_release(release_dir(tmp_path / "r1", 0.4), root, "r1", {"AP": 0.4})
-    big = release_dir(tmp_path / "r2", 0.5, files=400)
-    code = ("import sys; from bpnet.release import publish_release; "
-            f"publish_release({str(big)!r}, {root!r}, 'r2', {{'AP': 0.5}})")
+def kill_publish_midway(src: Path, root: str, release_id: str, ap: float, objects: int = 1) -> S3Store:
+    """Start publishing ``src`` in a child process and SIGKILL it once ``objects`` objects of the
+    release are in the store; returns the release's store. (The deadline only stops a hang.)"""
+    code = ("from bpnet.release import publish_release; "
+            f"publish_release({str(src)!r}, {root!r}, {release_id!r}, {{'AP': {ap}}})")
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
-    store = S3Store(f"{root}/r2")
+    store = S3Store(f"{root}/{release_id}")
     try:
         deadline = time.monotonic() + 60
-        while not store.list_objects():
+        while len(store.list_objects()) < objects:
             assert proc.poll() is None, "publish ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
+    return store
+
+
+def test_killed_publish_leaves_latest_on_the_previous_release(s3, tmp_path):
+    root = s3
+    publish_release(release_dir(tmp_path / "r1", 0.4), root, "r1", {"AP": 0.4})
+    big = release_dir(tmp_path / "r2", 0.5, files=400)
+    store = kill_publish_midway(big, root, "r2", 0.5)
     assert 0 < len(store.list_objects()) < 402  # stopped half-way
     assert read_latest(root)["release"] == "r1"
     with pytest.raises(StorageError, match="no MANIFEST.json"):
@@ -105,18 +112,9 @@ def test_a_same_second_retry_of_one_model_gets_its_own_release_and_latest_stays_
     first = publish_release(src, s3, new_release_id("d" * 64), {"AP": 0.4})
     retry_id = new_release_id("d" * 64)
     assert retry_id != first["release"]
-    code = ("from bpnet.release import publish_release; "
-            f"publish_release({str(src)!r}, {s3!r}, {retry_id!r}, {{'AP': 0.4}})")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
-    store = S3Store(f"{s3}/{retry_id}")
-    try:
-        deadline = time.monotonic() + 60
-        while len(store.list_objects()) < 20:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_publish_midway(src, s3, retry_id, 0.4, objects=20)
+    with pytest.raises(StorageError, match="no MANIFEST.json"):
+        fetch_dir(f"{s3}/{retry_id}", tmp_path / "half")  # the retry was really stopped half-way
     polls = [read_latest(s3)["uri"] for _ in range(20)]
     assert set(polls) == {first["uri"]}
     fetch_dir(first["uri"], tmp_path / "fetched")  # its manifest is still there
