@@ -215,41 +215,78 @@ def _cubic_weights(t: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _row_taps(h: int, fy: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each upsampled row of a map h rows high: its 4 bicubic source rows (replicated at the
-    border, like resize) and their weights, as lookup tables (h * fy, 4)."""
+    """For each upsampled row of a map h rows high: the row, in the map padded by two replicated rows
+    each side (resize's border rule), of its first bicubic source row (the 4 taps are it and the next
+    three), and the 4 weights: lookup tables (h * fy,) and (4, h * fy)."""
     fine = np.arange(h * fy)
     src = (fine + 0.5) / fy - 0.5
-    base = np.floor(src).astype(np.int64)
-    taps = np.clip(base[:, None] + np.arange(-1, 3), 0, h - 1).astype(np.int32)
-    return taps, _cubic_weights(src - base).astype(np.float32)
+    base = np.floor(src).astype(np.intp)
+    return base + 1, np.ascontiguousarray(_cubic_weights(src - base).T.astype(np.float32))
 
 
-def _paf_dots(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray, limb: np.ndarray, t: np.ndarray,
-              params: DecodeParams) -> np.ndarray:
-    """PAF . limb direction at fractions ``t`` along each pair's segment: (N, len(t)).
+@dataclass(frozen=True)
+class _Segments:
+    """Candidate limbs as segments on the upsampled grid, coordinate axis first, so that arrays of
+    sample points are (samples, pairs): numpy's inner loops then run over the many pairs, not over a
+    handful of samples or taps (which costs several times more)."""
 
-    ``rows_x`` holds the PAFs upsampled along x, one row per (channel, map row): (2L * h, W_fine).
-    Sample points are rounded to the upsampled grid; the bicubic y taps are applied here."""
-    fy, fx = params.upsampling
-    a_xy, b_xy, t = a_xy.astype(np.float32), b_xy.astype(np.float32), t.astype(np.float32)
-    d = b_xy - a_xy
-    unit = d / np.maximum(np.linalg.norm(d, axis=1), 1e-6)[:, None]
-    pts = a_xy[:, None, :] + t[None, :, None] * d[:, None, :]  # (N, n, 2) network-input pixels
-    col = np.clip(np.round(_input_to_fine(pts[..., 0], fx)), 0, rows_x.shape[1] - 1).astype(np.int32)
-    row = np.clip(np.round(_input_to_fine(pts[..., 1], fy)), 0, h * fy - 1).astype(np.int32)
-    offsets, table = _row_taps(h, fy)
-    width = rows_x.shape[1]
-    flat = offsets[row] * width + ((2 * limb.astype(np.int32) * h * width)[:, None] + col)[..., None]  # (N, n, 4)
-    weights = table[row]
-    values = rows_x.ravel()
-    vx = (values.take(flat) * weights).sum(-1)
-    vy = (values.take(flat + h * width) * weights).sum(-1)
-    return vx * unit[:, 0, None] + vy * unit[:, 1, None]
+    start: np.ndarray  # (2, N) upsampled-grid x, y of the first joint
+    delta: np.ndarray  # (2, N) from the first joint to the second, upsampled-grid pixels
+    unit: np.ndarray  # (2, N) limb direction in network-input pixels
+    limb: np.ndarray  # (N,) limb index (PAF channels 2 * limb, 2 * limb + 1)
+
+    def __getitem__(self, idx: np.ndarray) -> _Segments:
+        return _Segments(self.start[:, idx], self.delta[:, idx], self.unit[:, idx], self.limb[idx])
 
 
-def _limb_scores(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray, limb: np.ndarray,
-                 params: DecodeParams, net_h: int) -> tuple[np.ndarray, np.ndarray]:
-    """(score, accepted) of N candidate pairs.
+@dataclass(frozen=True)
+class _UpsampledPafs:
+    """The PAFs upsampled along x only, flat (2L, h + 4, w * fx), each map padded by two replicated
+    rows above and below (resize's border rule), so that the 4 bicubic y taps of any upsampled row
+    are 4 consecutive rows. Along y the taps are applied per sample point only, which gives the same
+    bicubic value as upsampling everything."""
+
+    values: np.ndarray
+    h: int  # map rows
+    width: int  # upsampled columns
+
+    @classmethod
+    def of(cls, pafs: np.ndarray, fx: int) -> _UpsampledPafs:
+        h, w = pafs.shape[:2]
+        padded = np.pad(pafs.astype(np.float32), ((2, 2), (0, 0), (0, 0)), mode="edge")
+        # one single-channel image, a row per (channel, map row): OpenCV's fastest resize path
+        rows = np.ascontiguousarray(padded.transpose(2, 0, 1).reshape(-1, w))
+        fine = cv2.resize(rows, (w * fx, rows.shape[0]), interpolation=cv2.INTER_CUBIC)
+        return cls(fine.ravel(), h, w * fx)
+
+    def dots(self, seg: _Segments, t: np.ndarray, fy: int) -> np.ndarray:
+        """PAF . limb direction at fractions ``t`` along each segment, the points rounded to the
+        upsampled grid: (len(t), N)."""
+        first, weights = _row_taps(self.h, fy)
+        t = t.astype(np.float32)[:, None]
+        col = np.clip(np.rint(seg.start[0] + t * seg.delta[0]), 0, self.width - 1).astype(np.intp)
+        row = np.clip(np.rint(seg.start[1] + t * seg.delta[1]), 0, self.h * fy - 1).astype(np.intp)
+        plane = (self.h + 4) * self.width
+        at = (2 * plane) * seg.limb + first.take(row) * self.width + col  # x component, first tap
+        taps = at + (np.arange(4) * self.width)[:, None, None]  # (4, len(t), N)
+        w = weights.take(row, axis=1)
+        vx = (self.values.take(taps) * w).sum(axis=0)
+        vy = (self.values.take(taps + plane) * w).sum(axis=0)
+        return vx * seg.unit[0] + vy * seg.unit[1]
+
+
+def _segments(xy: np.ndarray, fine: np.ndarray, ia: np.ndarray, ib: np.ndarray, limb: np.ndarray) -> _Segments:
+    """Segments of candidate pairs (peaks ia -> ib) from the peaks' network-input and upsampled-grid
+    positions (computed once per peak, not per pair)."""
+    start = fine.take(ia, axis=1)
+    d = (xy.take(ib, axis=1) - xy.take(ia, axis=1)).astype(np.float32)
+    unit = d / np.maximum(np.hypot(d[0], d[1]), 1e-6)
+    return _Segments(start, fine.take(ib, axis=1) - start, unit, limb)
+
+
+def _limb_scores(pafs: _UpsampledPafs, seg: _Segments, length: np.ndarray, params: DecodeParams,
+                 net_h: int) -> tuple[np.ndarray, np.ndarray]:
+    """(score, accepted) of N candidate pairs (segments of ``length`` network-input pixels).
 
     Most pairs join joints of different people and fail everywhere, so sampling runs in chunks: first
     as many interior points as may fail, then the rest in two halves; after each chunk, pairs with
@@ -265,23 +302,22 @@ def _limb_scores(rows_x: np.ndarray, h: int, a_xy: np.ndarray, b_xy: np.ndarray,
         chunks = [subset, rest[: len(rest) // 2], rest[len(rest) // 2:]]
     else:
         chunks = [list(range(n))]
-    total = np.zeros(len(limb))
-    failures = np.zeros(len(limb), np.int64)
-    idx = np.arange(len(limb))
+    total = np.zeros(len(length))
+    failures = np.zeros(len(length), np.int64)
+    idx = np.arange(len(length))
     for chunk in (c for c in chunks if c):
-        dots = _paf_dots(rows_x, h, a_xy[idx], b_xy[idx], limb[idx], t[chunk], params)
-        total[idx] += dots.sum(axis=1)
-        failures[idx] += (dots <= params.paf_threshold).sum(axis=1)
+        dots = pafs.dots(seg[idx], t[chunk], params.upsampling[0])
+        total[idx] += dots.sum(axis=0)
+        failures[idx] += (dots <= params.paf_threshold).sum(axis=0)
         idx = idx[failures[idx] <= allowed_failures]
         if not len(idx):
             break
-    score = np.full(len(limb), -np.inf)
-    accepted = np.zeros(len(limb), bool)
+    score = np.full(len(length), -np.inf)
+    accepted = np.zeros(len(length), bool)
     if len(idx):
-        length = np.linalg.norm(b_xy[idx] - a_xy[idx], axis=1)
-        prior = np.minimum(0.5 * net_h / np.maximum(length, 1e-6) - 1.0, 0.0)
+        prior = np.minimum(0.5 * net_h / np.maximum(length[idx], 1e-6) - 1.0, 0.0)
         score[idx] = total[idx] / n + prior
-        accepted[idx] = (score[idx] > 0) & (length > 0)
+        accepted[idx] = (score[idx] > 0) & (length[idx] > 0)
     return score, accepted
 
 
@@ -386,11 +422,8 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
     joints = skeleton.num_joints
     if len(peaks.score) == 0:
         return []
-    h, w = pafs.shape[:2]
-    fx = params.upsampling[1]
-    # one single-channel image, a row per (channel, map row): OpenCV's fastest resize path
-    rows = np.ascontiguousarray(pafs.astype(np.float32).transpose(2, 0, 1).reshape(-1, w))
-    rows_x = cv2.resize(rows, (w * fx, rows.shape[0]), interpolation=cv2.INTER_CUBIC)
+    fy, fx = params.upsampling
+    upsampled = _UpsampledPafs.of(pafs, fx)
     by_joint = [np.flatnonzero(peaks.joint == j) for j in range(joints)]
 
     # candidate pairs of every limb at once
@@ -406,7 +439,10 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
         return []
     limb = np.concatenate(limb_ids)
     ia, ib = np.concatenate(a_ids), np.concatenate(b_ids)
-    score, ok = _limb_scores(rows_x, h, peaks.xy[ia], peaks.xy[ib], limb, params, net_h)
+    xy = np.ascontiguousarray(peaks.xy.T)  # (2, peaks): coordinates first, see _Segments
+    fine = np.stack([_input_to_fine(xy[0], fx), _input_to_fine(xy[1], fy)]).astype(np.float32)
+    length = np.hypot(*(xy.take(ib, axis=1) - xy.take(ia, axis=1)))
+    score, ok = _limb_scores(upsampled, _segments(xy, fine, ia, ib, limb), length, params, net_h)
     limb, ia, ib, score = limb[ok], ia[ok], ib[ok], score[ok]
     plan_order, redundant = assembly_plan(skeleton)
     rank = np.empty(len(skeleton.limbs), np.int64)
