@@ -283,16 +283,18 @@ def _short(path: str) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     metrics = summary["metrics"]
-    lines = [f"{'step':<18}{'seconds':>9}  figures", "-" * 72]
+    step_width = max(18, 2 + max(len(s["step"]) for s in summary["steps"]))  # label widths: the longest label fits
+    model_width = max(12, 2 + max(len(m["model"]) for m in summary["models"]))
+    lines = [f"{'step':<{step_width}}{'seconds':>9}  figures", "-" * 72]
     for step in summary["steps"]:
         figures = {k: v for k, v in step.items() if k not in ("step", "seconds", "output")}
         text = ", ".join(f"{k} {_figure(v)}" for k, v in figures.items())
-        lines.append(f"{step['step']:<18}{step['seconds'] or 0:>9.1f}  {text}")
-    lines.append(f"{'total':<18}{summary['seconds']:>9.1f}")
+        lines.append(f"{step['step']:<{step_width}}{step['seconds'] or 0:>9.1f}  {text}")
+    lines.append(f"{'total':<{step_width}}{summary['seconds']:>9.1f}")
     flops_key = next(k for k in summary["models"][0] if k.startswith("gflops_at_"))
-    lines += ["", f"{'model':<12}{'parameters':>12}{'GFLOPs @' + flops_key[10:]:>18}{'AP':>8}{'AP50':>8}"]
+    lines += ["", f"{'model':<{model_width}}{'parameters':>12}{'GFLOPs @' + flops_key[10:]:>18}{'AP':>8}{'AP50':>8}"]
     for m in summary["models"]:
-        lines.append(f"{m['model']:<12}{_figure(m['parameters']):>12}{_figure(m[flops_key]):>18}"
+        lines.append(f"{m['model']:<{model_width}}{_figure(m['parameters']):>12}{_figure(m[flops_key]):>18}"
                      f"{m['AP'] or 0:>8.3f}{m['AP50'] or 0:>8.3f}")
     if "same_mode" in summary:
         m = summary["same_mode"]

@@ -216,3 +216,26 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     assert same["mode"] == "pad_image_input 64x64" and same["ONNX fp32"] == fp32 and same["ONNX INT8"] == int8
     assert abs(same["Keras"] - fp32) < 0.05  # the export itself loses (almost) nothing at the same mode
     assert "same aspect-ratio mode (pad_image_input 64x64):" in text
+
+
+def test_summary_columns_stay_aligned_after_the_longest_label():
+    """Every step's seconds and every model's figures end in the same column, whatever the label
+    length ("evaluate Keras (export mode)" is longer than the other step names)."""
+    from pipelines.local_run import MODELS, STEPS, format_summary
+
+    steps = [{"step": name, "seconds": 12.5 * (k + 1), "output": f"/runs/{name}"} for k, (name, _, _) in
+             enumerate(STEPS)]
+    models = [{"model": name, "parameters": 412_554, "gflops_at_128x128": 0.4292, "AP": 0.078, "AP50": 0.354}
+              for name, _, _ in MODELS]
+    text = format_summary({"metrics": {"AP": 0.1}, "steps": steps, "seconds": 859.2, "models": models,
+                           "reports": {}})
+    lines = text.splitlines()
+    rows = dict(zip([s["step"] for s in steps] + ["total"], lines[2:len(steps) + 3], strict=True))
+    ends = {row.index(f"{seconds:.1f}") + len(f"{seconds:.1f}") for seconds, row in
+            zip([s["seconds"] for s in steps] + [859.2], rows.values(), strict=True)}
+    assert all(row.startswith(name + " ") for name, row in rows.items()) and len(ends) == 1  # one seconds column
+    header = next(k for k, line in enumerate(lines) if line.startswith("model "))
+    model_rows = lines[header + 1:header + 1 + len(models)]
+    assert all(row.startswith(m["model"] + " ") for m, row in zip(models, model_rows, strict=True))
+    assert len({len(row) for row in model_rows + [lines[header]]}) == 1  # right-aligned figures under their header
+    assert all(row.endswith("0.078   0.354") for row in model_rows)
