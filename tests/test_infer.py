@@ -265,3 +265,30 @@ def test_negative_visualization_count_is_a_usage_error(tiny_model, synth_dir, tm
     code = main(["evaluate", "-i", str(_infer_spec(tmp_path, train_spec)), "-d", str(synth_dir / "coco_spec.json"),
                  "-r", str(tmp_path / "eval"), "-k", "tiny", "--num_visualizations", "-1"])
     assert code == 2 and "--num_visualizations: -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape, factors", [((16, 16), (8, 8)), ((5, 9), (4, 8)), ((2, 3), (8, 2))])
+def test_paf_sampling_equals_a_full_bicubic_upsample(shape, factors):
+    """The decoder upsamples PAFs along x only and applies the y taps per sample point (from maps
+    padded by replicated rows); at every grid point that must equal OpenCV's full 2-D bicubic resize,
+    borders included, or limb scores drift from what the maps say."""
+    from bpnet.infer.decode import _Segments, _UpsampledPafs
+
+    rng = np.random.default_rng(7)
+    h, w = shape
+    fy, fx = factors
+    pafs = rng.standard_normal((h, w, 4)).astype(np.float32)
+    full = cv2.resize(pafs, (w * fx, h * fy), interpolation=cv2.INTER_CUBIC)  # (h*fy, w*fx, 4)
+    n = 50
+    start = np.stack([rng.integers(0, w * fx, n), rng.integers(0, h * fy, n)]).astype(np.float32)
+    end = np.stack([rng.integers(0, w * fx, n), rng.integers(0, h * fy, n)]).astype(np.float32)
+    limb = rng.integers(0, 2, n)
+    unit = np.stack([np.ones(n), np.zeros(n)]).astype(np.float32)  # x component only, then y only
+    t = np.array([0.0, 0.5, 1.0], np.float32)
+    upsampled = _UpsampledPafs.of(pafs, fx)
+    got_x = upsampled.dots(_Segments(start, end - start, unit, limb), t, fy)
+    got_y = upsampled.dots(_Segments(start, end - start, unit[::-1].copy(), limb), t, fy)
+    col = np.rint(start[0] + t[:, None] * (end - start)[0]).astype(int)
+    row = np.rint(start[1] + t[:, None] * (end - start)[1]).astype(int)
+    np.testing.assert_allclose(got_x, full[row, col, 2 * limb], atol=1e-4)
+    np.testing.assert_allclose(got_y, full[row, col, 2 * limb + 1], atol=1e-4)

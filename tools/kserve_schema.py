@@ -81,6 +81,7 @@ def reachable(models: dict[str, dict[str, str]], root: str) -> tuple[dict[str, d
 
 
 def read_models(sources: Iterable[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """All model classes of the given (path, text) modules; a later module's class wins a name clash."""
     models: dict[str, dict[str, str]] = {}
     for name, text in sources:
         models.update(model_fields(text))
