@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bpnet.errors import StepError
+
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_VERSION = 1
 _CHUNK = 1 << 20
@@ -25,7 +27,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(StepError, RuntimeError):
     """An artifact is incomplete, tampered with, or addressed unsafely."""
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 
+from bpnet.errors import ModelError
+
 MAGIC = b"BPNETENC1"
 _SALT, _NONCE, _ITERATIONS = 16, 12, 200_000
 
 
-class ModelKeyError(ValueError):
+class ModelKeyError(ModelError, ValueError):
     """The model file is encrypted and the key is missing or wrong."""
 
 

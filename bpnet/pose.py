@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bpnet.errors import DataError
+
 
 class Visibility(IntEnum):
     """BodyPoseNet's internal visibility categories (datasets map their own flags onto these)."""
@@ -92,7 +94,7 @@ class Skeleton:
         }
 
 
-class PoseConfigError(ValueError):
+class PoseConfigError(DataError, ValueError):
     """A pose config file that cannot be read or does not describe the supported skeleton."""
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from bpnet.errors import DataError
 from bpnet.specs.train import MODEL_STRIDE
 
 T = TypeVar("T")
@@ -42,7 +43,7 @@ DCT_RATIOS = (1, 2, 4, 8)
 MIN_IMAGE_SIDE = MODEL_STRIDE  # smaller than one cell of the network's output grid: nothing to learn or find
 
 
-class ImageReadError(ValueError):
+class ImageReadError(DataError, ValueError):
     """An image file that cannot be used; the message names the file and says why."""
 
 

@@ -42,6 +42,7 @@ from bpnet.artifacts import (
     verify_files,
     write_manifest,
 )
+from bpnet.errors import StepError
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -50,7 +51,7 @@ _TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestT
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
 
 
-class StorageError(RuntimeError):
+class StorageError(StepError, RuntimeError):
     """A storage operation failed for a reason worth telling the user plainly."""
 
 

@@ -33,6 +33,7 @@ from bpnet.artifacts import atomic_write_text, build_manifest, write_manifest
 from bpnet.curves import CURVE_JSON, CURVE_PNG, LearningCurve, ValScorer
 from bpnet.data.convert import verified_shards
 from bpnet.data.loader import bad_record_error, build_dataset, record_paths
+from bpnet.errors import ModelError
 from bpnet.model.architecture import Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
 from bpnet.model.io import architecture_of, latest_readable_checkpoint, load_model, load_weights_by_name, save_model
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "bpnet_model.tlt"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(ModelError, RuntimeError):
     """The loss or the weights became inf/NaN; the message names the step, the rate and what to try."""
 
 

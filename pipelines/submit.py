@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bpnet.errors import StepError
 from pipelines.arguments import pipeline_arguments
 from pipelines.dag import build_pipeline
 from pipelines.run_spec import RunSpec
@@ -27,7 +28,7 @@ from pipelines.run_spec import RunSpec
 log = logging.getLogger(__name__)
 
 
-class SubmitError(RuntimeError):
+class SubmitError(StepError, RuntimeError):
     """The server could not be reached or said no; the message says what to check."""
 
 

@@ -36,6 +36,7 @@ from bpnet.artifacts import (
 )
 from bpnet.data import masks, records
 from bpnet.data.coco import ImageEntry, InputProblem, Person, load_coco
+from bpnet.errors import DataError
 from bpnet.pose import dataset_to_model_keypoints
 from bpnet.preprocess import read_image
 from bpnet.specs.dataset import DataFilteringParams, DatasetSpec
@@ -48,7 +49,7 @@ DROP_RULES = ("too_few_keypoints", "too_small", "too_short", "too_narrow", "too_
 VERIFY_RATIO = 8  # every image is decoded at 1/8 scale before it is written into a record
 
 
-class ConvertError(RuntimeError):
+class ConvertError(DataError, RuntimeError):
     """The input has problems; ``problems`` lists each with its ids."""
 
     def __init__(self, problems: list[InputProblem]):

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from bpnet.data import augment, labels, records
 from bpnet.data.masks import MASK_IGNORE, MASK_KEEP
+from bpnet.errors import DataError
 from bpnet.pose import BPNET_SKELETON, Skeleton
 from bpnet.preprocess import DCT_RATIOS, normalize, read_image
 from bpnet.specs.train import MODEL_STRIDE, TrainSpec
@@ -121,7 +122,7 @@ class SampleMaker:
         return full
 
 
-class BadRecordError(RuntimeError):
+class BadRecordError(DataError, RuntimeError):
     """A training record whose image or mask cannot be read; the message names the image id and file."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpnet.artifacts import atomic_write_bytes
+from bpnet.errors import StepError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE = 1 << 30
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(StepError, RuntimeError):
     """TensorRT (or a GPU) is not available where the engine was to be built."""
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
+from bpnet.errors import ModelError
 from bpnet.infer.decode import DecodeParams, Person, decode
 from bpnet.infer.preprocess import STRIDE, InputPlan, plan, to_network_input
 from bpnet.specs.inference import InferenceSpec
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ModelMismatchError(ValueError):
+class ModelMismatchError(ModelError, ValueError):
     """The model does not fit the spec (channel counts, stages)."""
 
 

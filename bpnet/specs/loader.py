@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
 from bpnet.artifacts import atomic_write_text
+from bpnet.errors import SpecError
 from bpnet.specs.base import CrossFieldError, PathContext, parse_path_map
 
 T = TypeVar("T", bound=BaseModel)
@@ -41,15 +42,6 @@ MAX_NODES = 100_000
 _MAX_VALUE_CHARS = 80
 _MAX_EXPECTED_CHARS = 240
 _MAX_ERROR_LINES = 50
-
-
-class SpecError(Exception):
-    """One or more problems with a spec file; ``lines`` holds one message per problem."""
-
-    def __init__(self, lines: list[str]):
-        lines = [" ".join(line.splitlines()) for line in lines]  # one problem, one line, whatever it quotes
-        super().__init__("\n".join(lines))
-        self.lines = lines
 
 
 def default_path_context(spec_file: str | Path, root: str | Path | None = None,
