@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bpnet.data.convert import ConvertOptions, convert_dataset
+from bpnet.data.convert import ConvertSettings, convert_dataset
 from bpnet.data.synth import generate
 from bpnet.specs import DatasetSpec, load_spec
 
@@ -24,12 +24,12 @@ def main(train_images: int = 256) -> None:
         synth_s = time.perf_counter() - t0
         print(f"synth: {train_images / synth_s:.1f} images/s ({train_images} images)")
         spec = load_spec(root / "coco_spec.json", DatasetSpec)
-        convert_dataset(spec, Path(tmp) / "warmup", ConvertOptions(mode="test"))  # imports TF once
+        convert_dataset(spec, Path(tmp) / "warmup", ConvertSettings(mode="test"))  # imports TF once
         figures = {}
-        for label, options in (("records only", ConvertOptions()),
-                               ("records + masks", ConvertOptions(generate_masks=True)),
+        for label, options in (("records only", ConvertSettings()),
+                               ("records + masks", ConvertSettings(generate_masks=True)),
                                ("records + masks + check_files",
-                                ConvertOptions(generate_masks=True, check_files=True))):
+                                ConvertSettings(generate_masks=True, check_files=True))):
             t0 = time.perf_counter()
             summary = convert_dataset(spec, Path(tmp) / "out" / "train", options)
             elapsed = time.perf_counter() - t0

@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import yaml  # noqa: E402
 
-from bpnet.data.convert import ConvertOptions, convert_dataset  # noqa: E402
+from bpnet.data.convert import ConvertSettings, convert_dataset  # noqa: E402
 from bpnet.data.loader import build_dataset  # noqa: E402
 from bpnet.data.synth import generate  # noqa: E402
 from bpnet.specs import DatasetSpec, TrainSpec, load_spec  # noqa: E402
@@ -43,7 +43,7 @@ def main(images: int = 200, samples: int = 1500) -> None:
         root = Path(tmp) / "coco"
         generate(root, seed=1, train_images=images, val_images=2, image_size=(640, 480))
         convert_dataset(load_spec(root / "coco_spec.json", DatasetSpec), Path(tmp) / "train",
-                        ConvertOptions(generate_masks=True))
+                        ConvertSettings(generate_masks=True))
         spec_data = yaml.safe_load((REPO / "specs/bpnet_train_m1_coco.yaml").read_text())
         spec_data["dataloader"]["pose_config"]["pose_config_path"] = str(REPO / "specs/bpnet_18joints.json")
         spec_data["dataloader"]["dataset_config"].update(

@@ -191,8 +191,9 @@ def _run_prune(args: argparse.Namespace) -> int:
 
     key = _resolve_key(args)
     _output_file("-o/--output_file", args.output_file)
-    settings = PruneSettings(args.normalizer, args.equalization_criterion, args.pruning_granularity,
-                             args.pruning_threshold, args.min_num_filters, tuple(args.excluded_layers))
+    settings = PruneSettings(normalizer=args.normalizer, equalization_criterion=args.equalization_criterion,
+                             pruning_granularity=args.pruning_granularity, pruning_threshold=args.pruning_threshold,
+                             min_num_filters=args.min_num_filters, excluded_layers=args.excluded_layers)
     result = prune(load_model(args.model, key), settings, (height, width))
     save_model(result.model, args.output_file, key)
     report = {"model": str(args.model), "output_file": str(args.output_file), **result.report}
@@ -277,7 +278,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bpnet.deploy.export import CalibrationSettings, export
+    from bpnet.deploy.export import CalibrationData, export
+    from bpnet.settings import CalibrationSettings
 
     if args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
@@ -295,8 +297,10 @@ def _run_export(args: argparse.Namespace) -> int:
     if args.data_type == "int8":
         if not (args.cal_image_dir or args.cal_data_file):
             raise _Usage("--data_type int8: needs --cal_image_dir (or an existing --cal_data_file)")
-        cal = CalibrationSettings(args.cal_image_dir, args.cal_data_file or f"{output}.tensorfile.npy",
-                                  args.cal_cache_file, args.batches, args.batch_size, args.cal_method)
+        cal = CalibrationData(args.cal_image_dir, args.cal_data_file or f"{output}.tensorfile.npy",
+                              args.cal_cache_file, CalibrationSettings(cal_batches=args.batches,
+                                                                       cal_batch_size=args.batch_size,
+                                                                       cal_method=args.cal_method))
     engine_options = {"max_batch_size": args.max_batch_size, "workspace_bytes": args.max_workspace_size,
                       "strict_types": args.strict_type_constraints}
     result = export(args.model, key, output, dims, norm, args.data_type, args.output_stage,
@@ -321,14 +325,17 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from bpnet.deploy.export import CalibrationSettings, calibrate, int8_path
+    from bpnet.deploy.export import CalibrationData, calibrate, int8_path
+    from bpnet.settings import CalibrationSettings
 
     key = _resolve_key(args)
     norm, _ = _train_norm(args.experiment_spec, args)
     if not (args.cal_image_dir or args.cal_data_file):
         raise _Usage("needs --cal_image_dir (or an existing --cal_data_file)")
-    cal = CalibrationSettings(args.cal_image_dir, args.cal_data_file or f"{args.model}.tensorfile.npy",
-                              args.cal_cache_file, args.batches, args.batch_size, args.cal_method)
+    cal = CalibrationData(args.cal_image_dir, args.cal_data_file or f"{args.model}.tensorfile.npy",
+                          args.cal_cache_file, CalibrationSettings(cal_batches=args.batches,
+                                                                   cal_batch_size=args.batch_size,
+                                                                   cal_method=args.cal_method))
     calibrate(args.model, key, cal, norm, args.output_file or int8_path(args.model))
     return 0
 
@@ -469,14 +476,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_dataset_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset
+    from bpnet.data.convert import ConvertError, ConvertSettings, convert_dataset
     from bpnet.specs import DatasetSpec, load_spec
 
     if not 1 <= args.num_shards <= MAX_SHARDS:
         raise _Usage(f"--num_shards: {args.num_shards} — expected an integer in [1, {MAX_SHARDS}]")
     spec = load_spec(args.dataset_spec, DatasetSpec, _inputs_context(args.dataset_spec, args))
     _output_dir("-o/--output_filename", str(Path(args.output_filename).parent))
-    options = ConvertOptions(mode=args.mode, generate_masks=args.generate_masks, check_files=args.check_files,
+    options = ConvertSettings(mode=args.mode, generate_masks=args.generate_masks, check_files=args.check_files,
                              skip_invalid=args.skip_invalid, num_shards=args.num_shards)
     try:
         summary = convert_dataset(spec, args.output_filename, options)

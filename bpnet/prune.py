@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import keras
 import numpy as np
@@ -35,38 +34,15 @@ import numpy as np
 from bpnet.model.architecture import Architecture
 from bpnet.model.bpnet import build_model, count_flops, count_params
 from bpnet.model.io import architecture_of
+from bpnet.settings import Criterion, Normalizer, PruneSettings
+from bpnet.specs.base import DEFAULT_INPUT_SHAPE
 
 log = logging.getLogger(__name__)
 
-Normalizer = Literal["max", "L2"]
-Criterion = Literal["union", "intersection", "arithmetic_mean", "geometric_mean"]
-NORMALIZERS: tuple[str, ...] = ("max", "L2")
-CRITERIA: tuple[str, ...] = ("union", "intersection", "arithmetic_mean", "geometric_mean")
 _PASS_THROUGH = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU,
                  keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.Dropout)
 _ELEMENTWISE = (keras.layers.Multiply, keras.layers.Add, keras.layers.Subtract, keras.layers.Maximum,
                 keras.layers.Minimum, keras.layers.Average)
-
-
-@dataclass(frozen=True)
-class PruneSettings:
-    normalizer: Normalizer = "max"
-    equalization_criterion: Criterion = "union"
-    granularity: int = 8
-    threshold: float = 0.1
-    min_num_filters: int = 16
-    excluded_layers: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.normalizer not in NORMALIZERS:
-            raise ValueError(f"normalizer: {self.normalizer!r} — expected one of {', '.join(NORMALIZERS)}")
-        if self.equalization_criterion not in CRITERIA:
-            raise ValueError(f"equalization_criterion: {self.equalization_criterion!r} — expected one of "
-                             f"{', '.join(CRITERIA)}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"pruning threshold: {self.threshold} — expected a value in [0, 1]")
-        if self.granularity < 1 or self.min_num_filters < 1:
-            raise ValueError("pruning granularity and min_num_filters must be positive integers")
 
 
 # ---- the pure arithmetic (one function per rule; unit-tested on hand-made numbers) ----
@@ -182,7 +158,8 @@ class PruneResult:
     report: dict
 
 
-def prune(model: keras.Model, settings: PruneSettings, flops_shape: tuple[int, int] = (368, 368)) -> PruneResult:
+def prune(model: keras.Model, settings: PruneSettings,
+          flops_shape: tuple[int, int] = DEFAULT_INPUT_SHAPE) -> PruneResult:
     arch = architecture_of(model)
     prunable = set(arch.filters)
     unknown = sorted(set(settings.excluded_layers) - prunable)
@@ -199,7 +176,8 @@ def prune(model: keras.Model, settings: PruneSettings, flops_shape: tuple[int, i
             continue
         stats = [normalize(filter_norms(convs[m].get_weights()[0]), settings.normalizer) for m in members]
         stat = equalize(stats, settings.equalization_criterion)
-        keep[root] = kept_channels(stat, settings.threshold, settings.granularity, settings.min_num_filters)
+        keep[root] = kept_channels(stat, settings.pruning_threshold, settings.pruning_granularity,
+                                   settings.min_num_filters)
     keep["input"] = np.arange(int(model.inputs[0].shape[-1]))
 
     def kept(space: str) -> np.ndarray:
@@ -238,9 +216,7 @@ def _report(model: keras.Model, pruned: keras.Model, before: Architecture, after
     layers = [{"layer": name, "before": width, "after": after.filters[name],
                "kept": round(after.filters[name] / width, 4)} for name, width in before.filters.items()]
     return {
-        "settings": {"normalizer": settings.normalizer, "equalization_criterion": settings.equalization_criterion,
-                     "pruning_granularity": settings.granularity, "pruning_threshold": settings.threshold,
-                     "min_num_filters": settings.min_num_filters, "excluded_layers": list(settings.excluded_layers)},
+        "settings": settings.model_dump(),
         "parameters": {"before": params[0], "after": params[1], "kept": round(params[1] / params[0], 4)},
         "flops": {"before": flops[0], "after": flops[1], "kept": round(flops[1] / flops[0], 4),
                   "input_shape": list(flops_shape)},

@@ -16,12 +16,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from bpnet.specs.base import MAX_BATCH, MAX_IMAGE_SIDE, CrossFieldError, PathContext, SpecModel, SpecPath
+from bpnet.settings import DeploySettings, Precision, PruneSettings
+from bpnet.settings import EngineSettings as BuildSettings
+from bpnet.specs.base import MAX_BATCH, CrossFieldError, PathContext, SpecModel, SpecPath
 from bpnet.specs.loader import SpecError
 from pipelines.cron import to_kfp_cron
 
 NVIDIA_GPU = "nvidia.com/gpu"
-MAX_CALIBRATION_IMAGES = 4096
 # Kubernetes quantities as kfp's compiler accepts them (PipelineTask.set_cpu_request /
 # set_memory_request): checked here so a typo fails validation, not the compile.
 CPU_QUANTITY = re.compile(r"([0-9]*[.])?[0-9]+m?")
@@ -119,38 +120,12 @@ class Steps(SpecModel):
     inference: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
 
 
-class ExportSettings(SpecModel):
-    """``bpnet export`` / ``bpnet calibrate`` in the pipeline: the deployment input size and the
-    INT8 calibration data (``cal_batches x cal_batch_size`` train images)."""
-
-    input_shape: tuple[int, int] = (368, 368)
-    cal_batches: int = Field(10, ge=1, le=10_000)
-    cal_batch_size: int = Field(1, ge=1, le=MAX_BATCH)
-    cal_method: Literal["entropy", "percentile", "minmax"] = "entropy"
-
-    @model_validator(mode="after")
-    def _bounded_calibration_set(self) -> ExportSettings:
-        # every calibration image is held as float32 in the tensorfile: 4096 at 368x368 is 6.7 GB
-        if self.cal_batches * self.cal_batch_size > MAX_CALIBRATION_IMAGES:
-            raise CrossFieldError(f"cal_batches x cal_batch_size is {self.cal_batches * self.cal_batch_size} "
-                                  f"images; at most {MAX_CALIBRATION_IMAGES}", "cal_batches", "cal_batch_size",
-                                  source=self)
-        return self
-
-    @field_validator("input_shape")
-    @classmethod
-    def _multiple_of_8(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if value[0] % 8 or value[1] % 8 or min(value) < 8 or max(value) > MAX_IMAGE_SIDE:
-            raise ValueError(f"height and width must be positive multiples of 8, at most {MAX_IMAGE_SIDE}")
-        return value
-
-
 class EngineTarget(SpecModel):
     """One TensorRT engine to build: where (the GPU pool or the Jetson pool), how precise, DLA."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     pool: Literal["gpu", "jetson"]
-    precision: Literal["fp32", "fp16", "int8"] = "fp16"
+    precision: Precision = "fp16"
     max_batch_size: int = Field(1, ge=1, le=MAX_BATCH)
     dla_core: int | None = Field(None, ge=0, le=1, description="Jetson DLA core, 0 or 1 (GPU fallback on)")
 
@@ -166,7 +141,7 @@ class EngineSettings(SpecModel):
     Off locally: kfp.local has no TensorRT and no GPU."""
 
     enabled: bool = True
-    workspace_bytes: int = Field(1 << 30, ge=1 << 20, le=1 << 40)
+    workspace_bytes: int = BuildSettings.model_fields["max_workspace_size"]
     targets: list[EngineTarget] = Field(default_factory=_default_targets, max_length=64)
 
 
@@ -211,17 +186,6 @@ class ServingSettings(SpecModel):
                 "cpu": self.cpu, "memory": self.memory, "node_selector": dict(self.pool.node_selector),
                 "tolerations": [t.model_dump() for t in self.pool.tolerations],
                 "service_account": self.service_account, "runtime": self.runtime}
-
-
-class PruneSettings(SpecModel):
-    """The ``bpnet prune`` flags by their long names, defaults as the guide's."""
-
-    normalizer: Literal["max", "L2"] = "max"
-    equalization_criterion: Literal["union", "intersection", "arithmetic_mean", "geometric_mean"] = "union"
-    pruning_granularity: int = Field(8, ge=1, le=4096)
-    pruning_threshold: float = Field(0.1, ge=0.0, le=1.0)
-    min_num_filters: int = Field(16, ge=1, le=4096)
-    excluded_layers: list[str] = Field(default_factory=list, max_length=1000)
 
 
 class StorageSettings(SpecModel):
@@ -283,7 +247,7 @@ class RunSpec(SpecModel):
     specs: StepSpecs
     steps: Steps = Field(default_factory=Steps)
     prune: PruneSettings = Field(default_factory=PruneSettings)
-    export: ExportSettings = Field(default_factory=ExportSettings)
+    export: DeploySettings = Field(default_factory=DeploySettings)
     release: ReleaseSettings
     serving: ServingSettings = Field(default_factory=ServingSettings)
     engines: EngineSettings = Field(default_factory=EngineSettings)

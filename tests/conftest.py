@@ -87,12 +87,12 @@ def moto_server() -> Iterator[MotoServer]:
 @pytest.fixture(scope="session")
 def converted(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session dataset converted to train records (with masks) in a folder of its own."""
-    from bpnet.data.convert import ConvertOptions, convert_dataset
+    from bpnet.data.convert import ConvertSettings, convert_dataset
     from bpnet.specs import DatasetSpec, load_spec
 
     out = tmp_path_factory.mktemp("records")
     spec = load_spec(synth_dir / "coco_spec.json", DatasetSpec)
-    convert_dataset(spec, out / "train", ConvertOptions(generate_masks=True))
+    convert_dataset(spec, out / "train", ConvertSettings(generate_masks=True))
     return out
 
 

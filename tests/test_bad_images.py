@@ -16,7 +16,7 @@ from PIL import Image
 
 from bpnet.cli import main
 from bpnet.data import records
-from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset
+from bpnet.data.convert import ConvertError, ConvertSettings, convert_dataset
 from bpnet.preprocess import ImageReadError, read_image
 from bpnet.specs import DatasetSpec, load_spec
 from tests.conftest import REPO, write_train_spec
@@ -115,12 +115,12 @@ def test_dataset_convert_names_every_bad_image_and_writes_only_good_ones(variant
         assert f"image {ids[name]}: " in caplog.text and why in caplog.text, name
     assert not out.parent.exists()
     spec = load_spec(spec_file, DatasetSpec)
-    summary = convert_dataset(spec, out, ConvertOptions(skip_invalid=True, generate_masks=True))
+    summary = convert_dataset(spec, out, ConvertSettings(skip_invalid=True, generate_masks=True))
     assert summary.images_skipped_invalid == len(BROKEN)
     written = {s.image_id for s in records.read_samples([out.with_name("train-fold-000-of-001")])}
     assert written == {ids[n] for n in CONVERTIBLE}
     with pytest.raises(ConvertError, match=f"image {ids['truncated.jpg']}: .*truncated.jpg: cannot decode"):
-        convert_dataset(spec, out, ConvertOptions(check_files=True, generate_masks=True))
+        convert_dataset(spec, out, ConvertSettings(check_files=True, generate_masks=True))
 
 
 def test_check_files_never_opens_an_unsafe_file_name(variants, synth_dir, tmp_path, monkeypatch):
@@ -132,7 +132,7 @@ def test_check_files_never_opens_an_unsafe_file_name(variants, synth_dir, tmp_pa
     opened = []
     monkeypatch.setattr("bpnet.data.convert.read_image", lambda path, ratio=1: opened.append(path))
     with pytest.raises(ConvertError, match="file_name: unsafe") as info:
-        convert_dataset(load_spec(spec_file, DatasetSpec), tmp_path / "t", ConvertOptions(check_files=True))
+        convert_dataset(load_spec(spec_file, DatasetSpec), tmp_path / "t", ConvertSettings(check_files=True))
     assert len(info.value.problems) == 1 and opened == []
 
 
@@ -145,7 +145,7 @@ def test_a_killed_run_leaves_no_temporaries_behind(variants, synth_dir, tmp_path
         path.write_bytes(b"half a file")  # what SIGKILL leaves of atomic_output
     keep = masks / "notes.tmp"
     keep.write_text("not ours")
-    convert_dataset(load_spec(spec_file, DatasetSpec), tmp_path / "train", ConvertOptions(generate_masks=True))
+    convert_dataset(load_spec(spec_file, DatasetSpec), tmp_path / "train", ConvertSettings(generate_masks=True))
     assert not any(p.exists() for p in stale) and keep.exists() and (masks / "gray.png").is_file()
 
 
@@ -182,7 +182,7 @@ def broken_records(synth_dir: Path, tmp_path: Path) -> tuple[Path, Path, int]:
     root = tmp_path / "data"
     shutil.copytree(synth_dir, root)
     spec = load_spec(root / "coco_spec.json", DatasetSpec)
-    convert_dataset(spec, tmp_path / "records" / "train", ConvertOptions(generate_masks=True))
+    convert_dataset(spec, tmp_path / "records" / "train", ConvertSettings(generate_masks=True))
     image = sorted((root / "train2017").iterdir())[0]
     image.write_bytes(image.read_bytes()[:500])
     return root, tmp_path / "records", int(image.stem)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpnet.data import records
-from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset
+from bpnet.data.convert import ConvertError, ConvertSettings, convert_dataset
 from bpnet.specs import DatasetSpec, load_spec
 from tests.conftest import REPO
 
@@ -92,7 +92,7 @@ def run_convert(doc: object, skip_invalid: bool) -> tuple[Path, ConvertError | N
     spec = load_spec(root / "spec.json", DatasetSpec)
     try:
         return root, None, convert_dataset(spec, root / "out" / "train",
-                                           ConvertOptions(generate_masks=True, skip_invalid=skip_invalid))
+                                           ConvertSettings(generate_masks=True, skip_invalid=skip_invalid))
     except ConvertError as exc:
         return root, exc, None
 

@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from bpnet.artifacts import ArtifactError
 from bpnet.cli import main
 from bpnet.data import records
-from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset, verified_shards
+from bpnet.data.convert import ConvertError, ConvertSettings, convert_dataset, verified_shards
 from bpnet.pose import BPNET_SKELETON
 from bpnet.specs import DatasetSpec, load_spec
 from bpnet.specs.dataset import DataFilteringParams
@@ -67,7 +67,7 @@ def centres_written(out: Path) -> dict[int, int]:
 def test_train_records_match_filter_rules(dataset, tmp_path, rule):
     out = tmp_path / "out" / "train"
     summary = convert_dataset(spec_of(dataset, data_filtering_params=DataFilteringParams(center_filter=rule)), out,
-                              ConvertOptions(generate_masks=True))
+                              ConvertSettings(generate_masks=True))
     expected = expected_centres(dataset / "annotations/person_keypoints_train2017.json", rule)
     assert centres_written(out) == {k: v for k, v in expected.items() if v}
     assert summary.persons_kept == summary.samples_written == sum(expected.values())
@@ -82,7 +82,7 @@ def test_real_coco_counts_match_an_independent_computation(synth_dir, tmp_path, 
     root = real_dataset(tmp_path / "real")
     shutil.copy(synth_dir / "coco_spec.json", root / "coco_spec.json")
     spec = spec_of(root, data_filtering_params=DataFilteringParams(center_filter=rule))
-    summary = convert_dataset(spec, tmp_path / "train", ConvertOptions(generate_masks=True))
+    summary = convert_dataset(spec, tmp_path / "train", ConvertSettings(generate_masks=True))
     expected = expected_centres(root / "annotations/person_keypoints_train2017.json", rule)
     assert centres_written(tmp_path / "train") == {k: v for k, v in expected.items() if v}
     assert summary.samples_written == sum(expected.values()) == {"tao": 49, "bbox": 42}[rule]
@@ -90,7 +90,7 @@ def test_real_coco_counts_match_an_independent_computation(synth_dir, tmp_path, 
 
 def test_each_duplicate_is_centred_on_a_different_person(dataset, tmp_path):
     out = tmp_path / "train"
-    convert_dataset(spec_of(dataset), out, ConvertOptions(generate_masks=True))
+    convert_dataset(spec_of(dataset), out, ConvertSettings(generate_masks=True))
     samples = records.read_samples([out.with_name("train-fold-000-of-001")])
     by_image: dict[int, list] = {}
     for s in samples:
@@ -105,7 +105,7 @@ def test_each_duplicate_is_centred_on_a_different_person(dataset, tmp_path):
 
 def test_records_hold_the_18_joint_layout_with_a_derived_neck(dataset, tmp_path):
     out = tmp_path / "val"
-    convert_dataset(spec_of(dataset), out, ConvertOptions(mode="test"))
+    convert_dataset(spec_of(dataset), out, ConvertSettings(mode="test"))
     coco = COCO(str(dataset / "annotations/person_keypoints_val2017.json"))
     samples = records.read_samples([out.with_name("val-fold-000-of-001")])
     assert len(samples) == len(coco.getImgIds())
@@ -129,7 +129,7 @@ def test_masks_cover_exactly_unlabeled_people_and_crowds(dataset, tmp_path, rule
     import cv2
 
     spec = spec_of(dataset, data_filtering_params=DataFilteringParams(mask_rule=rule))
-    convert_dataset(spec, tmp_path / "train", ConvertOptions(generate_masks=True))
+    convert_dataset(spec, tmp_path / "train", ConvertSettings(generate_masks=True))
     coco = COCO(str(dataset / "annotations/person_keypoints_train2017.json"))
     crowd_cut = 0
     for image in coco.loadImgs(coco.getImgIds()):
@@ -157,7 +157,7 @@ def test_masks_cover_exactly_unlabeled_people_and_crowds(dataset, tmp_path, rule
 def test_without_duplication_one_record_per_image_with_a_centre(dataset, tmp_path):
     out = tmp_path / "train"
     summary = convert_dataset(spec_of(dataset, duplicate_data_with_each_person_as_center=False,
-                                      data_filtering_params=DataFilteringParams()), out, ConvertOptions())
+                                      data_filtering_params=DataFilteringParams()), out, ConvertSettings())
     expected = expected_centres(dataset / "annotations/person_keypoints_train2017.json")
     assert centres_written(out) == {k: 1 for k, v in expected.items() if v}  # as TAO: first centre only
     assert summary.persons_kept == summary.samples_written
@@ -166,12 +166,12 @@ def test_without_duplication_one_record_per_image_with_a_centre(dataset, tmp_pat
 
 def test_shards_manifest_and_stale_shards(dataset, tmp_path):
     out = tmp_path / "train"
-    three = convert_dataset(spec_of(dataset), out, ConvertOptions(num_shards=3))
+    three = convert_dataset(spec_of(dataset), out, ConvertSettings(num_shards=3))
     assert three.shards == ["train-fold-000-of-003", "train-fold-001-of-003", "train-fold-002-of-003"]
     paths = [tmp_path / n for n in three.shards]
     assert verified_shards(paths) == len(records.read_samples(paths)) == three.samples_written
     assert verified_shards(paths[:1]) == len(records.read_samples(paths[:1]))
-    one = convert_dataset(spec_of(dataset), out, ConvertOptions(num_shards=1))
+    one = convert_dataset(spec_of(dataset), out, ConvertSettings(num_shards=1))
     assert sorted(p.name for p in tmp_path.glob("train-fold-*")) == one.shards
     assert json.loads((tmp_path / "train-dataset_spec.json").read_text())["dataset"] == "coco"
     (tmp_path / "train-fold-000-of-001").write_bytes(b"tampered")
@@ -219,16 +219,16 @@ def test_skip_invalid_counts_and_continues(dataset, tmp_path):
     _damage(dataset)
     spec = spec_of(dataset)
     with pytest.raises(ConvertError):
-        convert_dataset(spec, tmp_path / "train", ConvertOptions(check_files=True, generate_masks=True))
+        convert_dataset(spec, tmp_path / "train", ConvertSettings(check_files=True, generate_masks=True))
     summary = convert_dataset(spec, tmp_path / "train",
-                              ConvertOptions(check_files=True, generate_masks=True, skip_invalid=True))
+                              ConvertSettings(check_files=True, generate_masks=True, skip_invalid=True))
     assert summary.images_skipped_invalid == 5  # missing, corrupt, and three with a bad annotation
     assert summary.samples_written > 0 and len(summary.problems) == 6
 
 
 def test_failure_while_writing_leaves_no_shard_and_no_manifest(dataset, tmp_path, monkeypatch):
     out = tmp_path / "train"
-    convert_dataset(spec_of(dataset), out, ConvertOptions(num_shards=2))
+    convert_dataset(spec_of(dataset), out, ConvertSettings(num_shards=2))
     calls = {"n": 0}
     real_encode = records.encode
 
@@ -240,16 +240,16 @@ def test_failure_while_writing_leaves_no_shard_and_no_manifest(dataset, tmp_path
 
     monkeypatch.setattr(records, "encode", failing_encode)
     with pytest.raises(OSError, match="disk full"):
-        convert_dataset(spec_of(dataset), out, ConvertOptions(num_shards=3))
+        convert_dataset(spec_of(dataset), out, ConvertSettings(num_shards=3))
     assert not (tmp_path / "train-manifest.json").exists()  # the previous output no longer counts
     assert not list(tmp_path.glob("train-fold-*-of-003")) and not list(tmp_path.glob(".*tmp"))
 
 
 def test_check_files_requires_masks_unless_generated(dataset, tmp_path):
     with pytest.raises(ConvertError, match="mask file .* is missing"):
-        convert_dataset(spec_of(dataset), tmp_path / "t", ConvertOptions(check_files=True))
-    convert_dataset(spec_of(dataset), tmp_path / "t", ConvertOptions(generate_masks=True))
-    convert_dataset(spec_of(dataset), tmp_path / "t", ConvertOptions(check_files=True))
+        convert_dataset(spec_of(dataset), tmp_path / "t", ConvertSettings(check_files=True))
+    convert_dataset(spec_of(dataset), tmp_path / "t", ConvertSettings(generate_masks=True))
+    convert_dataset(spec_of(dataset), tmp_path / "t", ConvertSettings(check_files=True))
 
 
 def test_synth_is_deterministic_and_rich(synth_dir, tmp_path):
@@ -275,12 +275,12 @@ def test_file_names_cannot_escape_the_dataset_folders(dataset, tmp_path):
     raw["images"][0]["file_name"] = "../../outside.jpg"
     ann_file.write_text(json.dumps(raw))
     with pytest.raises(ConvertError, match=rf"image {raw['images'][0]['id']}: file_name: unsafe artifact path"):
-        convert_dataset(spec_of(dataset), tmp_path / "train", ConvertOptions(generate_masks=True))
+        convert_dataset(spec_of(dataset), tmp_path / "train", ConvertSettings(generate_masks=True))
 
 
 def test_outputs_are_readable_by_other_users(dataset, tmp_path):
     import stat
 
-    convert_dataset(spec_of(dataset), tmp_path / "train", ConvertOptions(generate_masks=True))
+    convert_dataset(spec_of(dataset), tmp_path / "train", ConvertSettings(generate_masks=True))
     mode = stat.S_IMODE((tmp_path / "train-fold-000-of-001").stat().st_mode)
     assert mode & stat.S_IROTH and mode & stat.S_IRGRP

@@ -15,7 +15,7 @@ from bpnet.model.bpnet import build_model, count_params
 from bpnet.model.io import architecture_of, load_model, save_model
 from bpnet.prune import PruneSettings, channel_graph, equalize, filter_norms, kept_channels, normalize, prune
 
-EXACT = dict(granularity=1, min_num_filters=1, threshold=1e-6)
+EXACT = dict(pruning_granularity=1, min_num_filters=1, pruning_threshold=1e-6)
 
 
 def small_model(stages: int = 2, attention: bool = False, seed: int = 3, class_name: str = "BpNetLiteModel",
@@ -139,7 +139,8 @@ def test_threshold_sweep_removes_parameters_monotonically_and_rules_hold_per_lay
     before = architecture_of(model).filters
     counts = []
     for threshold in (0.0, 0.5, 0.7, 0.8, 0.9, 1.0):
-        result = prune(model, PruneSettings(threshold=threshold, granularity=4, min_num_filters=8), (64, 64))
+        settings = PruneSettings(pruning_threshold=threshold, pruning_granularity=4, min_num_filters=8)
+        result = prune(model, settings, (64, 64))
         counts.append(result.report["parameters"]["after"])
         for name, width in result.architecture.filters.items():
             assert width == before[name] or (width % 4 == 0 and width >= min(8, before[name])), name
@@ -150,8 +151,9 @@ def test_threshold_sweep_removes_parameters_monotonically_and_rules_hold_per_lay
 def test_excluded_layers_and_heads_keep_their_widths():
     model = small_model()
     excluded = ("block4_conv2", "stage1_conv1")
-    result = prune(model, PruneSettings(threshold=1.0, granularity=1, min_num_filters=1, excluded_layers=excluded),
-                   (64, 64))
+    settings = PruneSettings(pruning_threshold=1.0, pruning_granularity=1, min_num_filters=1,
+                             excluded_layers=excluded)
+    result = prune(model, settings, (64, 64))
     before = architecture_of(model)
     for name in excluded:
         assert result.architecture.filters[name] == before.filters[name]
@@ -169,7 +171,7 @@ def test_unknown_excluded_layer_is_named():
 def test_full_default_model_prunes_and_reloads_without_a_spec(tmp_path):
     model = build_model(Architecture(stages=3))
     assert count_params(model) == 16_777_835
-    result = prune(model, PruneSettings(threshold=0.85), flops_shape=(224, 320))
+    result = prune(model, PruneSettings(pruning_threshold=0.85), flops_shape=(224, 320))
     assert result.report["parameters"]["after"] < 16_777_835
     path = save_model(result.model, tmp_path / "pruned.tlt", key="k")
     reloaded = load_model(path, key="k")

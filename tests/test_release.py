@@ -179,7 +179,7 @@ def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tm
 
     monkeypatch.setenv("BPNET_MODEL_KEY", "tiny")
     model_file, _ = tiny_model
-    released = prune(load_model(model_file, key="tiny"), PruneSettings(threshold=0.95, granularity=2,
+    released = prune(load_model(model_file, key="tiny"), PruneSettings(pruning_threshold=0.95, pruning_granularity=2,
                                                                         min_num_filters=4), (64, 64))
     release = tmp_path / "release"
     (release / "model").mkdir(parents=True)

@@ -133,7 +133,7 @@ def test_retraining_a_pruned_model_resumes_like_training(tiny_model, converted, 
     from bpnet.prune import PruneSettings, prune
 
     model_file, _ = tiny_model
-    pruned = prune(load_model(model_file, key="tiny"), PruneSettings(threshold=0.95, granularity=2,
+    pruned = prune(load_model(model_file, key="tiny"), PruneSettings(pruning_threshold=0.95, pruning_granularity=2,
                                                                       min_num_filters=4), (64, 64))
     pruned_file = save_model(pruned.model, tmp_path / "pruned.tlt", key="tiny")
     out = tmp_path / "retrain"

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -39,12 +38,12 @@ from bpnet.data.coco import ImageEntry, InputProblem, Person, load_coco
 from bpnet.errors import DataError
 from bpnet.pose import dataset_to_model_keypoints
 from bpnet.preprocess import read_image
+from bpnet.settings import ConvertSettings
 from bpnet.specs.dataset import DataFilteringParams, DatasetSpec
 from bpnet.specs.loader import write_resolved_spec
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["train", "test"]
 DROP_RULES = ("too_few_keypoints", "too_small", "too_short", "too_narrow", "too_close")
 VERIFY_RATIO = 8  # every image is decoded at 1/8 scale before it is written into a record
 
@@ -57,15 +56,6 @@ class ConvertError(DataError, RuntimeError):
         shown = "\n".join(f"  {p}" for p in problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
         super().__init__(f"{len(problems)} problem(s) in the input data:\n{shown}{more}")
-
-
-@dataclass
-class ConvertOptions:
-    mode: Mode = "train"
-    generate_masks: bool = False
-    check_files: bool = False
-    skip_invalid: bool = False
-    num_shards: int = 1
 
 
 @dataclass
@@ -144,7 +134,7 @@ def output_paths(output: str | Path) -> tuple[Path, Path]:
     return output.with_name(output.name + "-manifest.json"), output.with_name(output.name + "-dataset_spec.json")
 
 
-def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertOptions) -> ConvertSummary:
+def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertSettings) -> ConvertSummary:
     """Run dataset_convert; raises ConvertError (before writing anything) on invalid input."""
     output = Path(output).absolute()
     split = spec.split(options.mode)
@@ -181,13 +171,13 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertOptio
     summary.shards, shard_samples = _write_shards(samples, output, options.num_shards)
     write_resolved_spec(spec, spec_path)
     manifest = build_manifest(output.parent, files=summary.shards, metadata={
-        "summary": asdict(summary), "options": asdict(options), "dataset_spec": spec_path.name,
+        "summary": asdict(summary), "options": options.model_dump(), "dataset_spec": spec_path.name,
         "shard_samples": shard_samples})
     write_manifest(manifest_path, manifest)
     return summary
 
 
-def _check_files(spec: DatasetSpec, images: list[ImageEntry], options: ConvertOptions) -> list[InputProblem]:
+def _check_files(spec: DatasetSpec, images: list[ImageEntry], options: ConvertSettings) -> list[InputProblem]:
     """Every image is decoded (at 1/8 scale: JPEG DCT scaling makes that cheap) with the decoder
     training uses, so no record can name an image training cannot read, and its size is compared
     with the annotation's. With --check_files the decode is at full size and exact, and (unless
@@ -199,7 +189,7 @@ def _check_files(spec: DatasetSpec, images: list[ImageEntry], options: ConvertOp
                                        disable=None) for p in problems]
 
 
-def _check_image(spec: DatasetSpec, image: ImageEntry, options: ConvertOptions) -> list[InputProblem]:
+def _check_image(spec: DatasetSpec, image: ImageEntry, options: ConvertSettings) -> list[InputProblem]:
     split = spec.split(options.mode)
     ratio = 1 if options.check_files else VERIFY_RATIO
     path = spec.under_root(split.images_root_dir_path) / image.file_name
@@ -235,7 +225,7 @@ def mask_name(image: ImageEntry) -> str:
     return str(Path(image.file_name).with_suffix(".png"))
 
 
-def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertOptions,
+def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertSettings,
                    summary: ConvertSummary) -> list[records.PoseSample]:
     split = spec.split(options.mode)
     params = spec.data_filtering_params

@@ -30,16 +30,16 @@ import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 
 from bpnet.artifacts import atomic_output, atomic_write_text
+from bpnet.settings import CalibrationMethod
 
 log = logging.getLogger(__name__)
 
-Method = Literal["entropy", "percentile", "minmax"]
-METHODS: tuple[str, ...] = ("entropy", "percentile", "minmax")
+METHODS: tuple[str, ...] = get_args(CalibrationMethod)
 TRT_CACHE_HEADER = "TRT-100300-EntropyCalibration2"  # TensorRT 10.3 (JetPack 6.1), the images' base
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -94,13 +94,13 @@ class _Batches:
         return next(self._items, None)
 
 
-def _method(method: Method):
-    from onnxruntime.quantization import CalibrationMethod
+def _method(method: CalibrationMethod):
+    from onnxruntime.quantization import CalibrationMethod as OrtMethod
 
     if method not in METHODS:
         raise ValueError(f"calibration method {method!r}: expected one of {', '.join(METHODS)}")
-    return {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
-            "minmax": CalibrationMethod.MinMax}[method]
+    return {"entropy": OrtMethod.Entropy, "percentile": OrtMethod.Percentile,
+            "minmax": OrtMethod.MinMax}[method]
 
 
 # TensorRT's entropy calibration histograms 2048 bins and searches thresholds over 128 quantized
@@ -123,7 +123,7 @@ def _bound(value) -> float:
 
 
 def activation_ranges(onnx_bytes: bytes, input_name: str, tensors: np.ndarray,
-                      method: Method = "entropy") -> dict[str, tuple[float, float]]:
+                      method: CalibrationMethod = "entropy") -> dict[str, tuple[float, float]]:
     """(low, high) of every graph tensor over the tensorfile, by ONNX Runtime's calibrator."""
     from onnxruntime.quantization import create_calibrator
 
@@ -203,10 +203,11 @@ def quantize_qdq(onnx_bytes: bytes, scales: dict[str, float]) -> bytes:
     activations, range ±127·scale), per-channel int8 weights; the two output heads stay in float, as
     TensorRT keeps network outputs in fp32 (quantizing the heatmaps themselves cost 3.6 AP points on
     the demo; this costs none)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod as OrtMethod
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
-    ranges = TensorsData(CalibrationMethod.MinMax, {
+    ranges = TensorsData(OrtMethod.MinMax, {
         name: TensorData(lowest=np.array(-127.0 * s, np.float32), highest=np.array(127.0 * s, np.float32))
         for name, s in scales.items()})
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,7 +215,7 @@ def quantize_qdq(onnx_bytes: bytes, scales: dict[str, float]) -> bytes:
         src.write_bytes(onnx_bytes)
         save_tensors_data(ranges, cache)
         quantize_static(src, out, None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                        weight_type=QuantType.QInt8, per_channel=True, calibrate_method=OrtMethod.MinMax,
                         calibration_cache_path=cache, nodes_to_exclude=output_heads(onnx_bytes),
                         extra_options={"ActivationSymmetric": True})
         return out.read_bytes()

@@ -13,13 +13,15 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from bpnet.artifacts import atomic_write_bytes
 from bpnet.errors import StepError
+from bpnet.settings import Precision
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEFAULT_WORKSPACE = 1 << 30
 
 

@@ -8,30 +8,27 @@ a TensorRT engine where TensorRT exists — elsewhere the engine is skipped with
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bpnet.deploy import calibration
 from bpnet.deploy.engine import EnginePlan, EngineUnavailable, build_engine
 from bpnet.deploy.onnx_export import INPUT_NAME, ExportInfo, read_exported, set_metadata, to_onnx, write_exported
+from bpnet.settings import CalibrationSettings
 from bpnet.specs.train import NormalizationParams
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CalibrationSettings:
+class CalibrationData:
+    """Where calibration reads and writes (images, tensorfile, cache) and how many images."""
+
     image_dir: str | None
     data_file: str
     cache_file: str
-    batches: int = 10
-    batch_size: int = 1
-    method: calibration.Method = "entropy"
+    settings: CalibrationSettings = field(default_factory=CalibrationSettings)
     mode: str | None = "pad_image_input"
-
-    def __post_init__(self) -> None:
-        if self.batches < 1 or self.batch_size < 1:
-            raise ValueError("--batches and --batch_size must be positive integers")
 
 
 @dataclass
@@ -51,7 +48,7 @@ def int8_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}.int8{output.suffix or '.etlt'}")
 
 
-def calibrate(onnx_path: str | Path, key: str | None, settings: CalibrationSettings, norm: NormalizationParams,
+def calibrate(onnx_path: str | Path, key: str | None, cal: CalibrationData, norm: NormalizationParams,
               int8_output: str | Path) -> tuple[Path, Path, Path]:
     """Tensorfile (built or reused), TensorRT cache (computed unless it exists), QDQ INT8 model."""
     import onnx
@@ -59,29 +56,30 @@ def calibrate(onnx_path: str | Path, key: str | None, settings: CalibrationSetti
     data, info = read_exported(onnx_path, key)
     if info.precision != "fp32" or info.sdk_compatible:
         raise ValueError(f"{onnx_path}: calibrate an fp32 model exported without --sdk_compatible_model")
-    tensors = calibration.build_tensorfile(settings.image_dir, settings.data_file, settings.batches,
-                                           settings.batch_size, info.height, info.width, norm.image_scale,
-                                           norm.image_offset, settings.mode)
-    cache = Path(settings.cache_file)
+    settings = cal.settings
+    tensors = calibration.build_tensorfile(cal.image_dir, cal.data_file, settings.cal_batches,
+                                           settings.cal_batch_size, info.height, info.width, norm.image_scale,
+                                           norm.image_offset, cal.mode)
+    cache = Path(cal.cache_file)
     if cache.is_file():
         _, scales = calibration.read_trt_cache(cache)
         calibration.check_cache_fits(scales, data, str(cache))
         log.info("calibration cache %s exists: calibration skipped (its scales are used)", cache)
     else:
-        ranges = calibration.activation_ranges(data, INPUT_NAME, tensors, settings.method)
+        ranges = calibration.activation_ranges(data, INPUT_NAME, tensors, settings.cal_method)
         calibration.write_trt_cache(ranges, cache)
         _, scales = calibration.read_trt_cache(cache)
-        log.info("wrote TensorRT calibration cache %s (%d tensors, %s)", cache, len(ranges), settings.method)
+        log.info("wrote TensorRT calibration cache %s (%d tensors, %s)", cache, len(ranges), settings.cal_method)
     proto = onnx.load_model_from_string(calibration.quantize_qdq(data, scales))
     set_metadata(proto, ExportInfo(**{**info.__dict__, "precision": "int8"}))
     out = write_exported(proto, int8_output, key)
     log.info("wrote ONNX Runtime QDQ INT8 model %s", out)
-    return Path(settings.data_file), cache, out
+    return Path(cal.data_file), cache, out
 
 
 def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int, int], norm: NormalizationParams,
            data_type: str = "fp32", stage: int | None = None, sdk_compatible: bool = False,
-           cal: CalibrationSettings | None = None, engine_file: str | None = None,
+           cal: CalibrationData | None = None, engine_file: str | None = None,
            engine_options: dict | None = None) -> ExportResult:
     """Export; calibrate for int8; build the engine if asked (``engine_options``: EnginePlan fields
     other than precision and cache, e.g. max_batch_size, workspace_bytes, strict_types)."""

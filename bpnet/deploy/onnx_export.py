@@ -19,6 +19,7 @@ import numpy as np
 
 from bpnet.artifacts import atomic_write_bytes
 from bpnet.crypto import MAGIC, decrypt, encrypt
+from bpnet.specs.base import check_input_shape
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,7 @@ def to_onnx(model, height: int, width: int, stage: int | None = None, sdk_compat
     import tensorflow as tf
     import tf2onnx
 
-    if height % 8 or width % 8:
-        raise ValueError(f"input dims {height}x{width}: height and width must be multiples of 8")
+    check_input_shape((height, width))
     deployable, chosen, stages = deployable_model(model, stage, sdk_compatible)
     spec = (tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME),)
 

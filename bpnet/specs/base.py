@@ -31,6 +31,19 @@ MAX_BATCH = 1024
 """Largest batch of images held at once (training, calibration, engine max batch)."""
 MAX_COUNT = 10**9
 """Bound of plain counters (steps, epochs): far beyond any real run, within int64 everywhere."""
+MODEL_STRIDE = 8
+"""The network's output stride: input heights and widths are multiples of it."""
+DEFAULT_INPUT_SHAPE: tuple[int, int] = (368, 368)
+"""The network input (height, width) the guide uses wherever none is given."""
+
+
+def check_input_shape(value: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a network input: positive multiples of the stride, at most MAX_IMAGE_SIDE."""
+    if any(v <= 0 or v % MODEL_STRIDE for v in value):
+        raise ValueError(f"height and width must be positive multiples of the model stride {MODEL_STRIDE}")
+    if max(value) > MAX_IMAGE_SIDE:
+        raise ValueError(f"height and width must be at most {MAX_IMAGE_SIDE}")
+    return value
 
 
 class CrossFieldError(ValueError):
@@ -176,4 +189,6 @@ InputDir = Annotated[SpecPath, _input("folder", Path.is_dir)]
 CheckpointPath = Annotated[SpecPath, _input("checkpoint", lambda p: p.exists() or Path(f"{p}.index").is_file())]
 """A results folder, a checkpoints folder or a checkpoint prefix (``.../ckpt-5``) to start from."""
 PoseConfigFile = Annotated[SpecPath, _input("file", Path.is_file, _pose_config_check)]
+InputShape = Annotated[tuple[int, int], AfterValidator(check_input_shape)]
+"""A network input (height, width), checked by check_input_shape."""
 """The pose config: it must exist and be the supported 18-joint skeleton."""

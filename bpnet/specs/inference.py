@@ -6,8 +6,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bpnet.specs.base import MAX_IMAGE_SIDE, CrossFieldError, SpecModel, SpecPath
-from bpnet.specs.train import MODEL_STRIDE
+from bpnet.specs.base import (
+    DEFAULT_INPUT_SHAPE,
+    MAX_IMAGE_SIDE,
+    MODEL_STRIDE,
+    CrossFieldError,
+    InputShape,
+    SpecModel,
+    SpecPath,
+)
 
 MAX_SCALED_SIDE = 2 * MAX_IMAGE_SIDE
 """Largest side an image reaches in multi-scale inference (input side x the largest scale)."""
@@ -16,7 +23,7 @@ MAX_SCALED_SIDE = 2 * MAX_IMAGE_SIDE
 class InferenceSpec(SpecModel):
     model_path: SpecPath | None = None
     train_spec: SpecPath | None = None
-    input_shape: tuple[int, int] = (368, 368)
+    input_shape: InputShape = DEFAULT_INPUT_SHAPE
     keep_aspect_ratio_mode: Literal["pad_image_input", "adjust_network_input"] | None = "adjust_network_input"
     output_stage_to_use: int | None = Field(None, ge=1, le=6)
     output_upsampling_factor: tuple[int, int] = (8, 8)
@@ -36,15 +43,6 @@ class InferenceSpec(SpecModel):
     def _none_string(cls, value: object) -> object:
         """The guide's comment lists the choice as ``None``; accept it as written."""
         return None if value in ("None", "none", "null") else value
-
-    @field_validator("input_shape")
-    @classmethod
-    def _stride_multiple(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if any(v <= 0 or v % MODEL_STRIDE for v in value):
-            raise ValueError(f"height and width must be positive multiples of the model stride {MODEL_STRIDE}")
-        if max(value) > MAX_IMAGE_SIDE:
-            raise ValueError(f"height and width must be at most {MAX_IMAGE_SIDE}")
-        return value
 
     @field_validator("output_upsampling_factor")
     @classmethod

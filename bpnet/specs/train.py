@@ -15,6 +15,7 @@ from bpnet.specs.base import (
     MAX_BATCH,
     MAX_COUNT,
     MAX_IMAGE_SIDE,
+    MODEL_STRIDE,
     CheckpointPath,
     CrossFieldError,
     InputFile,
@@ -23,8 +24,6 @@ from bpnet.specs.base import (
     SpecPath,
     inputs_checked,
 )
-
-MODEL_STRIDE = 8
 
 
 class FinetuningConfig(SpecModel):

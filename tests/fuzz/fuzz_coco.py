@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bpnet.data.coco import load_coco
-from bpnet.data.convert import ConvertError, ConvertOptions, convert_dataset
+from bpnet.data.convert import ConvertError, ConvertSettings, convert_dataset
 from bpnet.specs import DatasetSpec
 from tests.test_coco_props import BASE, REAL, SPEC
 
@@ -41,7 +41,7 @@ def fuzz_one(data: bytes) -> None:
                     marker in problem.message for marker in ("images[", "annotations[", "annotation file")):
                 raise AssertionError(f"problem without a location: {problem}")
         try:
-            convert_dataset(spec, root / "out" / "train", ConvertOptions(generate_masks=True))
+            convert_dataset(spec, root / "out" / "train", ConvertSettings(generate_masks=True))
         except ConvertError:
             if (root / "out").exists() or (root / "masks").exists():
                 raise AssertionError("a failed conversion left output behind") from None
