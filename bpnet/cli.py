@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bpnet import __version__
+from bpnet.layout import INFERENCE_SPEC_FILE, prune_report
 
 log = logging.getLogger("bpnet")
 
@@ -173,7 +174,6 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
 
 def _run_prune(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     if not 0.0 <= args.pruning_threshold <= 1.0:
         raise _Usage(f"-pth/--pruning_threshold: {args.pruning_threshold} — expected a value in [0, 1]")
@@ -197,7 +197,7 @@ def _run_prune(args: argparse.Namespace) -> int:
     result = prune(load_model(args.model, key), settings, (height, width))
     save_model(result.model, args.output_file, key)
     report = {"model": str(args.model), "output_file": str(args.output_file), **result.report}
-    atomic_write_text(Path(f"{args.output_file}.json"), json.dumps(report, indent=2) + "\n")
+    atomic_write_text(prune_report(args.output_file), json.dumps(report, indent=2) + "\n")
     for layer in report["layers"]:
         log.info("%-24s %5d -> %5d", layer["layer"], layer["before"], layer["after"])
     p, f = report["parameters"], report["flops"]
@@ -439,7 +439,7 @@ def _predictor(args: argparse.Namespace):
     if not model:
         raise _Usage("-m/--model_filename: missing — and the inference spec has no model_path")
     predictor = Predictor(open_backend(model, args.key or os.environ.get("BPNET_MODEL_KEY")), spec, train_spec)
-    write_resolved_spec(spec, Path(args.results_dir) / "inference_spec.resolved.yaml")
+    write_resolved_spec(spec, Path(args.results_dir) / INFERENCE_SPEC_FILE)
     return predictor
 
 

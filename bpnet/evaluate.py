@@ -20,6 +20,7 @@ from bpnet.artifacts import atomic_write_text
 from bpnet.data.coco import load_coco, visibility_lookup
 from bpnet.infer.predict import Predictor
 from bpnet.infer.visualize import write_drawing
+from bpnet.layout import ANNOTATED_DIR, METRICS_FILE
 from bpnet.pose import COCO_KEYPOINTS, Visibility, model_to_dataset_keypoints
 from bpnet.preprocess import read_image
 from bpnet.specs.dataset import DatasetSpec
@@ -113,11 +114,11 @@ def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path, n
     gt_doc = ground_truth(spec)
     image_dir = spec.under_root(spec.test_data.images_root_dir_path)
     detections, errors = detect(predictor, gt_doc, image_dir, spec.person_category.id,
-                                results / "images_annotated", num_visualizations)
+                                results / ANNOTATED_DIR, num_visualizations)
     atomic_write_text(results / "detections_coco.json", json.dumps(detections) + "\n")
     metrics, report = coco_metrics(gt_doc, detections, spec.person_category.id)
     for line in report.strip().splitlines():
         log.info("%s", line)
     metrics.update(images=len(gt_doc["images"]), detections=len(detections), errors=errors)
-    atomic_write_text(results / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(results / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return metrics

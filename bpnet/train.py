@@ -29,11 +29,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from bpnet.artifacts import atomic_write_text, build_manifest, write_manifest
+from bpnet.artifacts import MANIFEST_NAME, atomic_write_text, build_manifest, write_manifest
 from bpnet.curves import CURVE_JSON, CURVE_PNG, LearningCurve, ValScorer
 from bpnet.data.convert import verified_shards
 from bpnet.data.loader import bad_record_error, build_dataset, record_paths
 from bpnet.errors import ModelError
+from bpnet.layout import ARCHITECTURE_FILE, MODEL_FILE, TRAIN_SPEC_FILE, TRAIN_SUMMARY_FILE
 from bpnet.model.architecture import Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
 from bpnet.model.io import architecture_of, latest_readable_checkpoint, load_model, load_weights_by_name, save_model
@@ -45,7 +46,6 @@ from bpnet.specs.train import TrainSpec
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "bpnet_model.tlt"
 
 
 class TrainingDiverged(ModelError, RuntimeError):
@@ -216,14 +216,14 @@ class Trainer:
             first, last, rate = self._epochs(start)
         model_path = self.results / MODEL_FILE
         save_model(self.model, model_path, self.key)
-        atomic_write_text(self.results / "architecture.json", arch.to_json() + "\n")
+        atomic_write_text(self.results / ARCHITECTURE_FILE, arch.to_json() + "\n")
         result = TrainResult(str(self.results), str(model_path), spec.num_epoch,
                              int(self.optimizer.iterations.numpy()), self.steps_per_epoch, first, last,
                              count_params(self.model), flops / 1e9, rate, start)
-        atomic_write_text(self.results / "train_summary.json", json.dumps(asdict(result), indent=2) + "\n")
-        names = [MODEL_FILE, "architecture.json", "train_spec.resolved.yaml", "train_summary.json",
+        atomic_write_text(self.results / TRAIN_SUMMARY_FILE, json.dumps(asdict(result), indent=2) + "\n")
+        names = [MODEL_FILE, ARCHITECTURE_FILE, TRAIN_SPEC_FILE, TRAIN_SUMMARY_FILE,
                  *(n for n in (CURVE_JSON, CURVE_PNG) if (self.results / n).is_file())]
-        write_manifest(self.results / "MANIFEST.json", build_manifest(self.results, names))
+        write_manifest(self.results / MANIFEST_NAME, build_manifest(self.results, names))
         return result
 
     def _epochs(self, start: int) -> tuple[float, float, float]:
@@ -313,7 +313,7 @@ def train(spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
     """Train (or resume) as the spec says; writes everything under ``results_dir``."""
     results = Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
-    (results / "MANIFEST.json").unlink(missing_ok=True)  # the results are unfinished until it returns
+    (results / MANIFEST_NAME).unlink(missing_ok=True)  # the results are unfinished until it returns
     keras.utils.set_random_seed(spec.random_seed)
-    write_resolved_spec(spec, results / "train_spec.resolved.yaml")
+    write_resolved_spec(spec, results / TRAIN_SPEC_FILE)
     return Trainer(spec, results, key, gpus, gpu_index).run()

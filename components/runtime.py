@@ -31,17 +31,27 @@ from typing import Any
 
 import yaml
 
+from bpnet.layout import (
+    ANNOTATED_DIR,
+    CALIBRATION_CACHE,
+    CALIBRATION_TENSORFILE,
+    DATASET_SPEC,
+    DETECTIONS_FILE,
+    EXPORT_SETTINGS_FILE,
+    EXPORTED_FILE,
+    EXPORTED_MODE,
+    METRICS_FILE,
+    MODEL_FILE,
+    POSE_CONFIG_FILE,
+    RAW_DIR,
+    RECORDS_DIR,
+    TRAIN_SPEC_FILE,
+    TRAIN_SUMMARY_FILE,
+    prune_report,
+)
+
 log = logging.getLogger("bpnet.components")
 
-DATASET_SPEC = "dataset_spec.json"
-RAW_DIR = "raw"
-RECORDS_DIR = "records"
-MODEL_FILE = "bpnet_model.tlt"
-TRAIN_SPEC_FILE = "train_spec.resolved.yaml"
-POSE_CONFIG_FILE = "pose_config.json"
-EXPORTED_FILE = "bpnet_model.etlt"
-EXPORT_SETTINGS_FILE = "export.json"  # how an exported model is fed: input_shape, keep_aspect_ratio_mode
-EXPORTED_MODE = "pad_image_input"  # an exported model fixes its input size: images are fitted and padded
 SPLITS = {"train": ("train", "train_data"), "val": ("test", "test_data")}  # prefix -> (mode, spec section)
 
 
@@ -205,7 +215,7 @@ def train(dataset_dir: str | Path, train_spec: str, pose_config: str, model_dir:
             log.info("warm start from release %s (AP %s)", pointer["release"], pointer["metrics"].get("AP"))
         spec = bind_train_spec(train_spec, pose_config, dataset_dir, model, work, pretrained)
         run_bpnet("train", "-e", str(spec), "-r", str(model), "--gpus", str(max(1, gpus)))
-    summary = json.loads((model / "train_summary.json").read_text())
+    summary = json.loads((model / TRAIN_SUMMARY_FILE).read_text())
     keep = ("epochs", "steps", "parameters", "gflops_per_image", "images_per_second", "first_loss", "last_loss")
     return {**{k: summary[k] for k in keep if summary.get(k) is not None}, **started_from}
 
@@ -234,7 +244,7 @@ def prune(model_dir: str | Path, prune_settings: str, inference_spec: str, out_d
     for name in (TRAIN_SPEC_FILE, POSE_CONFIG_FILE):
         if (model / name).is_file():
             shutil.copy2(model / name, out / name)
-    report = json.loads((out / f"{MODEL_FILE}.json").read_text())
+    report = json.loads(prune_report(out / MODEL_FILE).read_text())
     p, f = report["parameters"], report["flops"]
     return {"parameters": p["after"], "parameters_before": p["before"], "parameters_kept": p["kept"],
             "gflops": round(f["after"] / 1e9, 4), "gflops_before": round(f["before"] / 1e9, 4),
@@ -275,12 +285,12 @@ def calibrate(exported_dir: str | Path, dataset_dir: str | Path, export_settings
     run_bpnet("calibrate", "-m", str(exported / EXPORTED_FILE), "-o", str(out / EXPORTED_FILE), "-e",
               str(exported / TRAIN_SPEC_FILE), "--cal_image_dir",
               str(dataset.under_root(dataset.train_data.images_root_dir_path)),
-              "--cal_data_file", str(out / "calibration.tensorfile.npy"), "--cal_cache_file",
-              str(out / "calibration.bin"), "--batches", str(settings.get("cal_batches", 10)),
+              "--cal_data_file", str(out / CALIBRATION_TENSORFILE), "--cal_cache_file",
+              str(out / CALIBRATION_CACHE), "--batches", str(settings.get("cal_batches", 10)),
               "--batch_size", str(settings.get("cal_batch_size", 1)),
               "--cal_method", str(settings.get("cal_method", "entropy")))
     _copy_spec_files(exported, out, EXPORT_SETTINGS_FILE)
-    _, scales = read_trt_cache(out / "calibration.bin")
+    _, scales = read_trt_cache(out / CALIBRATION_CACHE)
     return {"precision": "int8", "calibrated_tensors": len(scales), "cal_method": settings.get("cal_method", "entropy"),
             "cal_images": settings.get("cal_batches", 10) * settings.get("cal_batch_size", 1)}
 
@@ -307,7 +317,7 @@ def at_export_mode(inference_spec: str, export_settings: str) -> str:
 
 
 def _annotated(results: Path, limit: int) -> list[Path]:
-    return sorted((results / "images_annotated").glob("*.jpg"))[:limit]
+    return sorted((results / ANNOTATED_DIR).glob("*.jpg"))[:limit]
 
 
 def evaluate(dataset_dir: str | Path, model_dir: str | Path, inference_spec: str, results_dir: str | Path,
@@ -321,7 +331,7 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, inference_spec: str
         spec = bind_inference_spec(inference_spec, model_dir, work)
         run_bpnet("evaluate", "-i", str(spec), "-d", str(Path(dataset_dir) / DATASET_SPEC), "-r", str(results),
                   "--num_visualizations", str(report_images))
-    metrics = json.loads((results / "metrics.json").read_text())
+    metrics = json.loads((results / METRICS_FILE).read_text())
     scores = {k: v for k, v in metrics.items() if isinstance(v, float)}
     title = f"BodyPoseNet evaluation — {label} model" if label else "BodyPoseNet evaluation"
     tables = {"COCO keypoints (person), val split": scores,
@@ -344,7 +354,7 @@ def inference(dataset_dir: str | Path, model_dir: str | Path, inference_spec: st
         spec = bind_inference_spec(inference_spec, model_dir, work)
         run_bpnet("inference", "-i", str(spec), "--input_type", "dir", "-r", str(results), "--dump_visualizations",
                   "--input", str(dataset.under_root(dataset.test_data.images_root_dir_path)))
-    doc = json.loads((results / "detection.json").read_text())
+    doc = json.loads((results / DETECTIONS_FILE).read_text())
     counts = {"images": len(doc["images"]), "people": sum(len(i["people"]) for i in doc["images"]),
               "unreadable": len(doc["errors"])}
     Path(report_path).write_text(html_report("BodyPoseNet inference", {"Detections": counts},
@@ -361,7 +371,7 @@ def build_engine(exported_dir: str | Path, int8_dir: str | Path, name: str, prec
     args = ["build_engine", str(exported / EXPORTED_FILE), "-e", str(out / f"{name}.engine"), "-t", precision,
             "-m", str(max_batch_size), "-w", str(workspace_bytes)]
     if precision == "int8":
-        args += ["-c", str(int8 / "calibration.bin")]
+        args += ["-c", str(int8 / CALIBRATION_CACHE)]
     if dla_core >= 0:
         args += ["-u", str(dla_core)]
     run_bpnet(*args)
@@ -458,8 +468,8 @@ def publish(release_root: str, trained_dir: str | Path, retrained_dir: str | Pat
              "model/" + POSE_CONFIG_FILE: retrained / POSE_CONFIG_FILE,
              "onnx/bpnet_model.etlt": exported / EXPORTED_FILE, "onnx/bpnet_model.int8.etlt": int8 / EXPORTED_FILE,
              "onnx/" + EXPORT_SETTINGS_FILE: exported / EXPORT_SETTINGS_FILE,
-             "calibration/calibration.bin": int8 / "calibration.bin",
-             "calibration/calibration.tensorfile.npy": int8 / "calibration.tensorfile.npy"}
+             "calibration/" + CALIBRATION_CACHE: int8 / CALIBRATION_CACHE,
+             "calibration/" + CALIBRATION_TENSORFILE: int8 / CALIBRATION_TENSORFILE}
     if not int8_ok:
         files = {rel: src for rel, src in files.items() if rel not in INT8_FILES}
     engines = [EngineBuild.from_file(e) for d in engine_dirs for e in sorted(Path(d).glob("*.engine"))]

@@ -9,6 +9,7 @@ import numpy as np
 
 from bpnet.artifacts import atomic_write_bytes
 from bpnet.data.loader import build_dataset, record_paths
+from bpnet.layout import LABEL_SAMPLES_DIR
 from bpnet.preprocess import denormalize
 from bpnet.specs.train import TrainSpec
 
@@ -31,7 +32,7 @@ def render(image: np.ndarray, heatmap: np.ndarray, paf: np.ndarray, mask: np.nda
 
 def dump_samples(spec: TrainSpec, results_dir: str | Path, count: int) -> list[Path]:
     """Write ``count`` augmented training samples with their labels to results_dir/label_samples."""
-    out_dir = Path(results_dir) / "label_samples"
+    out_dir = Path(results_dir) / LABEL_SAMPLES_DIR
     dataset = build_dataset(spec, record_paths(spec), batch_size=1, training=True, repeat=False)
     norm = spec.dataloader.normalization_params
     written = []

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from bpnet.artifacts import atomic_write_text
 from bpnet.infer.predict import Predictor
 from bpnet.infer.visualize import write_drawing
+from bpnet.layout import ANNOTATED_DIR, DETECTIONS_FILE
 from bpnet.pose import BPNET_SKELETON
 from bpnet.preprocess import read_image
 
@@ -107,9 +108,9 @@ def run_inference(predictor: Predictor, inputs: list[InferenceInput], results_di
         if dump_visualizations:
             name = item.path.stem if item.path.stem not in drawn else f"{item.path.stem}_{index}"  # a.jpg, a.png
             drawn.add(name)
-            images[-1]["annotated"] = f"images_annotated/{name}.jpg"
+            images[-1]["annotated"] = f"{ANNOTATED_DIR}/{name}.jpg"
             write_drawing(rgb, prediction.people, results / images[-1]["annotated"])
     doc = {"format": FORMAT, "keypoint_names": list(BPNET_SKELETON.joints), "images": images,
            "errors": report.errors}
-    atomic_write_text(results / "detection.json", json.dumps(doc) + "\n")
+    atomic_write_text(results / DETECTIONS_FILE, json.dumps(doc) + "\n")
     return report

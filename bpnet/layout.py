@@ -1,0 +1,49 @@
+"""The file names inside each step's output folder, declared once.
+
+A step's folder is a contract: the CLI writes it, the next step (or pipeline component) reads
+it, a release copies from it. Every module that writes or reads one of these names imports it
+from here, so a rename cannot leave a reader behind.
+
+- Dataset (pipeline artifact, one per split): ``raw/`` (images, masks, annotations),
+  ``dataset_spec.json`` (``root_directory_path: raw``), ``records/<prefix>-fold-NNN-of-NNN`` and
+  ``records/<prefix>-manifest.json``.
+- Model (``train`` results folder, and what prune/export/calibrate write beside their model):
+  ``bpnet_model.tlt``, ``architecture.json``, ``train_spec.resolved.yaml``, ``pose_config.json``,
+  ``train_summary.json``, learning curve, checkpoints, ``MANIFEST.json`` (bpnet.artifacts).
+- Exported model: ``bpnet_model.etlt`` and ``export.json`` (how it is fed: input shape, padding).
+- INT8: ``bpnet_model.etlt`` (QDQ), ``calibration.bin``, ``calibration.tensorfile.npy``.
+- Evaluation / inference results: ``metrics.json`` / ``detection.json``,
+  ``inference_spec.resolved.yaml``, ``images_annotated/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_FILE = "bpnet_model.tlt"
+ARCHITECTURE_FILE = "architecture.json"
+TRAIN_SPEC_FILE = "train_spec.resolved.yaml"
+POSE_CONFIG_FILE = "pose_config.json"
+TRAIN_SUMMARY_FILE = "train_summary.json"
+LABEL_SAMPLES_DIR = "label_samples"
+
+EXPORTED_FILE = "bpnet_model.etlt"
+EXPORT_SETTINGS_FILE = "export.json"
+EXPORTED_MODE = "pad_image_input"  # an exported model fixes its input size: images are fitted and padded
+CALIBRATION_CACHE = "calibration.bin"
+CALIBRATION_TENSORFILE = "calibration.tensorfile.npy"
+
+METRICS_FILE = "metrics.json"
+DETECTIONS_FILE = "detection.json"
+INFERENCE_SPEC_FILE = "inference_spec.resolved.yaml"
+ANNOTATED_DIR = "images_annotated"
+
+DATASET_SPEC = "dataset_spec.json"
+RAW_DIR = "raw"
+RECORDS_DIR = "records"
+
+
+def prune_report(model_file: str | Path) -> Path:
+    """The report ``prune`` writes beside the pruned model: ``<model>.json``."""
+    return Path(f"{model_file}.json")
+
