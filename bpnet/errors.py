@@ -39,9 +39,14 @@ class SpecError(BpnetError):
 
 
 class UsageError(BpnetError):
-    """A bad command-line or settings value, found before any work starts."""
+    """A bad command-line or settings value, found before any work starts. ``field`` names the
+    setting or argument (the CLI shows its flag); the message reads ``field: detail``."""
 
     exit_code = EXIT_BAD_SPEC
+
+    def __init__(self, detail: str, field: str | None = None):
+        super().__init__(f"{field}: {detail}" if field else detail)
+        self.detail, self.field = detail, field
 
 
 class DataError(BpnetError):

@@ -37,8 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bpnet.artifacts import atomic_write_text, parse_manifest, sha256_file
+from bpnet.artifacts import ArtifactError, atomic_write_text, parse_manifest, sha256_file
 from bpnet.deploy.platform import ENGINE_INFO_SUFFIX
+from bpnet.layout import (
+    CALIBRATION_CACHE,
+    CALIBRATION_TENSORFILE,
+    EXPORT_SETTINGS_FILE,
+    EXPORTED_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    POSE_CONFIG_FILE,
+    TRAIN_SPEC_FILE,
+)
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams
 from bpnet.storage import MANIFEST_NAME, S3Store, StorageError, download_file, is_remote, publish_dir
@@ -284,3 +294,138 @@ def write_serving(release: Path, release_uri: str, release_id: str, exported_onn
     return {"served": {"ensembles": ensembles, "networks": [n.name for n in networks]},
             "engines": {e.target: {"precision": e.precision, "max_batch_size": e.max_batch_size, **e.platform}
                         for e in engines}}
+
+
+# ---- the pipeline's release: gates, model card and assembly (bpnet.steps.publish calls these) ----
+
+MODEL_LABELS = ("unpruned", "pruned", "retrained", "Keras (export mode)", "ONNX fp32", "ONNX INT8")
+"""The models a run evaluates, as the DAG, the release's metrics.json and the run summary name them."""
+UNPRUNED, PRUNED, RETRAINED, KERAS_EXPORT, ONNX_FP32, ONNX_INT8 = MODEL_LABELS
+RELEASE_MODEL = f"model/{MODEL_FILE}"
+RELEASE_UNPRUNED = f"model/unpruned/{MODEL_FILE}"  # what warm starts train from (the graph before pruning)
+RELEASE_INT8 = "onnx/bpnet_model.int8.etlt"
+INT8_FILES = (RELEASE_INT8, f"calibration/{CALIBRATION_CACHE}", f"calibration/{CALIBRATION_TENSORFILE}")
+PROMOTE = "promote"
+RELEASE_INT8_VERDICT = "release int8"
+
+
+def promotion_gate(ap: float, min_ap: float, release_root: str) -> str:
+    """"promote" if ``ap`` reaches ``min_ap`` and the latest release's AP, else "hold: <why>"."""
+    promote, reason = promotion_decision(ap, min_ap, read_latest(release_root))
+    log.info("promotion gate: %s", reason)
+    return PROMOTE if promote else f"hold: {reason}"
+
+
+def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list[dict], jetson_targets: list[dict]
+              ) -> tuple[str, list[dict], list[dict]]:
+    """("release int8" | "hold: <why>", the GPU and Jetson engine targets to build): INT8 targets
+    are dropped unless INT8 AP >= fp32 AP - ``max_drop``."""
+    ok, why = int8_decision(fp32_ap, int8_ap, max_drop)
+    log.info("INT8 gate: %s", why)
+    keep = [[t for t in targets if ok or t["precision"] != "int8"] for targets in (gpu_targets, jetson_targets)]
+    return (RELEASE_INT8_VERDICT if ok else f"hold: {why}", *keep)
+
+
+def model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any], evaluations: dict[str, dict],
+               sizes: dict[str, Any], int8_note: str, deploy: dict[str, Any]) -> str:
+    """MODEL_CARD.md of a release: data, settings, metrics per model, INT8 verdict, engines, serving."""
+    lines = [f"# BodyPoseNet release {release_id}", "", "## Data", ""]
+    lines += [f"- {k}: {v}" for k, v in data.items()]
+    lines += ["", "## Settings", ""] + [f"- {k}: `{json.dumps(v)}`" for k, v in settings.items()]
+    lines += ["", "## Metrics (COCO keypoints, person, val split)", "", "| model | AP | AP50 | AP75 | APm | APl | AR |",
+              "|---|---|---|---|---|---|---|"]
+    for name, m in evaluations.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in
+                                                 ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR")) + " |")
+    lines += ["", "## INT8", "", int8_note, "", "## Engines", ""]
+    engines = deploy["engines"]
+    if engines:
+        lines += ["| target | precision | max batch | TensorRT | CUDA | JetPack (L4T) | arch | built on |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {t} | {e['precision']} | {e['max_batch_size']} | {e.get('tensorrt')} | {e.get('cuda')} | "
+                  f"{e.get('jetpack')} ({e.get('l4t')}) | {e.get('arch')} | {e.get('node')} |"
+                  for t, e in sorted(engines.items())]
+        lines += ["", "An engine runs only with the TensorRT (and JetPack) version above: "
+                  "`python3 check_runtime.py <release> [target]` on the target refuses a mismatch."]
+    else:
+        lines.append("none built (engines.enabled is false, or no TensorRT where this ran)")
+    served = deploy["served"]
+    lines += ["", "## Serving", ""]
+    if served.get("note"):
+        lines.append(f"- not servable as released: {served['note']}")
+    else:
+        lines += [f"- Triton ensembles (image in, people out): {', '.join(served['ensembles'])}",
+                  f"- Triton network models: {', '.join(served['networks'])}",
+                  "- DeepStream: deepstream/README.md; KServe: kserve/inferenceservice.yaml"]
+    lines += ["", "## Sizes", ""] + [f"- {k}: {v}" for k, v in sizes.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ReleaseInputs:
+    """The folders a release is assembled from (the pipeline's Model artifacts)."""
+
+    trained: Path
+    retrained: Path
+    exported: Path
+    int8: Path
+    engines: tuple[Path, ...] = ()
+
+
+def release_files(inputs: ReleaseInputs, int8_ok: bool) -> tuple[dict[str, Path], list[EngineBuild]]:
+    """Release path -> source file (INT8 files only if ``int8_ok``), and the engines released."""
+    retrained, exported, int8 = inputs.retrained, inputs.exported, inputs.int8
+    files = {RELEASE_MODEL: retrained / MODEL_FILE, RELEASE_UNPRUNED: inputs.trained / MODEL_FILE,
+             f"model/{TRAIN_SPEC_FILE}": retrained / TRAIN_SPEC_FILE,
+             f"model/{POSE_CONFIG_FILE}": retrained / POSE_CONFIG_FILE,
+             f"onnx/{EXPORTED_FILE}": exported / EXPORTED_FILE, RELEASE_INT8: int8 / EXPORTED_FILE,
+             f"onnx/{EXPORT_SETTINGS_FILE}": exported / EXPORT_SETTINGS_FILE,
+             f"calibration/{CALIBRATION_CACHE}": int8 / CALIBRATION_CACHE,
+             f"calibration/{CALIBRATION_TENSORFILE}": int8 / CALIBRATION_TENSORFILE}
+    if not int8_ok:
+        files = {rel: src for rel, src in files.items() if rel not in INT8_FILES}
+    engines = [EngineBuild.from_file(e) for d in inputs.engines for e in sorted(Path(d).glob("*.engine"))]
+    engines = [e for e in engines if int8_ok or e.precision != "int8"]
+    files.update({f"engines/{engine.path.name}": engine.path for engine in engines})
+    missing = sorted(rel for rel, src in files.items() if not src.is_file() and rel != f"model/{POSE_CONFIG_FILE}")
+    if missing:
+        raise ArtifactError(f"the release would be incomplete: missing {missing}")
+    return files, engines
+
+
+def assemble_and_publish(release_root: str, inputs: ReleaseInputs, evaluations: dict[str, dict],
+                         data: dict[str, Any], settings: dict[str, Any], decoder: InferenceSpec,
+                         serving: ServingOptions, int8_verdict: str = RELEASE_INT8_VERDICT, min_ap: float = 0.0,
+                         key: str | None = None) -> dict[str, Any]:
+    """Assemble the release folder (models, calibration, metrics, resolved specs, serving configs,
+    model card) and publish it; ``latest`` moves only once the release is complete, and only if
+    the promotion rule still holds then. On an INT8 hold no INT8 file is released."""
+    import hashlib
+    import shutil
+
+    import yaml
+
+    from bpnet.deploy.onnx_export import read_exported
+
+    int8_ok = not int8_verdict.startswith("hold")
+    files, engines = release_files(inputs, int8_ok)
+    onnx_bytes, _ = read_exported(inputs.exported / EXPORTED_FILE, key)
+    train_spec = yaml.safe_load((inputs.retrained / TRAIN_SPEC_FILE).read_text()) or {}
+    norm = NormalizationParams.model_validate((train_spec.get("dataloader") or {}).get("normalization_params") or {})
+    release_id = new_release_id(hashlib.sha256((inputs.retrained / MODEL_FILE).read_bytes()).hexdigest())
+    int8_note = int8_verdict if not int8_ok else f"released ({int8_verdict})"
+    with tempfile.TemporaryDirectory(prefix="bpnet-release-") as work:
+        root = Path(work) / release_id
+        for relative, src in files.items():
+            if src.is_file():
+                (root / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, root / relative)
+        deploy = write_serving(root, _join(release_root, release_id), release_id, onnx_bytes, engines, decoder, norm,
+                               f"calibration/{CALIBRATION_CACHE}" if int8_ok else None, serving)
+        atomic_write_text(root / METRICS_FILE, json.dumps(evaluations, indent=2) + "\n")
+        sizes = {"parameters": evaluations.get(RETRAINED, {}).get("parameters", "-"),
+                 **{f"{rel} bytes": (root / rel).stat().st_size for rel in sorted(files) if (root / rel).is_file()}}
+        atomic_write_text(root / "MODEL_CARD.md", model_card(release_id, data, settings, evaluations, sizes,
+                                                             int8_note, deploy))
+        return publish_release(root, release_root, release_id, evaluations.get(RETRAINED, {}), min_ap,
+                               metadata={"evaluations": evaluations, "int8": int8_note, **deploy})

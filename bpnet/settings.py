@@ -8,11 +8,13 @@ CLI, the run spec and a library caller refuse the same values with the same mess
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from bpnet.errors import UsageError
 from bpnet.specs.base import DEFAULT_INPUT_SHAPE, MAX_BATCH, CrossFieldError, InputShape, SpecModel
+from bpnet.specs.loader import problem
 
 MAX_SHARDS = 4096
 MAX_CALIBRATION_IMAGES = 4096
@@ -23,6 +25,17 @@ Normalizer = Literal["max", "L2"]
 Criterion = Literal["union", "intersection", "arithmetic_mean", "geometric_mean"]
 CalibrationMethod = Literal["entropy", "percentile", "minmax"]
 Precision = Literal["fp32", "fp16", "int8"]
+InputType = Literal["image", "dir", "json"]
+S = TypeVar("S", bound=SpecModel)
+
+
+def build(model: type[S], **values: Any) -> S:
+    """``model`` from ``values`` (flags, parameters); a bad value is a UsageError naming its field."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        dotted, value, expected = problem(model, exc.errors()[0])
+        raise UsageError(f"{value} — {expected}", field=dotted) from None
 
 
 class ConvertSettings(SpecModel):
@@ -35,6 +48,16 @@ class ConvertSettings(SpecModel):
                               "masks exist")
     skip_invalid: bool = Field(False, description="skip and count images with invalid data instead of failing")
     num_shards: int = Field(1, ge=1, le=MAX_SHARDS, description="number of TFRecord shards")
+
+
+class TrainSettings(SpecModel):
+    """``train``: devices, and the label check that writes samples instead of training."""
+
+    gpus: int = Field(1, ge=1, le=64, description="number of GPUs to train on")
+    gpu_index: list[int] | None = Field(None, min_length=1, max_length=64, description="indices of the GPUs to use")
+    dump_samples: int = Field(0, ge=0, le=10_000, description="write N training samples with their heatmaps/PAFs/"
+                              "masks drawn on them to <results_dir>/label_samples and exit (checks the labels by "
+                              "eye)")
 
 
 class PruneSettings(SpecModel):
@@ -97,3 +120,10 @@ class EvaluateSettings(SpecModel):
 
     num_visualizations: int = Field(0, ge=0, le=10_000, description="draw the detections of the first N images "
                                     "into <results_dir>/images_annotated (extension)")
+
+
+class InferenceSettings(SpecModel):
+    """``inference``: what the input is and whether drawings are written."""
+
+    input_type: InputType = Field(description="what --input is")
+    dump_visualizations: bool = Field(False, description="save skeleton drawings to <results_dir>/images_annotated")

@@ -278,6 +278,13 @@ def _scalar(value: Any) -> str:
 
 
 def _format_error(path: str | Path, model: type[BaseModel], err: dict) -> str:
+    dotted, value, expected = problem(model, err)
+    return f"spec error: {path}: {dotted}: {value} — {expected}"
+
+
+def problem(model: type[BaseModel], err: dict) -> tuple[str, str, str]:
+    """One pydantic error of ``model`` as (dotted field path, value as shown, what was expected):
+    the same words for a spec file, a command-line flag and a pipeline parameter."""
     raw_loc = tuple(err.get("loc", ()))
     loc = _without_tags(model, raw_loc)
     dotted = ".".join(str(p) for p in loc) or "-"
@@ -308,7 +315,7 @@ def _format_error(path: str | Path, model: type[BaseModel], err: dict) -> str:
         expected = msg
     if len(dotted) > _MAX_EXPECTED_CHARS:  # a key may be user text of any length
         dotted = dotted[: _MAX_EXPECTED_CHARS - 3] + "..."
-    return f"spec error: {path}: {dotted}: {value} — {expected}"
+    return dotted, value, expected
 
 
 def _tagged_members(annotation: Any) -> dict[str, Any]:

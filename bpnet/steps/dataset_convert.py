@@ -1,0 +1,38 @@
+"""dataset_convert: a COCO keypoint dataset -> sharded TFRecords (+ loss masks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bpnet.data.convert import ConvertError, ConvertSummary, convert_dataset
+from bpnet.errors import DataError
+from bpnet.settings import ConvertSettings
+from bpnet.specs import DatasetSpec
+from bpnet.steps._common import output_dir
+
+
+@dataclass(frozen=True)
+class Converted:
+    output: Path  # the shards' prefix: <output>-fold-NNN-of-NNN, <output>-manifest.json
+    summary: ConvertSummary
+
+    @property
+    def samples(self) -> int:
+        return self.summary.samples_written
+
+    @property
+    def images(self) -> int:
+        return self.summary.images_written
+
+
+def dataset_convert(spec: DatasetSpec, output: str | Path, settings: ConvertSettings) -> Converted:
+    """Convert the split ``settings.mode`` names; nothing is written if the data has problems."""
+    output = Path(output)
+    output_dir("output_filename", output.parent)
+    try:
+        summary = convert_dataset(spec, output, settings)
+    except ConvertError as exc:
+        raise DataError(f"{exc}\nnothing was written; fix the data or pass --skip_invalid to skip and count it"
+                        ) from exc
+    return Converted(output, summary)
