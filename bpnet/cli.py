@@ -1,7 +1,9 @@
-"""``bpnet``: the command line, a thin layer over the library mirroring ``tlt bpnet <sub_task>``.
+"""``bpnet``: the command line, a thin adapter over ``bpnet.steps`` mirroring ``tlt bpnet <sub_task>``.
 
-Exit codes: 0 success, 1 the work failed (e.g. invalid input data), 2 a bad command line or a bad
-spec (reported before any work starts, one line per problem).
+argparse -> the step's settings model (``bpnet.settings``, whose fields the flags are derived from)
+-> the step function -> an exit code. Values are checked by the settings models and the steps,
+never here. Exit codes: 0 success, 1 the work failed (e.g. invalid input data), 2 a bad command
+line or a bad spec (reported before any work starts, one line per problem).
 """
 
 from __future__ import annotations
@@ -10,16 +12,87 @@ import argparse
 import logging
 import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from bpnet import __version__
-from bpnet.layout import INFERENCE_SPEC_FILE, prune_report
+from bpnet.errors import EXIT_FAILED, BpnetError, SpecError, UsageError
+from bpnet.settings import (
+    CalibrationSettings,
+    ConvertSettings,
+    EngineSettings,
+    EvaluateSettings,
+    InferenceSettings,
+    PruneSettings,
+    TrainSettings,
+    build,
+)
+from bpnet.specs.base import DEFAULT_INPUT_SHAPE
 
 log = logging.getLogger("bpnet")
 
-EXIT_FAILED = 1
-EXIT_BAD_SPEC = 2
-MAX_SHARDS = 4096  # as the run spec's dataset.num_shards
+# TLT's short flags (and the names that differ from the settings fields), per settings field
+CONVERT_FLAGS = {"mode": ("-m", "--mode")}
+PRUNE_FLAGS = {"normalizer": ("-n", "--normalizer"), "equalization_criterion": ("-eq", "--equalization_criterion"),
+               "pruning_granularity": ("-pg", "--pruning_granularity"),
+               "pruning_threshold": ("-pth", "--pruning_threshold"), "min_num_filters": ("-nf", "--min_num_filters"),
+               "excluded_layers": ("-el", "--excluded_layers")}
+CALIBRATION_FLAGS = {"cal_batches": ("--batches",), "cal_batch_size": ("--batch_size",),
+                     "cal_method": ("--cal_method",)}
+ENGINE_FLAGS = {"data_type": ("-t", "--data_type"), "max_batch_size": ("-m", "--max_batch_size"),
+                "max_workspace_size": ("-w", "--max_workspace_size"),
+                "strict_type_constraints": ("-s", "--strict_type_constraints"), "dla_core": ("-u", "--dla_core")}
+EXPORT_ENGINE_FLAGS = ("data_type", "max_batch_size", "strict_type_constraints")  # export's own workspace default
+
+
+def _literal_choices(annotation: Any) -> tuple | None:
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    return None
+
+
+def add_settings(parser: argparse.ArgumentParser, model: type[BaseModel],
+                 flags: dict[str, tuple[str, ...]] | None = None, only: Sequence[str] | None = None,
+                 overrides: dict[str, dict] | None = None) -> None:
+    """One flag per field of ``model``: name (``flags``, else ``--<field>``), default, help and
+    choices from the field, so a setting is declared once, in the model."""
+    for name, info in model.model_fields.items():
+        if only is not None and name not in only:
+            continue
+        annotation = info.annotation
+        args = typing.get_args(annotation)
+        optional = type(None) in args
+        inner = next((a for a in args if a is not type(None)), annotation) if optional else annotation
+        kwargs: dict[str, Any] = {"dest": name}
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        if info.is_required():
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = default
+        if inner is bool:
+            kwargs["action"] = "store_true"
+        elif typing.get_origin(inner) is list:
+            item = typing.get_args(inner)[0]
+            kwargs.update(nargs="+" if optional else "*", type=item)
+        elif choices := _literal_choices(inner):
+            kwargs["choices"] = list(choices)
+        else:
+            kwargs["type"] = inner
+        names = (flags or {}).get(name, (f"--{name}",))
+        if inner is not bool and "choices" not in kwargs:
+            kwargs["metavar"] = names[-1].lstrip("-").upper()
+        shown = "" if default in (None, False, []) else f" (default: {default})"
+        kwargs["help"] = f"{info.description}{shown}"
+        kwargs.update((overrides or {}).get(name, {}))
+        parser.add_argument(*names, **kwargs)
+
+
+def settings_of(model: type[BaseModel], args: argparse.Namespace, **values: Any):
+    """The settings ``model`` from the flags of its fields (``values`` take precedence)."""
+    return build(model, **{**{n: getattr(args, n) for n in model.model_fields if hasattr(args, n)}, **values})
 
 
 def _common(parser: argparse.ArgumentParser, spec_paths: bool = True) -> None:
@@ -34,6 +107,42 @@ def _common(parser: argparse.ArgumentParser, spec_paths: bool = True) -> None:
                                  "(repeatable; also $BPNET_PATH_MAP, comma-separated)")
 
 
+def _key_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-k", "--key", default=None,
+                        help="model encryption key (or set $BPNET_MODEL_KEY, which keeps it out of process lists)")
+
+
+def _paths(spec_file: str, args: argparse.Namespace, check_inputs: bool = False):
+    """How a spec is read; with ``check_inputs`` its input files and folders must exist now, so a
+    missing or garbage one stops the step with exit 2 before any output folder is created."""
+    from bpnet.specs import default_path_context
+
+    return default_path_context(spec_file, args.spec_root, args.path_map, check_inputs=check_inputs)
+
+
+def _hw(text: str) -> tuple[int, int]:
+    """``H,W`` (argparse type)."""
+    try:
+        height, width = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} — expected H,W (e.g. 368,368)") from None
+    return height, width
+
+
+def _hwc(text: str) -> tuple[int, int]:
+    """``H,W,C`` (the guide's -d) -> (H, W); C must be 3 (argparse type)."""
+    try:
+        height, width, channels = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} — expected H,W,C, e.g. 368,368,3") from None
+    if channels != 3:
+        raise argparse.ArgumentTypeError(f"{text} — expected H,W,3 (RGB)")
+    return height, width
+
+
+SHAPE = ",".join(map(str, DEFAULT_INPUT_SHAPE))
+
+
 def _add_dataset_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dataset_convert", help="convert a COCO keypoint dataset to TFRecords (+ masks)",
                        description="Convert COCO person keypoints to sharded TFRecords "
@@ -41,17 +150,20 @@ def _add_dataset_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-d", "--dataset_spec", required=True, help="path to the JSON dataset spec")
     p.add_argument("-o", "--output_filename", required=True,
                    help="output prefix; shards are named <output>-fold-<num>-of-<total>")
-    p.add_argument("-m", "--mode", default="train", choices=["train", "test"],
-                   help="which split of the spec to convert: train_data or test_data (default: train)")
-    p.add_argument("--generate_masks", action="store_true",
-                   help="generate and save masks of regions with unlabeled people and crowds")
-    p.add_argument("--check_files", action="store_true",
-                   help="check that images decode at their annotated size and that masks exist")
-    p.add_argument("--skip_invalid", action="store_true",
-                   help="skip and count images with invalid data instead of failing")
-    p.add_argument("--num_shards", type=int, default=1, help="number of TFRecord shards (default: 1)")
+    add_settings(p, ConvertSettings, CONVERT_FLAGS)
     _common(p)
     p.set_defaults(func=_run_dataset_convert)
+
+
+def _run_dataset_convert(args: argparse.Namespace) -> int:
+    from bpnet.specs import DatasetSpec, load_spec
+    from bpnet.steps.dataset_convert import dataset_convert
+
+    settings = settings_of(ConvertSettings, args)
+    spec = load_spec(args.dataset_spec, DatasetSpec, _paths(args.dataset_spec, args, check_inputs=True))
+    for line in dataset_convert(spec, args.output_filename, settings).summary.lines():
+        log.info("%s", line)
+    return 0
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +178,16 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_synth)
 
 
+def _run_synth(args: argparse.Namespace) -> int:
+    from bpnet.data.synth import generate
+
+    counts = generate(args.output_dir, seed=args.seed, train_images=args.train_images, val_images=args.val_images)
+    for split, c in counts.items():
+        log.info("%s: %d images, %d annotations", split, c["images"], c["annotations"])
+    log.info("dataset spec: %s/coco_spec.json", args.output_dir)
+    return 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train (or retrain) a BodyPoseNet model; resumes automatically",
                        description="Train as the train spec says. Re-running the same command resumes from "
@@ -73,72 +195,26 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-e", "--experiment_spec_file", required=True, help="path to the train spec (YAML)")
     p.add_argument("-r", "--results_dir", required=True, help="folder for checkpoints, logs and the model")
     _key_argument(p)
-    p.add_argument("--gpus", type=int, default=1, help="number of GPUs to train on (default: 1)")
-    p.add_argument("--gpu_index", type=int, nargs="+", default=None, help="indices of the GPUs to use")
-    p.add_argument("--dump_samples", type=int, default=0, metavar="N",
-                   help="write N training samples with their heatmaps/PAFs/masks drawn on them to "
-                        "<results_dir>/label_samples and exit (checks the labels by eye)")
+    add_settings(p, TrainSettings, overrides={"dump_samples": {"metavar": "N"}})
     _common(p)
     p.set_defaults(func=_run_train)
 
 
-def _key_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-k", "--key", default=None,
-                        help="model encryption key (or set $BPNET_MODEL_KEY, which keeps it out of process lists)")
-
-
-def _resolve_key(args: argparse.Namespace) -> str:
-    key = args.key or os.environ.get("BPNET_MODEL_KEY")
-    if not key:
-        raise _Usage("-k/--key: missing — pass the model key or set $BPNET_MODEL_KEY")
-    return key
-
-
-def _inputs_context(spec_file: str, args: argparse.Namespace):
-    """How a step's own spec is read: its input files and folders must exist now, so a missing
-    or garbage one stops the step with exit 2 before any output folder is created."""
-    from bpnet.specs import default_path_context
-
-    return default_path_context(spec_file, args.spec_root, args.path_map, check_inputs=True)
-
-
-def _output_dir(flag: str, path: str) -> None:
-    """Refuse an output folder that is (or lies under) a file before any work starts."""
-    from pathlib import Path
-
-    for candidate in (Path(path), *Path(path).parents):
-        if candidate.exists():
-            if not candidate.is_dir():
-                raise _Usage(f"{flag}: {path} — {candidate} is a file; expected a folder")
-            return
-
-
-def _output_file(flag: str, path: str) -> None:
-    from pathlib import Path
-
-    if Path(path).is_dir():
-        raise _Usage(f"{flag}: {path} — is a folder; expected a file path")
-    _output_dir(flag, str(Path(path).parent))
-
-
 def _run_train(args: argparse.Namespace) -> int:
     from bpnet.specs import TrainSpec, load_spec
+    from bpnet.steps._common import model_key
+    from bpnet.steps.train import dump_samples, train
 
-    if args.gpus < 1:
-        raise _Usage(f"--gpus: {args.gpus} — expected a positive integer")
-    key = _resolve_key(args)
-    spec = load_spec(args.experiment_spec_file, TrainSpec, _inputs_context(args.experiment_spec_file, args))
-    _output_dir("-r/--results_dir", args.results_dir)
-    if args.dump_samples:
-        from bpnet.data.label_viz import dump_samples
-
-        written = dump_samples(spec, args.results_dir, args.dump_samples)
+    settings = settings_of(TrainSettings, args)
+    if not settings.dump_samples:
+        model_key(args.key)  # a missing key stops the run before the spec's data is read
+    spec = load_spec(args.experiment_spec_file, TrainSpec, _paths(args.experiment_spec_file, args, check_inputs=True))
+    if settings.dump_samples:
+        written = dump_samples(spec, args.results_dir, settings).files
         log.info("wrote %d label visualizations to %s", len(written), written[0].parent if written else "-")
         return 0
-    from bpnet.train import train
-
-    result = train(spec, args.results_dir, key, gpus=args.gpus, gpu_index=args.gpu_index)
-    log.info("model: %s (%d parameters, %.2f GFLOPs/image)", result.model_path, result.parameters,
+    result = train(spec, args.results_dir, args.key, settings)
+    log.info("model: %s (%d parameters, %.2f GFLOPs/image)", result.model, result.parameters,
              result.gflops_per_image)
     if result.first_loss is not None:
         log.info("loss %.5g -> %.5g over %d steps (%.1f images/s)", result.first_loss, result.last_loss,
@@ -153,99 +229,54 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--model", required=True, help="the trained model to prune")
     p.add_argument("-o", "--output_file", required=True, help="path of the pruned model")
     _key_argument(p)
-    p.add_argument("-n", "--normalizer", default="max", choices=["max", "L2"],
-                   help="divide each filter norm by the layer's max norm or by the L2 norm of all its norms "
-                        "(default: max)")
-    p.add_argument("-eq", "--equalization_criterion", default="union",
-                   choices=["union", "intersection", "arithmetic_mean", "geometric_mean"],
-                   help="how layers that must keep the same channels combine their statistics (default: union)")
-    p.add_argument("-pg", "--pruning_granularity", type=int, default=8,
-                   help="number of filters to remove at a time (default: 8)")
-    p.add_argument("-pth", "--pruning_threshold", type=float, default=0.1,
-                   help="threshold to compare the normalized norm against (default: 0.1)")
-    p.add_argument("-nf", "--min_num_filters", type=int, default=16,
-                   help="minimum number of filters to keep per layer (default: 16)")
-    p.add_argument("-el", "--excluded_layers", nargs="*", default=[], help="layers not to prune (default: none)")
-    p.add_argument("--input_shape", default="368,368", metavar="H,W",
-                   help="input size for the FLOPs in the report (extension; default: 368,368)")
+    add_settings(p, PruneSettings, PRUNE_FLAGS)
+    p.add_argument("--input_shape", type=_hw, default=SHAPE, metavar="H,W",
+                   help=f"input size for the FLOPs in the report (extension; default: {SHAPE})")
     _common(p, spec_paths=False)
     p.set_defaults(func=_run_prune)
 
 
 def _run_prune(args: argparse.Namespace) -> int:
-    import json
+    from bpnet.steps.prune import prune
 
-    if not 0.0 <= args.pruning_threshold <= 1.0:
-        raise _Usage(f"-pth/--pruning_threshold: {args.pruning_threshold} — expected a value in [0, 1]")
-    for flag, value in (("-pg/--pruning_granularity", args.pruning_granularity),
-                        ("-nf/--min_num_filters", args.min_num_filters)):
-        if value < 1:
-            raise _Usage(f"{flag}: {value} — expected a positive integer")
-    try:
-        height, width = (int(v) for v in args.input_shape.split(","))
-    except ValueError:
-        raise _Usage(f"--input_shape: {args.input_shape} — expected H,W (e.g. 368,368)") from None
-    from bpnet.artifacts import atomic_write_text
-    from bpnet.model.io import load_model, save_model
-    from bpnet.prune import PruneSettings, prune
-
-    key = _resolve_key(args)
-    _output_file("-o/--output_file", args.output_file)
-    settings = PruneSettings(normalizer=args.normalizer, equalization_criterion=args.equalization_criterion,
-                             pruning_granularity=args.pruning_granularity, pruning_threshold=args.pruning_threshold,
-                             min_num_filters=args.min_num_filters, excluded_layers=args.excluded_layers)
-    result = prune(load_model(args.model, key), settings, (height, width))
-    save_model(result.model, args.output_file, key)
-    report = {"model": str(args.model), "output_file": str(args.output_file), **result.report}
-    atomic_write_text(prune_report(args.output_file), json.dumps(report, indent=2) + "\n")
-    for layer in report["layers"]:
+    result = prune(args.model, args.output_file, args.key, settings_of(PruneSettings, args), args.input_shape)
+    for layer in result.report["layers"]:
         log.info("%-24s %5d -> %5d", layer["layer"], layer["before"], layer["after"])
-    p, f = report["parameters"], report["flops"]
+    p, f = result.parameters, result.flops
     log.info("parameters %d -> %d (%.1f%% kept); GFLOPs at %dx%d %.2f -> %.2f (%.1f%% kept) -> %s", p["before"],
-             p["after"], 100 * p["kept"], height, width, f["before"] / 1e9, f["after"] / 1e9, 100 * f["kept"],
-             args.output_file)
+             p["after"], 100 * p["kept"], *args.input_shape, f["before"] / 1e9, f["after"] / 1e9, 100 * f["kept"],
+             result.model)
     return 0
 
 
-def _dims(text: str, flag: str) -> tuple[int, int]:
-    """H,W,C (the guide's -d) -> (H, W); C must be 3."""
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise _Usage(f"{flag}: {text} — expected H,W,C, e.g. 368,368,3") from None
-    if len(values) != 3 or values[2] != 3 or values[0] % 8 or values[1] % 8:
-        raise _Usage(f"{flag}: {text} — expected H,W,3 with H and W multiples of 8")
-    return values[0], values[1]
-
-
 def _calibration_arguments(p: argparse.ArgumentParser) -> None:
-    from bpnet.deploy.calibration import METHODS
-
     p.add_argument("--cal_image_dir", default=None, help="images to build the calibration tensorfile from")
     p.add_argument("--cal_data_file", default=None,
                    help="the calibration tensorfile (.npy); reused if it exists (default: <output>.tensorfile.npy)")
     p.add_argument("--cal_cache_file", default="./cal.bin",
                    help="TensorRT calibration cache; calibration is skipped if it exists (default: ./cal.bin)")
-    p.add_argument("--batches", type=int, default=10, help="number of calibration batches (default: 10)")
-    p.add_argument("--batch_size", type=int, default=1, help="calibration batch size (default: 1)")
-    p.add_argument("--cal_method", default="entropy", choices=METHODS,
-                   help="ONNX Runtime calibrator (extension; default: entropy)")
+    add_settings(p, CalibrationSettings, CALIBRATION_FLAGS)
+
+
+def _calibration_data(args: argparse.Namespace, output: str):
+    from bpnet.deploy.export import CalibrationData
+
+    return CalibrationData(args.cal_image_dir, args.cal_data_file or f"{output}.tensorfile.npy", args.cal_cache_file,
+                           settings_of(CalibrationSettings, args))
 
 
 def _train_norm(spec_file: str | None, args: argparse.Namespace):
     """Normalization of the experiment spec (-e), else the defaults (what training used by default)."""
-    from bpnet.specs import TrainSpec, default_path_context, load_spec
+    from bpnet.specs import TrainSpec, load_spec
     from bpnet.specs.train import NormalizationParams
 
     if not spec_file:
         return NormalizationParams(), None
-    spec = load_spec(spec_file, TrainSpec, default_path_context(spec_file, args.spec_root, args.path_map))
+    spec = load_spec(spec_file, TrainSpec, _paths(spec_file, args))
     return spec.dataloader.normalization_params, spec
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    from bpnet.deploy.engine import PRECISIONS
-
     p = sub.add_parser("export", help="export to (encrypted) ONNX; INT8 calibration; TensorRT engine if available",
                        description="Export a model to ONNX through tf2onnx, encrypted with the key (.etlt). "
                                    "--data_type int8 also writes the calibration tensorfile, the TensorRT "
@@ -256,15 +287,19 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-e", "--experiment_spec", default=None,
                    help="the train spec (normalization for calibration; -d defaults to its image dims)")
     p.add_argument("-t", "--backend", default="tfonnx", choices=["tfonnx"], help="only tfonnx is supported")
-    p.add_argument("-d", "--input_dims", default=None, help="H,W,C of the network input (e.g. 368,368,3)")
-    p.add_argument("--data_type", default="fp32", choices=PRECISIONS, help="engine data type")
+    p.add_argument("-d", "--input_dims", type=_hwc, default=None,
+                   help=f"H,W,C of the network input (e.g. {SHAPE},3)")
+    add_settings(p, EngineSettings, {"data_type": ("--data_type",)}, only=EXPORT_ENGINE_FLAGS[:1])
     _calibration_arguments(p)
-    p.add_argument("--max_batch_size", type=int, default=1, help="TensorRT max batch size (default: 1)")
+    add_settings(p, EngineSettings, {"max_batch_size": ("--max_batch_size",)}, only=EXPORT_ENGINE_FLAGS[1:2],
+                 overrides={"max_batch_size": {"help": "TensorRT max batch size (default: 1)"}})
     p.add_argument("--max_workspace_size", type=int, default=2 * (1 << 30),
                    help="TensorRT workspace bytes (default: 2 GiB)")
     p.add_argument("--engine_file", default=None, help="also build a TensorRT engine here (needs TensorRT + GPU)")
     p.add_argument("--force_ptq", action="store_true", help="accepted for compatibility: calibration is PTQ here")
-    p.add_argument("-s", "--strict_type_constraints", action="store_true", help="TensorRT strict types (int8)")
+    add_settings(p, EngineSettings, {"strict_type_constraints": ("-s", "--strict_type_constraints")},
+                 only=EXPORT_ENGINE_FLAGS[2:], overrides={"strict_type_constraints": {"help": "TensorRT strict "
+                                                                                      "types (int8)"}})
     p.add_argument("--sdk_compatible_model", action="store_true",
                    help="add the deployable model's post-processing (PAFs upsampled to 1/2); deployment only")
     p.add_argument("--data_format", default="channels_last", choices=["channels_last"],
@@ -278,36 +313,29 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bpnet.deploy.export import CalibrationData, export
-    from bpnet.settings import CalibrationSettings
+    from bpnet.settings import ExportSettings
+    from bpnet.steps.export import export
 
     if args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
-    key = _resolve_key(args)
     norm, spec = _train_norm(args.experiment_spec, args)
     if args.input_dims:
-        dims = _dims(args.input_dims, "-d/--input_dims")
+        dims = args.input_dims
     elif spec is not None:
         dims = (spec.dataloader.image_config.image_dims.height, spec.dataloader.image_config.image_dims.width)
     else:
-        raise _Usage("-d/--input_dims: missing — give H,W,C or an experiment spec (-e) to take them from")
+        raise UsageError("missing — give H,W,C or an experiment spec (-e) to take them from", field="input_dims")
+    settings = build(ExportSettings, input_shape=dims)
+    engine = settings_of(EngineSettings, args)
     output = args.output_file or str(Path(args.model).with_suffix(".etlt"))
-    _output_file("-o/--output_file", output)
-    cal = None
-    if args.data_type == "int8":
-        if not (args.cal_image_dir or args.cal_data_file):
-            raise _Usage("--data_type int8: needs --cal_image_dir (or an existing --cal_data_file)")
-        cal = CalibrationData(args.cal_image_dir, args.cal_data_file or f"{output}.tensorfile.npy",
-                              args.cal_cache_file, CalibrationSettings(cal_batches=args.batches,
-                                                                       cal_batch_size=args.batch_size,
-                                                                       cal_method=args.cal_method))
-    engine_options = {"max_batch_size": args.max_batch_size, "workspace_bytes": args.max_workspace_size,
-                      "strict_types": args.strict_type_constraints}
-    result = export(args.model, key, output, dims, norm, args.data_type, args.output_stage,
-                    args.sdk_compatible_model, cal, args.engine_file, engine_options)
+    calibration = _calibration_data(args, output) if args.data_type == "int8" else None
+    engine_options = {"max_batch_size": engine.max_batch_size, "workspace_bytes": args.max_workspace_size,
+                      "strict_types": engine.strict_type_constraints}
+    result = export(args.model, output, args.key, settings, norm, engine.data_type, args.output_stage,
+                    args.sdk_compatible_model, calibration, args.engine_file, engine_options)
     if result.engine_skipped:
-        log.warning("the ONNX model%s written; no engine: %s", " and calibration outputs were" if cal else " was",
-                    result.engine_skipped)
+        log.warning("the ONNX model%s written; no engine: %s",
+                    " and calibration outputs were" if calibration else " was", result.engine_skipped)
     return 0
 
 
@@ -325,66 +353,40 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from bpnet.deploy.export import CalibrationData, calibrate, int8_path
-    from bpnet.settings import CalibrationSettings
+    from bpnet.steps.calibrate import calibrate
 
-    key = _resolve_key(args)
     norm, _ = _train_norm(args.experiment_spec, args)
-    if not (args.cal_image_dir or args.cal_data_file):
-        raise _Usage("needs --cal_image_dir (or an existing --cal_data_file)")
-    cal = CalibrationData(args.cal_image_dir, args.cal_data_file or f"{args.model}.tensorfile.npy",
-                          args.cal_cache_file, CalibrationSettings(cal_batches=args.batches,
-                                                                   cal_batch_size=args.batch_size,
-                                                                   cal_method=args.cal_method))
-    calibrate(args.model, key, cal, norm, args.output_file or int8_path(args.model))
+    calibrate(args.model, args.output_file, args.key, _calibration_data(args, args.model), norm)
     return 0
 
 
 def _add_build_engine(sub: argparse._SubParsersAction) -> None:
-    from bpnet.deploy.engine import PRECISIONS
-
     p = sub.add_parser("build_engine", help="TensorRT engine from an exported model (as tlt-converter)",
                        description="Build a TensorRT engine on this machine's GPU (needs TensorRT). Flags as "
                                    "tlt-converter.")
     p.add_argument("input_file", help="the exported model (.etlt / .onnx)")
     _key_argument(p)
-    p.add_argument("-d", "--input_dims", default=None, help="H,W,C (default: the exported input size)")
+    p.add_argument("-d", "--input_dims", type=_hwc, default=None, help="H,W,C (default: the exported input size)")
     p.add_argument("-o", "--outputs", default="heatmap_out,paf_out", help="output node names (comma-separated)")
     p.add_argument("-c", "--cal_cache", default=None, help="calibration cache (int8)")
     p.add_argument("-e", "--engine_file", required=True, help="where the engine is written")
     p.add_argument("-b", "--batch_size", type=int, default=1,
                    help="accepted for tlt-converter compatibility and unused: int8 engines read the calibration "
                         "cache (-c), so no calibration batches run")
-    p.add_argument("-m", "--max_batch_size", type=int, default=1, help="max batch size (default: 1)")
-    p.add_argument("-t", "--data_type", default="fp32", choices=PRECISIONS, help="engine precision")
-    p.add_argument("-w", "--max_workspace_size", type=int, default=1 << 30, help="workspace bytes (default: 1 GiB)")
+    add_settings(p, EngineSettings, ENGINE_FLAGS)
     p.add_argument("-i", "--input_order", default="nhwc", choices=["nhwc"], help="input order: nhwc only")
     p.add_argument("-p", "--profile", action="append", default=[],
                    help="optimization profile <input>,<min>,<opt>,<max> with shapes like 1x368x368x3 (repeatable)")
-    p.add_argument("-s", "--strict_type_constraints", action="store_true", help="obey precision constraints")
-    p.add_argument("-u", "--dla_core", type=int, default=None, help="DLA core (Jetson), with GPU fallback")
     _common(p, spec_paths=False)
     p.set_defaults(func=_run_build_engine)
 
 
 def _run_build_engine(args: argparse.Namespace) -> int:
-    from bpnet.deploy.engine import EnginePlan, build_engine, parse_profile
-    from bpnet.deploy.onnx_export import HEAT_NAME, PAF_NAME, read_exported
+    from bpnet.steps.build_engine import build_engine
 
-    if args.outputs.split(",") != [HEAT_NAME, PAF_NAME]:
-        raise _Usage(f"-o/--outputs: {args.outputs} — the exported model's outputs are {HEAT_NAME},{PAF_NAME}")
-    try:
-        profiles = tuple(parse_profile(p) for p in args.profile)
-        plan = EnginePlan(precision=args.data_type, max_batch_size=args.max_batch_size,
-                          workspace_bytes=args.max_workspace_size, profiles=profiles, calibration_cache=args.cal_cache,
-                          strict_types=args.strict_type_constraints, dla_core=args.dla_core)
-    except ValueError as exc:
-        raise _Usage(str(exc)) from None
-    data, info = read_exported(args.input_file, args.key or os.environ.get("BPNET_MODEL_KEY"))
-    dims = _dims(args.input_dims, "-d/--input_dims") if args.input_dims else (info.height, info.width)
-    log.info("engine plan: %s, input %dx%d", plan.describe(), *dims)
-    build_engine(data, plan, (dims[0], dims[1], 3), args.engine_file)
-    log.info("engine: %s", args.engine_file)
+    result = build_engine(args.input_file, args.engine_file, args.key, settings_of(EngineSettings, args),
+                          args.cal_cache, args.profile, args.input_dims, args.outputs.split(","))
+    log.info("engine: %s", result.engine)
     return 0
 
 
@@ -393,15 +395,25 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
                        description="Run a model on an image, a directory or a COCO-style JSON of images.")
     p.add_argument("-i", "--inference_spec", required=True, help="the inference spec (YAML)")
     p.add_argument("-m", "--model_filename", default=None, help="model file; overrides the spec's model_path")
-    p.add_argument("--input_type", required=True, choices=["image", "dir", "json"], help="what --input is")
+    add_settings(p, InferenceSettings, only=("input_type",))
     p.add_argument("--input", required=True, help="an image, a directory of images, or a COCO-style JSON")
     p.add_argument("--image_root_path", default=None, help="root of relative image paths in a json input")
     p.add_argument("--results_dir", "-r", required=True, help="where detection.json is written")
-    p.add_argument("--dump_visualizations", action="store_true",
-                   help="save skeleton drawings to <results_dir>/images_annotated")
+    add_settings(p, InferenceSettings, only=("dump_visualizations",))
     _key_argument(p)
     _common(p)
     p.set_defaults(func=_run_inference)
+
+
+def _run_inference(args: argparse.Namespace) -> int:
+    from bpnet.specs import InferenceSpec, load_spec
+    from bpnet.steps.inference import inference
+
+    paths = _paths(args.inference_spec, args)
+    spec = load_spec(args.inference_spec, InferenceSpec, paths)
+    inference(spec, args.input, args.model_filename, args.key, args.results_dir, settings_of(InferenceSettings, args),
+              args.image_root_path, paths)
+    return 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -411,103 +423,22 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-d", "--dataset_spec", required=True, help="the dataset spec (JSON); test_data is used")
     p.add_argument("-m", "--model_filename", default=None, help="model file; overrides the spec's model_path")
     p.add_argument("-r", "--results_dir", required=True, help="where metrics.json is written")
-    p.add_argument("--num_visualizations", type=int, default=0, metavar="N",
-                   help="draw the detections of the first N images into <results_dir>/images_annotated "
-                        "(extension; default 0)")
+    add_settings(p, EvaluateSettings, overrides={"num_visualizations": {"metavar": "N"}})
     _key_argument(p)
     _common(p)
     p.set_defaults(func=_run_evaluate)
 
 
-def _predictor(args: argparse.Namespace):
-    """Specs, model and backend for inference/evaluate; all spec problems surface before any work."""
-    from pathlib import Path
-
-    from bpnet.infer.predict import Predictor, open_backend
-    from bpnet.specs import InferenceSpec, TrainSpec, default_path_context, load_spec, write_resolved_spec
-
-    ctx = default_path_context(args.inference_spec, args.spec_root, args.path_map)
-    spec = load_spec(args.inference_spec, InferenceSpec, ctx)
-    train_spec = None
-    if spec.train_spec:
-        if not Path(spec.train_spec).is_file():
-            raise _Usage(f"train_spec: {spec.train_spec} — not found (fix the path or use --path_map)")
-        # only its normalization is used: the data it was trained on need not be here
-        train_spec = load_spec(spec.train_spec, TrainSpec, ctx)
-    _output_dir("-r/--results_dir", args.results_dir)
-    model = args.model_filename or spec.model_path
-    if not model:
-        raise _Usage("-m/--model_filename: missing — and the inference spec has no model_path")
-    predictor = Predictor(open_backend(model, args.key or os.environ.get("BPNET_MODEL_KEY")), spec, train_spec)
-    write_resolved_spec(spec, Path(args.results_dir) / INFERENCE_SPEC_FILE)
-    return predictor
-
-
-def _run_inference(args: argparse.Namespace) -> int:
-    from bpnet.infer.run import list_inputs, run_inference
-
-    predictor = _predictor(args)
-    inputs = list_inputs(args.input_type, args.input, args.image_root_path)
-    report = run_inference(predictor, inputs, args.results_dir, args.dump_visualizations)
-    log.info("%d images, %d people -> %s/detection.json", report.images, report.people, args.results_dir)
-    if report.errors:
-        log.error("%d image(s) could not be read (listed in detection.json under 'errors')", len(report.errors))
-        return EXIT_FAILED
-    return 0
-
-
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from bpnet.evaluate import evaluate
-    from bpnet.specs import DatasetSpec, load_spec
+    from bpnet.specs import DatasetSpec, InferenceSpec, load_spec
+    from bpnet.steps.evaluate import evaluate
 
-    dataset = load_spec(args.dataset_spec, DatasetSpec, _inputs_context(args.dataset_spec, args))
-    if args.num_visualizations < 0:
-        raise _Usage(f"--num_visualizations: {args.num_visualizations} — expected 0 or a positive integer")
-    metrics = evaluate(_predictor(args), dataset, args.results_dir, args.num_visualizations)
-    log.info("AP %.4f AP50 %.4f AP75 %.4f APm %.4f APl %.4f AR %.4f -> %s/metrics.json", metrics["AP"],
-             metrics["AP50"], metrics["AP75"], metrics["AP_medium"], metrics["AP_large"], metrics["AR"],
-             args.results_dir)
-    if metrics["errors"]:
-        log.error("%d image(s) could not be read", len(metrics["errors"]))
-        return EXIT_FAILED
+    dataset = load_spec(args.dataset_spec, DatasetSpec, _paths(args.dataset_spec, args, check_inputs=True))
+    settings = settings_of(EvaluateSettings, args)
+    paths = _paths(args.inference_spec, args)
+    spec = load_spec(args.inference_spec, InferenceSpec, paths)
+    evaluate(spec, dataset, args.model_filename, args.key, args.results_dir, settings, paths)
     return 0
-
-
-def _run_dataset_convert(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from bpnet.data.convert import ConvertError, ConvertSettings, convert_dataset
-    from bpnet.specs import DatasetSpec, load_spec
-
-    if not 1 <= args.num_shards <= MAX_SHARDS:
-        raise _Usage(f"--num_shards: {args.num_shards} — expected an integer in [1, {MAX_SHARDS}]")
-    spec = load_spec(args.dataset_spec, DatasetSpec, _inputs_context(args.dataset_spec, args))
-    _output_dir("-o/--output_filename", str(Path(args.output_filename).parent))
-    options = ConvertSettings(mode=args.mode, generate_masks=args.generate_masks, check_files=args.check_files,
-                             skip_invalid=args.skip_invalid, num_shards=args.num_shards)
-    try:
-        summary = convert_dataset(spec, args.output_filename, options)
-    except ConvertError as exc:
-        log.error("%s", exc)
-        log.error("nothing was written; fix the data or pass --skip_invalid to skip and count it")
-        return EXIT_FAILED
-    for line in summary.lines():
-        log.info("%s", line)
-    return 0
-
-
-def _run_synth(args: argparse.Namespace) -> int:
-    from bpnet.data.synth import generate
-
-    counts = generate(args.output_dir, seed=args.seed, train_images=args.train_images, val_images=args.val_images)
-    for split, c in counts.items():
-        log.info("%s: %d images, %d annotations", split, c["images"], c["annotations"])
-    log.info("dataset spec: %s/coco_spec.json", args.output_dir)
-    return 0
-
-
-class _Usage(Exception):
-    """A bad command-line value discovered after parsing."""
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -524,30 +455,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from bpnet.specs import SpecError
+def _failed(parser: argparse.ArgumentParser, args: argparse.Namespace, exc: BpnetError) -> int:
+    """Report a BpnetError as the user reads it: usage and spec errors on stderr (exit 2), other
+    failures as one log line (exit 1)."""
+    if isinstance(exc, UsageError):
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.sub_task]
+        flags = next(("/".join(a.option_strings) for a in sub._actions if a.dest == exc.field and a.option_strings),
+                     exc.field)
+        print(f"bpnet {args.sub_task}: error: {flags + ': ' if flags else ''}{exc.detail}", file=sys.stderr)
+    elif isinstance(exc, SpecError):
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+    else:
+        log.error("%s", exc)
+    return exc.exit_code
 
-    args = build_parser().parse_args(argv)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not our log
     logging.getLogger("absl").setLevel(logging.WARNING)  # per-checkpoint chatter from TF's saver
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except SpecError as exc:
-        for line in exc.lines:
-            print(line, file=sys.stderr)
-        return EXIT_BAD_SPEC
-    except (ValueError, OSError, RuntimeError) as exc:  # failures found while working: no traceback
-        if args.log_level == "DEBUG":
-            raise
+    except BpnetError as exc:
+        return _failed(parser, args, exc)
+    except (ValueError, OSError, RuntimeError) as exc:  # failures found while working: the message, no traceback
         log.error("%s", exc)
+        log.debug("where it was raised", exc_info=True)
         return EXIT_FAILED
     except MemoryError:
         log.error("out of memory")
         return EXIT_FAILED
-    except _Usage as exc:
-        print(f"bpnet {args.sub_task}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_SPEC
 
 
 if __name__ == "__main__":
