@@ -6,9 +6,9 @@ from typing import NamedTuple
 
 def gate(ap: float, min_ap: float, release_root: str) -> str:
     """``"promote"``, or ``"hold: <why>"`` (the pipeline publishes under ``dsl.If(... == "promote")``)."""
-    from components import runtime
+    from bpnet.release import promotion_gate
 
-    return runtime.promotion_gate(ap, min_ap, release_root)
+    return promotion_gate(ap, min_ap, release_root)
 
 
 def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list, jetson_targets: list
@@ -18,7 +18,7 @@ def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list
     build (INT8 ones dropped on hold; the engine loops iterate over these lists)."""
     from collections import namedtuple
 
-    from components import runtime
+    from bpnet.release import int8_gate as decide
 
     result = namedtuple("Int8Gate", ["verdict", "gpu_targets", "jetson_targets"])
-    return result(*runtime.int8_gate(fp32_ap, int8_ap, max_drop, gpu_targets, jetson_targets))
+    return result(*decide(fp32_ap, int8_ap, max_drop, gpu_targets, jetson_targets))

@@ -21,12 +21,12 @@ def publish(release_root: str, trained: Input[Model], retrained: Input[Model], e
     options (JSON). Returns the release id."""
     import json
 
+    from bpnet.release import MODEL_LABELS, RETRAINED
     from components import runtime
 
-    evaluations = {name: dict(m.metadata) for name, m in (
-        ("unpruned", metrics_unpruned), ("pruned", metrics_pruned), ("retrained", metrics),
-        ("Keras (export mode)", metrics_keras_export), ("ONNX fp32", metrics_fp32), ("ONNX INT8", metrics_int8))}
-    evaluations["retrained"]["parameters"] = retrained.metadata.get("parameters")
+    evaluations = {name: dict(m.metadata) for name, m in zip(MODEL_LABELS, (
+        metrics_unpruned, metrics_pruned, metrics, metrics_keras_export, metrics_fp32, metrics_int8), strict=True)}
+    evaluations[RETRAINED]["parameters"] = retrained.metadata.get("parameters")
     pointer = runtime.publish(release_root, trained.path, retrained.path, exported.path, int8.path, evaluations,
                               {"dataset_uri": dataset_uri, "data_version": data_version},
                               {"prune": json.loads(prune_settings), "export": json.loads(export_settings)},

@@ -27,6 +27,7 @@ import yaml
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
+from bpnet.release import KERAS_EXPORT, MODEL_LABELS, ONNX_FP32, ONNX_INT8, PROMOTE, PRUNED, RETRAINED, UNPRUNED
 from components import component
 from components.build_engine import build_engine
 from components.calibrate import calibrate
@@ -196,11 +197,10 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         _with_model_key(calibrated, spec)
 
         scores = {}
-        for label, model, at_export in (
-                ("unpruned", trained.outputs["model"], ""), ("pruned", pruned.outputs["pruned"], ""),
-                ("retrained", retrained.outputs["model"], ""),
-                ("Keras (export mode)", retrained.outputs["model"], export_settings),  # like with like
-                ("ONNX fp32", exported.outputs["exported"], ""), ("ONNX INT8", calibrated.outputs["int8"], "")):
+        for label, (model, at_export) in zip(MODEL_LABELS, (
+                (trained.outputs["model"], ""), (pruned.outputs["pruned"], ""), (retrained.outputs["model"], ""),
+                (retrained.outputs["model"], export_settings),  # Keras at the exported input size: like with like
+                (exported.outputs["exported"], ""), (calibrated.outputs["int8"], "")), strict=True):
             scores[label] = evaluate_op(val_data=val_data, model=model, inference_spec=inference_spec,
                                         report_images=report_images, label=label, export_settings=at_export)
             _schedule(scores[label], f"evaluate {label}", spec.steps.evaluate, spec)
@@ -211,15 +211,15 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         _schedule(detected, "inference", spec.steps.inference, spec)
         _with_model_key(detected, spec)
 
-        final = scores["retrained"]
+        final = scores[RETRAINED]
         decision = gate_op(ap=final.outputs["Output"], min_ap=spec.release.min_ap, release_root=spec.release.root)
         _schedule(decision, "promotion gate", spec.steps.promotion_gate, spec)
         _with_storage(decision, spec)
-        quality = int8_gate_op(fp32_ap=scores["ONNX fp32"].outputs["Output"],
-                               int8_ap=scores["ONNX INT8"].outputs["Output"], max_drop=spec.release.max_int8_ap_drop,
+        quality = int8_gate_op(fp32_ap=scores[ONNX_FP32].outputs["Output"],
+                               int8_ap=scores[ONNX_INT8].outputs["Output"], max_drop=spec.release.max_int8_ap_drop,
                                gpu_targets=targets["gpu"], jetson_targets=targets["jetson"])
         _schedule(quality, "INT8 gate", StepSettings(retries=0, timeout_seconds=600, caching=False), spec)
-        with dsl.If(decision.output == "promote", name="promoted"):
+        with dsl.If(decision.output == PROMOTE, name="promoted"):
             built = {}
             for pool, pool_targets in targets.items():
                 if not pool_targets:
@@ -232,11 +232,11 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
             published = publish_op(release_root=spec.release.root, trained=trained.outputs["model"],
                                    retrained=retrained.outputs["model"],
                                    exported=exported.outputs["exported"], int8=calibrated.outputs["int8"],
-                                   metrics_unpruned=scores["unpruned"].outputs["metrics"],
-                                   metrics_pruned=scores["pruned"].outputs["metrics"], metrics=final.outputs["metrics"],
-                                   metrics_keras_export=scores["Keras (export mode)"].outputs["metrics"],
-                                   metrics_fp32=scores["ONNX fp32"].outputs["metrics"],
-                                   metrics_int8=scores["ONNX INT8"].outputs["metrics"], dataset_uri=dataset_uri,
+                                   metrics_unpruned=scores[UNPRUNED].outputs["metrics"],
+                                   metrics_pruned=scores[PRUNED].outputs["metrics"], metrics=final.outputs["metrics"],
+                                   metrics_keras_export=scores[KERAS_EXPORT].outputs["metrics"],
+                                   metrics_fp32=scores[ONNX_FP32].outputs["metrics"],
+                                   metrics_int8=scores[ONNX_INT8].outputs["metrics"], dataset_uri=dataset_uri,
                                    data_version=version.output, prune_settings=prune_settings,
                                    export_settings=export_settings, inference_spec=inference_spec,
                                    serving=json.dumps(spec.serving.options(spec.release.plain_onnx)),
@@ -248,16 +248,16 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         return Outputs(train_data=train_data, val_data=val_data, model=trained.outputs["model"],
                        pruned_model=pruned.outputs["pruned"], retrained_model=retrained.outputs["model"],
                        exported_model=exported.outputs["exported"], int8_model=calibrated.outputs["int8"],
-                       evaluation_keras_export=scores["Keras (export mode)"].outputs["results"],
-                       metrics_keras_export=scores["Keras (export mode)"].outputs["metrics"],
-                       evaluation_fp32=scores["ONNX fp32"].outputs["results"],
-                       evaluation_int8=scores["ONNX INT8"].outputs["results"],
-                       metrics_fp32=scores["ONNX fp32"].outputs["metrics"],
-                       metrics_int8=scores["ONNX INT8"].outputs["metrics"],
-                       evaluation_unpruned=scores["unpruned"].outputs["results"],
-                       evaluation_pruned=scores["pruned"].outputs["results"], evaluation=final.outputs["results"],
-                       metrics_unpruned=scores["unpruned"].outputs["metrics"],
-                       metrics_pruned=scores["pruned"].outputs["metrics"], metrics=final.outputs["metrics"],
+                       evaluation_keras_export=scores[KERAS_EXPORT].outputs["results"],
+                       metrics_keras_export=scores[KERAS_EXPORT].outputs["metrics"],
+                       evaluation_fp32=scores[ONNX_FP32].outputs["results"],
+                       evaluation_int8=scores[ONNX_INT8].outputs["results"],
+                       metrics_fp32=scores[ONNX_FP32].outputs["metrics"],
+                       metrics_int8=scores[ONNX_INT8].outputs["metrics"],
+                       evaluation_unpruned=scores[UNPRUNED].outputs["results"],
+                       evaluation_pruned=scores[PRUNED].outputs["results"], evaluation=final.outputs["results"],
+                       metrics_unpruned=scores[UNPRUNED].outputs["metrics"],
+                       metrics_pruned=scores[PRUNED].outputs["metrics"], metrics=final.outputs["metrics"],
                        evaluation_report=final.outputs["report"], detections=detected.outputs["detections"],
                        inference_report=detected.outputs["report"], ap=final.outputs["Output"],
                        promotion=decision.output, int8_verdict=quality.outputs["verdict"])

@@ -31,6 +31,8 @@ from types import FrameType
 from typing import Any
 
 from bpnet.artifacts import atomic_write_text
+from bpnet.layout import EXPORTED_MODE
+from bpnet.release import KERAS_EXPORT, MODEL_LABELS, ONNX_FP32, ONNX_INT8, PROMOTE, PRUNED, RETRAINED, UNPRUNED
 from pipelines.arguments import load_run_spec, pipeline_arguments
 from pipelines.dag import build_pipeline
 
@@ -39,23 +41,22 @@ log = logging.getLogger(__name__)
 STEPS = (  # step, its main output, the metadata worth a column
     ("dataset_convert", "train_data", ("train_samples", "val_images")),
     ("train", "model", ("epochs", "last_loss", "images_per_second")),
-    ("evaluate unpruned", "evaluation_unpruned", ("AP",)),
+    (f"evaluate {UNPRUNED}", "evaluation_unpruned", ("AP",)),
     ("prune", "pruned_model", ("parameters_kept",)),
-    ("evaluate pruned", "evaluation_pruned", ("AP",)),
+    (f"evaluate {PRUNED}", "evaluation_pruned", ("AP",)),
     ("retrain", "retrained_model", ("epochs", "last_loss", "images_per_second")),
-    ("evaluate retrained", "evaluation", ("AP",)),
-    ("evaluate Keras (export mode)", "evaluation_keras_export", ("AP",)),
+    (f"evaluate {RETRAINED}", "evaluation", ("AP",)),
+    (f"evaluate {KERAS_EXPORT}", "evaluation_keras_export", ("AP",)),
     ("export", "exported_model", ("input_shape", "bytes")),
-    ("evaluate ONNX fp32", "evaluation_fp32", ("AP",)),
+    (f"evaluate {ONNX_FP32}", "evaluation_fp32", ("AP",)),
     ("calibrate", "int8_model", ("cal_images", "calibrated_tensors")),
-    ("evaluate ONNX INT8", "evaluation_int8", ("AP",)),
+    (f"evaluate {ONNX_INT8}", "evaluation_int8", ("AP",)),
     ("inference", "detections", ("images", "people")),
 )
-MODELS = (("unpruned", "model", "metrics_unpruned"), ("pruned", "pruned_model", "metrics_pruned"),
-          ("retrained", "retrained_model", "metrics"),
-          ("Keras (export mode)", "retrained_model", "metrics_keras_export"),
-          ("ONNX fp32", "exported_model", "metrics_fp32"),
-          ("ONNX INT8", "int8_model", "metrics_int8"))
+MODELS = tuple(zip(MODEL_LABELS, ("model", "pruned_model", "retrained_model", "retrained_model", "exported_model",
+                                  "int8_model"),
+                   ("metrics_unpruned", "metrics_pruned", "metrics", "metrics_keras_export", "metrics_fp32",
+                    "metrics_int8"), strict=True))  # label, the model's output, its metrics' output
 
 
 RUN_TOKEN_ENV = "BPNET_LOCAL_RUN"  # inherited by every process of a run: how the driver finds them
@@ -222,7 +223,7 @@ def run_local(spec_path: str | Path) -> dict[str, Any]:
     summary["promotion"] = task.outputs["promotion"]
     summary["int8"] = task.outputs["int8_verdict"]
     summary["same_mode"] = same_mode(summary["models"], spec.export.input_shape)
-    latest = read_latest(spec.release.root) if summary["promotion"] == "promote" else None
+    latest = read_latest(spec.release.root) if summary["promotion"] == PROMOTE else None
     summary["release"] = latest["release"] if latest else None
     summary["release_uri"] = latest["uri"] if latest else None
     summary["engines"] = ("built: " + ", ".join(t.name for t in spec.engines.targets)) if spec.engines.enabled else \
@@ -243,7 +244,7 @@ def summarize(outputs: dict[str, Any], seconds: float) -> dict[str, Any]:
     pruned = outputs["pruned_model"].metadata
     models = []
     for name, model, metrics in MODELS:
-        flops = pruned.get("gflops_before") if name == "unpruned" else pruned.get("gflops")
+        flops = pruned.get("gflops_before") if name == UNPRUNED else pruned.get("gflops")
         parameters = outputs[model].metadata.get("parameters", outputs["retrained_model"].metadata.get("parameters"))
         models.append({"model": name, "parameters": parameters,
                        f"gflops_at_{pruned.get('flops_input_shape', '?')}": flops,
@@ -258,9 +259,9 @@ def same_mode(models: list[dict[str, Any]], input_shape: tuple[int, int]) -> dic
     """Keras, ONNX fp32 and INT8 AP at the exported models' input size and padding mode: the
     export loss and the INT8 drop, like with like."""
     ap = {m["model"]: m["AP"] for m in models}
-    keras, fp32, int8 = ap["Keras (export mode)"], ap["ONNX fp32"], ap["ONNX INT8"]
-    return {"mode": f"pad_image_input {input_shape[0]}x{input_shape[1]}", "Keras": keras, "ONNX fp32": fp32,
-            "ONNX INT8": int8, "export_loss": None if None in (keras, fp32) else round(keras - fp32, 4),
+    keras, fp32, int8 = ap[KERAS_EXPORT], ap[ONNX_FP32], ap[ONNX_INT8]
+    return {"mode": f"{EXPORTED_MODE} {input_shape[0]}x{input_shape[1]}", "Keras": keras, ONNX_FP32: fp32,
+            ONNX_INT8: int8, "export_loss": None if None in (keras, fp32) else round(keras - fp32, 4),
             "int8_drop": None if None in (fp32, int8) else round(fp32 - int8, 4)}
 
 

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from bpnet.release import new_release_id, promotion_decision, publish_release, read_latest
+from bpnet.artifacts import ArtifactError
+from bpnet.layout import MODEL_FILE
+from bpnet.release import (
+    RELEASE_UNPRUNED,
+    new_release_id,
+    promotion_decision,
+    promotion_gate,
+    publish_release,
+    read_latest,
+)
 from bpnet.storage import S3Store, StorageError, fetch_dir
 from components import runtime
 
@@ -56,11 +65,11 @@ def test_publish_is_complete_and_moves_latest(request, tmp_path, where):
 
 def test_promotion_gate_against_the_minimum_and_the_latest_release(s3, tmp_path):
     root = s3
-    assert runtime.promotion_gate(0.3, 0.2, root) == "promote"  # first release
-    assert runtime.promotion_gate(0.1, 0.2, root).startswith("hold: AP 0.1000 is below the minimum 0.2000")
+    assert promotion_gate(0.3, 0.2, root) == "promote"  # first release
+    assert promotion_gate(0.1, 0.2, root).startswith("hold: AP 0.1000 is below the minimum 0.2000")
     publish_release(release_dir(tmp_path / "r1", 0.4), root, "r1", {"AP": 0.4})
-    assert runtime.promotion_gate(0.35, 0.2, root) == "hold: AP 0.3500 is below the latest release r1 (0.4000)"
-    assert runtime.promotion_gate(0.4, 0.2, root) == "promote"  # not lower: promoted
+    assert promotion_gate(0.35, 0.2, root) == "hold: AP 0.3500 is below the latest release r1 (0.4000)"
+    assert promotion_gate(0.4, 0.2, root) == "promote"  # not lower: promoted
     assert promotion_decision(0.5, 0.2, None)[0]
 
 
@@ -185,8 +194,8 @@ def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tm
     (release / "model").mkdir(parents=True)
     from bpnet.model.io import save_model
 
-    (release / runtime.RELEASE_UNPRUNED).parent.mkdir(parents=True)
-    save_model(released.model, release / runtime.RELEASE_UNPRUNED, key="tiny")  # what warm starts load
+    (release / RELEASE_UNPRUNED).parent.mkdir(parents=True)
+    save_model(released.model, release / RELEASE_UNPRUNED, key="tiny")  # what warm starts load
     publish_release(release, s3, "r1", {"AP": 0.3})
 
     data = tmp_path / "train_data"
@@ -195,7 +204,7 @@ def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tm
     out = tmp_path / "model"
     summary = runtime.train(data, spec, "", out, warm_start=s3)
     assert summary["warm_start"] == "r1"
-    assert architecture_of(load_model(out / runtime.MODEL_FILE, key="tiny")) == released.architecture
+    assert architecture_of(load_model(out / MODEL_FILE, key="tiny")) == released.architecture
 
     fresh = runtime.train(data, spec, "", tmp_path / "fresh", warm_start=f"{s3}-empty")
     assert "warm_start" not in fresh  # no release there yet: trained from the spec
@@ -204,7 +213,7 @@ def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tm
 def test_incomplete_release_is_refused_and_nan_is_never_promoted(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="the release would be incomplete: missing"):
+    with pytest.raises(ArtifactError, match="the release would be incomplete: missing"):
         runtime.publish(str(tmp_path / "releases"), empty, empty, empty, empty, {}, {}, {})
     assert read_latest(str(tmp_path / "releases")) is None
     assert promotion_decision(float("nan"), 0.0, None) == (False, "AP is nan: not a number")

@@ -20,6 +20,7 @@ import yaml
 
 from bpnet.cli import main
 from bpnet.deploy.onnx_export import HEAT_NAME, INPUT_NAME, PAF_NAME, read_exported
+from bpnet.layout import EXPORT_SETTINGS_FILE, EXPORTED_FILE, EXPORTED_MODE, MODEL_FILE, TRAIN_SPEC_FILE
 from bpnet.pose import BPNET_SKELETON
 from bpnet.release import int8_decision, read_latest
 from bpnet.storage import fetch_dir
@@ -73,12 +74,12 @@ def built(tiny_model, synth_dir, tmp_path_factory) -> dict[str, Path]:
                  "-d", "64,96,3", "--data_type", "int8", "--cal_image_dir", str(synth_dir / "val2017"),
                  "--cal_data_file", str(out / "cal.npy"), "--cal_cache_file", str(out / "cal.bin"),
                  "--batches", "2", "--batch_size", "2"]) == 0
-    spec = {runtime.MODEL_FILE: model, runtime.TRAIN_SPEC_FILE: train_spec}
+    spec = {MODEL_FILE: model, TRAIN_SPEC_FILE: train_spec}
     trained = _folder(out / "trained", spec)
-    exported = _folder(out / "exported", {runtime.EXPORTED_FILE: out / "m.etlt", runtime.EXPORT_SETTINGS_FILE:
+    exported = _folder(out / "exported", {EXPORTED_FILE: out / "m.etlt", EXPORT_SETTINGS_FILE:
                                           json.dumps({"input_shape": [64, 96], "keep_aspect_ratio_mode":
-                                                      runtime.EXPORTED_MODE})})
-    int8 = _folder(out / "int8", {runtime.EXPORTED_FILE: out / "m.int8.etlt", "calibration.bin": out / "cal.bin",
+                                                      EXPORTED_MODE})})
+    int8 = _folder(out / "int8", {EXPORTED_FILE: out / "m.int8.etlt", "calibration.bin": out / "cal.bin",
                                   "calibration.tensorfile.npy": out / "cal.npy"})
     platform = {"tensorrt": "10.3.0", "cuda": "12.6", "l4t": None, "jetpack": None, "arch": "x86_64", "node": "gpu-1"}
     engines = _folder(out / "engines", {
@@ -122,7 +123,7 @@ def test_every_triton_config_parses_and_matches_the_onnx_graph(release, built):
     import onnxruntime as ort
     from tritonclient.grpc import model_config_pb2 as mc
 
-    onnx_bytes, _ = read_exported(built["exported"] / runtime.EXPORTED_FILE, "tiny")
+    onnx_bytes, _ = read_exported(built["exported"] / EXPORTED_FILE, "tiny")
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     onnx_io = {t.name: tuple(t.shape[1:]) for t in (*session.get_inputs(), *session.get_outputs())}
     configs = {p.parent.name: parse_pbtxt(p) for p in (release / "triton").glob("*/config.pbtxt")}
@@ -308,8 +309,8 @@ def test_python_backend_decoder_gives_the_keypoints_of_bpnet_inference(release, 
     count = int(answer.outputs["PEOPLE"][0, 0])
 
     spec = tmp_path / "infer.yaml"
-    spec.write_text(yaml.safe_dump({**INFER, "model_path": str(built["exported"] / runtime.EXPORTED_FILE),
-                                    "train_spec": str(built["trained"] / runtime.TRAIN_SPEC_FILE)}))
+    spec.write_text(yaml.safe_dump({**INFER, "model_path": str(built["exported"] / EXPORTED_FILE),
+                                    "train_spec": str(built["trained"] / TRAIN_SPEC_FILE)}))
     monkeypatch.setenv("BPNET_MODEL_KEY", "tiny")
     assert main(["inference", "-i", str(spec), "--input_type", "image", "--input", str(image), "-r",
                  str(tmp_path / "out")]) == 0
