@@ -22,6 +22,7 @@ from bpnet.specs.base import (
     PoseConfigFile,
     SpecModel,
     SpecPath,
+    check_input_shape,
     inputs_checked,
 )
 
@@ -180,9 +181,7 @@ class ImageDims(SpecModel):
     @field_validator("height", "width")
     @classmethod
     def _stride_multiple(cls, value: int) -> int:
-        if value % MODEL_STRIDE:
-            raise ValueError(f"must be a multiple of the model stride {MODEL_STRIDE}")
-        return value
+        return check_input_shape((value, value))[0]
 
 
 class ImageConfig(SpecModel):
