@@ -362,7 +362,7 @@ def _add_build_engine(sub: argparse._SubParsersAction) -> None:
 
 def _run_build_engine(args: argparse.Namespace) -> int:
     from bpnet.deploy.engine import EnginePlan, build_engine, parse_profile
-    from bpnet.deploy.onnx_export import HEAT_NAME, PAF_NAME, read_exported
+    from bpnet.model.exported import HEAT_NAME, PAF_NAME, read_exported
 
     if args.outputs.split(",") != [HEAT_NAME, PAF_NAME]:
         raise _Usage(f"-o/--outputs: {args.outputs} — the exported model's outputs are {HEAT_NAME},{PAF_NAME}")

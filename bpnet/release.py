@@ -210,8 +210,8 @@ def write_serving(release: Path, release_uri: str, release_id: str, exported_onn
 
     from bpnet.deploy import deepstream, kserve, triton
     from bpnet.deploy import platform as engine_platform
-    from bpnet.deploy.onnx_export import HEAT_NAME, PAF_NAME
     from bpnet.infer.predict import decode_params
+    from bpnet.model.exported import HEAT_NAME, PAF_NAME
     from bpnet.pose import BPNET_SKELETON
 
     params, skeleton = decode_params(inference), BPNET_SKELETON

@@ -446,7 +446,7 @@ def publish(release_root: str, trained_dir: str | Path, retrained_dir: str | Pat
     import hashlib
     import os
 
-    from bpnet.deploy.onnx_export import read_exported
+    from bpnet.model.exported import read_exported
     from bpnet.release import EngineBuild, ServingOptions, new_release_id, publish_release, write_serving
     from bpnet.specs.inference import InferenceSpec
     from bpnet.specs.train import NormalizationParams

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from bpnet.cli import main
-from bpnet.deploy.onnx_export import HEAT_NAME, INPUT_NAME, PAF_NAME, read_exported
+from bpnet.model.exported import HEAT_NAME, INPUT_NAME, PAF_NAME, read_exported
 from bpnet.pose import BPNET_SKELETON
 from bpnet.release import int8_decision, read_latest
 from bpnet.storage import open_store
