@@ -24,7 +24,7 @@ import numpy as np
 from bpnet.data import labels
 from bpnet.evaluate import to_coco_keypoints
 from bpnet.infer.decode import DecodeParams, decode
-from bpnet.infer.preprocess import plan
+from bpnet.infer.network_input import plan
 from bpnet.pose import BPNET_SKELETON, COCO_KEYPOINTS, dataset_to_model_keypoints
 from bpnet.specs.train import MODEL_STRIDE as STRIDE
 

@@ -21,9 +21,10 @@ import numpy as np  # noqa: E402
 
 from bpnet.data.synth import generate  # noqa: E402
 from bpnet.deploy.calibration import activation_ranges, build_tensorfile, quantize_qdq, trt_scale  # noqa: E402
-from bpnet.deploy.onnx_export import INPUT_NAME, to_onnx  # noqa: E402
+from bpnet.deploy.onnx_export import to_onnx  # noqa: E402
 from bpnet.model.architecture import Architecture  # noqa: E402
 from bpnet.model.bpnet import build_model  # noqa: E402
+from bpnet.model.exported import INPUT_NAME  # noqa: E402
 
 SIZES = ((224, 320), (288, 384), (320, 448))
 

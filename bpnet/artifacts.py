@@ -142,8 +142,13 @@ def build_manifest(root: str | Path, files: Iterable[str] | None = None,
     return {"version": MANIFEST_VERSION, "files": entries, "metadata": metadata or {}}
 
 
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """The manifest as it is stored, locally and in S3 alike."""
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic_write_bytes(path, manifest_bytes(manifest))
 
 
 def parse_manifest(text: str | bytes, where: str) -> dict[str, Any]:

@@ -2,19 +2,15 @@
 moves forward.
 
 A release is published to ``<release_root>/<release_id>/`` (a folder or an ``s3://`` prefix)
-through ``bpnet.storage.publish_dir``, whose manifest is written last. Release ids are unique
+through ``Store.upload_tree``, whose manifest is written last. Release ids are unique
 per publish (UTC second, model digest and a random suffix), and a prefix that already holds
 anything is refused: a published release is never overwritten, so a retry or a second run of a
 cached model cannot take the manifest away from the release ``latest`` names.
 
-``latest`` moves only by the promotion rule, re-checked at the moment of the swap:
-
-- on S3, a compare-and-swap on the object's ETag (``If-Match``; ``If-None-Match: *`` for the first
-  release), both supported by MinIO and AWS S3 (and moto); a writer that loses the race re-reads
-  the pointer, re-checks the rule against the winner and tries again;
-- in a folder, an exclusive ``flock`` on ``latest.json.lock`` around read, check and atomic
-  rename (released by the kernel if the process dies, so a killed publisher never leaves a stale
-  lock).
+``latest`` moves only by the promotion rule, re-checked at the moment of the swap: a
+compare-and-swap on the pointer (``Store.write_if``: the ETag with ``If-Match`` on S3, the
+content's sha256 under an ``flock`` in a folder). A writer that loses the race re-reads the
+pointer, re-checks the rule against the winner and tries again.
 
 So of two concurrent publishers the better model ends up in ``latest`` whatever the order, and a
 release that loses (a lower AP than the latest) stays published but not promoted.
@@ -24,15 +20,12 @@ release that loses (a lower AP than the latest) stays published but not promoted
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +44,7 @@ from bpnet.layout import (
 )
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams
-from bpnet.storage import MANIFEST_NAME, S3Store, StorageError, download_file, is_remote, publish_dir
+from bpnet.storage import MANIFEST_NAME, StorageError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +63,8 @@ def new_release_id(model_digest: str) -> str:
 
 def read_latest(release_root: str) -> dict[str, Any] | None:
     """The ``latest`` pointer, or None when nothing was released yet."""
-    if is_remote(release_root):
-        raw = S3Store(release_root).read_bytes(LATEST)
-        return None if raw is None else json.loads(raw)
-    path = Path(release_root) / LATEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    raw = open_store(release_root).read_bytes(LATEST)
+    return None if raw is None else json.loads(raw)
 
 
 def promotion_decision(ap: float, min_ap: float, previous: dict[str, Any] | None,
@@ -103,21 +93,9 @@ def int8_decision(fp32_ap: float, int8_ap: float, max_drop: float) -> tuple[bool
 
 
 def _refuse_existing(dest: str) -> None:
-    exists = bool(S3Store(dest).list_objects()) if is_remote(dest) else Path(dest).exists()
-    if exists:
+    if open_store(dest).exists():
         raise StorageError(f"{dest}: a release with this id exists already; a published release is never "
                            "overwritten (ids are unique per publish: publish again)")
-
-
-@contextmanager
-def _local_lock(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{LATEST}.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def advance_latest(release_root: str, pointer: dict[str, Any], min_ap: float = 0.0,
@@ -125,21 +103,15 @@ def advance_latest(release_root: str, pointer: dict[str, Any], min_ap: float = 0
     """Point ``latest`` at ``pointer``'s release if the promotion rule holds against the pointer
     as it is at the swap; (moved, why)."""
     ap = float(pointer["metrics"].get(metric, float("nan")))
-    text = json.dumps(pointer, indent=2) + "\n"
-    if not is_remote(release_root):
-        with _local_lock(Path(release_root)):
-            ok, reason = promotion_decision(ap, min_ap, read_latest(release_root), metric)
-            if ok:
-                atomic_write_text(Path(release_root) / LATEST, text)
-            return ok, reason
-    store = S3Store(release_root)
+    data = (json.dumps(pointer, indent=2) + "\n").encode()
+    store = open_store(release_root)
     for attempt in range(1, SWAP_ATTEMPTS + 1):
         found = store.read_versioned(LATEST)
-        current, etag = (json.loads(found[0]), found[1]) if found else (None, None)
+        current, version = (json.loads(found[0]), found[1]) if found else (None, None)
         ok, reason = promotion_decision(ap, min_ap, current, metric)
         if not ok:
             return False, reason
-        if store.put_if(text.encode(), LATEST, etag):
+        if store.write_if(data, LATEST, version):
             return True, reason
         log.info("latest changed while publishing %s (attempt %d): re-checking the rule", pointer["release"],
                  attempt)
@@ -155,7 +127,8 @@ def publish_release(src_dir: str | Path, release_root: str, release_id: str, met
     ``promoted`` and ``reason``."""
     dest = _join(release_root, release_id)
     _refuse_existing(dest)
-    manifest = publish_dir(src_dir, dest, metadata={"release": release_id, "metrics": metrics, **(metadata or {})})
+    manifest = open_store(dest).upload_tree(src_dir, metadata={"release": release_id, "metrics": metrics,
+                                                                **(metadata or {})})
     pointer = {"release": release_id, "uri": dest, "metrics": metrics,
                "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     promoted, reason = advance_latest(release_root, pointer, min_ap)
@@ -172,14 +145,15 @@ def fetch_latest_file(release_root: str, relative: str, local: str | Path) -> di
     pointer = read_latest(release_root)
     if pointer is None:
         raise StorageError(f"{release_root}: no release yet ({LATEST} missing)")
-    uri, local = pointer["uri"], Path(local)
-    with tempfile.TemporaryDirectory() as tmp:
-        download_file(_join(uri, MANIFEST_NAME), Path(tmp) / MANIFEST_NAME)
-        manifest = parse_manifest((Path(tmp) / MANIFEST_NAME).read_bytes(), _join(uri, MANIFEST_NAME))
+    uri, local, store = pointer["uri"], Path(local), open_store(pointer["uri"])
+    raw = store.read_bytes(MANIFEST_NAME)
+    if raw is None:
+        raise StorageError(f"{uri}: no {MANIFEST_NAME}; the release is incomplete")
+    manifest = parse_manifest(raw, _join(uri, MANIFEST_NAME))
     entry = next((f for f in manifest["files"] if f["path"] == relative), None)
     if entry is None:
         raise StorageError(f"{uri}: the release has no {relative}")
-    download_file(_join(uri, relative), local)
+    store.download_file(relative, local)
     if local.stat().st_size != entry["size"] or sha256_file(local) != entry["sha256"]:
         local.unlink()
         raise StorageError(f"{_join(uri, relative)}: checksum mismatch with the release manifest")
@@ -246,8 +220,8 @@ def write_serving(release: Path, release_uri: str, release_id: str, exported_onn
 
     from bpnet.deploy import deepstream, kserve, triton
     from bpnet.deploy import platform as engine_platform
-    from bpnet.deploy.onnx_export import HEAT_NAME, PAF_NAME
     from bpnet.infer.predict import decode_params
+    from bpnet.model.exported import HEAT_NAME, PAF_NAME
     from bpnet.pose import BPNET_SKELETON
 
     params, skeleton = decode_params(inference), BPNET_SKELETON
@@ -405,7 +379,7 @@ def assemble_and_publish(release_root: str, inputs: ReleaseInputs, evaluations: 
 
     import yaml
 
-    from bpnet.deploy.onnx_export import read_exported
+    from bpnet.model.exported import read_exported
 
     int8_ok = not int8_verdict.startswith("hold")
     files, engines = release_files(inputs, int8_ok)

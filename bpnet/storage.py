@@ -1,22 +1,27 @@
-"""Artifact store: one API over local directories and MinIO/S3 (``s3://bucket/prefix``).
+"""Artifact store: one ``Store`` protocol over a local folder (``LocalStore``) and a MinIO/S3
+prefix (``S3Store``, ``s3://bucket/prefix``); ``open_store(uri)`` picks the implementation, so a
+caller never asks which kind it holds.
 
 Endpoint, keys and TLS come from the environment only (never from specs, logs or pipeline
 YAML): ``BPNET_S3_ENDPOINT`` (host:port or URL), ``BPNET_S3_ACCESS_KEY``, ``BPNET_S3_SECRET_KEY``,
 ``BPNET_S3_SECURE`` (true/false), ``BPNET_S3_REGION``; the usual ``AWS_ENDPOINT_URL``,
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and ``AWS_REGION`` are the fallbacks.
 
-A published directory is complete only when its manifest (``MANIFEST.json``: relative path, size
-and sha256 of every file) exists; it is uploaded last and removed first on re-publish. A reader
-refuses a prefix without a manifest and any file whose checksum differs. Transient failures are
-retried with exponential backoff; wrong credentials, a missing bucket or an unreachable endpoint
-end in a ``StorageError`` that says which.
+A published folder (``upload_tree``) is complete only when its manifest (``MANIFEST.json``:
+relative path, size and sha256 of every file) exists: on S3 it is uploaded last and removed first
+on re-publish; locally the folder is built beside its destination and renamed into place. A reader
+(``fetch``) refuses a folder without a manifest and any file whose checksum differs. Single
+objects are written atomically (temp file + rename locally; one PUT on S3), and ``write_if`` is a
+compare-and-swap on the version ``read_versioned`` returned. Transient S3 failures are retried
+with exponential backoff; wrong credentials, a missing bucket or an unreachable endpoint end in a
+``StorageError`` that says which.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -24,18 +29,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from bpnet.artifacts import (
     MANIFEST_NAME,
     ArtifactError,
     atomic_output,
+    atomic_write_bytes,
     build_manifest,
     check_layout,
-    list_files,
+    manifest_bytes,
     parse_manifest,
-    read_manifest,
     safe_relpath,
     staging_dir,
     swap_into_place,
@@ -46,6 +51,7 @@ from bpnet.errors import StepError
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+OnFile = Callable[[str], None]
 
 _TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed"}
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
@@ -97,8 +103,206 @@ class S3Settings:
         )
 
 
-def is_remote(uri: str | Path) -> bool:
-    return str(uri).startswith("s3://")
+class Store(Protocol):
+    """Files under one root (a folder or an S3 prefix), addressed by relative posix paths."""
+
+    uri: str
+
+    def read_bytes(self, relative: str) -> bytes | None:
+        """The content, or None if there is no such object."""
+
+    def write_bytes(self, data: bytes, relative: str) -> None:
+        """Replace the object atomically: a reader sees the old content or the new, never a part."""
+
+    def read_versioned(self, relative: str) -> tuple[bytes, str] | None:
+        """(content, version) or None; the version is what ``write_if`` compares against."""
+
+    def write_if(self, data: bytes, relative: str, version: str | None) -> bool:
+        """Compare-and-swap: write only if the object is still at ``version`` (None: only if it does
+        not exist yet); False when another writer got there first, so a read-modify-write cannot
+        lose someone else's update."""
+
+    def upload_file(self, local: Path, relative: str) -> None: ...
+
+    def download_file(self, relative: str, local: Path) -> None:
+        """Copy the object to ``local`` atomically."""
+
+    def upload_tree(self, local_dir: str | Path, on_file: OnFile | None = None,
+                    metadata: dict[str, Any] | None = None) -> dict:
+        """Publish ``local_dir`` here with its manifest (complete only once the manifest is there)."""
+
+    def fetch(self, local_dir: str | Path) -> dict:
+        """Copy the published folder here to ``local_dir``, verified against its manifest."""
+
+    def mirror(self, local_dir: str | Path, on_file: OnFile | None = None) -> int:
+        """Copy every object (no manifest of ours, e.g. a raw COCO dataset); the number of files."""
+
+    def list_objects(self) -> list[tuple[str, int, str]]:
+        """(relative path, size, version tag) of every object, sorted; the tag changes with the content."""
+
+    def exists(self) -> bool:
+        """Whether anything is stored under this root."""
+
+    def fingerprint(self) -> str:
+        """A short digest of the listing, to key a pipeline cache without reading the data."""
+
+
+def open_store(uri: str | Path, settings: S3Settings | None = None) -> Store:
+    """``s3://bucket/prefix`` -> ``S3Store`` (``settings`` default to the environment), else a folder."""
+    text = str(uri)
+    return S3Store(text, settings) if text.startswith("s3://") else LocalStore(text)
+
+
+class _Reader:
+    """What both stores do the same way on top of their primitives."""
+
+    uri: str
+    read_bytes: Callable[[str], bytes | None]
+    download_file: Callable[[str, Path], None]
+    list_objects: Callable[[], list[tuple[str, int, str]]]
+
+    def fetch(self, local_dir: str | Path) -> dict:
+        """Only the files the manifest lists, each verified by size and sha256 in a staging
+        folder before the folder is swapped into place."""
+        local_dir = Path(local_dir)
+        raw = self.read_bytes(MANIFEST_NAME)
+        if raw is None:
+            raise StorageError(f"{self.uri}: no {MANIFEST_NAME}; the artifact is incomplete or was never published")
+        manifest = parse_manifest(raw, f"{self.uri}/{MANIFEST_NAME}")
+        staging = staging_dir(local_dir)
+        try:
+            for entry in manifest["files"]:
+                self.download_file(entry["path"], staging / entry["path"])
+            try:
+                verify_files(staging, manifest)
+            except ArtifactError as exc:
+                raise StorageError(f"{self.uri}: {str(exc).replace(str(staging), '').lstrip('/')}") from None
+            write_manifest(staging / MANIFEST_NAME, manifest)
+            swap_into_place(staging, local_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return manifest
+
+    def mirror(self, local_dir: str | Path, on_file: OnFile | None = None) -> int:
+        """Sizes are checked in a staging folder that is swapped into place only when all files arrived."""
+        local_dir = Path(local_dir)
+        listing = self.list_objects()
+        if not listing:
+            raise StorageError(f"{self.uri}: no objects under this prefix")
+        try:
+            check_layout([relative for relative, _, _ in listing], self.uri)
+        except ArtifactError as exc:
+            raise StorageError(str(exc)) from None
+        staging = staging_dir(local_dir)
+        try:
+            for relative, size, _ in listing:
+                target = staging / safe_relpath(relative)
+                self.download_file(relative, target)
+                if target.stat().st_size != size:
+                    raise StorageError(f"{self.uri}/{relative}: got {target.stat().st_size} bytes, listed {size}")
+                if on_file:
+                    on_file(relative)
+            swap_into_place(staging, local_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return len(listing)
+
+    def fingerprint(self) -> str:
+        entries = [f"{name}\t{size}\t{tag}" for name, size, tag in self.list_objects()]
+        if not entries:
+            raise StorageError(f"{self.uri}: nothing to fingerprint (no files)")
+        return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+def _content_version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LocalStore(_Reader):
+    """Files under a local folder. ``write_if`` holds an exclusive ``flock`` on ``<name>.lock``
+    (a file of its own, so the atomic rename of the object cannot swap the lock away; released by
+    the kernel if the process dies, so a killed writer never leaves a stale lock) around the
+    compare and the rename; the version is the content's sha256."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.uri = str(root).rstrip("/") or "/"
+
+    def path(self, relative: str) -> Path:
+        return self.root / safe_relpath(relative)
+
+    def read_bytes(self, relative: str) -> bytes | None:
+        path = self.path(relative)
+        return path.read_bytes() if path.is_file() else None
+
+    def write_bytes(self, data: bytes, relative: str) -> None:
+        atomic_write_bytes(self.path(relative), data)
+
+    def read_versioned(self, relative: str) -> tuple[bytes, str] | None:
+        data = self.read_bytes(relative)
+        return None if data is None else (data, _content_version(data))
+
+    def write_if(self, data: bytes, relative: str, version: str | None) -> bool:
+        path = self.path(relative)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(f"{path.name}.lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = self.read_bytes(relative)
+                if (None if current is None else _content_version(current)) != version:
+                    return False
+                atomic_write_bytes(path, data)
+                return True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def upload_file(self, local: Path, relative: str) -> None:
+        with atomic_output(self.path(relative)) as tmp:
+            shutil.copyfile(local, tmp)
+
+    def download_file(self, relative: str, local: Path) -> None:
+        with atomic_output(local) as tmp:
+            shutil.copyfile(self.path(relative), tmp)
+
+    def upload_tree(self, local_dir: str | Path, on_file: OnFile | None = None,
+                    metadata: dict[str, Any] | None = None) -> dict:
+        """Built in a sibling staging folder, manifest last, then renamed into place."""
+        local_dir = _existing_dir(local_dir)
+        manifest = build_manifest(local_dir, metadata=metadata)
+        staging = staging_dir(self.root)
+        try:
+            for entry in manifest["files"]:
+                target = staging / entry["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(local_dir / entry["path"], target)
+                if on_file:
+                    on_file(entry["path"])
+            write_manifest(staging / MANIFEST_NAME, manifest)
+            swap_into_place(staging, self.root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return manifest
+
+    def list_objects(self) -> list[tuple[str, int, str]]:
+        """The version tag is the modification time in ns: cheap for a large dataset."""
+        if not self.root.is_dir():
+            return []
+        listing = []
+        for path in self.root.rglob("*"):
+            if path.is_file():
+                stat = path.stat()
+                listing.append((path.relative_to(self.root).as_posix(), stat.st_size, str(stat.st_mtime_ns)))
+        return sorted(listing)
+
+    def exists(self) -> bool:
+        return self.root.exists()
+
+
+def _existing_dir(local_dir: str | Path) -> Path:
+    local_dir = Path(local_dir)
+    if not local_dir.is_dir():
+        raise StorageError(f"{local_dir}: not a directory")
+    return local_dir
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -109,8 +313,8 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return bucket, (safe_relpath(prefix) if prefix else "")
 
 
-class S3Store:
-    """Objects under ``s3://bucket/prefix`` through the minio SDK."""
+class S3Store(_Reader):
+    """Objects under ``s3://bucket/prefix`` through the minio SDK; the version is the ETag."""
 
     def __init__(self, uri: str, settings: S3Settings | None = None):
         import urllib3
@@ -164,7 +368,7 @@ class S3Store:
         key = self.key(relative)
         self._call(f"upload {self.uri}/{relative}", lambda: self.client.fput_object(self.bucket, key, str(local)))
 
-    def upload_bytes(self, data: bytes, relative: str) -> None:
+    def write_bytes(self, data: bytes, relative: str) -> None:
         key = self.key(relative)
         self._call(f"upload {self.uri}/{relative}",
                    lambda: self.client.put_object(self.bucket, key, io.BytesIO(data), len(data)))
@@ -176,12 +380,11 @@ class S3Store:
                        lambda: self.client.fget_object(self.bucket, key, str(tmp)))
 
     def read_bytes(self, relative: str) -> bytes | None:
-        """The object's content, or None if it does not exist."""
         found = self.read_versioned(relative)
         return None if found is None else found[0]
 
     def list_objects(self) -> list[tuple[str, int, str]]:
-        """(path relative to the prefix, size, etag) of every object under the prefix, sorted."""
+        """Only the prefix as a folder: ``s3://b/coco`` does not list ``s3://b/coco-other``."""
         root = f"{self.prefix}/" if self.prefix else ""
 
         def listing() -> list[tuple[str, int, str]]:
@@ -191,13 +394,30 @@ class S3Store:
 
         return self._call(f"list {self.uri}", listing)
 
+    def exists(self) -> bool:
+        root = f"{self.prefix}/" if self.prefix else ""
+        return self._call(f"list {self.uri}", lambda: any(
+            True for _ in self.client.list_objects(self.bucket, prefix=root, recursive=True)))
+
     def remove(self, relative: str) -> None:
         key = self.key(relative)
         self._call(f"remove {self.uri}/{relative}", lambda: self.client.remove_object(self.bucket, key))
 
+    def upload_tree(self, local_dir: str | Path, on_file: OnFile | None = None,
+                    metadata: dict[str, Any] | None = None) -> dict:
+        """The old manifest goes first (a re-publish is incomplete until its new one lands), the
+        new one last."""
+        local_dir = _existing_dir(local_dir)
+        manifest = build_manifest(local_dir, metadata=metadata)
+        self.remove(MANIFEST_NAME)
+        for entry in manifest["files"]:
+            self.upload_file(local_dir / entry["path"], entry["path"])
+            if on_file:
+                on_file(entry["path"])
+        self.write_bytes(manifest_bytes(manifest), MANIFEST_NAME)
+        return manifest
+
     def read_versioned(self, relative: str) -> tuple[bytes, str] | None:
-        """(content, ETag) of the object, or None if it does not exist: the ETag is what a later
-        ``put_if`` compares against, so a read-modify-write cannot lose another writer's update."""
         from minio.error import S3Error
 
         key = self.key(relative)
@@ -217,16 +437,15 @@ class S3Store:
 
         return self._call(f"read {self.uri}/{relative}", get)
 
-    def put_if(self, data: bytes, relative: str, etag: str | None) -> bool:
-        """Compare-and-swap: write the object only if its ETag is still ``etag`` (``None``: only if
-        it does not exist yet), as S3 conditional writes (``If-Match`` / ``If-None-Match: *``) do;
-        False when another writer got there first. minio-py's public ``put_object`` turns extra
-        headers into user metadata, so the request goes through its ``_put_object``."""
+    def write_if(self, data: bytes, relative: str, version: str | None) -> bool:
+        """S3 conditional writes (``If-Match`` / ``If-None-Match: *``), supported by MinIO, AWS S3
+        and moto. minio-py's public ``put_object`` turns extra headers into user metadata, so the
+        request goes through its ``_put_object``."""
         from minio.error import S3Error
 
         key = self.key(relative)
-        headers = {"Content-Type": "application/json",
-                   **({"If-Match": f'"{etag}"'} if etag is not None else {"If-None-Match": "*"})}
+        headers = {"Content-Type": "application/octet-stream",
+                   **({"If-Match": f'"{version}"'} if version is not None else {"If-None-Match": "*"})}
 
         def put() -> bool:
             try:
@@ -257,147 +476,4 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
-def publish_dir(local_dir: str | Path, dest: str, settings: S3Settings | None = None,
-                on_file: Callable[[str], None] | None = None, metadata: dict[str, Any] | None = None) -> dict:
-    """Copy a directory to ``dest`` (local path or s3:// URI) with its manifest written last."""
-    local_dir = Path(local_dir)
-    if not local_dir.is_dir():
-        raise StorageError(f"{local_dir}: not a directory")
-    manifest = build_manifest(local_dir, metadata=metadata)
-    if is_remote(dest):
-        store = S3Store(dest, settings)
-        store.remove(MANIFEST_NAME)  # a re-publish is incomplete until its new manifest lands
-        for entry in manifest["files"]:
-            store.upload_file(local_dir / entry["path"], entry["path"])
-            if on_file:
-                on_file(entry["path"])
-        store.upload_bytes((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), MANIFEST_NAME)
-        return manifest
-    dest_path = Path(dest)
-    staging = staging_dir(dest_path)
-    try:
-        _copy_entries(local_dir, staging, manifest, on_file)
-        write_manifest(staging / MANIFEST_NAME, manifest)
-        swap_into_place(staging, dest_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
-
-
-def fetch_dir(src: str, local_dir: str | Path, settings: S3Settings | None = None) -> dict:
-    """Copy a published directory to ``local_dir``: only the files its manifest lists, each
-    verified by size and sha256 in a staging folder before the folder is swapped into place."""
-    local_dir = Path(local_dir)
-    if is_remote(src):
-        store = S3Store(src, settings)
-        raw = store.read_bytes(MANIFEST_NAME)
-        if raw is None:
-            raise StorageError(f"{src}: no {MANIFEST_NAME}; the artifact is incomplete or was never published")
-        manifest = parse_manifest(raw, f"{src}/{MANIFEST_NAME}")
-    else:
-        manifest = read_manifest(Path(src) / MANIFEST_NAME)
-    staging = staging_dir(local_dir)
-    try:
-        if is_remote(src):
-            for entry in manifest["files"]:
-                store.download_file(entry["path"], staging / entry["path"])
-        else:
-            _copy_entries(Path(src), staging, manifest)
-        try:
-            verify_files(staging, manifest)
-        except ArtifactError as exc:
-            message = f"{src}: {str(exc).replace(str(staging), '').lstrip('/')}"
-            raise (StorageError(message) if is_remote(src) else ArtifactError(message)) from None
-        write_manifest(staging / MANIFEST_NAME, manifest)
-        swap_into_place(staging, local_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
-
-
-def fetch_tree(src: str, local_dir: str | Path, settings: S3Settings | None = None,
-               on_file: Callable[[str], None] | None = None) -> int:
-    """Copy every file under ``src`` (a plain folder or an s3:// prefix with no manifest of ours,
-    e.g. a raw COCO dataset) to ``local_dir``, checking sizes in a staging folder that is swapped
-    into place only when all files arrived. Returns the number of files."""
-    local_dir = Path(local_dir)
-    staging = staging_dir(local_dir)
-    try:
-        if is_remote(src):
-            store = S3Store(src, settings)
-            listing = store.list_objects()
-            if not listing:
-                raise StorageError(f"{src}: no objects under this prefix")
-            try:
-                check_layout([relative for relative, _, _ in listing], src)
-            except ArtifactError as exc:
-                raise StorageError(str(exc)) from None
-            for relative, size, _ in listing:
-                target = staging / safe_relpath(relative)
-                store.download_file(relative, target)
-                if target.stat().st_size != size:
-                    raise StorageError(f"{src}/{relative}: got {target.stat().st_size} bytes, listed {size}")
-                if on_file:
-                    on_file(relative)
-            count = len(listing)
-        else:
-            root = Path(src)
-            if not root.is_dir():
-                raise StorageError(f"{src}: not a directory")
-            files = list_files(root)
-            _copy_entries(root, staging, {"files": [{"path": f} for f in files]}, on_file)
-            count = len(files)
-        swap_into_place(staging, local_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return count
-
-
-def fingerprint(src: str, settings: S3Settings | None = None) -> str:
-    """A short digest of what is under ``src`` (names, sizes and etags, or mtimes for a local folder):
-    it changes when the data changes, so it can key a pipeline's cache without reading the data."""
-    if is_remote(src):
-        entries = [f"{name}\t{size}\t{etag}" for name, size, etag in S3Store(src, settings).list_objects()]
-    else:
-        root = Path(src)
-        if not root.is_dir():
-            raise StorageError(f"{src}: not a directory")
-        entries = []
-        for name in list_files(root):
-            stat = (root / name).stat()
-            entries.append(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}")
-    if not entries:
-        raise StorageError(f"{src}: nothing to fingerprint (no files)")
-    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
-
-
-def _copy_entries(src: Path, dest: Path, manifest: dict, on_file: Callable[[str], None] | None = None) -> None:
-    for entry in manifest["files"]:
-        target = dest / entry["path"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / entry["path"], target)
-        if on_file:
-            on_file(entry["path"])
-
-
-def upload_file(local: str | Path, dest: str, settings: S3Settings | None = None) -> None:
-    """Copy one file to a local path or an ``s3://bucket/key`` URI (atomically where local)."""
-    if is_remote(dest):
-        parent, _, name = dest.rstrip("/").rpartition("/")
-        S3Store(parent, settings).upload_file(Path(local), name)
-        return
-    with atomic_output(dest) as tmp:
-        shutil.copyfile(local, tmp)
-
-
-def download_file(src: str, local: str | Path, settings: S3Settings | None = None) -> None:
-    if is_remote(src):
-        parent, _, name = src.rstrip("/").rpartition("/")
-        S3Store(parent, settings).download_file(name, Path(local))
-        return
-    with atomic_output(local) as tmp:
-        shutil.copyfile(src, tmp)
-
-
-__all__ = ["S3Settings", "S3Store", "StorageError", "download_file", "fetch_dir", "is_remote", "list_files",
-           "publish_dir", "upload_file"]
+__all__ = ["LocalStore", "S3Settings", "S3Store", "StorageError", "Store", "open_store"]

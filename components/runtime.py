@@ -138,9 +138,9 @@ def record_summary(dataset_dir: str | Path, prefix: str) -> dict[str, Any]:
 
 
 def data_version(dataset_uri: str, requested: str) -> str:
-    from bpnet.storage import fingerprint
+    from bpnet.storage import open_store
 
-    version = requested.strip() or f"fp-{fingerprint(dataset_uri)}"
+    version = requested.strip() or f"fp-{open_store(dataset_uri).fingerprint()}"
     log.info("data version of %s: %s", dataset_uri, version)
     return version
 
@@ -156,13 +156,13 @@ def dataset_convert(dataset_uri: str, dataset_spec: str, train_dir: str | Path, 
                     generate_masks: bool = True, num_shards: int = 1) -> dict[str, Any]:
     """Fetch the raw dataset (s3:// prefix or folder), convert both splits, and split the result
     into two Dataset artifacts, so that evaluation pods download the val split only."""
-    from bpnet.storage import fetch_tree
+    from bpnet.storage import open_store
 
     spec = _parse(dataset_spec, "dataset_spec")
     outs = {prefix: Path(d) for prefix, d in zip(SPLITS, (train_dir, val_dir), strict=True)}
     with workdir(Path(train_dir).parent) as work:  # beside the outputs: same filesystem, not uploaded
         log.info("fetching %s", dataset_uri)
-        files = fetch_tree(dataset_uri, work / RAW_DIR)
+        files = open_store(dataset_uri).mirror(work / RAW_DIR)
         spec["root_directory_path"] = RAW_DIR  # relative to dataset_spec.json: artifacts move between pods
         atomic_write_text(work / DATASET_SPEC, json.dumps(spec, indent=2) + "\n")
         dataset = load_spec(work / DATASET_SPEC, DatasetSpec, default_path_context(work / DATASET_SPEC,

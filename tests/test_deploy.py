@@ -16,8 +16,8 @@ import yaml
 from bpnet.cli import main
 from bpnet.deploy.calibration import build_tensorfile, graph_tensors, read_trt_cache
 from bpnet.deploy.engine import EnginePlan, cache_for_version, parse_profile, trt_version_code
-from bpnet.deploy.onnx_export import read_exported
 from bpnet.infer.predict import OnnxBackend
+from bpnet.model.exported import read_exported
 from bpnet.model.io import ModelKeyError, load_model
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None

@@ -19,7 +19,7 @@ from bpnet.data import labels
 from bpnet.data.synth import generate
 from bpnet.evaluate import to_coco_keypoints
 from bpnet.infer.decode import DecodeParams, assembly_plan, decode, find_peaks
-from bpnet.infer.preprocess import plan, to_network_input
+from bpnet.infer.network_input import plan, to_network_input
 from bpnet.pose import BPNET_SKELETON, COCO_KEYPOINTS, Skeleton, dataset_to_model_keypoints
 from bpnet.preprocess import denormalize
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bpnet.specs import SpecError
-from bpnet.storage import fetch_dir
+from bpnet.storage import open_store
 from components import runtime
 from pipelines.__main__ import main
 from pipelines.arguments import load_run_spec, pipeline_arguments
@@ -203,7 +203,7 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
                      "deepstream/README.md", "kserve/inferenceservice.yaml", "check_runtime.py"):
         assert (release / relative).is_file(), relative
     # the release is exactly its manifest (every file listed, sizes and sha256 verified)
-    fetched = fetch_dir(str(release), tmp_path / "fetched")
+    fetched = open_store(str(release)).fetch(tmp_path / "fetched")
     assert {f["path"] for f in fetched["files"]} == {p.relative_to(release).as_posix() for p in release.rglob("*")
                                                       if p.is_file() and p.name != "MANIFEST.json"}
     # the INT8 gate tripped (limit -1): no INT8 file released, and the card and summary say why with both figures

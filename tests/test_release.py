@@ -25,7 +25,7 @@ from bpnet.release import (
     publish_release,
     read_latest,
 )
-from bpnet.storage import S3Store, StorageError, fetch_dir
+from bpnet.storage import S3Store, StorageError, open_store
 from components import runtime
 
 
@@ -57,7 +57,7 @@ def test_publish_is_complete_and_moves_latest(request, tmp_path, where):
     assert first["promoted"]
     assert read_latest(root) == {k: v for k, v in first.items() if k not in ("promoted", "reason")}
     assert first["uri"].endswith("/r1")
-    fetch_dir(first["uri"], tmp_path / "fetched")  # a complete, verifiable release
+    open_store(first["uri"]).fetch(tmp_path / "fetched")  # a complete, verifiable release
     assert (tmp_path / "fetched" / "metrics.json").is_file()
     publish_release(release_dir(tmp_path / "r2", 0.5), root, "r2", {"AP": 0.5})
     assert read_latest(root)["release"] == "r2"
@@ -100,13 +100,13 @@ def test_killed_publish_leaves_latest_on_the_previous_release(s3, tmp_path):
     assert 0 < len(store.list_objects()) < 402  # stopped half-way
     assert read_latest(root)["release"] == "r1"
     with pytest.raises(StorageError, match="no MANIFEST.json"):
-        fetch_dir(f"{root}/r2", tmp_path / "half")
-    fetch_dir(read_latest(root)["uri"], tmp_path / "latest")  # the release latest names is still complete
+        open_store(f"{root}/r2").fetch(tmp_path / "half")
+    open_store(read_latest(root)["uri"]).fetch(tmp_path / "latest")  # the release latest names is still complete
     with pytest.raises(StorageError, match="exists already; a published release is never overwritten"):
         publish_release(big, root, "r2", {"AP": 0.5})  # a retry under the same id is refused ...
     with pytest.raises(StorageError, match="exists already"):
         publish_release(big, root, "r1", {"AP": 0.5})  # ... and so is reusing a published release's id
-    fetch_dir(f"{root}/r1", tmp_path / "r1-again")
+    open_store(f"{root}/r1").fetch(tmp_path / "r1-again")
 
 
 def test_release_ids_are_unique_even_for_one_model_in_one_second():
@@ -123,10 +123,10 @@ def test_a_same_second_retry_of_one_model_gets_its_own_release_and_latest_stays_
     assert retry_id != first["release"]
     kill_publish_midway(src, s3, retry_id, 0.4, objects=20)
     with pytest.raises(StorageError, match="no MANIFEST.json"):
-        fetch_dir(f"{s3}/{retry_id}", tmp_path / "half")  # the retry was really stopped half-way
+        open_store(f"{s3}/{retry_id}").fetch(tmp_path / "half")  # the retry was really stopped half-way
     polls = [read_latest(s3)["uri"] for _ in range(20)]
     assert set(polls) == {first["uri"]}
-    fetch_dir(first["uri"], tmp_path / "fetched")  # its manifest is still there
+    open_store(first["uri"]).fetch(tmp_path / "fetched")  # its manifest is still there
 
 
 def test_a_lower_ap_never_replaces_a_higher_one(s3, tmp_path):
@@ -134,27 +134,30 @@ def test_a_lower_ap_never_replaces_a_higher_one(s3, tmp_path):
     late = publish_release(release_dir(tmp_path / "b", 0.3), s3, "b", {"AP": 0.3})
     assert not late["promoted"] and late["reason"] == "AP 0.3000 is below the latest release a (0.5000)"
     assert read_latest(s3)["release"] == "a"
-    fetch_dir(late["uri"], tmp_path / "b-fetched")  # published and complete, just not latest
+    open_store(late["uri"]).fetch(tmp_path / "b-fetched")  # published and complete, just not latest
 
 
-def test_the_rule_is_rechecked_when_another_publisher_wins_the_swap(s3, tmp_path, monkeypatch):
-    """Between our read of latest and our conditional put, a better release lands: the put fails
-    on the ETag, the rule is re-checked against the winner, and latest stays on the winner."""
-    publish_release(release_dir(tmp_path / "a", 0.3), s3, "a", {"AP": 0.3})
-    original = S3Store.read_versioned
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_the_rule_is_rechecked_when_another_publisher_wins_the_swap(request, tmp_path, monkeypatch, where):
+    """Between our read of latest and our compare-and-swap, a better release lands: the swap fails
+    on the version, the rule is re-checked against the winner, and latest stays on the winner."""
+    root = request.getfixturevalue("s3") if where == "s3" else str(tmp_path / "releases")
+    publish_release(release_dir(tmp_path / "a", 0.3), root, "a", {"AP": 0.3})
+    store_type = type(open_store(root))
+    original = store_type.read_versioned
     raced = []
 
     def read_then_lose_the_race(self, relative):
         found = original(self, relative)
         if not raced:
             raced.append(True)
-            publish_release(release_dir(tmp_path / "c", 0.5), s3, "c", {"AP": 0.5})
+            publish_release(release_dir(tmp_path / "c", 0.5), root, "c", {"AP": 0.5})
         return found
 
-    monkeypatch.setattr(S3Store, "read_versioned", read_then_lose_the_race)
-    mine = publish_release(release_dir(tmp_path / "b", 0.4), s3, "b", {"AP": 0.4})
+    monkeypatch.setattr(store_type, "read_versioned", read_then_lose_the_race)
+    mine = publish_release(release_dir(tmp_path / "b", 0.4), root, "b", {"AP": 0.4})
     assert raced and not mine["promoted"] and "below the latest release c (0.5000)" in mine["reason"]
-    assert read_latest(s3)["release"] == "c"
+    assert read_latest(root)["release"] == "c"
 
 
 @pytest.mark.parametrize("where", ["s3", "local"])

@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from bpnet.cli import main
-from bpnet.deploy.onnx_export import HEAT_NAME, INPUT_NAME, PAF_NAME, read_exported
 from bpnet.layout import EXPORT_SETTINGS_FILE, EXPORTED_FILE, EXPORTED_MODE, MODEL_FILE, TRAIN_SPEC_FILE
+from bpnet.model.exported import HEAT_NAME, INPUT_NAME, PAF_NAME, read_exported
 from bpnet.pose import BPNET_SKELETON
 from bpnet.release import int8_decision, read_latest
-from bpnet.storage import fetch_dir
+from bpnet.storage import open_store
 from components import runtime
 from tests.conftest import REPO
 
@@ -361,7 +361,7 @@ def test_int8_gate_and_a_release_without_int8(built, tmp_path, monkeypatch):
     assert "engines/gpu-fp16.engine" in files and (release / "deepstream/gpu-fp16").is_dir()
     assert why in (release / "MODEL_CARD.md").read_text()
     assert json.loads((release / "MANIFEST.json").read_text())["metadata"]["int8"] == f"hold: {why}"
-    fetch_dir(str(release), tmp_path / "fetched")  # complete and verified against its manifest
+    open_store(str(release)).fetch(tmp_path / "fetched")  # complete and verified against its manifest
     assert read_latest(str(tmp_path / "releases"))["uri"] == str(release)
 
 

@@ -3,7 +3,7 @@
 **Tensorfile** (``--cal_data_file``): a NumPy ``.npy`` file holding one float32 array of shape
 ``(batches, batch_size, H, W, 3)``: ``batches x batch_size`` images from ``--cal_image_dir``
 (sorted by name, the first ones taken), preprocessed by the inference preprocessing
-(``bpnet.infer.preprocess``: fitted into H x W as ``keep_aspect_ratio_mode`` says, RGB,
+(``bpnet.infer.network_input``: fitted into H x W as ``keep_aspect_ratio_mode`` says, RGB,
 ``(pixel / image_scale) - image_offset``). An existing tensorfile of the right shape is reused,
 as the guide says; one of another shape is an error rather than silently wrong data.
 
@@ -36,6 +36,8 @@ import numpy as np
 
 from bpnet.artifacts import atomic_output, atomic_write_text
 from bpnet.settings import CalibrationMethod
+from bpnet.infer.network_input import plan, to_network_input
+from bpnet.preprocess import read_image
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,6 @@ def build_tensorfile(image_dir: str | Path | None, dest: str | Path, batches: in
                      height: int, width: int, image_scale: tuple[float, float, float],
                      image_offset: tuple[float, float, float], mode: str | None = "pad_image_input") -> np.ndarray:
     """The calibration tensor (batches, batch_size, H, W, 3): read from ``dest`` if it exists."""
-    from bpnet.infer.preprocess import plan, to_network_input
-    from bpnet.preprocess import read_image
-
     dest = Path(dest)
     shape = (batches, batch_size, height, width, 3)
     if dest.is_file():

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from bpnet.deploy import calibration
 from bpnet.deploy.engine import EnginePlan, EngineUnavailable, build_engine
-from bpnet.deploy.onnx_export import INPUT_NAME, ExportInfo, read_exported, set_metadata, to_onnx, write_exported
+from bpnet.deploy.onnx_export import to_onnx
+from bpnet.model.exported import INPUT_NAME, ExportInfo, read_exported, set_metadata, write_exported
 from bpnet.settings import CalibrationSettings
 from bpnet.specs.train import NormalizationParams
 

@@ -5,7 +5,7 @@ A release copies this file as ``model.py`` into two Triton models; their ``confi
 parameter ``stage`` picks the part:
 
 - ``preprocess``: ``IMAGE`` (H, W, 3) UINT8 RGB of any size -> the network input (fit and padded
-  to the exported size with the training normalization, ``bpnet.infer.preprocess``) and ``PLAN``
+  to the exported size with the training normalization, ``bpnet.infer.network_input``) and ``PLAN``
   (6 INT32: image h, w, network h, w, resized h, w) to map keypoints back;
 - ``decode``: the network's heatmaps and PAFs + ``PLAN`` -> ``KEYPOINTS`` (max_people, J, 3:
   x, y, score in image pixels; 0 = missing), ``SCORES`` (max_people) and ``PEOPLE`` (1 INT32),
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from bpnet.infer.decode import DecodeParams, decode
-from bpnet.infer.preprocess import InputPlan, plan, to_network_input
+from bpnet.infer.network_input import InputPlan, plan, to_network_input
 
 IMAGE, PLAN, KEYPOINTS, SCORES, PEOPLE = "IMAGE", "PLAN", "KEYPOINTS", "SCORES", "PEOPLE"
 

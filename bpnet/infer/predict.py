@@ -18,7 +18,8 @@ import numpy as np
 
 from bpnet.errors import ModelError
 from bpnet.infer.decode import DecodeParams, Person, decode
-from bpnet.infer.preprocess import STRIDE, InputPlan, plan, to_network_input
+from bpnet.infer.network_input import STRIDE, InputPlan, plan, to_network_input
+from bpnet.model.exported import HEAT_NAME, INPUT_NAME, PAF_NAME, ExportInfo, read_exported
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams, TrainSpec
 
@@ -33,9 +34,12 @@ class ModelMismatchError(ModelError, ValueError):
 
 
 class Backend(Protocol):
+    """What ``Predictor`` and the evaluator use of a model, whatever runs it."""
+
     stages: int
     heat_channels: int
     paf_channels: int
+    export_info: ExportInfo | None  # the exported file's metadata (fixed input size, one stage); None: Keras
 
     def predict(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(heatmaps per stage, PAFs per stage) for a (N, H, W, 3) float32 batch."""
@@ -53,6 +57,7 @@ class KerasBackend:
         self.stages = len(outputs) // 2
         self.heat_channels = int(outputs[0].shape[-1])
         self.paf_channels = int(outputs[self.stages].shape[-1])
+        self.export_info = None
 
     def predict(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         outputs = [np.asarray(o) for o in self.model(batch, training=False)]
@@ -69,15 +74,11 @@ class OnnxBackend:
     """An exported model (fp32 or INT8 QDQ) through ONNX Runtime on the CPU: one stage, fixed input
     size, any batch. The SDK-compatible deployable file is refused (its PAFs are at another stride)."""
 
-    exported = True
-
     def __init__(self, path: str | Path, key: str | None):
         import onnxruntime as ort
 
-        from bpnet.deploy.onnx_export import HEAT_NAME, INPUT_NAME, PAF_NAME, read_exported
-
-        data, self.info = read_exported(path, key)
-        if self.info.sdk_compatible:
+        data, info = read_exported(path, key)
+        if info.sdk_compatible:
             raise ModelMismatchError(f"{path}: an SDK-compatible deployable model (--sdk_compatible_model) is for "
                                      "deployment only; export without that flag for inference and evaluation")
         options = ort.SessionOptions()
@@ -88,7 +89,7 @@ class OnnxBackend:
         if set(self.outputs) - set(by_name):
             raise ModelMismatchError(f"{path}: outputs {sorted(by_name)}, expected {self.outputs}")
         heat, paf = by_name[HEAT_NAME], by_name[PAF_NAME]
-        self.stages = 1
+        self.stages, self.export_info = 1, info
         self.heat_channels, self.paf_channels = int(heat.shape[-1]), int(paf.shape[-1])
 
     def predict(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -138,8 +139,8 @@ class Predictor:
                     f"model outputs {backend.heat_channels} heatmap / {backend.paf_channels} PAF channels, "
                     f"the train spec says {m.heat_channels} / {m.paf_channels}")
         stage = spec.output_stage_to_use
-        if getattr(backend, "exported", False):
-            info = backend.info
+        info = backend.export_info
+        if info is not None:
             if stage is not None and stage != info.stage:
                 raise ModelMismatchError(f"output_stage_to_use {stage}: the exported model carries stage "
                                          f"{info.stage} only (chosen at export); set it to null")

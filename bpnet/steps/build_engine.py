@@ -31,7 +31,7 @@ def build_engine(exported: str | Path, engine_file: str | Path, key: str | None,
     tlt-converter's ``<input>,<min>,<opt>,<max>`` syntax)."""
     from bpnet.deploy.engine import EnginePlan, parse_profile
     from bpnet.deploy.engine import build_engine as run
-    from bpnet.deploy.onnx_export import HEAT_NAME, PAF_NAME, read_exported
+    from bpnet.model.exported import HEAT_NAME, PAF_NAME, read_exported
 
     if outputs is not None and list(outputs) != [HEAT_NAME, PAF_NAME]:
         raise UsageError(f"{','.join(outputs)} — the exported model's outputs are {HEAT_NAME},{PAF_NAME}",
