@@ -291,7 +291,7 @@ def export(model_dir: str | Path, export_settings: str, out_dir: str | Path) -> 
     _copy_spec_files(model, out)
     atomic_write_text(out / EXPORT_SETTINGS_FILE, json.dumps({"input_shape": list(settings.input_shape),
                                                               "keep_aspect_ratio_mode": EXPORTED_MODE}) + "\n")
-    return {"input_shape": "x".join(map(str, exported.input_shape)), "precision": exported.precision,
+    return {"input_shape": "x".join(map(str, exported.input_shape)), "precision": exported.info.precision,
             "bytes": exported.bytes}
 
 

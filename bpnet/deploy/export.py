@@ -32,15 +32,25 @@ class CalibrationData:
     mode: str | None = "pad_image_input"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportResult:
+    """What an export wrote (the ``bpnet.steps.export`` result as well)."""
+
     onnx: Path
     info: ExportInfo
     int8: Path | None = None
     cache: Path | None = None
     tensorfile: Path | None = None
     engine: Path | None = None
-    engine_skipped: str | None = None
+    engine_skipped: str | None = None  # why no engine was built (no TensorRT or GPU here)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return self.info.height, self.info.width
+
+    @property
+    def bytes(self) -> int:
+        return self.onnx.stat().st_size
 
 
 def int8_path(output: str | Path) -> Path:
@@ -87,22 +97,23 @@ def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int
     from bpnet.model.io import load_model
 
     proto, info = to_onnx(load_model(model_path, key), *dims, stage=stage, sdk_compatible=sdk_compatible)
-    result = ExportResult(write_exported(proto, output, key), info)
-    log.info("exported %s: input %s (N, %d, %d, 3), stage %d of %d%s", result.onnx, INPUT_NAME, *dims, info.stage,
+    onnx = write_exported(proto, output, key)
+    log.info("exported %s: input %s (N, %d, %d, 3), stage %d of %d%s", onnx, INPUT_NAME, *dims, info.stage,
              info.stages, ", SDK-compatible deployable model" if sdk_compatible else "")
+    tensorfile = cache = int8 = engine = skipped = None
     if data_type == "int8":
         if cal is None:
             raise ValueError("--data_type int8 needs calibration settings (--cal_image_dir or --cal_data_file)")
         if sdk_compatible:
             raise ValueError("--data_type int8 calibrates the model as exported for inference; export the "
                              "SDK-compatible model separately (fp32) and build its engine with the cache")
-        result.tensorfile, result.cache, result.int8 = calibrate(result.onnx, key, cal, norm, int8_path(output))
+        tensorfile, cache, int8 = calibrate(onnx, key, cal, norm, int8_path(output))
     if engine_file:
-        plan = EnginePlan(precision=data_type, calibration_cache=str(result.cache) if result.cache else None,
+        plan = EnginePlan(precision=data_type, calibration_cache=str(cache) if cache else None,
                           **(engine_options or {}))
         try:
-            result.engine = build_engine(proto.SerializeToString(), plan, (dims[0], dims[1], 3), engine_file)
+            engine = build_engine(proto.SerializeToString(), plan, (dims[0], dims[1], 3), engine_file)
         except EngineUnavailable as exc:
-            result.engine_skipped = str(exc)
+            skipped = str(exc)
             log.warning("engine NOT built (%s): %s", engine_file, exc)
-    return result
+    return ExportResult(onnx, info, int8, cache, tensorfile, engine, skipped)

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from bpnet.deploy.export import CalibrationData
+from bpnet.deploy.export import ExportResult as Exported  # the library's result is the step's
+from bpnet.deploy.export import export as run
 from bpnet.errors import UsageError
 from bpnet.settings import ExportSettings, Precision
 from bpnet.specs.train import NormalizationParams
 from bpnet.steps._common import model_key, output_file
-
-
-@dataclass(frozen=True)
-class Exported:
-    onnx: Path
-    input_shape: tuple[int, int]
-    precision: str
-    bytes: int
-    int8: Path | None = None
-    cache: Path | None = None
-    tensorfile: Path | None = None
-    engine: Path | None = None
-    engine_skipped: str | None = None  # why no engine was built (no TensorRT or GPU here)
 
 
 def export(model: str | Path, output: str | Path, key: str | None, settings: ExportSettings,
@@ -36,9 +24,5 @@ def export(model: str | Path, output: str | Path, key: str | None, settings: Exp
     if data_type == "int8" and (calibration is None or not (calibration.image_dir or
                                                             Path(calibration.data_file).is_file())):
         raise UsageError("int8: needs --cal_image_dir (or an existing --cal_data_file)", field="data_type")
-    from bpnet.deploy.export import export as run
-
-    r = run(model, key, output, settings.input_shape, norm, data_type, stage, sdk_compatible,
-            calibration if data_type == "int8" else None, engine_file, engine_options)
-    return Exported(r.onnx, settings.input_shape, "fp32", r.onnx.stat().st_size, r.int8, r.cache, r.tensorfile,
-                    r.engine, r.engine_skipped)
+    return run(model, key, output, settings.input_shape, norm, data_type, stage, sdk_compatible,
+               calibration if data_type == "int8" else None, engine_file, engine_options)
