@@ -114,6 +114,7 @@ def test_dataset_convert_names_every_bad_image_and_writes_only_good_ones(variant
     for name, why in BROKEN.items():
         assert f"image {ids[name]}: " in caplog.text and why in caplog.text, name
     assert not out.parent.exists()
+    assert "or pass --skip_invalid to skip and count it" in caplog.text  # per-image problems: skippable
     spec = load_spec(spec_file, DatasetSpec)
     summary = convert_dataset(spec, out, ConvertSettings(skip_invalid=True, generate_masks=True))
     assert summary.images_skipped_invalid == len(BROKEN)
@@ -121,6 +122,22 @@ def test_dataset_convert_names_every_bad_image_and_writes_only_good_ones(variant
     assert written == {ids[n] for n in CONVERTIBLE}
     with pytest.raises(ConvertError, match=f"image {ids['truncated.jpg']}: .*truncated.jpg: cannot decode"):
         convert_dataset(spec, out, ConvertSettings(check_files=True, generate_masks=True))
+
+
+@pytest.mark.parametrize("content", ["", '{"images": [', '{"images": NaN}'])
+def test_an_unreadable_annotation_file_is_named_and_not_offered_skip_invalid(variants, synth_dir, tmp_path, caplog,
+                                                                             content):
+    """Empty, truncated or non-JSON annotations: exit 1 naming the file; --skip_invalid (which skips
+    images and annotations, not the whole file) is not suggested, with or without it."""
+    spec_file, _ = real_dataset(tmp_path / "data", variants, synth_dir)
+    annotations = tmp_path / "data/annotations/person_keypoints_train2017.json"
+    annotations.write_text(content)
+    for extra in ([], ["--skip_invalid"]):
+        caplog.clear()
+        assert main(["dataset_convert", "-d", str(spec_file), "-o", str(tmp_path / "out/train"), *extra]) == 1
+        assert f"annotation file {annotations}" in caplog.text
+        assert "--skip_invalid" not in caplog.text and "nothing was written; fix the data" in caplog.text
+    assert not (tmp_path / "out").exists()
 
 
 def test_check_files_never_opens_an_unsafe_file_name(variants, synth_dir, tmp_path, monkeypatch):

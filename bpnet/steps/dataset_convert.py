@@ -33,6 +33,8 @@ def dataset_convert(spec: DatasetSpec, output: str | Path, settings: ConvertSett
     try:
         summary = convert_dataset(spec, output, settings)
     except ConvertError as exc:
-        raise DataError(f"{exc}\nnothing was written; fix the data or pass --skip_invalid to skip and count it"
-                        ) from exc
+        # --skip_invalid skips images and annotations; a problem of the whole dataset it cannot skip
+        skippable = all(p.image_id is not None or p.annotation_id is not None for p in exc.problems)
+        hint = " or pass --skip_invalid to skip and count it" if skippable and not settings.skip_invalid else ""
+        raise DataError(f"{exc}\nnothing was written; fix the data{hint}") from exc
     return Converted(output, summary)
