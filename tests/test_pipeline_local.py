@@ -158,6 +158,37 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
     assert (bound["pretrained_weights"], bound["load_graph"]) == (str(tmp_path / "pruned.tlt"), True)
 
 
+def test_a_failing_step_says_why_in_the_pod_log(synth_dir, tmp_path, caplog):
+    """A data problem is logged as the user's message (no traceback: it is not a bug) and re-raised
+    for KFP; an unexpected exception is logged with its traceback."""
+    import logging
+    import shutil
+
+    from bpnet.errors import DataError
+
+    data = tmp_path / "raw"
+    shutil.copytree(synth_dir, data, ignore=shutil.ignore_patterns("*mask*"))
+    image = sorted((data / "val2017").glob("*.jpg"))[0]
+    image.write_bytes(image.read_bytes()[:200])  # truncated
+    spec_text = (synth_dir / "coco_spec.json").read_text()
+    with caplog.at_level(logging.ERROR, logger="bpnet.components"), pytest.raises(DataError):
+        runtime.dataset_convert(str(data), spec_text, tmp_path / "train_data", tmp_path / "val_data")
+    failure = next(r for r in caplog.records if r.name == "bpnet.components")
+    assert failure.getMessage().startswith("dataset_convert failed: 1 problem(s) in the input data")
+    assert image.name in failure.getMessage() and failure.exc_info is None
+
+    caplog.clear()
+
+    @runtime.logs_failure
+    def broken() -> None:
+        raise KeyError("x")
+
+    with caplog.at_level(logging.ERROR, logger="bpnet.components"), pytest.raises(KeyError):
+        broken()
+    (bug,) = [r for r in caplog.records if r.name == "bpnet.components"]
+    assert "a bug, not a data or settings problem" in bug.getMessage() and bug.exc_info[0] is KeyError
+
+
 @pytest.mark.slow  # the whole DAG (two trainings, export, calibration, release) through kfp.local: make test-all
 def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypatch):
     from pipelines.local_run import format_summary, run_local
