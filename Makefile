@@ -8,6 +8,9 @@ DEMO   := data/demo
 RUNS   := runs/local
 SPEC   ?= specs/pipeline/cluster.yaml
 BUILD  := build
+# Typed run parameters overriding the specs, e.g. SET="num_epoch=5 input_height=256" (docs/pipeline.md).
+SET    ?=
+SET_ARGS := $(addprefix --set ,$(SET))
 # Images: pushed as $(REGISTRY)/bpnet-{gpu,jetson}:$(TAG), the package version plus the commit, so a
 # code change is a new tag (and a new KFP cache key: the image is part of it).
 REGISTRY ?= registry.example.com/bpnet
@@ -60,17 +63,17 @@ demo-data: $(STAMP)
 
 # The whole DAG (dataset_convert -> train -> evaluate + inference) through kfp.local, then a summary.
 run: demo-data
-	$(BIN)/python -m pipelines local --spec specs/pipeline/local.yaml
+	$(BIN)/python -m pipelines local --spec specs/pipeline/local.yaml $(SET_ARGS)
 
 # Kubeflow: compile to $(BUILD)/, submit a run, or (un)schedule the recurring run of run spec $(SPEC).
 pipeline-compile: $(STAMP)
-	$(BIN)/python -m pipelines compile --spec $(SPEC) --build_dir $(BUILD)
+	$(BIN)/python -m pipelines compile --spec $(SPEC) --build_dir $(BUILD) $(SET_ARGS)
 
 pipeline-run: $(STAMP)
-	$(BIN)/python -m pipelines run --spec $(SPEC) --build_dir $(BUILD)
+	$(BIN)/python -m pipelines run --spec $(SPEC) --build_dir $(BUILD) $(SET_ARGS)
 
 pipeline-schedule: $(STAMP)
-	$(BIN)/python -m pipelines schedule --spec $(SPEC) --build_dir $(BUILD)
+	$(BIN)/python -m pipelines schedule --spec $(SPEC) --build_dir $(BUILD) $(SET_ARGS)
 
 pipeline-unschedule: $(STAMP)
 	$(BIN)/python -m pipelines unschedule --spec $(SPEC)

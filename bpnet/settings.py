@@ -122,6 +122,12 @@ class EvaluateSettings(SpecModel):
                                     "into <results_dir>/images_annotated (extension)")
 
 
+class PromotionSettings(SpecModel):
+    """The promotion gate (``bpnet.release.promotion_gate``): the AP a model must reach."""
+
+    min_ap: float = Field(0.0, ge=0.0, le=1.0, description="the retrained model's AP must reach this to be released")
+
+
 class InferenceSettings(SpecModel):
     """``inference``: what the input is and whether drawings are written."""
 

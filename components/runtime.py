@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import yaml
+from pydantic import BaseModel
 
 from bpnet.artifacts import atomic_write_text
 from bpnet.deploy.export import CalibrationData
@@ -44,6 +45,7 @@ from bpnet.layout import (
     RECORDS_DIR,
     TRAIN_SPEC_FILE,
 )
+from bpnet.overrides import resolve, set_values
 from bpnet.release import RELEASE_INT8_VERDICT, RELEASE_UNPRUNED
 from bpnet.settings import (
     CalibrationSettings,
@@ -149,6 +151,28 @@ def _split_paths(spec: dict[str, Any], key: str) -> list[str]:
     split = spec.get(key) or {}
     return [split[k] for k in ("images_root_dir_path", "mask_root_dir_path", "annotation_root_dir_path")
             if split.get(k)]
+
+
+SPEC_PARAMETERS = {"train_spec": "train", "retrain_spec": "retrain", "inference_spec": "inference",
+                   "prune_settings": "prune", "export_settings": "export"}
+"""The pipeline parameters holding whole specs, and their roles in ``bpnet.overrides``."""
+
+
+@logs_failure
+def resolve_specs(texts: dict[str, str], overrides: BaseModel, min_ap: float, targets: dict[str, list[dict]]
+                  ) -> tuple[dict[str, str], float, dict[str, list[dict]]]:
+    """The spec parameters (``SPEC_PARAMETERS``: YAML/JSON text) with the typed run parameters laid
+    over them (``bpnet.overrides``), the gate's minimum and the engine targets to build by pool.
+    A spec no override lands in is passed on as written; an overridden one as one-line JSON."""
+    parsed = {role: _parse(texts[name], name) for name, role in SPEC_PARAMETERS.items()}
+    resolved = resolve(parsed, overrides, min_ap, [t["target"] for pool in targets.values() for t in pool])
+    for name, value in set_values(overrides).items():
+        log.info("run parameter %s = %s (overrides the spec)", name, value)
+    out = {name: json.dumps(resolved.specs[role]) if role in resolved.changed else texts[name]
+           for name, role in SPEC_PARAMETERS.items()}
+    chosen = {pool: [t for t in pool_targets if t["target"] in resolved.targets]
+              for pool, pool_targets in targets.items()}
+    return out, resolved.min_ap, chosen
 
 
 @logs_failure

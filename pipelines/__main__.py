@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from bpnet.overrides import RunOverrides
+
 log = logging.getLogger("pipelines")
 
 
@@ -26,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("unschedule", "delete the spec's recurring run")]:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--spec", required=True, help="run spec (YAML), e.g. specs/pipeline/cluster.yaml")
+        if name != "unschedule":
+            p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+                           help="a typed run parameter overriding the specs (repeatable): "
+                           + "; ".join(f"{n} ({f.description})" for n, f in RunOverrides.model_fields.items()))
         if name in ("compile", "run", "schedule"):
             p.add_argument("--build_dir", default="build", help="where compiled YAML is written (default: build)")
         p.add_argument("-l", "--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -34,20 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from pipelines import submit
-    from pipelines.arguments import load_run_spec
+    from pipelines.arguments import load_run_spec, parse_overrides, pipeline_arguments
 
     spec = load_run_spec(args.spec)
+    overrides = parse_overrides(getattr(args, "overrides", []))
     if args.command == "local":
         from pipelines.local_run import format_summary, run_local
 
-        print(format_summary(run_local(args.spec)))
+        print(format_summary(run_local(args.spec, overrides)))
     elif args.command == "compile":
-        path = submit.compile_pipeline(spec, f"{args.build_dir}/{spec.kfp.pipeline_name}.yaml")
+        path = submit.compile_pipeline(spec, f"{args.build_dir}/{spec.kfp.pipeline_name}.yaml",
+                                       arguments=pipeline_arguments(spec, overrides))
         print(f"compiled pipeline: {path}")
     elif args.command == "run":
-        print(f"run: {submit.submit_run(spec, args.build_dir)}")
+        print(f"run: {submit.submit_run(spec, args.build_dir, overrides)}")
     elif args.command == "schedule":
-        url = submit.schedule(spec, args.build_dir)
+        url = submit.schedule(spec, args.build_dir, overrides)
         print(f"recurring run '{spec.schedule.name}' (cron {spec.schedule.cron}): {url}")
     else:
         print(f"removed {submit.unschedule(spec)} recurring run(s)")

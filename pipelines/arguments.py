@@ -11,8 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
+from bpnet.overrides import RunOverrides
 from bpnet.specs import DatasetSpec, InferenceSpec, TrainSpec, default_path_context, load_spec
-from bpnet.specs.loader import SpecError
+from bpnet.specs.loader import SpecError, problem
+from components.runtime import SPEC_PARAMETERS, resolve_specs
 from pipelines.run_spec import RunSpec
 
 
@@ -20,12 +24,16 @@ def load_run_spec(path: str | Path) -> RunSpec:
     return load_spec(path, RunSpec)
 
 
-def pipeline_arguments(spec: RunSpec) -> dict[str, Any]:
-    """Validated step specs as text plus the data and prune settings: the pipeline's parameters.
+def pipeline_arguments(spec: RunSpec, overrides: BaseModel | None = None) -> dict[str, Any]:
+    """Validated step specs as text plus the data and prune settings and the typed run parameters
+    (``overrides``, a ``RunOverrides``; unset by default): the pipeline's parameters.
 
     ``data_version`` is the spec's ``dataset.version``; empty means "fingerprint the data when the
-    run starts" (the pipeline's first step), which is what scheduled runs rely on.
+    run starts" (the pipeline's first step), which is what scheduled runs rely on. The overrides
+    are laid over the specs here as the pipeline's first step does, so a bad value stops the
+    command before anything is uploaded or run.
     """
+    overrides = overrides if overrides is not None else RunOverrides()
     specs = spec.specs
 
     def check(path: str, model: type) -> Any:
@@ -39,7 +47,7 @@ def pipeline_arguments(spec: RunSpec) -> dict[str, Any]:
     if not pose_path.is_file():
         raise SpecError([f"spec error: {specs.train}: dataloader.pose_config.pose_config_path: {pose_path} — "
                          "an existing file (it is inlined into the run; map absolute prefixes with path_map)"])
-    return {
+    arguments = {
         "dataset_uri": spec.dataset.uri,
         "data_version": spec.dataset.version,
         "dataset_spec": Path(specs.dataset).read_text(),
@@ -52,4 +60,23 @@ def pipeline_arguments(spec: RunSpec) -> dict[str, Any]:
         "generate_masks": spec.dataset.generate_masks,
         "num_shards": spec.dataset.num_shards,
         "report_images": spec.report_images,
+        **overrides.model_dump(),
     }
+    # the step's function without its pod-log wrapper: here the command reports the SpecError itself
+    resolve_specs.__wrapped__({name: arguments[name] for name in SPEC_PARAMETERS}, overrides, spec.release.min_ap,
+                              spec.engines.by_pool())
+    return arguments
+
+
+def parse_overrides(assignments: list[str]) -> BaseModel:
+    """``NAME=VALUE`` items (``--set``) as RunOverrides; a bad name or value is a SpecError naming it."""
+    values = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SpecError([f"--set {item}: expected NAME=VALUE, NAME one of {', '.join(RunOverrides.model_fields)}"])
+        values[name.strip()] = value.strip()
+    try:
+        return RunOverrides(**values)
+    except ValidationError as exc:
+        raise SpecError(["--set {}={} — {}".format(*problem(RunOverrides, e)) for e in exc.errors()]) from None

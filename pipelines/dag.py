@@ -20,13 +20,17 @@ scheduled retraining run reads — is converted afresh and invalidates every lat
 """
 
 # No ``from __future__ import annotations`` here: kfp reads the pipeline's annotations as types.
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import yaml
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
+from bpnet.overrides import RunOverrides
 from bpnet.release import KERAS_EXPORT, MODEL_LABELS, ONNX_FP32, ONNX_INT8, PROMOTE, PRUNED, RETRAINED, UNPRUNED
 from components import component
 from components.build_engine import build_engine
@@ -39,7 +43,9 @@ from components.gate import gate, int8_gate
 from components.inference import inference
 from components.prune import prune
 from components.publish import publish
+from components.resolve_specs import resolve_specs
 from components.retrain import retrain
+from components.runtime import SPEC_PARAMETERS
 from components.train import train
 from pipelines.run_spec import NodePool, RunSpec, StepSettings
 
@@ -140,27 +146,31 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
     export_op, calibrate_op = component(export, image), component(calibrate, image)
     gate_op, publish_op = component(gate, image), component(publish, image)
     int8_gate_op = component(int8_gate, image)
+    resolve_op = component(resolve_specs, image)
     engines = spec.engines
-    targets = {pool: [{"target": t.name, "precision": t.precision, "max_batch_size": t.max_batch_size,
-                       "dla_core": -1 if t.dla_core is None else t.dla_core}
-                      for t in engines.targets if t.pool == pool] if engines.enabled else []
-               for pool in ("gpu", "jetson")}
+    targets = engines.by_pool()
     engine_ops = {"gpu": component(build_engine, image),
                   "jetson": component(build_engine, spec.images.jetson or image)}
     warm_start = spec.release.root if spec.release.warm_start == "latest" else ""
     a = {name: _one_line(value) for name, value in arguments.items()}
 
-    @dsl.pipeline(name=spec.kfp.pipeline_name, pipeline_root=spec.pipeline_root,
-                  description="BodyPoseNet: dataset_convert → train → prune → retrain → export → calibrate, "
-                              "evaluated at each stage")
     def bpnet_pipeline(dataset_uri: str = a["dataset_uri"], data_version: str = a["data_version"],
                        dataset_spec: str = a["dataset_spec"], train_spec: str = a["train_spec"],
                        pose_config: str = a["pose_config"], retrain_spec: str = a["retrain_spec"],
                        inference_spec: str = a["inference_spec"], prune_settings: str = a["prune_settings"],
                        export_settings: str = a["export_settings"],
                        generate_masks: bool = a["generate_masks"], num_shards: int = a["num_shards"],
-                       report_images: int = a["report_images"]) -> Outputs:
-        version = version_op(dataset_uri=dataset_uri, requested=data_version)
+                       report_images: int = a["report_images"], **overrides: Any) -> Outputs:
+        resolved = resolve_op(train_spec=train_spec, retrain_spec=retrain_spec, inference_spec=inference_spec,
+                              prune_settings=prune_settings, export_settings=export_settings,
+                              spec_min_ap=spec.release.min_ap, gpu_targets=targets["gpu"],
+                              jetson_targets=targets["jetson"], **overrides)
+        _schedule(resolved, "resolve specs", spec.steps.resolve_specs, spec)
+        # every later step reads the specs as resolved (the run parameters laid over them)
+        train_spec, retrain_spec, inference_spec, prune_settings, export_settings, min_ap = (
+            resolved.outputs[name] for name in (*SPEC_PARAMETERS, "min_ap"))
+
+        version = version_op(dataset_uri=dataset_uri, requested=data_version).after(resolved)
         _schedule(version, "data_version", spec.steps.data_version, spec)
         _with_storage(version, spec)
 
@@ -212,12 +222,13 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         _with_model_key(detected, spec)
 
         final = scores[RETRAINED]
-        decision = gate_op(ap=final.outputs["Output"], min_ap=spec.release.min_ap, release_root=spec.release.root)
+        decision = gate_op(ap=final.outputs["Output"], min_ap=min_ap, release_root=spec.release.root)
         _schedule(decision, "promotion gate", spec.steps.promotion_gate, spec)
         _with_storage(decision, spec)
         quality = int8_gate_op(fp32_ap=scores[ONNX_FP32].outputs["Output"],
                                int8_ap=scores[ONNX_INT8].outputs["Output"], max_drop=spec.release.max_int8_ap_drop,
-                               gpu_targets=targets["gpu"], jetson_targets=targets["jetson"])
+                               gpu_targets=resolved.outputs["gpu_targets"],
+                               jetson_targets=resolved.outputs["jetson_targets"])
         _schedule(quality, "INT8 gate", StepSettings(retries=0, timeout_seconds=600, caching=False), spec)
         with dsl.If(decision.output == PROMOTE, name="promoted"):
             built = {}
@@ -240,7 +251,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                                    data_version=version.output, prune_settings=prune_settings,
                                    export_settings=export_settings, inference_spec=inference_spec,
                                    serving=json.dumps(spec.serving.options(spec.release.plain_onnx)),
-                                   int8_verdict=quality.outputs["verdict"], min_ap=spec.release.min_ap, **built)
+                                   int8_verdict=quality.outputs["verdict"], min_ap=min_ap, **built)
             _schedule(published, "publish", spec.steps.publish, spec)
             _with_storage(published, spec)
             _with_model_key(published, spec)  # the Triton ONNX model and configs are read from the exported model
@@ -262,4 +273,27 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                        inference_report=detected.outputs["report"], ap=final.outputs["Output"],
                        promotion=decision.output, int8_verdict=quality.outputs["verdict"])
 
-    return bpnet_pipeline
+    return dsl.pipeline(name=spec.kfp.pipeline_name, pipeline_root=spec.pipeline_root,
+                        description="BodyPoseNet: dataset_convert → train → prune → retrain → export → calibrate, "
+                                    "evaluated at each stage")(_with_overrides(bpnet_pipeline, a))
+
+
+def _with_overrides(pipeline: Callable[..., Outputs], defaults: dict[str, Any]) -> Callable[..., Outputs]:
+    """``pipeline`` with the typed run parameters (``RunOverrides``' fields: their names, types and
+    descriptions, ``defaults`` as their defaults) as parameters of its own, after the spec ones.
+    kfp reads a pipeline's parameters from its signature and their descriptions from its
+    docstring's Args, and passes them positionally; ``pipeline`` takes them as ``**overrides``."""
+    base = [p for p in inspect.signature(pipeline).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    fields = RunOverrides.model_fields
+    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[name],
+                               annotation=field.annotation) for name, field in fields.items()]
+    names = [p.name for p in (*base, *extra)]
+
+    @functools.wraps(pipeline)
+    def with_overrides(*args: Any) -> Outputs:
+        return pipeline(**dict(zip(names, args, strict=True)))
+
+    with_overrides.__signature__ = inspect.signature(pipeline).replace(parameters=[*base, *extra])
+    with_overrides.__doc__ = "Run parameters.\n\nArgs:\n" + "".join(
+        f"    {name}: {field.description}\n" for name, field in fields.items())
+    return with_overrides

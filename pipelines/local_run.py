@@ -30,6 +30,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pydantic import BaseModel
+
 from bpnet.artifacts import atomic_write_text
 from bpnet.layout import EXPORTED_MODE
 from bpnet.release import KERAS_EXPORT, MODEL_LABELS, ONNX_FP32, ONNX_INT8, PROMOTE, PRUNED, RETRAINED, UNPRUNED
@@ -199,14 +201,15 @@ class RunGuard:
         self.lock.unlink(missing_ok=True)
 
 
-def run_local(spec_path: str | Path) -> dict[str, Any]:
-    """Run the pipeline locally; return (and write beside the run) the summary."""
+def run_local(spec_path: str | Path, overrides: BaseModel | None = None) -> dict[str, Any]:
+    """Run the pipeline locally (with the typed run parameters ``overrides``, a RunOverrides);
+    return (and write beside the run) the summary."""
     from kfp import local
 
     spec = load_run_spec(spec_path).for_local_run(spec_path)
     if not os.environ.get("BPNET_MODEL_KEY"):
         raise ValueError("BPNET_MODEL_KEY is not set: the model key is taken from the environment only")
-    arguments = pipeline_arguments(spec)
+    arguments = pipeline_arguments(spec, overrides)
     pipeline = build_pipeline(spec, arguments)
     start = time.perf_counter()
     with RunGuard(spec.pipeline_root, pipeline.pipeline_spec.pipeline_info.name) as guard, warnings.catch_warnings():

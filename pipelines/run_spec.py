@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from bpnet.settings import DeploySettings, Precision, PruneSettings
+from bpnet.settings import DeploySettings, Precision, PromotionSettings, PruneSettings
 from bpnet.settings import EngineSettings as BuildSettings
 from bpnet.specs.base import MAX_BATCH, CrossFieldError, PathContext, SpecModel, SpecPath
 from bpnet.specs.loader import SpecError
@@ -102,6 +102,9 @@ class StepSettings(SpecModel):
 class Steps(SpecModel):
     """Per step; ``evaluate`` applies to every evaluation (unpruned, pruned, retrained, ONNX fp32, INT8)."""
 
+    resolve_specs: StepSettings = Field(
+        default_factory=lambda: StepSettings(retries=0, timeout_seconds=600),
+        description="the run's typed parameters laid over its specs and checked, before any other step")
     data_version: StepSettings = Field(
         default_factory=lambda: StepSettings(retries=2, timeout_seconds=600, caching=False),
         description="the first step: fingerprints the dataset URI (never cached: it detects new data)")
@@ -144,12 +147,19 @@ class EngineSettings(SpecModel):
     workspace_bytes: int = BuildSettings.model_fields["max_workspace_size"]
     targets: list[EngineTarget] = Field(default_factory=_default_targets, max_length=64)
 
+    def by_pool(self) -> dict[str, list[dict]]:
+        """The targets to build as the build_engine component takes them, per pool (none when off)."""
+        return {pool: [{"target": t.name, "precision": t.precision, "max_batch_size": t.max_batch_size,
+                        "dla_core": -1 if t.dla_core is None else t.dla_core}
+                       for t in self.targets if t.pool == pool] if self.enabled else []
+                for pool in ("gpu", "jetson")}
+
 
 class ReleaseSettings(SpecModel):
     """Where promoted models are published, the gate's minimum, and warm starts."""
 
     root: str = Field(min_length=1, description="s3://bucket/prefix or a folder: <root>/<id>/, <root>/latest.json")
-    min_ap: float = Field(0.0, ge=0.0, le=1.0, description="the retrained model's AP must reach this to be released")
+    min_ap: float = PromotionSettings.model_fields["min_ap"]
     warm_start: Literal["none", "latest"] = Field("none", description="latest: train starts from the latest release")
     max_int8_ap_drop: float = Field(0.02, ge=-1.0, le=1.0, description="INT8 engines only if INT8 AP >= fp32 AP - "
                                     "this (negative: INT8 must beat fp32 by that much)")

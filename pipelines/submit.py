@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from bpnet.errors import StepError
 from pipelines.arguments import pipeline_arguments
 from pipelines.dag import build_pipeline
@@ -110,9 +112,10 @@ def _ui_url(client, path: str) -> str:
     return f"{client._get_url_prefix()}/#/{path}"  # kfp's own rule for links (UI host or API host)
 
 
-def submit_run(spec: RunSpec, build_dir: str | Path) -> str:
-    """Upload the pipeline, create a run with the spec's parameters; return the run's URL."""
-    arguments = pipeline_arguments(spec)
+def submit_run(spec: RunSpec, build_dir: str | Path, overrides: BaseModel | None = None) -> str:
+    """Upload the pipeline, create a run with the spec's parameters (and the typed run parameters
+    ``overrides``, a RunOverrides); return the run's URL."""
+    arguments = pipeline_arguments(spec, overrides)
     package = compile_pipeline(spec, Path(build_dir) / f"{spec.kfp.pipeline_name}.yaml", arguments=arguments)
     client = connect(spec)
     uploaded = upload(client, spec, package)
@@ -134,7 +137,7 @@ def _recurring_runs_named(client, experiment_id: str, name: str, namespace: str 
             return found
 
 
-def schedule(spec: RunSpec, build_dir: str | Path) -> str:
+def schedule(spec: RunSpec, build_dir: str | Path, overrides: BaseModel | None = None) -> str:
     """Create the spec's recurring run (replacing an older one of the same name); return its URL.
 
     Each firing starts with the uncached data_version step, so new data behind the URI is
@@ -144,7 +147,7 @@ def schedule(spec: RunSpec, build_dir: str | Path) -> str:
     """
     if spec.schedule is None:
         raise SubmitError("the run spec has no schedule: add schedule.cron (e.g. '0 2 * * *')")
-    arguments = pipeline_arguments(spec)
+    arguments = pipeline_arguments(spec, overrides)
     package = compile_pipeline(spec, Path(build_dir) / f"{spec.kfp.pipeline_name}.yaml", arguments=arguments)
     client = connect(spec)
     uploaded = upload(client, spec, package)

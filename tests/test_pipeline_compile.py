@@ -43,15 +43,21 @@ def _tasks(pipeline: dict) -> dict:
     return pipeline["root"]["dag"]["tasks"]
 
 
+def _resolved(output: str) -> dict:
+    """How a task input reads an output of the first step (the specs with the run parameters)."""
+    return {"taskOutputParameter": {"outputParameterKey": output, "producerTask": "resolve-specs"}}
+
+
 def _producer(task: dict, artifact: str) -> str:
     return task["inputs"]["artifacts"][artifact]["taskOutputArtifact"]["producerTask"]
 
 
 def test_edges_follow_the_dag(compiled):
     tasks = _tasks(compiled[0])
-    assert set(tasks) == {"data-version", "dataset-convert", "train", "prune", "retrain", "export", "calibrate",
-                          *EVALUATIONS, "inference", "gate", "int8-gate", "condition-1"}
-    assert "dependentTasks" not in tasks["data-version"]
+    assert set(tasks) == {"resolve-specs", "data-version", "dataset-convert", "train", "prune", "retrain", "export",
+                          "calibrate", *EVALUATIONS, "inference", "gate", "int8-gate", "condition-1"}
+    assert "dependentTasks" not in tasks["resolve-specs"]
+    assert tasks["data-version"]["dependentTasks"] == ["resolve-specs"]  # nothing starts before the check
     assert tasks["dataset-convert"]["inputs"]["parameters"]["data_version"]["taskOutputParameter"] == {
         "outputParameterKey": "Output", "producerTask": "data-version"}
     assert _producer(tasks["train"], "train_data") == "dataset-convert"
@@ -66,7 +72,7 @@ def test_edges_follow_the_dag(compiled):
                          "evaluate Keras (export mode)": "retrain", "evaluate ONNX fp32": "export",
                          "evaluate ONNX INT8": "calibrate"}
     at_export = {t: tasks[t]["inputs"]["parameters"]["export_settings"] for t in EVALUATIONS}
-    assert at_export.pop("evaluate-4") == {"componentInputParameter": "export_settings"}  # Keras as exported
+    assert at_export.pop("evaluate-4") == _resolved("export_settings")  # Keras as exported
     assert all(v == {"runtimeValue": {"constant": ""}} for v in at_export.values())
     gate = tasks["int8-gate"]["inputs"]["parameters"]
     assert (gate["fp32_ap"]["taskOutputParameter"]["producerTask"], gate["int8_ap"]["taskOutputParameter"][
@@ -78,15 +84,22 @@ def test_edges_follow_the_dag(compiled):
         artifact = tasks[step]["inputs"]["artifacts"]["val_data"]["taskOutputArtifact"]
         assert artifact == {"outputArtifactKey": "val_data", "producerTask": "dataset-convert"}  # val split only
     assert _producer(tasks["inference"], "model") == "retrain"
-    assert tasks["train"]["inputs"]["parameters"]["train_spec"] == {"componentInputParameter": "train_spec"}
-    assert tasks["retrain"]["inputs"]["parameters"]["retrain_spec"] == {"componentInputParameter": "retrain_spec"}
-    assert tasks["prune"]["inputs"]["parameters"]["prune_settings"] == {"componentInputParameter": "prune_settings"}
+    resolve = tasks["resolve-specs"]["inputs"]["parameters"]
+    for name in ("train_spec", "retrain_spec", "inference_spec", "prune_settings", "export_settings"):
+        assert resolve[name] == {"componentInputParameter": name}  # the run's specs, as the form holds them
+    assert tasks["train"]["inputs"]["parameters"]["train_spec"] == _resolved("train_spec")  # with the overrides
+    assert tasks["retrain"]["inputs"]["parameters"]["retrain_spec"] == _resolved("retrain_spec")
+    assert tasks["prune"]["inputs"]["parameters"]["prune_settings"] == _resolved("prune_settings")
+    assert tasks["export"]["inputs"]["parameters"]["export_settings"] == _resolved("export_settings")
+    assert tasks["calibrate"]["inputs"]["parameters"]["export_settings"] == _resolved("export_settings")
+    for step in (*EVALUATIONS, "inference"):
+        assert tasks[step]["inputs"]["parameters"]["inference_spec"] == _resolved("inference_spec")
 
 
 def test_every_step_runs_the_project_image_without_installing_anything(compiled):
     pipeline, _, _, spec = compiled
     executors = pipeline["deploymentSpec"]["executors"]
-    assert len(executors) == 19
+    assert len(executors) == 20
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == (spec.images.jetson if name == "exec-build-engine-2" else spec.images.gpu)
@@ -158,7 +171,8 @@ def test_publish_runs_only_under_the_gate_and_train_warm_starts(compiled):
     assert sorted(promoted["publish"]["dependentTasks"]) == ["for-loop-2", "for-loop-3"]  # engines first
     assert "publish" not in tasks  # nowhere outside the condition
     assert tasks["gate"]["inputs"]["parameters"]["ap"]["taskOutputParameter"]["producerTask"] == "evaluate-3"
-    assert tasks["gate"]["inputs"]["parameters"]["min_ap"]["runtimeValue"]["constant"] == 0.5
+    assert tasks["gate"]["inputs"]["parameters"]["min_ap"] == _resolved("min_ap")  # the run spec's unless set
+    assert tasks["resolve-specs"]["inputs"]["parameters"]["spec_min_ap"]["runtimeValue"]["constant"] == 0.5
     assert tasks["train"]["inputs"]["parameters"]["warm_start"]["runtimeValue"]["constant"] == "s3://bpnet/releases"
 
 
@@ -166,12 +180,14 @@ def test_engine_builds_fan_out_per_pool_with_their_images_and_node_pools(compile
     pipeline, k8s, _, spec = compiled
     promoted = pipeline["components"]["comp-condition-1"]["dag"]["tasks"]
     gate = _tasks(pipeline)["int8-gate"]["inputs"]["parameters"]
+    offered = _tasks(pipeline)["resolve-specs"]["inputs"]["parameters"]  # the spec's targets, engine_targets picks
     loops = {}
     for name in ("for-loop-2", "for-loop-3"):
         [task] = pipeline["components"][promoted[name]["componentRef"]["name"]]["dag"]["tasks"].values()
         source = promoted[name]["parameterIterator"]["items"]["inputParameter"]  # the INT8 gate's kept targets
         pool = source.removeprefix("pipelinechannel--int8-gate-")
-        loops[task["componentRef"]["name"]] = (pool, [i["target"] for i in gate[pool]["runtimeValue"]["constant"]])
+        assert gate[pool] == _resolved(pool)
+        loops[task["componentRef"]["name"]] = (pool, [i["target"] for i in offered[pool]["runtimeValue"]["constant"]])
     assert loops == {"comp-build-engine": ("gpu_targets", ["gpu-fp16", "gpu-int8"]),
                      "comp-build-engine-2": ("jetson_targets", ["jetson-fp16", "jetson-int8-dla0"])}
     executors = pipeline["deploymentSpec"]["executors"]

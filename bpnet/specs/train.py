@@ -157,6 +157,14 @@ def _schedule_tag(value: Any) -> str:
     return getattr(value, "class_name", _SOFTSTART)
 
 
+_BASE_RATE_FIELDS = {_SOFTSTART: "base_learning_rate", _EXPONENTIAL: "learning_rate"}
+
+
+def base_rate_field(schedule: Any) -> str:
+    """The field holding a schedule's peak learning rate (its name differs between the classes)."""
+    return _BASE_RATE_FIELDS.get(_schedule_tag(schedule), "base_learning_rate")
+
+
 ScheduleConfig = Annotated[
     Annotated[LearningRateSchedule, Tag(_SOFTSTART)] | Annotated[ExponentialDecaySchedule, Tag(_EXPONENTIAL)],
     Discriminator(_schedule_tag, custom_error_type="schedule_class",
