@@ -8,8 +8,10 @@ promotion gate, the INT8 quality gate (INT8 engine targets are built only if INT
 ``build_pipeline`` returns the ``@dsl.pipeline`` function for a run spec: images, GPU requests,
 node pools, secrets, retries, timeouts and caching are compile-time choices taken from the spec;
 the step specs, prune settings and data settings are run-time parameters (their defaults are the
-spec's, so the compiled YAML can be run from the UI as is). The promotion gate, engine builds
-and releases slot in after the evaluations.
+spec's, so the compiled YAML can be run from the UI as is), and so are the typed run parameters
+of ``bpnet.overrides`` (num_epoch, input size, min_ap ...), which the first step, resolve_specs,
+lays over the specs every later step reads. The promotion gate, engine builds and releases slot
+in after the evaluations.
 
 Caching: every step's output is fully determined by its inputs once the raw data behind
 ``dataset_uri`` is identified. The first step, data_version (never cached), returns the
