@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from bpnet.artifacts import atomic_write_text
 from bpnet.data.coco import load_coco, visibility_lookup
+from bpnet.errors import DataError
 from bpnet.infer.predict import Predictor
 from bpnet.infer.visualize import write_drawing
 from bpnet.layout import ANNOTATED_DIR, METRICS_FILE
@@ -34,13 +35,13 @@ def ground_truth(spec: DatasetSpec) -> dict:
     """The test split's COCO document with visibility flags in COCO's convention (0/1/2)."""
     category = spec.person_category
     if list(category.keypoints) != list(COCO_KEYPOINTS):
-        raise ValueError("evaluation uses COCO's OKS sigmas and needs the 17 COCO keypoints in COCO order; "
+        raise DataError("evaluation uses COCO's OKS sigmas and needs the 17 COCO keypoints in COCO order; "
                          f"the dataset spec names {category.keypoints}")
     path = spec.under_root(spec.test_data.annotation_root_dir_path)
     problems = load_coco(path, category, spec.visibility_flags).problems  # the checks of dataset_convert
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise ValueError(f"{path}: invalid ground truth: {'; '.join(map(str, problems[:3]))}{more}")
+        raise DataError(f"{path}: invalid ground truth: {'; '.join(map(str, problems[:3]))}{more}")
     doc = json.loads(path.read_text())
     lookup = visibility_lookup(spec.visibility_flags)
     for ann in doc.get("annotations", []):

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from bpnet.errors import ModelError, UsageError
 from bpnet.model.architecture import Architecture
 from bpnet.model.bpnet import build_model, count_flops, count_params
 from bpnet.model.io import architecture_of
@@ -133,7 +134,7 @@ def channel_graph(model: keras.Model) -> ChannelGraph:
             first = segments[0]
             for other in segments[1:]:
                 if [n for _, n in other] != [n for _, n in first]:
-                    raise ValueError(f"{layer.name}: inputs with different channel layouts cannot be pruned")
+                    raise ModelError(f"{layer.name}: inputs with different channel layouts cannot be pruned")
                 for (a, _), (b, _) in zip(first, other, strict=True):
                     graph.union(a, b)
             out = first
@@ -141,10 +142,10 @@ def channel_graph(model: keras.Model) -> ChannelGraph:
             out = segments[0]
             if isinstance(layer, keras.layers.BatchNormalization):
                 if len(out) != 1:
-                    raise ValueError(f"{layer.name}: batch norm over a concatenation is not supported")
+                    raise ModelError(f"{layer.name}: batch norm over a concatenation is not supported")
                 graph.bn_space[layer.name] = out[0][0]
         else:
-            raise ValueError(f"{layer.name}: layer type {type(layer).__name__} is not known to the pruner")
+            raise ModelError(f"{layer.name}: layer type {type(layer).__name__} is not known to the pruner")
         produced[id(layer.output)] = out
     return graph
 
@@ -164,7 +165,7 @@ def prune(model: keras.Model, settings: PruneSettings,
     prunable = set(arch.filters)
     unknown = sorted(set(settings.excluded_layers) - prunable)
     if unknown:
-        raise ValueError(f"excluded layers {unknown} are not prunable layers of this model; "
+        raise UsageError(f"excluded layers {unknown} are not prunable layers of this model; "
                          f"prunable: {', '.join(sorted(prunable))}")
     graph = channel_graph(model)
     convs = {layer.name: layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)}

@@ -33,7 +33,7 @@ from bpnet.artifacts import MANIFEST_NAME, atomic_write_text, build_manifest, wr
 from bpnet.curves import CURVE_JSON, CURVE_PNG, LearningCurve, ValScorer
 from bpnet.data.convert import verified_shards
 from bpnet.data.loader import bad_record_error, build_dataset, record_paths
-from bpnet.errors import ModelError
+from bpnet.errors import DataError, ModelError, SpecError, StepError
 from bpnet.layout import ARCHITECTURE_FILE, MODEL_FILE, TRAIN_SPEC_FILE, TRAIN_SUMMARY_FILE
 from bpnet.model.architecture import Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
@@ -96,7 +96,7 @@ def initial_model(spec: TrainSpec, key: str | None) -> keras.Model:
     reg = spec_regularization(spec)
     if spec.load_graph:
         if not spec.pretrained_weights:
-            raise ValueError("load_graph is true but pretrained_weights names no model file")
+            raise SpecError(["load_graph is true but pretrained_weights names no model file"])
         source = load_model(spec.pretrained_weights, key)
         model = build_model(architecture_of(source), reg, seed=spec.random_seed)
         model.set_weights(source.get_weights())
@@ -106,7 +106,7 @@ def initial_model(spec: TrainSpec, key: str | None) -> keras.Model:
     if spec.pretrained_weights:
         report = load_weights_by_name(model, spec.pretrained_weights, key)
         if report.shape_mismatch:  # training on would silently start those layers from scratch
-            raise ValueError(
+            raise ModelError(
                 f"pretrained_weights: {spec.pretrained_weights}: {len(report.shape_mismatch)} layer(s) differ in "
                 f"shape from the spec's model (first: {report.shape_mismatch[0]}); a pruned model is retrained "
                 "with load_graph: true")
@@ -118,12 +118,12 @@ def _strategy(gpus: int, gpu_index: list[int] | None) -> tf.distribute.Strategy:
     if gpu_index:
         bad = [i for i in gpu_index if i >= len(devices)]
         if bad:
-            raise ValueError(f"--gpu_index {bad}: only {len(devices)} GPU(s) present")
+            raise StepError(f"--gpu_index {bad}: only {len(devices)} GPU(s) present")
         devices = [devices[i] for i in gpu_index]
         tf.config.set_visible_devices(devices, "GPU")
     if gpus > 1:
         if len(devices) < gpus:
-            raise ValueError(f"--gpus {gpus}: only {len(devices)} GPU(s) present")
+            raise StepError(f"--gpus {gpus}: only {len(devices)} GPU(s) present")
         return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(gpus)])
     return tf.distribute.get_strategy()
 
@@ -140,7 +140,7 @@ class Trainer:
         self.paths = record_paths(spec)
         self.num_samples = verified_shards(self.paths)
         if self.num_samples < self.global_batch:
-            raise ValueError(f"{self.num_samples} training samples < one batch of {self.global_batch}")
+            raise DataError(f"{self.num_samples} training samples < one batch of {self.global_batch}")
         self.steps_per_epoch = self.num_samples // self.global_batch
         self.total_steps = self.steps_per_epoch * spec.num_epoch
         with self.strategy.scope():
@@ -163,13 +163,13 @@ class Trainer:
         ft = self.spec.finetuning_config
         if ft.is_finetune_exp:
             if not ft.checkpoint_path:
-                raise ValueError("finetuning_config.is_finetune_exp is true but checkpoint_path is null")
+                raise SpecError(["finetuning_config.is_finetune_exp is true but checkpoint_path is null"])
             path = Path(ft.checkpoint_path)
             prefix = (str(path / "checkpoints" / f"ckpt-{ft.ckpt_epoch_num}") if ft.ckpt_epoch_num
                       else tf.train.latest_checkpoint(str(path / "checkpoints") if (path / "checkpoints").is_dir()
                                                       else str(path))) if path.is_dir() else str(path)
             if not prefix:
-                raise ValueError(f"finetuning_config.checkpoint_path: no checkpoint found in {path}")
+                raise SpecError([f"finetuning_config.checkpoint_path: no checkpoint found in {path}"])
             tf.train.Checkpoint(model=self.model).restore(prefix).expect_partial()
             log.info("fine-tuning from %s", prefix)
         return 0

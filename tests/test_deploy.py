@@ -16,6 +16,7 @@ import yaml
 from bpnet.cli import main
 from bpnet.deploy.calibration import build_tensorfile, graph_tensors, read_trt_cache
 from bpnet.deploy.engine import EnginePlan, cache_for_version, parse_profile, trt_version_code
+from bpnet.errors import UsageError
 from bpnet.infer.predict import OnnxBackend
 from bpnet.model.exported import read_exported
 from bpnet.model.io import ModelKeyError, load_model
@@ -159,9 +160,9 @@ def test_engine_plan_and_profiles_are_checked_without_tensorrt(tmp_path):
     assert (profile.min, profile.opt, profile.max) == ((1, 224, 320, 3), (4, 224, 320, 3), (8, 224, 320, 3))
     for bad in ("input_1,1x224x320x3,4x224x320x3", "input_1,4x224x320x3,1x224x320x3,8x224x320x3",
                 "input_1,1x224x320,4x224x320x3,8x224x320x3", "input_1,1by224,1x1,1x1"):
-        with pytest.raises(ValueError):
+        with pytest.raises(UsageError):
             parse_profile(bad)
-    with pytest.raises(ValueError, match="needs a calibration cache"):
+    with pytest.raises(UsageError, match="needs a calibration cache"):
         EnginePlan(precision="int8")
     plan = EnginePlan(precision="fp16", max_batch_size=4, dla_core=0)
     assert plan.default_profile("input_1", (368, 368, 3))[0].max == (4, 368, 368, 3)

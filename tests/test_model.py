@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bpnet.errors import ModelError
 from bpnet.model.architecture import FULL, Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
 from bpnet.model.io import ModelKeyError, architecture_of, load_model, load_weights_by_name, save_model
@@ -107,7 +108,7 @@ def test_architecture_round_trips_through_a_model_and_json():
     model = build_model(arch)
     assert architecture_of(model) == arch
     assert Architecture.from_json(arch.to_json()) == arch
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ModelError, match="missing"):
         Architecture(stages=2, filters={"block1_conv1": 8})
 
 

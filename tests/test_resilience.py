@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from bpnet.cli import main
+from bpnet.errors import ModelError
 from bpnet.model.io import checkpoint_problem, latest_readable_checkpoint
 from bpnet.model.optimizer import MAX_SOFT_START_GROWTH, effective_soft_start, make_schedule
 from bpnet.specs import TrainSpec, load_spec
@@ -118,7 +119,7 @@ def test_a_truncated_checkpoint_is_skipped_with_a_warning_naming_it(tmp_path, ca
     assert [r.getMessage() for r in caplog.records] == [
         f"checkpoint {second}.* is unreadable (Read less bytes than requested); falling back to the previous one"]
     Path(first + ".index").write_bytes(b"not a checkpoint index")
-    with pytest.raises(ValueError, match=r"no readable checkpoint: ckpt-2 \(Read less bytes than requested\); "
+    with pytest.raises(ModelError, match=r"no readable checkpoint: ckpt-2 \(Read less bytes than requested\); "
                                          r"ckpt-1 \(.+\); move the folder away to start over"):
         latest_readable_checkpoint(tmp_path)
     assert latest_readable_checkpoint(tmp_path / "none") is None

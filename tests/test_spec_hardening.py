@@ -24,6 +24,7 @@ import yaml
 
 from bpnet.artifacts import ArtifactError, check_layout, parse_manifest
 from bpnet.cli import main as cli_main
+from bpnet.errors import ModelError
 from bpnet.specs import SpecError, TrainSpec, load_spec
 from bpnet.specs.loader import _fmt_value
 from pipelines.__main__ import main as pipelines_main
@@ -380,5 +381,5 @@ def test_pruned_model_as_pretrained_weights_without_load_graph_is_an_error(tmp_p
     narrower = spec.model_copy(update={"model": spec.model.model_copy(update={"width_multiplier": 0.125})})
     save_model(build_model(spec_architecture(narrower), seed=0), tmp_path / "pruned.tlt", "test-key")
     spec.pretrained_weights = str(tmp_path / "pruned.tlt")
-    with pytest.raises(ValueError, match=r"layer\(s\) differ in shape .* retrained with load_graph: true"):
+    with pytest.raises(ModelError, match=r"layer\(s\) differ in shape .* retrained with load_graph: true"):
         initial_model(spec, "test-key")

@@ -26,7 +26,7 @@ from bpnet.data import augment, labels, records
 from bpnet.data.masks import MASK_IGNORE, MASK_KEEP
 from bpnet.errors import DataError
 from bpnet.pose import BPNET_SKELETON, Skeleton
-from bpnet.preprocess import DCT_RATIOS, normalize, read_image
+from bpnet.preprocess import DCT_RATIOS, ImageReadError, normalize, read_image
 from bpnet.specs.train import MODEL_STRIDE, TrainSpec
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def record_paths(spec: TrainSpec, split: str = "train") -> list[Path]:
     folder = cfg.train_records_folder_path if split == "train" else cfg.val_records_folder_path
     names = cfg.train_records_path if split == "train" else cfg.val_records_path
     if folder is None or not names:
-        raise ValueError(f"the train spec lists no {split} records")
+        raise DataError(f"the train spec lists no {split} records")
     return [Path(folder) / n for n in names]
 
 
@@ -118,7 +118,7 @@ class SampleMaker:
         data = np.fromfile(path, np.uint8) if path.is_file() else np.zeros(0, np.uint8)
         full = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
         if full is None or full.shape[:2] != (rec.height, rec.width):
-            raise ValueError(f"mask {path} is missing, cannot be decoded or is not {rec.width}x{rec.height}")
+            raise ImageReadError(f"mask {path} is missing, cannot be decoded or is not {rec.width}x{rec.height}")
         return full
 
 

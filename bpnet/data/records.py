@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bpnet.errors import DataError
+
 SHARD_PATTERN = "{prefix}-fold-{index:03d}-of-{count:03d}"
 _SHARD_RE = re.compile(r"^(?P<prefix>.+)-fold-(?P<index>\d{3})-of-(?P<count>\d{3})$")
 
@@ -59,7 +61,7 @@ def shard_prefix(shard_path: str | Path) -> str:
     """``.../train-fold-000-of-002`` -> ``.../train`` (raises for a name not in the pattern)."""
     match = _SHARD_RE.match(str(shard_path))
     if not match:
-        raise ValueError(f"{shard_path}: not a shard name of the form <prefix>-fold-NNN-of-NNN")
+        raise DataError(f"{shard_path}: not a shard name of the form <prefix>-fold-NNN-of-NNN")
     return match.group("prefix")
 
 

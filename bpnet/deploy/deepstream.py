@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+from bpnet.errors import ModelError, UsageError
 from bpnet.infer.decode import DecodeParams
 from bpnet.pose import Skeleton
 
@@ -24,7 +25,7 @@ DEEPSTREAM_APP = ("deepstream_tao_apps apps/tao_others/deepstream-bodypose2d-app
 
 def _scalar(values: tuple[float, ...], what: str) -> float:
     if len(set(values)) != 1:
-        raise ValueError(f"normalization {what} {list(values)}: nvinfer has one net-scale-factor for all "
+        raise ModelError(f"normalization {what} {list(values)}: nvinfer has one net-scale-factor for all "
                          "channels; per-channel scales cannot be expressed")
     return float(values[0])
 
@@ -42,7 +43,7 @@ def pgie_config(*, model_engine_file: str | None, onnx_file: str | None, precisi
         props["onnx-file"] = onnx_file
     if precision == "int8":
         if not int8_calib_file:
-            raise ValueError("an INT8 target needs the calibration cache (int8-calib-file)")
+            raise UsageError("an INT8 target needs the calibration cache (int8-calib-file)")
         props["int8-calib-file"] = int8_calib_file
     props.update({
         "network-input-order": 1,  # NHWC, as exported

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import get_args
 
 from bpnet.artifacts import atomic_write_bytes
-from bpnet.errors import StepError
+from bpnet.errors import ModelError, StepError, UsageError
 from bpnet.settings import Precision
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Profile:
 
 def parse_shape(text: str, what: str) -> tuple[int, ...]:
     if not re.fullmatch(r"\d+(x\d+)*", text):
-        raise ValueError(f"{what}: {text!r} — expected dimensions joined by 'x', e.g. 1x224x320x3")
+        raise UsageError(f"{what}: {text!r} — expected dimensions joined by 'x', e.g. 1x224x320x3")
     return tuple(int(v) for v in text.split("x"))
 
 
@@ -49,12 +49,12 @@ def parse_profile(text: str) -> Profile:
     """``-p <input>,<min>,<opt>,<max>``, shapes as 1x224x320x3 (tlt-converter's syntax)."""
     parts = text.split(",")
     if len(parts) != 4 or not parts[0]:
-        raise ValueError(f"-p {text!r} — expected <input_name>,<min_shape>,<opt_shape>,<max_shape>")
+        raise UsageError(f"-p {text!r} — expected <input_name>,<min_shape>,<opt_shape>,<max_shape>")
     shapes = [parse_shape(p, f"-p {parts[0]}") for p in parts[1:]]
     if len({len(s) for s in shapes}) != 1:
-        raise ValueError(f"-p {text!r} — min, opt and max shapes must have the same rank")
+        raise UsageError(f"-p {text!r} — min, opt and max shapes must have the same rank")
     if not all(a <= b <= c for a, b, c in zip(*shapes, strict=True)):
-        raise ValueError(f"-p {text!r} — expected min <= opt <= max in every dimension")
+        raise UsageError(f"-p {text!r} — expected min <= opt <= max in every dimension")
     return Profile(parts[0], *shapes)
 
 
@@ -70,15 +70,15 @@ class EnginePlan:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(f"-t {self.precision!r} — expected one of {', '.join(PRECISIONS)}")
+            raise UsageError(f"-t {self.precision!r} — expected one of {', '.join(PRECISIONS)}")
         if self.precision == "int8" and not self.calibration_cache:
-            raise ValueError("-t int8 needs a calibration cache (-c), e.g. from bpnet export --data_type int8")
+            raise UsageError("-t int8 needs a calibration cache (-c), e.g. from bpnet export --data_type int8")
         if self.calibration_cache and not Path(self.calibration_cache).is_file():
             raise FileNotFoundError(f"-c {self.calibration_cache}: calibration cache not found")
         if self.max_batch_size < 1 or self.workspace_bytes < 1:
-            raise ValueError("-m (max batch size) and -w (workspace bytes) must be positive")
+            raise UsageError("-m (max batch size) and -w (workspace bytes) must be positive")
         if self.dla_core is not None and self.dla_core < 0:
-            raise ValueError(f"-u {self.dla_core} — DLA cores are numbered from 0")
+            raise UsageError(f"-u {self.dla_core} — DLA cores are numbered from 0")
 
     def default_profile(self, input_name: str, dims: tuple[int, ...]) -> tuple[Profile, ...]:
         """Batch 1..max_batch_size at ``dims`` (H, W, C) when no -p was given."""
@@ -117,7 +117,7 @@ def build_engine(onnx_bytes: bytes, plan: EnginePlan, dims: tuple[int, ...], des
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ValueError(f"TensorRT could not parse the model: {errors}")
+        raise ModelError(f"TensorRT could not parse the model: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     if plan.precision in ("fp16", "int8"):
@@ -138,7 +138,7 @@ def build_engine(onnx_bytes: bytes, plan: EnginePlan, dims: tuple[int, ...], des
     log.info("building TensorRT %s engine: %s", trt.__version__, plan.describe())
     engine = builder.build_serialized_network(network, config)
     if engine is None:
-        raise RuntimeError("TensorRT failed to build the engine (see its log above)")
+        raise StepError("TensorRT failed to build the engine (see its log above)")
     atomic_write_bytes(dest, bytes(engine))
     return Path(dest)
 

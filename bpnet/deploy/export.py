@@ -14,6 +14,7 @@ from pathlib import Path
 from bpnet.deploy import calibration
 from bpnet.deploy.engine import EnginePlan, EngineUnavailable, build_engine
 from bpnet.deploy.onnx_export import to_onnx
+from bpnet.errors import ModelError, UsageError
 from bpnet.model.exported import INPUT_NAME, ExportInfo, read_exported, set_metadata, write_exported
 from bpnet.settings import CalibrationSettings
 from bpnet.specs.train import NormalizationParams
@@ -66,7 +67,7 @@ def calibrate(onnx_path: str | Path, key: str | None, cal: CalibrationData, norm
 
     data, info = read_exported(onnx_path, key)
     if info.precision != "fp32" or info.sdk_compatible:
-        raise ValueError(f"{onnx_path}: calibrate an fp32 model exported without --sdk_compatible_model")
+        raise ModelError(f"{onnx_path}: calibrate an fp32 model exported without --sdk_compatible_model")
     settings = cal.settings
     tensors = calibration.build_tensorfile(cal.image_dir, cal.data_file, settings.cal_batches,
                                            settings.cal_batch_size, info.height, info.width, norm.image_scale,
@@ -103,9 +104,9 @@ def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int
     tensorfile = cache = int8 = engine = skipped = None
     if data_type == "int8":
         if cal is None:
-            raise ValueError("--data_type int8 needs calibration settings (--cal_image_dir or --cal_data_file)")
+            raise UsageError("--data_type int8 needs calibration settings (--cal_image_dir or --cal_data_file)")
         if sdk_compatible:
-            raise ValueError("--data_type int8 calibrates the model as exported for inference; export the "
+            raise UsageError("--data_type int8 calibrates the model as exported for inference; export the "
                              "SDK-compatible model separately (fp32) and build its engine with the cache")
         tensorfile, cache, int8 = calibrate(onnx, key, cal, norm, int8_path(output))
     if engine_file:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bpnet.errors import UsageError
+
 API_VERSION = "serving.kserve.io/v1beta1"
 
 
@@ -15,7 +17,7 @@ def dns_label(text: str) -> str:
     """A Kubernetes object name (RFC 1123 label, 63 characters at most)."""
     label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].rstrip("-")
     if not label:
-        raise ValueError(f"'{text}' gives no valid Kubernetes name")
+        raise UsageError(f"'{text}' gives no valid Kubernetes name")
     return label
 
 

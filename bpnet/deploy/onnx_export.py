@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bpnet.errors import ModelError
 from bpnet.model.exported import HEAT_NAME, INPUT_NAME, PAF_NAME, ExportInfo, set_metadata
 from bpnet.specs.base import check_input_shape
 
@@ -38,7 +39,7 @@ def deployable_model(model, stage: int | None = None, sdk_compatible: bool = Fal
     stages = len(model.outputs) // 2
     chosen = stage or stages
     if not 1 <= chosen <= stages:
-        raise ValueError(f"output stage {chosen}: the model has stages 1..{stages}")
+        raise ModelError(f"output stage {chosen}: the model has stages 1..{stages}")
     heats, pafs = split_outputs(model.outputs, stages)
     heat, paf = heats[chosen - 1], pafs[chosen - 1]
     if sdk_compatible:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpnet.deploy import triton_model
+from bpnet.errors import ModelError, UsageError
 from bpnet.infer.decode import DecodeParams
 
 ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 6: "TYPE_INT32", 7: "TYPE_INT64",
@@ -55,7 +56,7 @@ def network_io(onnx_bytes: bytes) -> NetworkIO:
         t = value.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
         if t.elem_type not in ONNX_TO_TRITON:
-            raise ValueError(f"tensor {value.name}: ONNX element type {t.elem_type} has no Triton data type")
+            raise ModelError(f"tensor {value.name}: ONNX element type {t.elem_type} has no Triton data type")
         return TensorSpec(value.name, ONNX_TO_TRITON[t.elem_type], dims[1:])
 
     initializers = {i.name for i in graph.initializer}
@@ -167,7 +168,7 @@ def build_repository(repo: Path, onnx_bytes: bytes, networks: list[Network], par
                      heatmap_name: str, paf_name: str, num_joints: int) -> list[str]:
     """The whole repository; returns the ensemble names (what clients call)."""
     if not networks:
-        raise ValueError("no network to serve: no engine target was built and release.plain_onnx is false")
+        raise UsageError("no network to serve: no engine target was built and release.plain_onnx is false")
     io = network_io(onnx_bytes)
     for network in networks:
         write_network_model(repo, network.name, io, network.max_batch_size, network.model_file, network.platform)

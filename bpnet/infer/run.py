@@ -24,6 +24,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from bpnet.artifacts import atomic_write_text
+from bpnet.errors import DataError
 from bpnet.infer.predict import Predictor
 from bpnet.infer.visualize import write_drawing
 from bpnet.layout import ANNOTATED_DIR, DETECTIONS_FILE
@@ -57,30 +58,30 @@ def list_inputs(kind: Literal["image", "dir", "json"], source: str | Path,
         return [InferenceInput(source)]
     if kind == "dir":
         if not source.is_dir():
-            raise ValueError(f"--input {source}: not a directory")
+            raise DataError(f"--input {source}: not a directory")
         found = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
-            raise ValueError(f"--input {source}: no images ({', '.join(IMAGE_SUFFIXES)}) in the directory")
+            raise DataError(f"--input {source}: no images ({', '.join(IMAGE_SUFFIXES)}) in the directory")
         return [InferenceInput(p) for p in found]
     try:
         doc = json.loads(source.read_text())
         entries = doc["images"] if isinstance(doc, dict) else doc
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"--input {source}: not a COCO-style JSON with an 'images' list ({exc})") from exc
+        raise DataError(f"--input {source}: not a COCO-style JSON with an 'images' list ({exc})") from exc
     if not isinstance(entries, list):
-        raise ValueError(f"--input {source}: 'images' is not a list")
+        raise DataError(f"--input {source}: 'images' is not a list")
     root = Path(image_root) if image_root else source.parent
     inputs = []
     for index, entry in enumerate(entries):
         name = entry.get("file_name") or entry.get("full_image_path") if isinstance(entry, dict) else entry
         image_id = entry.get("id") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not name:
-            raise ValueError(f"--input {source}: images[{index}] has no file_name string: {str(entry)[:80]}")
+            raise DataError(f"--input {source}: images[{index}] has no file_name string: {str(entry)[:80]}")
         if image_id is not None and (not isinstance(image_id, int) or isinstance(image_id, bool)):
-            raise ValueError(f"--input {source}: images[{index}] has a non-integer id {str(image_id)[:40]}")
+            raise DataError(f"--input {source}: images[{index}] has a non-integer id {str(image_id)[:40]}")
         inputs.append(InferenceInput(root / name, image_id))
     if not inputs:
-        raise ValueError(f"--input {source}: the file lists no images")
+        raise DataError(f"--input {source}: the file lists no images")
     return inputs
 
 

@@ -31,6 +31,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
+from bpnet.errors import ModelError
+
 ModelClass = Literal["BpNetLiteModel", "BpNetModel"]
 LITE: ModelClass = "BpNetLiteModel"
 FULL: ModelClass = "BpNetModel"
@@ -88,7 +90,7 @@ def default_filters(stages: int, use_self_attention: bool, width: float = 1.0, *
                     class_name: str = LITE, add_final_c128_conv: bool = False) -> dict[str, int]:
     """Filter counts of every hidden conv layer at a width multiplier (1.0 = published model)."""
     if class_name not in MODEL_CLASSES:
-        raise ValueError(f"model class {class_name!r}: expected one of {', '.join(MODEL_CLASSES)}")
+        raise ModelError(f"model class {class_name!r}: expected one of {', '.join(MODEL_CLASSES)}")
 
     def w(n: int) -> int:
         return max(8, int(round(n * width / 8.0)) * 8) if width != 1.0 else n
@@ -130,11 +132,11 @@ class Architecture:
             object.__setattr__(self, "filters", self._default_filters())
         if set(self.filters) != expected:
             missing, extra = sorted(expected - set(self.filters)), sorted(set(self.filters) - expected)
-            raise ValueError(f"architecture filters do not match a {self.class_name} of {self.stages} stages: "
+            raise ModelError(f"architecture filters do not match a {self.class_name} of {self.stages} stages: "
                              f"missing {missing}, unexpected {extra}")
         bad = {k: v for k, v in self.filters.items() if int(v) < 1}
         if bad:
-            raise ValueError(f"filter counts must be >= 1: {bad}")
+            raise ModelError(f"filter counts must be >= 1: {bad}")
 
     def with_filters(self, filters: dict[str, int]) -> Architecture:
         return replace(self, filters={**self.filters, **filters})

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bpnet.artifacts import atomic_write_bytes
 from bpnet.crypto import MAGIC, decrypt, encrypt
+from bpnet.errors import ModelError
 
 INPUT_NAME = "input_1"
 HEAT_NAME, PAF_NAME = "heatmap_out", "paf_out"
@@ -45,7 +46,7 @@ class ExportInfo:
                        sdk_compatible=props["bpnet.sdk_compatible"] == "True",
                        precision=props.get("bpnet.precision", "fp32"))
         except KeyError as exc:
-            raise ValueError(f"{where}: not an ONNX model exported by bpnet (no {exc.args[0]} metadata)") from None
+            raise ModelError(f"{where}: not an ONNX model exported by bpnet (no {exc.args[0]} metadata)") from None
 
 
 def set_metadata(proto, info: ExportInfo) -> None:
@@ -78,5 +79,5 @@ def read_exported(path: str | Path, key: str | None) -> tuple[bytes, ExportInfo]
     try:
         proto = onnx.load_model_from_string(data)
     except Exception as exc:  # onnx raises DecodeError subclasses without a common public base
-        raise ValueError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
+        raise ModelError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
     return data, ExportInfo.from_props({p.key: p.value for p in proto.metadata_props}, str(path))

@@ -20,6 +20,7 @@ import numpy as np
 
 from bpnet.artifacts import atomic_write_bytes
 from bpnet.crypto import MAGIC, ModelKeyError, decrypt, encrypt  # noqa: F401 - ModelKeyError: part of this API
+from bpnet.errors import ModelError
 from bpnet.model.architecture import C128_CONV, FULL, LITE, Architecture, default_filters
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def latest_readable_checkpoint(directory: str | Path, name: str = "ckpt") -> str
                     "; falling back to the previous one" if k + 1 < len(ordered) else "")
         bad.append(f"{Path(prefix).name} ({problem})")
     if bad:
-        raise ValueError(f"{directory}: no readable checkpoint: {'; '.join(bad)}; move the folder away to start over")
+        raise ModelError(f"{directory}: no readable checkpoint: {'; '.join(bad)}; move the folder away to start over")
     return None
 
 
@@ -96,7 +97,7 @@ def load_model(path: str | Path, key: str | None = None, compile: bool = False) 
         try:
             return keras.saving.load_model(plain, compile=compile)
         except (ValueError, OSError, KeyError) as exc:
-            raise ValueError(f"{path}: not a bpnet model file ({exc})") from exc
+            raise ModelError(f"{path}: not a bpnet model file ({exc})") from exc
 
 
 def architecture_of(model: keras.Model) -> Architecture:
@@ -160,7 +161,7 @@ def read_weights(path: str | Path, key: str | None = None) -> dict[str, list[np.
                 if vars_ is not None and len(vars_):
                     out[name] = [np.asarray(vars_[str(i)]) for i in range(len(vars_))]
             return out
-    raise ValueError(f"{path}: unrecognised weights file (expected a bpnet model, Keras .h5 or .weights.h5)")
+    raise ModelError(f"{path}: unrecognised weights file (expected a bpnet model, Keras .h5 or .weights.h5)")
 
 
 def load_weights_by_name(model: keras.Model, path: str | Path, key: str | None = None) -> WeightLoadReport:

@@ -22,6 +22,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 
+from bpnet.errors import UsageError
+
 # Upper bounds shared by the spec models. Values that size memory (batches, buffers, image sides,
 # counts of things held at once) are bounded so a typo fails validation instead of the machine:
 # ``shuffle_buffer_size: 1.0e12`` would otherwise reach TensorFlow as a buffer of 10^12 records.
@@ -135,7 +137,7 @@ def parse_path_map(items: list[str] | str | None) -> tuple[tuple[str, str], ...]
     for item in items:
         old, sep, new = item.partition("=")
         if not sep or not old.strip() or not new.strip():
-            raise ValueError(f"path map entry '{item}' — expected OLD_PREFIX=NEW_PREFIX")
+            raise UsageError(f"path map entry '{item}' — expected OLD_PREFIX=NEW_PREFIX")
         # A relative target is relative to the working directory, as on any command line.
         pairs.append((old.strip(), os.path.abspath(os.path.expanduser(new.strip()))))
     return tuple(pairs)
