@@ -329,10 +329,8 @@ def _run_export(args: argparse.Namespace) -> int:
     engine = settings_of(EngineSettings, args)
     output = args.output_file or str(Path(args.model).with_suffix(".etlt"))
     calibration = _calibration_data(args, output) if args.data_type == "int8" else None
-    engine_options = {"max_batch_size": engine.max_batch_size, "workspace_bytes": args.max_workspace_size,
-                      "strict_types": engine.strict_type_constraints}
     result = export(args.model, output, args.key, settings, norm, engine.data_type, args.output_stage,
-                    args.sdk_compatible_model, calibration, args.engine_file, engine_options)
+                    args.sdk_compatible_model, calibration, args.engine_file, engine)
     if result.engine_skipped:
         log.warning("the ONNX model%s written; no engine: %s",
                     " and calibration outputs were" if calibration else " was", result.engine_skipped)

@@ -20,6 +20,7 @@ from bpnet.errors import UsageError
 from bpnet.infer.predict import OnnxBackend
 from bpnet.model.exported import read_exported
 from bpnet.model.io import ModelKeyError, load_model
+from bpnet.settings import EngineSettings
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -163,8 +164,8 @@ def test_engine_plan_and_profiles_are_checked_without_tensorrt(tmp_path):
         with pytest.raises(UsageError):
             parse_profile(bad)
     with pytest.raises(UsageError, match="needs a calibration cache"):
-        EnginePlan(precision="int8")
-    plan = EnginePlan(precision="fp16", max_batch_size=4, dla_core=0)
+        EnginePlan(EngineSettings(data_type="int8"))
+    plan = EnginePlan(EngineSettings(data_type="fp16", max_batch_size=4, dla_core=0))
     assert plan.default_profile("input_1", (368, 368, 3))[0].max == (4, 368, 368, 3)
     assert "DLA core 0 (GPU fallback)" in plan.describe()
 

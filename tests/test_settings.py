@@ -88,10 +88,11 @@ def test_the_default_input_shape_is_one_object():
 
 def test_the_calibration_methods_and_precisions_are_the_literals():
     from bpnet.deploy.calibration import METHODS
-    from bpnet.deploy.engine import PRECISIONS
+    from bpnet.deploy.engine import EnginePlan
 
     assert METHODS == get_args(settings.CalibrationMethod)
-    assert PRECISIONS == get_args(settings.Precision)
+    # the engine plan takes the settings as they are: precision, batch, workspace, DLA checked once
+    assert EnginePlan.__dataclass_fields__["settings"].type in ("EngineSettings", settings.EngineSettings)
 
 
 def _sources() -> list[Path]:

@@ -1,7 +1,7 @@
 """TensorRT engines from exported models (what tlt-converter does), behind a lazy import.
 
-``EnginePlan`` is everything a build applies — precision, workspace, optimization profiles, the
-INT8 calibration cache, strict types, DLA core — worked out and checked without TensorRT, so the
+``EnginePlan`` is everything a build applies — the engine settings (precision, workspace, strict
+types, DLA core), optimization profiles, the INT8 calibration cache — checked without TensorRT, so the
 command line and the pipeline can be tested anywhere. ``build_engine`` imports TensorRT only
 when asked to build; where it is missing (it cannot be pip-installed on machines without the
 vendor's index, and needs a GPU), ``EngineUnavailable`` says what is missing.
@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import get_args
 
 from bpnet.artifacts import atomic_write_bytes
 from bpnet.errors import ModelError, StepError, UsageError
-from bpnet.settings import Precision
+from bpnet.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-DEFAULT_WORKSPACE = 1 << 30
 
 
 class EngineUnavailable(StepError, RuntimeError):
@@ -60,38 +57,34 @@ def parse_profile(text: str) -> Profile:
 
 @dataclass(frozen=True)
 class EnginePlan:
-    precision: str = "fp32"
-    max_batch_size: int = 1
-    workspace_bytes: int = DEFAULT_WORKSPACE
+    """A build: the engine settings (precision, max batch, workspace, strict types, DLA core:
+    declared and checked once, in ``EngineSettings``), the optimization profiles and the INT8
+    calibration cache; checked here is only what ties them together."""
+
+    settings: EngineSettings = field(default_factory=EngineSettings)
     profiles: tuple[Profile, ...] = ()
     calibration_cache: str | None = None
-    strict_types: bool = False
-    dla_core: int | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"-t {self.precision!r} — expected one of {', '.join(PRECISIONS)}")
-        if self.precision == "int8" and not self.calibration_cache:
+        if self.settings.data_type == "int8" and not self.calibration_cache:
             raise UsageError("-t int8 needs a calibration cache (-c), e.g. from bpnet export --data_type int8")
         if self.calibration_cache and not Path(self.calibration_cache).is_file():
             raise FileNotFoundError(f"-c {self.calibration_cache}: calibration cache not found")
-        if self.max_batch_size < 1 or self.workspace_bytes < 1:
-            raise UsageError("-m (max batch size) and -w (workspace bytes) must be positive")
-        if self.dla_core is not None and self.dla_core < 0:
-            raise UsageError(f"-u {self.dla_core} — DLA cores are numbered from 0")
 
     def default_profile(self, input_name: str, dims: tuple[int, ...]) -> tuple[Profile, ...]:
         """Batch 1..max_batch_size at ``dims`` (H, W, C) when no -p was given."""
         if self.profiles:
             return self.profiles
-        return (Profile(input_name, (1, *dims), (self.max_batch_size, *dims), (self.max_batch_size, *dims)),)
+        batch = self.settings.max_batch_size
+        return (Profile(input_name, (1, *dims), (batch, *dims), (batch, *dims)),)
 
     def describe(self) -> str:
-        parts = [self.precision, f"workspace {self.workspace_bytes >> 20} MiB", f"max batch {self.max_batch_size}"]
-        if self.strict_types:
+        s = self.settings
+        parts = [s.data_type, f"workspace {s.max_workspace_size >> 20} MiB", f"max batch {s.max_batch_size}"]
+        if s.strict_type_constraints:
             parts.append("strict types")
-        if self.dla_core is not None:
-            parts.append(f"DLA core {self.dla_core} (GPU fallback)")
+        if s.dla_core is not None:
+            parts.append(f"DLA core {s.dla_core} (GPU fallback)")
         if self.calibration_cache:
             parts.append(f"calibration cache {self.calibration_cache}")
         return ", ".join(parts)
@@ -119,17 +112,18 @@ def build_engine(onnx_bytes: bytes, plan: EnginePlan, dims: tuple[int, ...], des
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelError(f"TensorRT could not parse the model: {errors}")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
-    if plan.precision in ("fp16", "int8"):
+    s = plan.settings
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, s.max_workspace_size)
+    if s.data_type in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
-    if plan.precision == "int8":
+    if s.data_type == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = _cache_calibrator(trt, Path(plan.calibration_cache))
-    if plan.strict_types:
+    if s.strict_type_constraints:
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    if plan.dla_core is not None:
+    if s.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = plan.dla_core
+        config.DLA_core = s.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     profile = builder.create_optimization_profile()
     for p in plan.default_profile(input_name, dims):

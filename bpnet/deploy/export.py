@@ -16,7 +16,7 @@ from bpnet.deploy.engine import EnginePlan, EngineUnavailable, build_engine
 from bpnet.deploy.onnx_export import to_onnx
 from bpnet.errors import ModelError, UsageError
 from bpnet.model.exported import INPUT_NAME, ExportInfo, read_exported, set_metadata, write_exported
-from bpnet.settings import CalibrationSettings
+from bpnet.settings import CalibrationSettings, EngineSettings, build
 from bpnet.specs.train import NormalizationParams
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,9 @@ def calibrate(onnx_path: str | Path, key: str | None, cal: CalibrationData, norm
 def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int, int], norm: NormalizationParams,
            data_type: str = "fp32", stage: int | None = None, sdk_compatible: bool = False,
            cal: CalibrationData | None = None, engine_file: str | None = None,
-           engine_options: dict | None = None) -> ExportResult:
-    """Export; calibrate for int8; build the engine if asked (``engine_options``: EnginePlan fields
-    other than precision and cache, e.g. max_batch_size, workspace_bytes, strict_types)."""
+           engine_settings: EngineSettings | None = None) -> ExportResult:
+    """Export; calibrate for int8; build the engine if asked (with ``engine_settings``, the
+    precision being ``data_type``)."""
     from bpnet.model.io import load_model
 
     proto, info = to_onnx(load_model(model_path, key), *dims, stage=stage, sdk_compatible=sdk_compatible)
@@ -110,8 +110,9 @@ def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int
                              "SDK-compatible model separately (fp32) and build its engine with the cache")
         tensorfile, cache, int8 = calibrate(onnx, key, cal, norm, int8_path(output))
     if engine_file:
-        plan = EnginePlan(precision=data_type, calibration_cache=str(cache) if cache else None,
-                          **(engine_options or {}))
+        settings = build(EngineSettings, **{**(engine_settings or EngineSettings()).model_dump(),
+                                            "data_type": data_type})
+        plan = EnginePlan(settings, calibration_cache=str(cache) if cache else None)
         try:
             engine = build_engine(proto.SerializeToString(), plan, (dims[0], dims[1], 3), engine_file)
         except EngineUnavailable as exc:

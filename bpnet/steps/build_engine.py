@@ -37,13 +37,7 @@ def build_engine(exported: str | Path, engine_file: str | Path, key: str | None,
         raise UsageError(f"{','.join(outputs)} — the exported model's outputs are {HEAT_NAME},{PAF_NAME}",
                          field="outputs")
     engine_file = output_file("engine_file", engine_file)
-    try:
-        plan = EnginePlan(precision=settings.data_type, max_batch_size=settings.max_batch_size,
-                          workspace_bytes=settings.max_workspace_size,
-                          profiles=tuple(parse_profile(p) for p in profiles), calibration_cache=calibration_cache,
-                          strict_types=settings.strict_type_constraints, dla_core=settings.dla_core)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    plan = EnginePlan(settings, tuple(parse_profile(p) for p in profiles), calibration_cache)
     data, info = read_exported(exported, model_key(key, required=False))
     dims = input_shape or (info.height, info.width)
     log.info("engine plan: %s, input %dx%d", plan.describe(), *dims)
