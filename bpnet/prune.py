@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from bpnet.errors import ModelError, UsageError
+from bpnet.errors import ModelError
 from bpnet.model.architecture import Architecture
 from bpnet.model.bpnet import build_model, count_flops, count_params
 from bpnet.model.io import architecture_of
@@ -165,7 +165,7 @@ def prune(model: keras.Model, settings: PruneSettings,
     prunable = set(arch.filters)
     unknown = sorted(set(settings.excluded_layers) - prunable)
     if unknown:
-        raise UsageError(f"excluded layers {unknown} are not prunable layers of this model; "
+        raise ModelError(f"excluded layers {unknown} are not prunable layers of this model; "
                          f"prunable: {', '.join(sorted(prunable))}")
     graph = channel_graph(model)
     convs = {layer.name: layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bpnet.cli import main
-from bpnet.errors import UsageError
+from bpnet.errors import ModelError
 from bpnet.model.architecture import Architecture, default_filters, output_names
 from bpnet.model.bpnet import build_model, count_params
 from bpnet.model.io import architecture_of, load_model, save_model
@@ -165,7 +165,7 @@ def test_excluded_layers_and_heads_keep_their_widths():
 
 
 def test_unknown_excluded_layer_is_named():
-    with pytest.raises(UsageError, match=r"excluded layers \['heatmap_out', 'nope'\] are not prunable"):
+    with pytest.raises(ModelError, match=r"excluded layers \['heatmap_out', 'nope'\] are not prunable"):
         prune(small_model(), PruneSettings(excluded_layers=("nope", "heatmap_out")))
 
 
