@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from bpnet.artifacts import atomic_write_bytes, atomic_write_text
+from bpnet.errors import BpnetError
 
 if TYPE_CHECKING:
     import keras
@@ -71,12 +72,13 @@ class ValScorer:
         path = paths.get("coco") or next(iter(paths.values()))
         try:
             dataset = load_spec(path, DatasetSpec)
-            if dataset.test_data is None:
-                raise ValueError("no test_data")
-            return cls(spec, dataset)
-        except (OSError, ValueError) as exc:
-            log.warning("learning curve without AP: dataset spec %s: %s", path, exc)
-            return None
+            if dataset.test_data is not None:
+                return cls(spec, dataset)
+            problem: Exception | str = "no test_data"
+        except (OSError, ValueError, BpnetError) as exc:  # an unreadable spec or ground truth: no AP, no failure
+            problem = exc
+        log.warning("learning curve without AP: dataset spec %s: %s", path, problem)
+        return None
 
     def __call__(self, model: keras.Model) -> dict[str, float]:
         from bpnet.evaluate import coco_metrics, detect

@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
+    from bpnet.errors import BpnetError
     from bpnet.specs import SpecError
-    from pipelines.submit import SubmitError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -88,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HTTPError as exc:
         log.error("cannot reach Kubeflow Pipelines: %s: %s", type(exc).__name__, str(exc)[:300])
         return 1
-    except (SubmitError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except BpnetError as exc:  # SubmitError included
+        log.error("%s", exc)
+        return exc.exit_code
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         log.error("%s", exc)
         return 1
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bpnet.layout import TRAIN_SPEC_FILE
 from bpnet.specs import SpecError
 from bpnet.storage import open_store
 from components import runtime
@@ -191,10 +192,11 @@ def test_a_failing_step_says_why_in_the_pod_log(synth_dir, tmp_path, caplog):
 
 @pytest.mark.slow  # the whole DAG (two trainings, export, calibration, release) through kfp.local: make test-all
 def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypatch):
+    from bpnet.overrides import RunOverrides
     from pipelines.local_run import format_summary, run_local
 
     monkeypatch.setenv("BPNET_MODEL_KEY", "local-dag-test")
-    summary = run_local(local_spec(tmp_path, synth_dir))
+    summary = run_local(local_spec(tmp_path, synth_dir), RunOverrides(batch_size=2))  # the specs say 4
 
     assert [s["step"] for s in summary["steps"]] == [
         "dataset_convert", "train", "evaluate unpruned", "prune", "evaluate pruned", "retrain", "evaluate retrained",
@@ -211,6 +213,8 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     assert models["pruned"]["gflops_at_64x64"] < models["unpruned"]["gflops_at_64x64"]
     for name in ("train", "retrain"):
         assert (steps[name] / "bpnet_model.tlt").is_file() and (steps[name] / "pose_config.json").is_file()
+        resolved = yaml.safe_load((steps[name] / TRAIN_SPEC_FILE).read_text())  # the step's resolved spec
+        assert resolved["dataloader"]["batch_size"] == 2, name  # records the run parameter
     assert (steps["prune"] / "bpnet_model.tlt.json").is_file()
     assert (steps["export"] / "bpnet_model.etlt").is_file() and (steps["calibrate"] / "calibration.bin").is_file()
     assert (steps["calibrate"] / "calibration.tensorfile.npy").is_file()
