@@ -72,3 +72,20 @@ def test_plot_draws_loss_and_ap():
     ap_pixels = np.all(image == np.array(AP_COLOR, np.uint8), axis=-1).sum()
     assert ap_pixels > 50
     assert not np.array_equal(plot(points[:1], 4), plot(points, 4))
+
+
+def test_no_readable_val_ground_truth_means_a_curve_without_ap(synth_dir, tmp_path, caplog):
+    """A train artifact holds the train split only: the val annotations the dataset spec names are
+    absent (a DataError), which leaves AP out of the curve instead of failing the training."""
+    import logging
+    from types import SimpleNamespace
+
+    from bpnet.curves import ValScorer
+
+    spec_file = tmp_path / "coco_spec.json"
+    spec_file.write_text((synth_dir / "coco_spec.json").read_text())  # its relative paths now lead nowhere
+    spec = SimpleNamespace(dataloader=SimpleNamespace(dataset_config=SimpleNamespace(
+        dataset_specs={"coco": str(spec_file)})))
+    with caplog.at_level(logging.WARNING, logger="bpnet.curves"):
+        assert ValScorer.from_train_spec(spec) is None
+    assert "learning curve without AP" in caplog.text and "invalid ground truth" in caplog.text
