@@ -292,3 +292,26 @@ def test_paf_sampling_equals_a_full_bicubic_upsample(shape, factors):
     row = np.rint(start[1] + t[:, None] * (end - start)[1]).astype(int)
     np.testing.assert_allclose(got_x, full[row, col, 2 * limb], atol=1e-4)
     np.testing.assert_allclose(got_y, full[row, col, 2 * limb + 1], atol=1e-4)
+
+
+def test_a_flat_plateau_gives_one_peak_at_its_centre():
+    """A 5x5 plateau of the stride-8 map (a saturated output) rings when upsampled; it is one
+    peak at its centroid, not one per upsampled pixel."""
+    heat = np.zeros((16, 16, 19), np.float32)
+    heat[5:10, 6:11, J["nose"]] = 0.8
+    peaks = find_peaks(heat, DecodeParams())
+    assert len(peaks.score) == 1 and peaks.score[0] == pytest.approx(0.8)
+    np.testing.assert_allclose(peaks.xy[0], [8 * 8 + 3.5, 7 * 8 + 3.5])  # cell (7, 8), the centre
+
+
+@pytest.mark.parametrize("shape", [(46, 46), (1, 1), (1, 5)])
+def test_constant_and_one_cell_maps_give_at_most_a_few_peaks(shape):
+    """An all-constant map, and a random 1x1 map (8x8 once upsampled, flat), are one plateau per
+    joint: a bounded, small output and no error (before: a peak per upsampled pixel, ~100k)."""
+    rng = np.random.default_rng(0)
+    h, w = shape
+    heat = np.full((h, w, 19), 0.5, np.float32) if shape == (46, 46) else rng.uniform(0, 1, (h, w, 19)).astype(np.float32)
+    paf = np.full((h, w, 38), 0.3, np.float32) if shape == (46, 46) else rng.uniform(-1, 1, (h, w, 38)).astype(np.float32)
+    peaks = find_peaks(heat, DecodeParams())
+    assert np.bincount(peaks.joint, minlength=18).max() <= max(1, (w + 1) // 2)  # one per plateau / coarse maximum
+    assert len(decode(heat, paf, DecodeParams(), 8 * h)) <= max(1, (w + 1) // 2)

@@ -15,7 +15,10 @@ defined on those upsampled maps, but never materializes them:
   between upsampled pixels; that position scores limbs. The output position of a peak alone in
   its stride-8 cell is a parabola through the log of three stride-8 values per axis (exact for a
   gaussian, where bicubic upsampling biases it toward cell centres and flattens it at the border:
-  ``_gaussian_refine``).
+  ``_gaussian_refine``). Only pixels of the upsampled map count (none beyond its border). A flat
+  top is one peak at its centroid: a plateau of the stride-8 map wider than 2 cells
+  (``_plateau_peaks``: saturated or constant maps) and a group of equal neighbouring upsampled
+  maxima (``_fine_plateaus``: a 1x1 map), so no map gives more peaks than it has cells.
 - limbs: for every candidate pair of a limb's two joints, ``num_samples`` points on the segment
   (rounded to the upsampled grid) are scored by the dot product of the PAF with the segment's
   direction. PAFs are upsampled along x only (cheap: map height x upsampled width); the y taps are
@@ -47,6 +50,7 @@ from bpnet.specs.train import MODEL_STRIDE as STRIDE
 
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel
 _MIN_SEPARATION = 0.25  # stride-8 cells between two peaks of one joint found in the same window
+_TIE = 1e-5  # relative difference under which neighbouring upsampled values are equal (float rounding)
 _CROP = 9  # stride-8 cells per refinement crop (candidate +-4: bicubic taps of the window at any factor)
 
 
@@ -100,60 +104,148 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     padded = np.pad(maps, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
     cross = np.maximum(np.maximum(padded[:-2, 1:-1], padded[2:, 1:-1]), np.maximum(padded[1:-1, :-2], padded[1:-1, 2:]))
     candidate = (maps >= cross) & (maps > 0.5 * params.heatmap_threshold)
+    flat = _plateau_peaks(candidate, maps, params.heatmap_threshold)  # and removes them from `candidate`
     rows, cols, joint = np.nonzero(candidate)
-    if len(rows) == 0:
-        return Peaks()
+    if not len(rows):
+        return _ordered(flat.xy, flat.score, flat.joint, flat.located)
     half = _CROP // 2
-    edge = np.pad(maps, ((half, half), (half, half), (0, 0)), mode="edge")  # = resize's border rule
-    r = rows[:, None] + np.arange(_CROP)[None, :]
-    c = cols[:, None] + np.arange(_CROP)[None, :]
-    crops = edge[r[:, :, None], c[:, None, :], joint[:, None, None]].astype(np.float32)  # (N, crop, crop)
+    # the crops of all candidates, (N, crop, crop), from channel planes padded by edge replication
+    # (= resize's border rule)
+    planes = np.pad(maps.transpose(2, 0, 1), ((0, 0), (half, half), (half, half)), mode="edge")
+    pw = w + 2 * half
+    start = (joint * (h + 2 * half) + rows) * pw + cols
+    offsets = np.arange(_CROP)
+    crops = planes.astype(np.float32, copy=False).take(
+        start[:, None, None] + (offsets * pw)[None, :, None] + offsets[None, None, :])
     # upsampled pixels whose source lies within +-1 cell of the candidate (crop coordinate `half`),
     # plus one pixel each side for the sub-pixel fit; their bicubic taps all lie inside the crop
     wy, y0 = _window_weights(fy, half)
     wx, x0 = _window_weights(fx, half)
-    window = wy @ (crops @ wx.T)  # separable bicubic, only where needed: (N, Y, X)
+    # separable bicubic, only where needed: (N, Y, X). A stack of small products, which numpy runs
+    # itself: one large product would go to a multithreaded BLAS, many times slower on a busy core
+    window = wy @ (crops @ wx.T)
     # every local maximum of the upsampled map in the window, not just the highest: the same joint of
-    # two people 1-2 cells apart gives one coarse maximum but two upsampled ones
-    inner = window[:, 1:-1, 1:-1]
-    nx = inner.shape[2]
-    n, by, bx = np.nonzero((inner >= _max3x3(window, 1)) & (inner > params.heatmap_threshold))
-    score = inner[n, by, bx]
+    # two people 1-2 cells apart gives one coarse maximum but two upsampled ones. With the windows
+    # stacked in one (N * Y, X) image, the 3x3 neighbourhood of an inner pixel stays in its window.
+    n_cand, ny, nx = window.shape
+    dilated = cv2.dilate(window.reshape(-1, nx), np.ones((3, 3), np.uint8)).reshape(window.shape)
+    is_max = (window >= dilated * (1 - _TIE)) & (window > params.heatmap_threshold)  # values > 0
+    is_max[:, [0, -1]] = False
+    is_max[:, :, [0, -1]] = False  # the outer ring only serves the inner pixels' neighbourhoods
+    n, by, bx = np.unravel_index(np.flatnonzero(is_max), is_max.shape)  # window coordinates
+    fine_y = (rows[n] - half) * fy + y0 - 1 + by
+    fine_x = (cols[n] - half) * fx + x0 - 1 + bx
+    inside = (fine_y >= 0) & (fine_y < h * fy) & (fine_x >= 0) & (fine_x < w * fx)  # the upsampled map's pixels
+    n, by, bx, fine_y, fine_x = n[inside], by[inside], bx[inside], fine_y[inside], fine_x[inside]
+    if not len(n):
+        return _ordered(flat.xy, flat.score, flat.joint, flat.located)
+    off_y, off_x, one = _fine_plateaus(n, by, bx, window.shape)
+    n, by, bx, fine_y, fine_x, off_y, off_x = (a[one] for a in (n, by, bx, fine_y, fine_x, off_y, off_x))
+    score = window[n, by, bx]
     # a second maximum in a window counts only a quarter cell or more from the window's highest one: two
-    # people, not a ripple on the same hilltop (noise in a trained network's output)
-    top_y, top_x = np.divmod(inner.reshape(len(rows), -1).argmax(axis=1), nx)
-    distinct = np.hypot((by - top_y[n]) / fy, (bx - top_x[n]) / fx) >= _MIN_SEPARATION
-    distinct |= (by == top_y[n]) & (bx == top_x[n])
-    n, by, bx, score = n[distinct], by[distinct], bx[distinct], score[distinct]
-    fine_y = (rows[n] - half) * fy + y0 + by
-    fine_x = (cols[n] - half) * fx + x0 + bx
-    key = np.stack([joint[n], fine_y, fine_x], axis=1)
-    _, first = np.unique(key, axis=0, return_index=True)  # overlapping windows find a peak twice
+    # people, not a ripple on the same hilltop (noise in a trained network's output). Maxima are in
+    # window order (n sorted), so each window's highest is found by segment.
+    starts = np.flatnonzero(np.r_[True, n[1:] != n[:-1]])
+    top = np.repeat(np.maximum.reduceat(score, starts), np.diff(np.r_[starts, len(n)])) if len(n) else score
+    top_idx = _first_per_window(n, score == top)
+    distinct = np.hypot((by - by[top_idx]) / fy, (bx - bx[top_idx]) / fx) >= _MIN_SEPARATION
+    distinct[top_idx] = True
+    n, by, bx, fine_y, fine_x, off_y, off_x, score = (
+        a[distinct] for a in (n, by, bx, fine_y, fine_x, off_y, off_x, score))
+    # overlapping windows find a peak twice: keep its first finding (a 1-D key)
+    key = (joint[n] * h * fy + fine_y) * (w * fx) + fine_x
+    _, first = np.unique(key, return_index=True)
     idx = np.sort(first)
+    m, cy, cx = n[idx], by[idx], bx[idx]
     # sub-pixel: a parabola through the peak and its two neighbours on the upsampled grid, per axis
-    m, cy, cx = n[idx], by[idx] + 1, bx[idx] + 1
-    off_y = _parabola(window[m, cy - 1, cx], window[m, cy, cx], window[m, cy + 1, cx])
-    off_x = _parabola(window[m, cy, cx - 1], window[m, cy, cx], window[m, cy, cx + 1])
+    # (along an axis a plateau of maxima extends on: its centroid)
+    off_y, off_x = off_y[idx], off_x[idx]
+    off_y = np.where(off_y != 0, off_y, _parabola(window[m, cy - 1, cx], window[m, cy, cx], window[m, cy + 1, cx]))
+    off_x = np.where(off_x != 0, off_x, _parabola(window[m, cy, cx - 1], window[m, cy, cx], window[m, cy, cx + 1]))
     xy = np.stack([_fine_to_input(fine_x[idx] + off_x, fx), _fine_to_input(fine_y[idx] + off_y, fy)], axis=1)
-    joint = joint[m]
-    order = np.lexsort((-score[idx], joint))
-    return Peaks(xy[order], score[idx][order].astype(np.float64), joint[order],
-                 _gaussian_refine(maps, xy, joint)[order])
+    located = _gaussian_refine(maps, np.concatenate([xy, flat.xy]), np.concatenate([joint[m], flat.joint]))
+    located[len(xy):] = flat.located  # a plateau's centroid is its position: no gaussian to fit
+    return _ordered(np.concatenate([xy, flat.xy]), np.concatenate([score[idx], flat.score]),
+                    np.concatenate([joint[m], flat.joint]), located)
 
 
-def _max3x3(a: np.ndarray, axis: int) -> np.ndarray:
-    """Max over each 3x3 neighbourhood of axes (axis, axis + 1), the outer ring dropped: a
-    separable dilation, four element-wise maxima instead of a stack of eight shifted copies."""
-    def along(x: np.ndarray, ax: int) -> np.ndarray:
-        n = x.shape[ax]
-        cut = [slice(None)] * x.ndim
-        parts = []
-        for start in (0, 1, 2):
-            cut[ax] = slice(start, n - 2 + start)
-            parts.append(x[tuple(cut)])
-        return np.maximum(np.maximum(parts[0], parts[1]), parts[2])
+def _first_per_window(n: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """For each element of window-sorted ``n``: the index of its window's first flagged element
+    (every window has one)."""
+    idx = np.flatnonzero(flag)
+    first = idx[np.r_[True, n[idx][1:] != n[idx][:-1]]]  # first flagged index of each window
+    return first[np.searchsorted(n[first], n)]
 
-    return along(along(a, axis), axis + 1)
+
+def _fine_plateaus(n: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int, int, int]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(off_y, off_x, keep) for the window maxima at (n, y, x) (sorted, windows of ``shape``).
+
+    Two maxima next to each other are equal (up to ``_TIE``), so a connected group of them is a
+    flat top of the upsampled map (a map flat across a window, as a 1x1 map is): it is one peak, its member nearest
+    its centroid, placed at the centroid (``off_y``, ``off_x`` from that member; 0 elsewhere).
+    """
+    off_y, off_x = np.zeros(len(n)), np.zeros(len(n))
+    keep = np.ones(len(n), bool)
+    _, ny, nx = shape
+    flat = (n * ny + y) * nx + x
+    neighbours = np.concatenate([flat + 1, flat + nx - 1, flat + nx, flat + nx + 1])
+    if not np.isin(neighbours, flat).any():
+        return off_y, off_x, keep  # the usual case: isolated maxima
+    mask = np.zeros((shape[0] * ny, nx), np.uint8)  # the windows stacked; their outer rings are never maxima
+    mask.reshape(-1)[flat] = 1
+    _, labels, _, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    label = labels.reshape(-1)[flat]
+    cy, cx = centroids[label, 1] - n * ny, centroids[label, 0]
+    order = np.lexsort((flat, (y - cy) ** 2 + (x - cx) ** 2, label))
+    keep[:] = False
+    keep[order[np.r_[True, label[order][1:] != label[order][:-1]]]] = True
+    off_y[keep], off_x[keep] = (cy - y)[keep], (cx - x)[keep]
+    return off_y, off_x, keep
+
+
+def _ordered(xy: np.ndarray, score: np.ndarray, joint: np.ndarray, located: np.ndarray) -> Peaks:
+    """Peaks by joint, best first (limb matching relies on it)."""
+    order = np.lexsort((-score, joint))
+    return Peaks(xy[order], score[order].astype(np.float64), joint[order], located[order])
+
+
+def _plateau_peaks(candidate: np.ndarray, maps: np.ndarray, threshold: float) -> Peaks:
+    """One peak per plateau of the stride-8 maps wider than 2 cells, its cells removed from ``candidate``.
+
+    Two candidates side by side are equal (each is at least the other), so a connected region of
+    candidates is a plateau. Up to 2x2 cells it is the top of a hill centred between cells (a
+    gaussian has no wider flat top), whose windows find the one upsampled maximum as usual. A wider
+    one is a flat top (a saturated or constant map, a nearest-neighbour upsampled one): bicubic
+    upsampling rings at its edges, so its upsampled maxima say nothing about where the joint is, and
+    a constant map would give a peak per upsampled pixel. It gives one peak, at its centroid (in
+    network-input pixels), scored by its value when that is above ``threshold``.
+    """
+    tied = np.zeros_like(candidate)
+    across, down = candidate[:, 1:] & candidate[:, :-1], candidate[1:] & candidate[:-1]
+    tied[:, 1:] |= across
+    tied[:, :-1] |= across
+    tied[1:] |= down
+    tied[:-1] |= down
+    xy, score, joint = [], [], []
+    for j in np.flatnonzero(tied.any(axis=(0, 1))).tolist():
+        _, labels, stats, centroids = cv2.connectedComponentsWithStats(tied[..., j].astype(np.uint8), connectivity=4)
+        wide = np.flatnonzero((stats[:, cv2.CC_STAT_WIDTH] > 2) | (stats[:, cv2.CC_STAT_HEIGHT] > 2))
+        wide = wide[wide > 0]  # label 0: the background
+        if not len(wide):
+            continue
+        ys, xs = np.nonzero(np.isin(labels, wide))
+        candidate[ys, xs, j] = False
+        label, member = np.unique(labels[ys, xs], return_index=True)  # = wide, sorted
+        value = maps[ys[member], xs[member], j]
+        keep = value > threshold
+        xy.append(centroids[label[keep]] * STRIDE + (STRIDE - 1) / 2.0)  # cell centres
+        score.append(value[keep])
+        joint.append(np.full(int(keep.sum()), j))
+    if not xy:
+        return Peaks()
+    xy = np.concatenate(xy)
+    return Peaks(xy, np.concatenate(score).astype(np.float64), np.concatenate(joint), xy)
 
 
 def _gaussian_refine(maps: np.ndarray, xy: np.ndarray, joint: np.ndarray) -> np.ndarray:
@@ -183,6 +275,7 @@ def _gaussian_refine(maps: np.ndarray, xy: np.ndarray, joint: np.ndarray) -> np.
     return out
 
 
+@functools.cache
 def _window_weights(factor: int, centre: int) -> tuple[np.ndarray, int]:
     """Bicubic weights (upsampled pixels x crop cells) of the refinement window along one axis, and
     the upsampled index (in crop coordinates) of the window's first inner pixel."""
@@ -193,6 +286,8 @@ def _window_weights(factor: int, centre: int) -> tuple[np.ndarray, int]:
     base = np.floor(src).astype(np.int64)
     weights = np.zeros((len(fine), _CROP))
     np.put_along_axis(weights, base[:, None] + np.arange(-1, 3), _cubic_weights(src - base), axis=1)
+    weights = weights.astype(np.float32)
+    weights.flags.writeable = False  # cached: shared by every call
     return weights, first
 
 
