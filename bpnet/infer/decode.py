@@ -18,7 +18,7 @@ defined on those upsampled maps, but never materializes them:
   ``_gaussian_refine``). Only pixels of the upsampled map count (none beyond its border). A flat
   top is one peak at its centroid: a plateau of the stride-8 map wider than 2 cells
   (``_plateau_peaks``: saturated or constant maps) and a group of equal neighbouring upsampled
-  maxima (``_fine_plateaus``: a 1x1 map), so no map gives more peaks than it has cells.
+  maxima (``_fine_plateaus``: a 1x1 map), so a flat map gives a peak per joint, not one per pixel.
 - limbs: for every candidate pair of a limb's two joints, ``num_samples`` points on the segment
   (rounded to the upsampled grid) are scored by the dot product of the PAF with the segment's
   direction. PAFs are upsampled along x only (cheap: map height x upsampled width); the y taps are
@@ -189,18 +189,30 @@ def _fine_plateaus(n: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int
     keep = np.ones(len(n), bool)
     _, ny, nx = shape
     flat = (n * ny + y) * nx + x
-    neighbours = np.concatenate([flat + 1, flat + nx - 1, flat + nx, flat + nx + 1])
-    if not np.isin(neighbours, flat).any():
+    neighbours = np.stack([flat + 1, flat + nx - 1, flat + nx, flat + nx + 1])
+    tied = np.isin(neighbours, flat).any(axis=0)
+    if not tied.any():
         return off_y, off_x, keep  # the usual case: isolated maxima
-    mask = np.zeros((shape[0] * ny, nx), np.uint8)  # the windows stacked; their outer rings are never maxima
-    mask.reshape(-1)[flat] = 1
+    # only the windows holding a group, stacked (their outer rings are never maxima, so groups
+    # never cross from one window to the next)
+    windows, slot = np.unique(n, return_inverse=True)
+    involved = np.isin(windows, n[tied | np.isin(flat, neighbours[:, tied])])
+    sel = involved[slot]
+    rank = np.cumsum(involved) - 1
+    local = (rank[slot[sel]] * ny + y[sel]) * nx + x[sel]
+    mask = np.zeros((int(involved.sum()) * ny, nx), np.uint8)
+    mask.reshape(-1)[local] = 1
     _, labels, _, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    label = labels.reshape(-1)[flat]
-    cy, cx = centroids[label, 1] - n * ny, centroids[label, 0]
-    order = np.lexsort((flat, (y - cy) ** 2 + (x - cx) ** 2, label))
-    keep[:] = False
-    keep[order[np.r_[True, label[order][1:] != label[order][:-1]]]] = True
-    off_y[keep], off_x[keep] = (cy - y)[keep], (cx - x)[keep]
+    label = labels.reshape(-1)[local]
+    ys, xs = y[sel], x[sel]
+    cy, cx = centroids[label, 1] - rank[slot[sel]] * ny, centroids[label, 0]
+    order = np.lexsort((local, (ys - cy) ** 2 + (xs - cx) ** 2, label))
+    chosen = np.zeros(len(local), bool)
+    chosen[order[np.r_[True, label[order][1:] != label[order][:-1]]]] = True
+    members = np.flatnonzero(sel)
+    keep[members] = chosen
+    off_y[members[chosen]] = (cy - ys)[chosen]
+    off_x[members[chosen]] = (cx - xs)[chosen]
     return off_y, off_x, keep
 
 
