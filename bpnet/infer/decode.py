@@ -490,20 +490,23 @@ def _merge_fragments(parts: np.ndarray, score: np.ndarray, xy: np.ndarray, skele
         return parts, score
     frag = parts[alive]
     has = frag >= 0
+    # only fragments with disjoint joints can join (the whole people of a crowd never do)
+    i, j = np.nonzero(np.triu((has.astype(np.int64) @ has.T.astype(np.int64)) == 0, 1))
+    if not len(i):
+        return parts, score
     pos = np.where(has[..., None], xy[np.maximum(frag, 0)], np.nan)  # (F, J, 2)
     limbs = np.asarray(skeleton.limbs)
     lengths = np.linalg.norm(pos[:, limbs[:, 0]] - pos[:, limbs[:, 1]], axis=-1)  # (F, L), nan if missing
     longest = np.nanmax(np.where(np.isnan(lengths), -np.inf, lengths), axis=1)
-    scale = np.maximum(longest[:, None], longest[None, :])  # (F, F)
-    disjoint = (has.astype(np.int64) @ has.T.astype(np.int64)) == 0
+    scale = np.maximum(longest[i], longest[j])
     bridges = _bridges(skeleton)
     m, a, b = (np.concatenate([bridges[:, 0]] * 2), np.concatenate([bridges[:, 1], bridges[:, 2]]),
                np.concatenate([bridges[:, 2], bridges[:, 1]]))  # both directions
-    gap = np.linalg.norm(pos[:, None, a] - pos[None, :, b], axis=-1)  # (F, F, 2B): i's joint a to j's joint b
-    ok = ~has[:, None, m] & ~has[None, :, m] & disjoint[..., None] & ~np.isnan(gap)
+    gap = np.linalg.norm(pos[i][:, a] - pos[j][:, b], axis=-1)  # (pairs, 2B): i's joint a to j's joint b
+    ok = ~has[i][:, m] & ~has[j][:, m] & ~np.isnan(gap)
     best = np.where(ok, gap, np.inf).min(axis=-1) / np.maximum(scale, 1e-6)
-    best = np.minimum(best, best.T)
-    i, j = np.nonzero(np.triu(best <= params.merge_ratio, 1))
+    close = best <= params.merge_ratio
+    i, j, best = i[close], j[close], best[close]
     group = {int(f): int(f) for f in alive}  # a fragment joined into another lives on in that one
 
     def find(f: int) -> int:
@@ -511,7 +514,7 @@ def _merge_fragments(parts: np.ndarray, score: np.ndarray, xy: np.ndarray, skele
             f = group[f]
         return f
 
-    for k in np.argsort(best[i, j], kind="stable").tolist():
+    for k in np.argsort(best, kind="stable").tolist():
         a, b = find(int(alive[i[k]])), find(int(alive[j[k]]))
         if a != b and not ((parts[a] >= 0) & (parts[b] >= 0)).any():
             group[b] = a
@@ -520,6 +523,19 @@ def _merge_fragments(parts: np.ndarray, score: np.ndarray, xy: np.ndarray, skele
             parts[b] = -1
             score[b] = 0.0
     return parts, score
+
+
+def _candidate_pairs(joint: np.ndarray, skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(limb, peak a, peak b) of every pair of a limb's two joints, all limbs at once, from the
+    peaks' joints (sorted: each joint's peaks are one run)."""
+    count = np.bincount(joint, minlength=skeleton.num_joints)
+    first = np.cumsum(count) - count
+    ja, jb = np.asarray(skeleton.limbs).T
+    size = count[ja] * count[jb]
+    limb = np.repeat(np.arange(len(ja)), size)
+    q = np.arange(len(limb)) - np.repeat(np.cumsum(size) - size, size)  # index within the limb's pairs
+    per_b = count[jb][limb]
+    return limb, first[ja][limb] + q // np.maximum(per_b, 1), first[jb][limb] + q % np.maximum(per_b, 1)
 
 
 def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: int,
@@ -531,21 +547,9 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
         return []
     fy, fx = params.upsampling
     upsampled = _UpsampledPafs.of(pafs, fx)
-    by_joint = [np.flatnonzero(peaks.joint == j) for j in range(joints)]
-
-    # candidate pairs of every limb at once
-    limb_ids, a_ids, b_ids = [], [], []
-    for k, (ja, jb) in enumerate(skeleton.limbs):
-        pa, pb = by_joint[ja], by_joint[jb]
-        if len(pa) and len(pb):
-            grid_a, grid_b = np.meshgrid(pa, pb, indexing="ij")
-            a_ids.append(grid_a.ravel())
-            b_ids.append(grid_b.ravel())
-            limb_ids.append(np.full(grid_a.size, k))
-    if not limb_ids:
+    limb, ia, ib = _candidate_pairs(peaks.joint, skeleton)
+    if not len(limb):
         return []
-    limb = np.concatenate(limb_ids)
-    ia, ib = np.concatenate(a_ids), np.concatenate(b_ids)
     xy = np.ascontiguousarray(peaks.xy.T)  # (2, peaks): coordinates first, see _Segments
     fine = np.stack([_input_to_fine(xy[0], fx), _input_to_fine(xy[1], fy)]).astype(np.float32)
     length = np.hypot(*(xy.take(ib, axis=1) - xy.take(ia, axis=1)))
