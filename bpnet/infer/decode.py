@@ -105,18 +105,17 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     cross = np.maximum(np.maximum(padded[:-2, 1:-1], padded[2:, 1:-1]), np.maximum(padded[1:-1, :-2], padded[1:-1, 2:]))
     candidate = (maps >= cross) & (maps > 0.5 * params.heatmap_threshold)
     flat = _plateau_peaks(candidate, maps, params.heatmap_threshold)  # and removes them from `candidate`
-    rows, cols, joint = np.nonzero(candidate)
+    cell, joint = np.divmod(np.flatnonzero(candidate), joints)
+    rows, cols = np.divmod(cell, w)
     if not len(rows):
         return _ordered(flat.xy, flat.score, flat.joint, flat.located)
     half = _CROP // 2
-    # the crops of all candidates, (N, crop, crop), from channel planes padded by edge replication
-    # (= resize's border rule)
-    planes = np.pad(maps.transpose(2, 0, 1), ((0, 0), (half, half), (half, half)), mode="edge")
-    pw = w + 2 * half
-    start = (joint * (h + 2 * half) + rows) * pw + cols
-    offsets = np.arange(_CROP)
-    crops = planes.astype(np.float32, copy=False).take(
-        start[:, None, None] + (offsets * pw)[None, :, None] + offsets[None, None, :])
+    # the crops of all candidates, (N, crop, crop); indices clipped to the map = resize's border rule
+    offsets = np.arange(-half, half + 1)
+    r = np.clip(rows[:, None] + offsets, 0, h - 1)
+    c = np.clip(cols[:, None] + offsets, 0, w - 1)
+    crops = np.ascontiguousarray(heatmaps, dtype=np.float32).reshape(-1).take(
+        ((r * w)[:, :, None] + c[:, None, :]) * channels + joint[:, None, None])
     # upsampled pixels whose source lies within +-1 cell of the candidate (crop coordinate `half`),
     # plus one pixel each side for the sub-pixel fit; their bicubic taps all lie inside the crop
     wy, y0 = _window_weights(fy, half)
@@ -125,14 +124,16 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     # itself: one large product would go to a multithreaded BLAS, many times slower on a busy core
     window = wy @ (crops @ wx.T)
     # every local maximum of the upsampled map in the window, not just the highest: the same joint of
-    # two people 1-2 cells apart gives one coarse maximum but two upsampled ones. With the windows
-    # stacked in one (N * Y, X) image, the 3x3 neighbourhood of an inner pixel stays in its window.
+    # two people 1-2 cells apart gives one coarse maximum but two upsampled ones. Found with the
+    # windows along the last axis, (Y, X, N), where numpy's element-wise maxima run fastest.
     n_cand, ny, nx = window.shape
-    dilated = cv2.dilate(window.reshape(-1, nx), np.ones((3, 3), np.uint8)).reshape(window.shape)
-    is_max = (window >= dilated * (1 - _TIE)) & (window > params.heatmap_threshold)  # values > 0
-    is_max[:, [0, -1]] = False
-    is_max[:, :, [0, -1]] = False  # the outer ring only serves the inner pixels' neighbourhoods
-    n, by, bx = np.unravel_index(np.flatnonzero(is_max), is_max.shape)  # window coordinates
+    last = np.ascontiguousarray(window.transpose(1, 2, 0))
+    rows3 = np.maximum(np.maximum(last[:-2], last[1:-1]), last[2:])
+    around = np.maximum(np.maximum(rows3[:, :-2], rows3[:, 1:-1]), rows3[:, 2:])  # 3x3 max of the inner pixels
+    inner = last[1:-1, 1:-1]
+    is_max = np.zeros(window.shape, bool)  # the outer ring only serves the inner pixels' neighbourhoods
+    is_max[:, 1:-1, 1:-1] = ((inner >= around * (1 - _TIE)) & (inner > params.heatmap_threshold)).transpose(2, 0, 1)
+    n, by, bx = np.unravel_index(np.flatnonzero(is_max), is_max.shape)  # window coordinates, by window
     fine_y = (rows[n] - half) * fy + y0 - 1 + by
     fine_x = (cols[n] - half) * fx + x0 - 1 + bx
     inside = (fine_y >= 0) & (fine_y < h * fy) & (fine_x >= 0) & (fine_x < w * fx)  # the upsampled map's pixels
@@ -143,11 +144,11 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     n, by, bx, fine_y, fine_x, off_y, off_x = (a[one] for a in (n, by, bx, fine_y, fine_x, off_y, off_x))
     score = window[n, by, bx]
     # a second maximum in a window counts only a quarter cell or more from the window's highest one: two
-    # people, not a ripple on the same hilltop (noise in a trained network's output). Maxima are in
-    # window order (n sorted), so each window's highest is found by segment.
-    starts = np.flatnonzero(np.r_[True, n[1:] != n[:-1]])
-    top = np.repeat(np.maximum.reduceat(score, starts), np.diff(np.r_[starts, len(n)])) if len(n) else score
-    top_idx = _first_per_window(n, score == top)
+    # people, not a ripple on the same hilltop (noise in a trained network's output). Maxima are
+    # sorted by window, in raster order within it (the first of equal ones is the highest).
+    starts = np.flatnonzero(np.concatenate([[True], n[1:] != n[:-1]]))
+    best_first = np.lexsort((-score, n))
+    top_idx = np.repeat(best_first[starts], np.diff(np.append(starts, len(n))))
     distinct = np.hypot((by - by[top_idx]) / fy, (bx - bx[top_idx]) / fx) >= _MIN_SEPARATION
     distinct[top_idx] = True
     n, by, bx, fine_y, fine_x, off_y, off_x, score = (
@@ -169,14 +170,6 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
                     np.concatenate([joint[m], flat.joint]), located)
 
 
-def _first_per_window(n: np.ndarray, flag: np.ndarray) -> np.ndarray:
-    """For each element of window-sorted ``n``: the index of its window's first flagged element
-    (every window has one)."""
-    idx = np.flatnonzero(flag)
-    first = idx[np.r_[True, n[idx][1:] != n[idx][:-1]]]  # first flagged index of each window
-    return first[np.searchsorted(n[first], n)]
-
-
 def _fine_plateaus(n: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int, int, int]
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(off_y, off_x, keep) for the window maxima at (n, y, x) (sorted, windows of ``shape``).
@@ -189,14 +182,15 @@ def _fine_plateaus(n: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int
     keep = np.ones(len(n), bool)
     _, ny, nx = shape
     flat = (n * ny + y) * nx + x
-    neighbours = np.stack([flat + 1, flat + nx - 1, flat + nx, flat + nx + 1])
-    tied = np.isin(neighbours, flat).any(axis=0)
-    if not tied.any():
+    neighbours = np.stack([flat + 1, flat + nx - 1, flat + nx, flat + nx + 1])  # the later half of 8
+    found = flat[np.minimum(np.searchsorted(flat, neighbours), len(flat) - 1)] == neighbours  # flat is sorted
+    if not found.any():
         return off_y, off_x, keep  # the usual case: isolated maxima
     # only the windows holding a group, stacked (their outer rings are never maxima, so groups
     # never cross from one window to the next)
     windows, slot = np.unique(n, return_inverse=True)
-    involved = np.isin(windows, n[tied | np.isin(flat, neighbours[:, tied])])
+    involved = np.zeros(len(windows), bool)
+    involved[slot[found.any(axis=0)]] = True
     sel = involved[slot]
     rank = np.cumsum(involved) - 1
     local = (rank[slot[sel]] * ny + y[sel]) * nx + x[sel]
@@ -233,8 +227,10 @@ def _plateau_peaks(candidate: np.ndarray, maps: np.ndarray, threshold: float) ->
     a constant map would give a peak per upsampled pixel. It gives one peak, at its centroid (in
     network-input pixels), scored by its value when that is above ``threshold``.
     """
-    tied = np.zeros_like(candidate)
     across, down = candidate[:, 1:] & candidate[:, :-1], candidate[1:] & candidate[:-1]
+    if not (across.any() or down.any()):
+        return Peaks()
+    tied = np.zeros_like(candidate)
     tied[:, 1:] |= across
     tied[:, :-1] |= across
     tied[1:] |= down
@@ -361,7 +357,8 @@ class _UpsampledPafs:
     def of(cls, pafs: np.ndarray, fx: int) -> _UpsampledPafs:
         h, w = pafs.shape[:2]
         padded = np.pad(pafs.astype(np.float32), ((2, 2), (0, 0), (0, 0)), mode="edge")
-        # one single-channel image, a row per (channel, map row): OpenCV's fastest resize path
+        # one single-channel image, a row per (channel, map row): OpenCV's fastest resize path (twice
+        # as fast as a two-channel image of x and y components)
         rows = np.ascontiguousarray(padded.transpose(2, 0, 1).reshape(-1, w))
         fine = cv2.resize(rows, (w * fx, rows.shape[0]), interpolation=cv2.INTER_CUBIC)
         return cls(fine.ravel(), h, w * fx)
@@ -413,7 +410,7 @@ def _limb_scores(pafs: _UpsampledPafs, seg: _Segments, length: np.ndarray, param
     failures = np.zeros(len(length), np.int64)
     idx = np.arange(len(length))
     for chunk in (c for c in chunks if c):
-        dots = pafs.dots(seg[idx], t[chunk], params.upsampling[0])
+        dots = pafs.dots(seg if len(idx) == len(length) else seg[idx], t[chunk], params.upsampling[0])
         total[idx] += dots.sum(axis=0)
         failures[idx] += (dots <= params.paf_threshold).sum(axis=0)
         idx = idx[failures[idx] <= allowed_failures]
