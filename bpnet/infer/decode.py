@@ -558,8 +558,10 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
     order = np.lexsort((-score, rank[limb]))  # by limb in assembly order, best first
     limb, ia, ib, score = limb[order], ia[order], ib[order], score[order]
 
-    parts = np.full((len(limb), joints), -1, np.int64)  # at most one person per connection
+    # plain Python lists: the loop touches single elements, which numpy makes several times slower
+    parts_of: list[list[int]] = []  # per person: peak id per joint, -1 = missing
     people_score: list[float] = []
+    peak_score = peaks.score.tolist()
     owner: dict[int, int] = {}  # peak id -> person
     used: set[int] = set()
     current = -1
@@ -574,41 +576,40 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
         if pa is None and pb is None:
             if k in redundant:
                 continue
-            parts[len(people_score), ja], parts[len(people_score), jb] = a, b
-            people_score.append(peaks.score[a] + peaks.score[b] + s)
+            person = [-1] * joints
+            person[ja], person[jb] = a, b
+            parts_of.append(person)
+            people_score.append(peak_score[a] + peak_score[b] + s)
             owner[a] = owner[b] = len(people_score) - 1
         elif pb is None:
-            if parts[pa, jb] == -1:
-                parts[pa, jb] = b
+            if parts_of[pa][jb] == -1:
+                parts_of[pa][jb] = b
                 owner[b] = pa
-                people_score[pa] += peaks.score[b] + s
+                people_score[pa] += peak_score[b] + s
         elif pa is None:
-            if parts[pb, ja] == -1:
-                parts[pb, ja] = a
+            if parts_of[pb][ja] == -1:
+                parts_of[pb][ja] = a
                 owner[a] = pb
-                people_score[pb] += peaks.score[a] + s
-        elif pa != pb and not np.any((parts[pa] >= 0) & (parts[pb] >= 0)):
-            parts[pa] = np.maximum(parts[pa], parts[pb])  # disjoint: merge pb into pa
+                people_score[pb] += peak_score[a] + s
+        elif pa != pb and all(p < 0 or q < 0 for p, q in zip(parts_of[pa], parts_of[pb], strict=True)):
+            parts_of[pa] = [max(p, q) for p, q in zip(parts_of[pa], parts_of[pb], strict=True)]  # disjoint: merge
             people_score[pa] += people_score[pb] + s
-            for peak in parts[pb][parts[pb] >= 0].tolist():
-                owner[peak] = pa
-            parts[pb] = -1
+            for peak in parts_of[pb]:
+                if peak >= 0:
+                    owner[peak] = pa
+            parts_of[pb] = [-1] * joints
             people_score[pb] = 0.0
 
-    parts = parts[:len(people_score)]
+    parts = np.array(parts_of, np.int64).reshape(-1, joints)
     parts, people_score = _merge_fragments(parts, np.asarray(people_score), peaks.xy, skeleton, params)
-    people = []
-    for i in range(len(parts)):
-        found = parts[i] >= 0
-        count = int(found.sum())
-        if count < params.min_parts:
-            continue
-        mean = people_score[i] / count
-        if mean < params.min_person_score:
-            continue
-        kps = np.zeros((joints, 3))
-        kps[found, :2] = peaks.located[parts[i][found]]
-        kps[found, 2] = peaks.score[parts[i][found]]
-        people.append(Person(kps, float(mean), count))
+    count = (parts >= 0).sum(axis=1)
+    enough = count >= params.min_parts
+    mean = np.where(enough, people_score, 0.0) / np.maximum(count, 1)
+    kept = np.flatnonzero(enough & (mean >= params.min_person_score))
+    found = parts[kept] >= 0
+    peak = np.maximum(parts[kept], 0)
+    kps = np.concatenate([np.where(found[..., None], peaks.located[peak], 0.0),
+                          np.where(found, peaks.score[peak], 0.0)[..., None]], axis=-1)  # (people, J, 3)
+    people = [Person(kps[i], float(mean[k]), int(count[k])) for i, k in enumerate(kept.tolist())]
     people.sort(key=lambda p: -p.score)
     return people
