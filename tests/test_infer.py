@@ -285,13 +285,15 @@ def test_paf_sampling_equals_a_full_bicubic_upsample(shape, factors):
     limb = rng.integers(0, 2, n)
     unit = np.stack([np.ones(n), np.zeros(n)]).astype(np.float32)  # x component only, then y only
     t = np.array([0.0, 0.5, 1.0], np.float32)
-    upsampled = _UpsampledPafs.of(pafs, fx)
-    got_x = upsampled.dots(_Segments(start, end - start, unit, limb), t, fy)
-    got_y = upsampled.dots(_Segments(start, end - start, unit[::-1].copy(), limb), t, fy)
     col = np.rint(start[0] + t[:, None] * (end - start)[0]).astype(int)
     row = np.rint(start[1] + t[:, None] * (end - start)[1]).astype(int)
-    np.testing.assert_allclose(got_x, full[row, col, 2 * limb], atol=1e-4)
-    np.testing.assert_allclose(got_y, full[row, col, 2 * limb + 1], atol=1e-4)
+    # all rows, and only those each limb's segments reach (as the decoder upsamples them)
+    reach = np.array([[row[:, limb == k].min(), row[:, limb == k].max()] for k in range(2)])
+    for upsampled in (_UpsampledPafs.of(pafs, factors), _UpsampledPafs.of(pafs, factors, reach)):
+        got_x = upsampled.dots(_Segments(start, end - start, unit, limb), t)
+        got_y = upsampled.dots(_Segments(start, end - start, unit[::-1].copy(), limb), t)
+        np.testing.assert_allclose(got_x, full[row, col, 2 * limb], atol=1e-4)
+        np.testing.assert_allclose(got_y, full[row, col, 2 * limb + 1], atol=1e-4)
 
 
 def test_a_flat_plateau_gives_one_peak_at_its_centre():

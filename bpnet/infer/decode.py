@@ -344,38 +344,60 @@ class _Segments:
 
 @dataclass(frozen=True)
 class _UpsampledPafs:
-    """The PAFs upsampled along x only, flat (2L, h + 4, w * fx), each map padded by two replicated
+    """The PAFs upsampled along x only, over the rows each limb's samples can reach: flat, per limb
+    a block of x-component rows then as many y-component rows, of the maps padded by two replicated
     rows above and below (resize's border rule), so that the 4 bicubic y taps of any upsampled row
     are 4 consecutive rows. Along y the taps are applied per sample point only, which gives the same
     bicubic value as upsampling everything."""
 
     values: np.ndarray
     h: int  # map rows
+    fy: int
     width: int  # upsampled columns
+    block: np.ndarray  # (L,) first row of each limb's block
+    top: np.ndarray  # (L,) padded-map row the block starts at
+    rows: np.ndarray  # (L,) rows per component in the block
 
     @classmethod
-    def of(cls, pafs: np.ndarray, fx: int) -> _UpsampledPafs:
-        h, w = pafs.shape[:2]
+    def of(cls, pafs: np.ndarray, upsampling: tuple[int, int], reach: np.ndarray | None = None) -> _UpsampledPafs:
+        """``reach``: (L, 2) lowest and highest upsampled row each limb's samples can lie on (None:
+        all rows). A crowd spans the image, but a few people leave most rows unsampled."""
+        fy, fx = upsampling
+        h, w, channels = pafs.shape
+        first, _ = _row_taps(h, fy)
+        if reach is None:
+            reach = np.tile([0, h * fy - 1], (channels // 2, 1))
+        empty = reach[:, 0] > reach[:, 1]  # limbs without candidates
+        lo = np.clip(reach[:, 0], 0, h * fy - 1)
+        hi = np.clip(reach[:, 1], 0, h * fy - 1)
+        top = np.where(empty, 0, first[lo])
+        rows = np.where(empty, 0, first[hi] + 4 - top)
+        per_channel = np.repeat(rows, 2)  # channels 2k, 2k + 1 of limb k
+        start = np.cumsum(per_channel) - per_channel
+        channel = np.repeat(np.arange(channels), per_channel)
         padded = np.pad(pafs.astype(np.float32), ((2, 2), (0, 0), (0, 0)), mode="edge")
-        # one single-channel image, a row per (channel, map row): OpenCV's fastest resize path (twice
-        # as fast as a two-channel image of x and y components)
-        rows = np.ascontiguousarray(padded.transpose(2, 0, 1).reshape(-1, w))
-        fine = cv2.resize(rows, (w * fx, rows.shape[0]), interpolation=cv2.INTER_CUBIC)
-        return cls(fine.ravel(), h, w * fx)
+        planes = padded.transpose(2, 0, 1).reshape(-1, w)  # a row per (channel, padded map row)
+        picked = planes.take(channel * (h + 4) + top[channel // 2] + np.arange(len(channel)) - start[channel], axis=0)
+        # one single-channel image: OpenCV's fastest resize path (twice as fast as x, y in two channels)
+        fine = cv2.resize(picked, (w * fx, len(picked)), interpolation=cv2.INTER_CUBIC) if len(picked) else picked
+        return cls(fine.ravel(), h, fy, w * fx, start[::2], top, rows)
 
-    def dots(self, seg: _Segments, t: np.ndarray, fy: int) -> np.ndarray:
+    def dots(self, seg: _Segments, t: np.ndarray) -> np.ndarray:
         """PAF . limb direction at fractions ``t`` along each segment, the points rounded to the
         upsampled grid: (len(t), N)."""
-        first, weights = _row_taps(self.h, fy)
+        first, weights = _row_taps(self.h, self.fy)
         t = t.astype(np.float32)[:, None]
         col = np.clip(np.rint(seg.start[0] + t * seg.delta[0]), 0, self.width - 1).astype(np.intp)
-        row = np.clip(np.rint(seg.start[1] + t * seg.delta[1]), 0, self.h * fy - 1).astype(np.intp)
-        plane = (self.h + 4) * self.width
-        at = (2 * plane) * seg.limb + first.take(row) * self.width + col  # x component, first tap
-        taps = at + (np.arange(4) * self.width)[:, None, None]  # (4, len(t), N)
-        w = weights.take(row, axis=1)
-        vx = (self.values.take(taps) * w).sum(axis=0)
-        vy = (self.values.take(taps + plane) * w).sum(axis=0)
+        row = np.clip(np.rint(seg.start[1] + t * seg.delta[1]), 0, self.h * self.fy - 1).astype(np.intp)
+        at = (self.block[seg.limb] - self.top[seg.limb] + first.take(row)) * self.width + col  # x, first tap
+        to_y = self.rows[seg.limb] * self.width
+        vx = np.zeros(at.shape, np.float32)
+        vy = np.zeros(at.shape, np.float32)
+        for k in range(4):  # tap by tap: no (4, len(t), N) temporaries
+            wk = weights[k].take(row)
+            tap = at + k * self.width
+            vx += self.values.take(tap) * wk
+            vy += self.values.take(tap + to_y) * wk
         return vx * seg.unit[0] + vy * seg.unit[1]
 
 
@@ -410,7 +432,7 @@ def _limb_scores(pafs: _UpsampledPafs, seg: _Segments, length: np.ndarray, param
     failures = np.zeros(len(length), np.int64)
     idx = np.arange(len(length))
     for chunk in (c for c in chunks if c):
-        dots = pafs.dots(seg if len(idx) == len(length) else seg[idx], t[chunk], params.upsampling[0])
+        dots = pafs.dots(seg if len(idx) == len(length) else seg[idx], t[chunk])
         total[idx] += dots.sum(axis=0)
         failures[idx] += (dots <= params.paf_threshold).sum(axis=0)
         idx = idx[failures[idx] <= allowed_failures]
@@ -522,6 +544,20 @@ def _merge_fragments(parts: np.ndarray, score: np.ndarray, xy: np.ndarray, skele
     return parts, score
 
 
+def _limb_reach(fine_y: np.ndarray, joint: np.ndarray, skeleton: Skeleton) -> np.ndarray:
+    """(L, 2) lowest and highest upsampled row a limb's sample points can lie on: those of its
+    joints' peaks, one row wider for rounding (empty, low > high, without peaks)."""
+    low = np.full(skeleton.num_joints, np.inf)
+    high = np.full(skeleton.num_joints, -np.inf)
+    np.minimum.at(low, joint, fine_y)
+    np.maximum.at(high, joint, fine_y)
+    ja, jb = np.asarray(skeleton.limbs).T
+    has = np.isfinite(low[ja]) & np.isfinite(low[jb])
+    lo = np.where(has, np.floor(np.minimum(low[ja], low[jb])) - 1, 1)
+    hi = np.where(has, np.ceil(np.maximum(high[ja], high[jb])) + 1, 0)
+    return np.stack([lo, hi], axis=1).astype(np.int64)
+
+
 def _candidate_pairs(joint: np.ndarray, skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(limb, peak a, peak b) of every pair of a limb's two joints, all limbs at once, from the
     peaks' joints (sorted: each joint's peaks are one run)."""
@@ -543,12 +579,12 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
     if len(peaks.score) == 0:
         return []
     fy, fx = params.upsampling
-    upsampled = _UpsampledPafs.of(pafs, fx)
     limb, ia, ib = _candidate_pairs(peaks.joint, skeleton)
     if not len(limb):
         return []
     xy = np.ascontiguousarray(peaks.xy.T)  # (2, peaks): coordinates first, see _Segments
     fine = np.stack([_input_to_fine(xy[0], fx), _input_to_fine(xy[1], fy)]).astype(np.float32)
+    upsampled = _UpsampledPafs.of(pafs, params.upsampling, _limb_reach(fine[1], peaks.joint, skeleton))
     length = np.hypot(*(xy.take(ib, axis=1) - xy.take(ia, axis=1)))
     score, ok = _limb_scores(upsampled, _segments(xy, fine, ia, ib, limb), length, params, net_h)
     limb, ia, ib, score = limb[ok], ia[ok], ib[ok], score[ok]
