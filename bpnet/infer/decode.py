@@ -269,8 +269,7 @@ def _gaussian_refine(maps: np.ndarray, xy: np.ndarray, joint: np.ndarray) -> np.
     cell = np.round((xy - (STRIDE - 1) / 2.0) / STRIDE).astype(np.int64)  # nearest cell: (x, y)
     cx, cy = np.clip(cell[:, 0], 0, w - 1), np.clip(cell[:, 1], 0, h - 1)
     key = (joint * h + cy) * w + cx
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    alone = counts[inverse] == 1
+    alone = np.bincount(key)[key] == 1
     out = xy.copy()
     for axis, (c, size) in enumerate(((cx, w), (cy, h))):
         inside = alone & (c > 0) & (c < size - 1)
