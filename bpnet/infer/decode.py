@@ -104,9 +104,11 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     maps = heatmaps[..., :joints]
     # candidates: maxima over the 4 direct neighbours, so that a second person's joint a diagonal cell
     # away (beyond the +-1 cell window of the first) is a candidate of its own
-    padded = np.pad(maps, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    cross = np.maximum(np.maximum(padded[:-2, 1:-1], padded[2:, 1:-1]), np.maximum(padded[1:-1, :-2], padded[1:-1, 2:]))
-    candidate = (maps >= cross) & (maps > 0.5 * params.heatmap_threshold)
+    candidate = maps > 0.5 * params.heatmap_threshold
+    candidate[1:] &= maps[1:] >= maps[:-1]
+    candidate[:-1] &= maps[:-1] >= maps[1:]
+    candidate[:, 1:] &= maps[:, 1:] >= maps[:, :-1]
+    candidate[:, :-1] &= maps[:, :-1] >= maps[:, 1:]
     flat = _plateau_peaks(candidate, maps, params.heatmap_threshold)  # and removes them from `candidate`
     cell, joint = np.divmod(np.flatnonzero(candidate), joints)
     rows, cols = np.divmod(cell, w)
