@@ -181,17 +181,26 @@ def _fine_plateaus(n: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int
     """(off_y, off_x, keep) for the window maxima at (n, y, x) (sorted, windows of ``shape``).
 
     Two maxima next to each other are equal (up to ``_TIE``), so a connected group of them is a
-    flat top of the upsampled map (a map flat across a window, as a 1x1 map is): it is one peak, its member nearest
-    its centroid, placed at the centroid (``off_y``, ``off_x`` from that member; 0 elsewhere).
+    flat top of the upsampled map (a map flat across a window, as a 1x1 map is; a symmetric hilltop
+    gives a pair): it is one peak, its member nearest its centroid (the first in raster order of
+    equally near ones), placed at the centroid (``off_y``, ``off_x`` from that member; 0 elsewhere).
     """
     off_y, off_x = np.zeros(len(n)), np.zeros(len(n))
     keep = np.ones(len(n), bool)
     _, ny, nx = shape
     flat = (n * ny + y) * nx + x
     neighbours = np.stack([flat + 1, flat + nx - 1, flat + nx, flat + nx + 1])  # the later half of 8
-    found = flat[np.minimum(np.searchsorted(flat, neighbours), len(flat) - 1)] == neighbours  # flat is sorted
+    at = np.minimum(np.searchsorted(flat, neighbours), len(flat) - 1)  # flat is sorted
+    found = flat[at] == neighbours
     if not found.any():
         return off_y, off_x, keep  # the usual case: isolated maxima
+    if (found.sum(axis=0) + np.bincount(at[found], minlength=len(flat))).max() == 1:
+        # only pairs (the usual tie): the earlier member, moved half way to the later one
+        direction, member = np.nonzero(found)
+        keep[at[direction, member]] = False
+        off_y[member] = np.array([0.0, 0.5, 0.5, 0.5])[direction]
+        off_x[member] = np.array([0.5, -0.5, 0.0, 0.5])[direction]
+        return off_y, off_x, keep
     # only the windows holding a group, stacked (their outer rings are never maxima, so groups
     # never cross from one window to the next)
     windows, slot = np.unique(n, return_inverse=True)
