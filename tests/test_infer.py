@@ -312,8 +312,9 @@ def test_constant_and_one_cell_maps_give_at_most_a_few_peaks(shape):
     joint: a bounded, small output and no error (before: a peak per upsampled pixel, ~100k)."""
     rng = np.random.default_rng(0)
     h, w = shape
-    heat = np.full((h, w, 19), 0.5, np.float32) if shape == (46, 46) else rng.uniform(0, 1, (h, w, 19)).astype(np.float32)
-    paf = np.full((h, w, 38), 0.3, np.float32) if shape == (46, 46) else rng.uniform(-1, 1, (h, w, 38)).astype(np.float32)
+    constant = shape == (46, 46)
+    heat = (np.full((h, w, 19), 0.5) if constant else rng.uniform(0, 1, (h, w, 19))).astype(np.float32)
+    paf = (np.full((h, w, 38), 0.3) if constant else rng.uniform(-1, 1, (h, w, 38))).astype(np.float32)
     peaks = find_peaks(heat, DecodeParams())
     assert np.bincount(peaks.joint, minlength=18).max() <= max(1, (w + 1) // 2)  # one per plateau / coarse maximum
     assert len(decode(heat, paf, DecodeParams(), 8 * h)) <= max(1, (w + 1) // 2)
