@@ -151,7 +151,8 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     score = window[n, by, bx]
     # a second maximum in a window counts only a quarter cell or more from the window's highest one: two
     # people, not a ripple on the same hilltop (noise in a trained network's output). Maxima are
-    # sorted by window, in raster order within it (the first of equal ones is the highest).
+    # sorted by window, in raster order within it; a window's highest is its first by descending
+    # score (the first in raster order among equal ones).
     starts = np.flatnonzero(np.concatenate([[True], n[1:] != n[:-1]]))
     best_first = np.lexsort((-score, n))
     top_idx = np.repeat(best_first[starts], np.diff(np.append(starts, len(n))))
