@@ -296,14 +296,17 @@ def test_paf_sampling_equals_a_full_bicubic_upsample(shape, factors):
         np.testing.assert_allclose(got_y, full[row, col, 2 * limb + 1], atol=1e-4)
 
 
-def test_a_flat_plateau_gives_one_peak_at_its_centre():
-    """A 5x5 plateau of the stride-8 map (a saturated output) rings when upsampled; it is one
-    peak at its centroid, not one per upsampled pixel."""
+@pytest.mark.parametrize("rows, cols", [(5, 5), (1, 2), (2, 2), (3, 1)])
+@pytest.mark.parametrize("factor", [1, 8])
+def test_a_flat_plateau_gives_one_peak_at_its_centre(rows, cols, factor):
+    """A plateau of the stride-8 map (a saturated output; 5x5 rings when upsampled) is one peak at
+    its centroid, not one per upsampled pixel (before: 256 for 5x5)."""
     heat = np.zeros((16, 16, 19), np.float32)
-    heat[5:10, 6:11, J["nose"]] = 0.8
-    peaks = find_peaks(heat, DecodeParams())
+    heat[5:5 + rows, 6:6 + cols, J["nose"]] = 0.8
+    peaks = find_peaks(heat, DecodeParams(upsampling=(factor, factor)))
     assert len(peaks.score) == 1 and peaks.score[0] == pytest.approx(0.8)
-    np.testing.assert_allclose(peaks.xy[0], [8 * 8 + 3.5, 7 * 8 + 3.5])  # cell (7, 8), the centre
+    centre = np.array([6 + (cols - 1) / 2, 5 + (rows - 1) / 2]) * 8 + 3.5  # cell centres, network-input pixels
+    np.testing.assert_allclose(peaks.xy[0], centre, atol=1e-3)
 
 
 @pytest.mark.parametrize("shape", [(46, 46), (1, 1), (1, 5)])
