@@ -304,7 +304,7 @@ def test_a_flat_plateau_gives_one_peak_at_its_centre(rows, cols, factor):
     heat = np.zeros((16, 16, 19), np.float32)
     heat[5:5 + rows, 6:6 + cols, J["nose"]] = 0.8
     peaks = find_peaks(heat, DecodeParams(upsampling=(factor, factor)))
-    assert len(peaks.score) == 1 and peaks.score[0] == pytest.approx(0.8)
+    assert len(peaks.score) == 1 and peaks.score[0] >= 0.8 - 1e-6  # up to 2x2: the upsampled hilltop
     centre = np.array([6 + (cols - 1) / 2, 5 + (rows - 1) / 2]) * 8 + 3.5  # cell centres, network-input pixels
     np.testing.assert_allclose(peaks.xy[0], centre, atol=1e-3)
 
