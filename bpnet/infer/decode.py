@@ -19,6 +19,8 @@ defined on those upsampled maps, but never materializes them:
   top is one peak at its centroid: a plateau of the stride-8 map wider than 2 cells
   (``_plateau_peaks``: saturated or constant maps) and a group of equal neighbouring upsampled
   maxima (``_fine_plateaus``: a 1x1 map), so a flat map gives a peak per joint, not one per pixel.
+  At most ``max_peaks_per_joint`` peaks per joint are kept, the highest (equal ones in raster
+  order): noise gives hundreds, and limb scoring costs the product of two joints' counts.
 - limbs: for every candidate pair of a limb's two joints, ``num_samples`` points on the segment
   (rounded to the upsampled grid) are scored by the dot product of the PAF with the segment's
   direction. PAFs are upsampled along x only (cheap: map height x upsampled width), and only over
@@ -67,6 +69,11 @@ class DecodeParams:
     min_parts: int = 3
     min_person_score: float = 0.2
     merge_ratio: float = 2.0  # fragments without a linking joint: max gap / longest limb (0: never join)
+    # Peaks kept per joint, the best (noise, as an untrained network outputs, has hundreds per joint,
+    # whose pairs cost seconds and a GB): over 3x the 20 people a frame is scored on (COCO's maxDets,
+    # serving's max_people; the real COCO fixture has at most 11), ~8x8 people at 368 px, each a few
+    # stride-8 cells tall, which is as dense as stride-8 maps resolve people.
+    max_peaks_per_joint: int = 64
 
 
 @dataclass
@@ -113,7 +120,7 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     cell, joint = np.divmod(np.flatnonzero(candidate), joints)
     rows, cols = np.divmod(cell, w)
     if not len(rows):
-        return _ordered(flat.xy, flat.score, flat.joint, flat.located)
+        return _ordered(flat.xy, flat.score, flat.joint, flat.located, params.max_peaks_per_joint)
     half = _CROP // 2
     # the crops of all candidates, (N, crop, crop); indices clipped to the map = resize's border rule
     offsets = np.arange(-half, half + 1)
@@ -145,7 +152,7 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     inside = (fine_y >= 0) & (fine_y < h * fy) & (fine_x >= 0) & (fine_x < w * fx)  # the upsampled map's pixels
     n, by, bx, fine_y, fine_x = n[inside], by[inside], bx[inside], fine_y[inside], fine_x[inside]
     if not len(n):
-        return _ordered(flat.xy, flat.score, flat.joint, flat.located)
+        return _ordered(flat.xy, flat.score, flat.joint, flat.located, params.max_peaks_per_joint)
     off_y, off_x, one = _fine_plateaus(n, by, bx, window.shape)
     n, by, bx, fine_y, fine_x, off_y, off_x = (a[one] for a in (n, by, bx, fine_y, fine_x, off_y, off_x))
     score = window[n, by, bx]
@@ -174,7 +181,7 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams) -> Peaks:
     located = _gaussian_refine(maps, np.concatenate([xy, flat.xy]), np.concatenate([joint[m], flat.joint]))
     located[len(xy):] = flat.located  # a plateau's centroid is its position: no gaussian to fit
     return _ordered(np.concatenate([xy, flat.xy]), np.concatenate([score[idx], flat.score]),
-                    np.concatenate([joint[m], flat.joint]), located)
+                    np.concatenate([joint[m], flat.joint]), located, params.max_peaks_per_joint)
 
 
 def _fine_plateaus(n: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int, int, int]
@@ -226,9 +233,13 @@ def _fine_plateaus(n: np.ndarray, y: np.ndarray, x: np.ndarray, shape: tuple[int
     return off_y, off_x, keep
 
 
-def _ordered(xy: np.ndarray, score: np.ndarray, joint: np.ndarray, located: np.ndarray) -> Peaks:
-    """Peaks by joint, best first (limb matching relies on it)."""
-    order = np.lexsort((-score, joint))
+def _ordered(xy: np.ndarray, score: np.ndarray, joint: np.ndarray, located: np.ndarray, cap: int) -> Peaks:
+    """Peaks by joint, best first (limb matching relies on it; equal scores in raster order), at
+    most ``cap`` per joint: the best ones."""
+    order = np.lexsort((xy[:, 0], xy[:, 1], -score, joint))
+    count = np.bincount(joint, minlength=1)
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(count) - count, count)  # within the joint's run
+    order = order[rank < cap]
     return Peaks(xy[order], score[order].astype(np.float64), joint[order], located[order])
 
 
