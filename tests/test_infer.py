@@ -321,3 +321,35 @@ def test_constant_and_one_cell_maps_give_at_most_a_few_peaks(shape):
     peaks = find_peaks(heat, DecodeParams())
     assert np.bincount(peaks.joint, minlength=18).max() <= max(1, (w + 1) // 2)  # one per plateau / coarse maximum
     assert len(decode(heat, paf, DecodeParams(), 8 * h)) <= max(1, (w + 1) // 2)
+
+
+@pytest.mark.parametrize("factor", [1, 8])
+def test_noise_keeps_at_most_the_cap_peaks_per_joint_the_best(factor):
+    """A uniform-random map (what an untrained network outputs) has hundreds of peaks per joint, whose
+    pairs cost seconds and a GB (before: 7,495 peaks, 3M pairs): the decoder keeps the best
+    ``max_peaks_per_joint`` of each joint, and so at most that many people per joint."""
+    rng = np.random.default_rng(0)
+    heat = rng.uniform(0, 1, (46, 46, 19)).astype(np.float32)
+    paf = rng.uniform(-1, 1, (46, 46, 38)).astype(np.float32)
+    params = DecodeParams(upsampling=(factor, factor))
+    cap = params.max_peaks_per_joint
+    every = find_peaks(heat, DecodeParams(upsampling=(factor, factor), max_peaks_per_joint=46 * 46 * factor ** 2))
+    peaks = find_peaks(heat, params)
+    assert np.bincount(every.joint, minlength=18).min() > cap  # the cap binds on every joint
+    assert (np.bincount(peaks.joint, minlength=18) == cap).all()
+    for j in range(18):  # the best ones, best first
+        np.testing.assert_array_equal(peaks.score[peaks.joint == j], every.score[every.joint == j][:cap])
+    people = decode(heat, paf, params, 368)
+    assert len(people) <= 18 * cap // params.min_parts  # each person holds >= min_parts distinct peaks
+    for person in people:
+        found = person.keypoints[:, 2] > 0
+        assert np.isin(person.keypoints[found, 2], peaks.score).all()
+
+
+def test_equal_peaks_beyond_the_cap_are_kept_in_raster_order():
+    heat = np.zeros((32, 32, 19), np.float32)
+    heat[4:28:4, 4:28:4, J["nose"]] = 0.8  # 6x6 identical bumps, away from the border
+    peaks = find_peaks(heat, DecodeParams(max_peaks_per_joint=8))
+    assert len(peaks.score) == 8 and np.ptp(peaks.score) < 1e-6
+    rows_cols = np.array([(4, c) for c in range(4, 28, 4)] + [(8, 4), (8, 8)])
+    np.testing.assert_allclose(peaks.xy[:, ::-1], rows_cols * 8 + 3.5, atol=1e-3)  # (y, x) cell centres
