@@ -39,6 +39,7 @@ import math
 import struct
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
@@ -250,7 +251,16 @@ def _widening(node, graph) -> str | None:
     return f"{node.op_type} is not known to keep the range of its input"
 
 
-def derive_scales(standard: bytes, scales: dict[str, float], sdk: bytes) -> dict[str, float]:
+@dataclass(frozen=True)
+class DerivedScales:
+    """A cache's scales carried to another export of the same network."""
+
+    scales: dict[str, float]
+    derived: frozenset[str]  # tensors of that graph alone (the upsampling): their input's scale
+    renamed: int  # tensors computed as in the standard export but named otherwise there
+
+
+def derive_scales(standard: bytes, scales: dict[str, float], sdk: bytes) -> DerivedScales:
     """The scales of the standard export's cache carried to the SDK-compatible export (ONNX bytes
     of both): by structure, and for the added tensors their input's scale (see the module's
     docstring); a ModelError names the op that could widen a range."""
@@ -264,11 +274,12 @@ def derive_scales(standard: bytes, scales: dict[str, float], sdk: bytes) -> dict
             by_structure[digest] = max(scales[name], by_structure.get(digest, 0.0))
     known = set(std_digests.values())
     digests, producer = _structure(sdk_graph), {o: n for n in sdk_graph.node for o in n.output}
-    derived = {}
+    derived, added, renamed = {}, set(), 0
     for name in [i.name for i in sdk_graph.input] + [o for n in sdk_graph.node for o in n.output if o]:
         if digests[name] in known:  # computed as in the standard export: its scale, if it had one
             if digests[name] in by_structure:
                 derived[name] = by_structure[digests[name]]
+                renamed += std_digests.get(name) != digests[name]
             continue
         node = producer.get(name)
         if node is None:
@@ -282,7 +293,8 @@ def derive_scales(standard: bytes, scales: dict[str, float], sdk: bytes) -> dict
                              f"scale in the standard export's cache and none can be derived: {why}; calibrate "
                              "that model itself")
         derived[name] = derived[node.input[0]]
-    return derived
+        added.add(name)
+    return DerivedScales(derived, frozenset(added), renamed)
 
 
 def output_heads(onnx_bytes: bytes) -> list[str]:

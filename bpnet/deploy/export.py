@@ -92,7 +92,7 @@ def calibrate(onnx_path: str | Path, key: str | None, cal: CalibrationData, norm
 
 
 def fit_cache(onnx_path: str | Path, sdk_path: str | Path, key: str | None, cache: str | Path,
-              dest: str | Path) -> Path:
+              dest: str | Path) -> calibration.DerivedScales:
     """``dest``: the TensorRT cache of ``onnx_path`` (standard fp32 export) fitted to ``sdk_path``
     (its SDK-compatible export at the same size and stage), with the same header."""
     standard, info = read_exported(onnx_path, key)
@@ -103,10 +103,12 @@ def fit_cache(onnx_path: str | Path, sdk_path: str | Path, key: str | None, cach
                          f"the standard one as {info})")
     header, scales = calibration.read_trt_cache(cache)
     calibration.check_cache_fits(scales, standard, str(cache))
-    derived = calibration.derive_scales(standard, scales, sdk)
-    log.info("fitted %s to the SDK-compatible model %s: %d tensors (%d not in the standard graph) -> %s", cache,
-             sdk_path, len(derived), len(set(derived) - set(scales)), dest)
-    return calibration.write_scales(derived, dest, header)
+    fitted = calibration.derive_scales(standard, scales, sdk)
+    calibration.write_scales(fitted.scales, dest, header)
+    log.info("fitted %s to the SDK-compatible model %s -> %s: %d tensors (%d matched under another name, %d "
+             "added by the PAF upsampling: %s)", cache, sdk_path, dest, len(fitted.scales), fitted.renamed,
+             len(fitted.derived), ", ".join(sorted(fitted.derived)))
+    return fitted
 
 
 def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int, int], norm: NormalizationParams,

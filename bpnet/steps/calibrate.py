@@ -44,6 +44,7 @@ def calibrate(model: str | Path, output: str | Path | None, key: str | None, cal
 class FittedCache:
     cache: Path
     tensors: int  # tensors with a scale
+    renamed: int  # of which the standard export names otherwise (tf2onnx numbers names per export)
     derived: int  # of which the SDK-compatible graph adds (the PAF upsampling): their input's scale
 
 
@@ -52,17 +53,14 @@ def fit_calibration(model: str | Path, sdk_model: str | Path, cache: str | Path,
     """The TensorRT cache of ``model`` (``cache``) fitted to its SDK-compatible export ``sdk_model``
     into ``output``: what a DeepStream INT8 engine is built with. A cache that does not fit, or an
     SDK graph whose added tensors could exceed the range of what feeds them, is a ModelError."""
-    from bpnet.deploy.calibration import read_trt_cache
     from bpnet.deploy.export import fit_cache
 
     key = model_key(key)
     output = output_file("output_file", output)
     try:
-        fit_cache(model, sdk_model, key, cache, output)
-        _, standard = read_trt_cache(cache)
-        _, fitted = read_trt_cache(output)
+        fitted = fit_cache(model, sdk_model, key, cache, output)
     except BpnetError:
         raise
     except ValueError as exc:  # a cache that is not TensorRT's text or not of this model
         raise ModelError(str(exc)) from None
-    return FittedCache(output, len(fitted), len(set(fitted) - set(standard)))
+    return FittedCache(output, len(fitted.scales), fitted.renamed, len(fitted.derived))
