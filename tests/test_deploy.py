@@ -350,7 +350,6 @@ def test_the_fitted_cache_bounds_a_calibration_of_the_sdk_model_itself(exported,
             assert derived[name] >= measured[name] * (1 - 1e-6), name
         else:
             assert derived[name] == pytest.approx(measured[name], rel=1e-5), name
-    print(f"paf_out scale: derived {derived['paf_out']:.6g}, measured (minmax) {measured['paf_out']:.6g}")
 
 
 def _graph(nodes, weights=()):
