@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bpnet.artifacts import ArtifactError, atomic_write_text, parse_manifest, sha256_file
 from bpnet.deploy.platform import ENGINE_INFO_SUFFIX
@@ -48,6 +48,9 @@ from bpnet.settings import Server
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams
 from bpnet.storage import MANIFEST_NAME, StorageError, open_store
+
+if TYPE_CHECKING:
+    from bpnet.infer.decode import DecodeParams
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +231,8 @@ class ServedModels:
 
 
 def _write_triton(release: Path, release_uri: str, release_id: str, models: ServedModels,
-                  engines: list[EngineBuild], params, norm: NormalizationParams, options: ServingOptions) -> dict:
+                  engines: list[EngineBuild], params: DecodeParams, norm: NormalizationParams,
+                  options: ServingOptions) -> dict[str, list[str]]:
     """``triton/`` (a network model per Triton engine, the plain ONNX if allowed, the decoder and
     ensembles) and ``kserve/`` serving it; returns the served model names."""
     import yaml
@@ -258,7 +262,7 @@ def _write_triton(release: Path, release_uri: str, release_id: str, models: Serv
     return {"ensembles": ensembles, "networks": [n.name for n in networks]}
 
 
-def _write_deepstream(release: Path, models: ServedModels, engines: list[EngineBuild], params,
+def _write_deepstream(release: Path, models: ServedModels, engines: list[EngineBuild], params: DecodeParams,
                       norm: NormalizationParams, options: ServingOptions) -> list[str]:
     """``deepstream/<target>/`` for each DeepStream engine (``../../engines/<target>.engine``) and,
     if allowed, ``deepstream/onnx/`` with the plain SDK-compatible ONNX; returns the targets."""
