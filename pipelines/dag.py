@@ -142,7 +142,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
     int8_gate_op = component(int8_gate, image)
     engines = spec.engines
     targets = {pool: [{"target": t.name, "precision": t.precision, "max_batch_size": t.max_batch_size,
-                       "dla_core": -1 if t.dla_core is None else t.dla_core}
+                       "dla_core": -1 if t.dla_core is None else t.dla_core, "serves": t.serves}
                       for t in engines.targets if t.pool == pool] if engines.enabled else []
                for pool in ("gpu", "jetson")}
     engine_ops = {"gpu": component(build_engine, image),

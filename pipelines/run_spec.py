@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from bpnet.settings import DeploySettings, Precision, PruneSettings
+from bpnet.settings import DeploySettings, Precision, PruneSettings, Server
 from bpnet.settings import EngineSettings as BuildSettings
 from bpnet.specs.base import MAX_BATCH, CrossFieldError, PathContext, SpecModel, SpecPath
 from bpnet.specs.loader import SpecError
@@ -121,13 +121,25 @@ class Steps(SpecModel):
 
 
 class EngineTarget(SpecModel):
-    """One TensorRT engine to build: where (the GPU pool or the Jetson pool), how precise, DLA."""
+    """One TensorRT engine to build: where (the GPU pool or the Jetson pool), how precise, DLA, and
+    what serves it (which export it is built from)."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     pool: Literal["gpu", "jetson"]
     precision: Precision = "fp16"
     max_batch_size: int = Field(1, ge=1, le=MAX_BATCH)
     dla_core: int | None = Field(None, ge=0, le=1, description="Jetson DLA core, 0 or 1 (GPU fallback on)")
+    serves: Server = Field("triton", description="triton: built from the standard export, in the release's "
+                           "Triton repository; deepstream: built from the SDK-compatible export for the bodypose2d "
+                           "app. Unset: triton on the gpu pool, deepstream on the jetson pool")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serves_by_pool(cls, data: object) -> object:
+        """Jetson engines go to DeepStream unless the spec says otherwise (the field's default is the GPU pool's)."""
+        if isinstance(data, dict) and data.get("pool") == "jetson" and data.get("serves") is None:
+            return {**data, "serves": "deepstream"}
+        return data
 
 
 def _default_targets() -> list[EngineTarget]:
