@@ -10,8 +10,11 @@ from here, so a rename cannot leave a reader behind.
 - Model (``train`` results folder, and what prune/export/calibrate write beside their model):
   ``bpnet_model.tlt``, ``architecture.json``, ``train_spec.resolved.yaml``, ``pose_config.json``,
   ``train_summary.json``, learning curve, checkpoints, ``MANIFEST.json`` (bpnet.artifacts).
-- Exported model: ``bpnet_model.etlt`` and ``export.json`` (how it is fed: input shape, padding).
-- INT8: ``bpnet_model.etlt`` (QDQ), ``calibration.bin``, ``calibration.tensorfile.npy``.
+- Exported model: ``bpnet_model.etlt`` and ``export.json`` (how it is fed: input shape, padding);
+  in the pipeline also ``bpnet_model.sdk.etlt``, the SDK-compatible export DeepStream engines are
+  built from.
+- INT8: ``bpnet_model.etlt`` (QDQ), ``calibration.bin``, ``calibration.tensorfile.npy``; in the
+  pipeline also ``calibration.sdk.bin``, that cache fitted to the SDK-compatible export.
 - Evaluation / inference results: ``metrics.json`` / ``detection.json``,
   ``inference_spec.resolved.yaml``, ``images_annotated/``.
 """
@@ -19,6 +22,10 @@ from here, so a rename cannot leave a reader behind.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # names only: the layout imports nothing of the settings at run time
+    from bpnet.settings import Precision, Server
 
 MODEL_FILE = "bpnet_model.tlt"
 ARCHITECTURE_FILE = "architecture.json"
@@ -32,6 +39,8 @@ EXPORT_SETTINGS_FILE = "export.json"
 EXPORTED_MODE = "pad_image_input"  # an exported model fixes its input size: images are fitted and padded
 CALIBRATION_CACHE = "calibration.bin"
 CALIBRATION_TENSORFILE = "calibration.tensorfile.npy"
+SDK_EXPORTED_FILE = "bpnet_model.sdk.etlt"
+SDK_CALIBRATION_CACHE = "calibration.sdk.bin"
 
 METRICS_FILE = "metrics.json"
 DETECTIONS_FILE = "detection.json"
@@ -41,6 +50,15 @@ ANNOTATED_DIR = "images_annotated"
 DATASET_SPEC = "dataset_spec.json"
 RAW_DIR = "raw"
 RECORDS_DIR = "records"
+
+
+def engine_sources(serves: Server, precision: Precision) -> tuple[str, str | None]:
+    """(model file in the exported folder, calibration cache in the INT8 folder or None) an engine
+    serving ``serves`` is built from: DeepStream's bodypose2d app parses the SDK-compatible model,
+    Triton's decoder the standard one; only INT8 engines read a cache."""
+    sdk = serves == "deepstream"
+    cache = (SDK_CALIBRATION_CACHE if sdk else CALIBRATION_CACHE) if precision == "int8" else None
+    return (SDK_EXPORTED_FILE if sdk else EXPORTED_FILE), cache
 
 
 def prune_report(model_file: str | Path) -> Path:

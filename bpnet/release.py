@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bpnet.artifacts import ArtifactError, atomic_write_text, parse_manifest, sha256_file
 from bpnet.deploy.platform import ENGINE_INFO_SUFFIX
@@ -40,11 +40,17 @@ from bpnet.layout import (
     METRICS_FILE,
     MODEL_FILE,
     POSE_CONFIG_FILE,
+    SDK_CALIBRATION_CACHE,
+    SDK_EXPORTED_FILE,
     TRAIN_SPEC_FILE,
 )
+from bpnet.settings import Server
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams
 from bpnet.storage import MANIFEST_NAME, StorageError, open_store
+
+if TYPE_CHECKING:
+    from bpnet.infer.decode import DecodeParams
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +170,8 @@ def fetch_latest_file(release_root: str, relative: str, local: str | Path) -> di
 
 TRITON_DIR, DEEPSTREAM_DIR, KSERVE_FILE, CHECK_SCRIPT = "triton", "deepstream", "kserve/inferenceservice.yaml", \
     "check_runtime.py"
+ENGINES_DIR = "engines"
+PLAIN_ONNX_TARGET = "onnx"  # the name of the plain ONNX models (Triton bpnet_onnx, deepstream/onnx/)
 
 
 NOT_SERVABLE = ("no Triton/DeepStream/KServe files: no engine was built and release.plain_onnx is false "
@@ -179,6 +187,7 @@ class EngineBuild:
     max_batch_size: int
     path: Path
     platform: dict[str, Any]
+    serves: Server = "triton"
 
     @classmethod
     def from_file(cls, engine: Path) -> EngineBuild:
@@ -188,7 +197,9 @@ class EngineBuild:
         except (OSError, ValueError) as exc:
             raise FileNotFoundError(f"{engine}: no readable build record {info_path.name} ({exc}); an engine "
                                     "without its TensorRT/CUDA/JetPack versions cannot be released") from None
-        return cls(info["target"], info["precision"], int(info["max_batch_size"]), engine, info["platform"])
+        # records written before engines said what serves them were all built for Triton
+        return cls(info["target"], info["precision"], int(info["max_batch_size"]), engine, info["platform"],
+                   info.get("serves", "triton"))
 
 
 @dataclass(frozen=True)
@@ -209,54 +220,38 @@ class ServingOptions:
     runtime: str | None = None
 
 
-def write_serving(release: Path, release_uri: str, release_id: str, exported_onnx: bytes, engines: list[EngineBuild],
-                  inference: InferenceSpec, norm: NormalizationParams, calibration_cache: str | None,
-                  options: ServingOptions) -> dict[str, Any]:
-    """Write ``triton/``, ``deepstream/``, ``kserve/`` and ``check_runtime.py`` into the release
-    folder; returns what the manifest records (served models, engine platforms)."""
-    import inspect
+@dataclass(frozen=True)
+class ServedModels:
+    """What a release serves: the standard export for Triton, the SDK-compatible one for DeepStream
+    (decrypted ONNX bytes), and the calibration cache INT8 DeepStream engines read (release path)."""
 
+    onnx: bytes
+    sdk_onnx: bytes
+    sdk_calibration_cache: str | None
+
+
+def _write_triton(release: Path, release_uri: str, release_id: str, models: ServedModels,
+                  engines: list[EngineBuild], params: DecodeParams, norm: NormalizationParams,
+                  options: ServingOptions) -> dict[str, list[str]]:
+    """``triton/`` (a network model per Triton engine, the plain ONNX if allowed, the decoder and
+    ensembles) and ``kserve/`` serving it; returns the served model names."""
     import yaml
 
-    from bpnet.deploy import deepstream, kserve, triton
-    from bpnet.deploy import platform as engine_platform
-    from bpnet.infer.predict import decode_params
+    from bpnet.deploy import kserve, triton
     from bpnet.model.exported import HEAT_NAME, PAF_NAME
     from bpnet.pose import BPNET_SKELETON
 
-    params, skeleton = decode_params(inference), BPNET_SKELETON
     networks = [triton.Network(f"bpnet_{e.target.replace('-', '_')}", "tensorrt_plan", e.path, e.max_batch_size)
                 for e in engines]
-    if not networks and not options.plain_onnx:
-        log.warning("release %s has nothing to serve: %s", release_id, NOT_SERVABLE)
-        (release / CHECK_SCRIPT).write_text(inspect.getsource(engine_platform))
-        return {"served": {"ensembles": [], "networks": [], "note": NOT_SERVABLE}, "engines": {}}
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        onnx_path.write_bytes(exported_onnx)
+        onnx_path.write_bytes(models.onnx)
         if options.plain_onnx:
-            networks.append(triton.Network("bpnet_onnx", "onnxruntime_onnx", onnx_path, options.onnx_max_batch_size))
-        ensembles = triton.build_repository(release / TRITON_DIR, exported_onnx, networks, params,
-                                            norm.image_scale, norm.image_offset, options.max_people, HEAT_NAME,
-                                            PAF_NAME, skeleton.num_joints)
-    io = triton.network_io(exported_onnx)
-    height, width = io.inputs[0].dims[:2]
-    variants = [(e.target, e.precision, e.max_batch_size, f"../../{TRITON_DIR}/bpnet_{e.target.replace('-', '_')}"
-                 "/1/model.plan", None) for e in engines]
-    if options.plain_onnx:
-        variants.append(("onnx", "fp32", options.onnx_max_batch_size, None,
-                         f"../../{TRITON_DIR}/bpnet_onnx/1/model.onnx"))
-    for target, precision, batch, engine_file, onnx_file in variants:
-        folder = release / DEEPSTREAM_DIR / target
-        folder.mkdir(parents=True, exist_ok=True)
-        calib = f"../../{calibration_cache}" if precision == "int8" and calibration_cache else None
-        (folder / "pgie_config.txt").write_text(deepstream.pgie_config(
-            model_engine_file=engine_file, onnx_file=onnx_file, precision=precision, batch_size=batch,
-            input_hw=(height, width), output_names=[PAF_NAME, HEAT_NAME], image_scale=norm.image_scale,
-            image_offset=norm.image_offset, int8_calib_file=calib))
-        (folder / "bodypose2d_model_config.txt").write_text(
-            deepstream.postprocess_config(params, skeleton, batch, feat_upsampling=4))
-    (release / DEEPSTREAM_DIR / "README.md").write_text(deepstream.readme([v[0] for v in variants], False))
+            networks.append(triton.Network(f"bpnet_{PLAIN_ONNX_TARGET}", "onnxruntime_onnx", onnx_path,
+                                           options.onnx_max_batch_size))
+        ensembles = triton.build_repository(release / TRITON_DIR, models.onnx, networks, params, norm.image_scale,
+                                            norm.image_offset, options.max_people, HEAT_NAME, PAF_NAME,
+                                            BPNET_SKELETON.num_joints)
     service = kserve.inference_service(
         name=options.name, storage_uri=_join(release_uri, TRITON_DIR), gpus=options.gpus, cpu=options.cpu,
         memory=options.memory, node_selector=options.node_selector, tolerations=options.tolerations,
@@ -264,10 +259,65 @@ def write_serving(release: Path, release_uri: str, release_id: str, exported_onn
         release_id=release_id)
     (release / KSERVE_FILE).parent.mkdir(parents=True, exist_ok=True)
     (release / KSERVE_FILE).write_text(yaml.safe_dump(service, sort_keys=False))
+    return {"ensembles": ensembles, "networks": [n.name for n in networks]}
+
+
+def _write_deepstream(release: Path, models: ServedModels, engines: list[EngineBuild], params: DecodeParams,
+                      norm: NormalizationParams, options: ServingOptions) -> list[str]:
+    """``deepstream/<target>/`` for each DeepStream engine (``../../engines/<target>.engine``) and,
+    if allowed, ``deepstream/onnx/`` with the plain SDK-compatible ONNX; returns the targets."""
+    from bpnet.deploy import deepstream, triton
+    from bpnet.model.exported import HEAT_NAME, PAF_NAME
+    from bpnet.pose import BPNET_SKELETON
+
+    height, width = triton.network_io(models.sdk_onnx).inputs[0].dims[:2]
+    variants = [(e.target, e.precision, e.max_batch_size, f"../../{ENGINES_DIR}/{e.path.name}", None)
+                for e in engines]
+    if options.plain_onnx:
+        (release / DEEPSTREAM_DIR / PLAIN_ONNX_TARGET).mkdir(parents=True, exist_ok=True)
+        (release / DEEPSTREAM_DIR / PLAIN_ONNX_TARGET / "model.onnx").write_bytes(models.sdk_onnx)
+        variants.append((PLAIN_ONNX_TARGET, "fp32", options.onnx_max_batch_size, None, "model.onnx"))
+    for target, precision, batch, engine_file, onnx_file in variants:
+        folder = release / DEEPSTREAM_DIR / target
+        folder.mkdir(parents=True, exist_ok=True)
+        calib = f"../../{models.sdk_calibration_cache}" if precision == "int8" else None
+        (folder / "pgie_config.txt").write_text(deepstream.pgie_config(
+            model_engine_file=engine_file, onnx_file=onnx_file, precision=precision, batch_size=batch,
+            input_hw=(height, width), output_names=[PAF_NAME, HEAT_NAME], image_scale=norm.image_scale,
+            image_offset=norm.image_offset, int8_calib_file=calib))
+        (folder / "bodypose2d_model_config.txt").write_text(
+            deepstream.postprocess_config(params, BPNET_SKELETON, batch, feat_upsampling=4))
+    targets = [v[0] for v in variants]
+    (release / DEEPSTREAM_DIR / "README.md").write_text(deepstream.readme(targets))
+    return targets
+
+
+def write_serving(release: Path, release_uri: str, release_id: str, models: ServedModels,
+                  engines: list[EngineBuild], inference: InferenceSpec, norm: NormalizationParams,
+                  options: ServingOptions) -> dict[str, Any]:
+    """Write ``triton/`` and ``kserve/`` (when an engine serves Triton or the plain ONNX is allowed),
+    ``deepstream/`` (when an engine serves DeepStream or the plain ONNX is allowed) and
+    ``check_runtime.py`` into the release folder; returns what the manifest records (what is
+    served where, engine platforms)."""
+    import inspect
+
+    from bpnet.deploy import platform as engine_platform
+    from bpnet.infer.predict import decode_params
+
     (release / CHECK_SCRIPT).write_text(inspect.getsource(engine_platform))
-    return {"served": {"ensembles": ensembles, "networks": [n.name for n in networks]},
-            "engines": {e.target: {"precision": e.precision, "max_batch_size": e.max_batch_size, **e.platform}
-                        for e in engines}}
+    if not engines and not options.plain_onnx:
+        log.warning("release %s has nothing to serve: %s", release_id, NOT_SERVABLE)
+        return {"served": {"ensembles": [], "networks": [], "deepstream": [], "note": NOT_SERVABLE}, "engines": {}}
+    params = decode_params(inference)
+    for_triton = [e for e in engines if e.serves == "triton"]
+    for_deepstream = [e for e in engines if e.serves == "deepstream"]
+    served: dict[str, Any] = {"ensembles": [], "networks": [], "deepstream": []}
+    if for_triton or options.plain_onnx:
+        served.update(_write_triton(release, release_uri, release_id, models, for_triton, params, norm, options))
+    if for_deepstream or options.plain_onnx:
+        served["deepstream"] = _write_deepstream(release, models, for_deepstream, params, norm, options)
+    return {"served": served, "engines": {e.target: {"precision": e.precision, "max_batch_size": e.max_batch_size,
+                                                     "serves": e.serves, **e.platform} for e in engines}}
 
 
 # ---- the pipeline's release: gates, model card and assembly (bpnet.steps.publish calls these) ----
@@ -278,7 +328,9 @@ UNPRUNED, PRUNED, RETRAINED, KERAS_EXPORT, ONNX_FP32, ONNX_INT8 = MODEL_LABELS
 RELEASE_MODEL = f"model/{MODEL_FILE}"
 RELEASE_UNPRUNED = f"model/unpruned/{MODEL_FILE}"  # what warm starts train from (the graph before pruning)
 RELEASE_INT8 = "onnx/bpnet_model.int8.etlt"
-INT8_FILES = (RELEASE_INT8, f"calibration/{CALIBRATION_CACHE}", f"calibration/{CALIBRATION_TENSORFILE}")
+RELEASE_SDK_CACHE = f"calibration/{SDK_CALIBRATION_CACHE}"  # what INT8 DeepStream engines read
+INT8_FILES = (RELEASE_INT8, f"calibration/{CALIBRATION_CACHE}", RELEASE_SDK_CACHE,
+              f"calibration/{CALIBRATION_TENSORFILE}")
 PROMOTE = "promote"
 RELEASE_INT8_VERDICT = "release int8"
 
@@ -314,10 +366,10 @@ def model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any], 
     lines += ["", "## INT8", "", int8_note, "", "## Engines", ""]
     engines = deploy["engines"]
     if engines:
-        lines += ["| target | precision | max batch | TensorRT | CUDA | JetPack (L4T) | arch | built on |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| target | precision | max batch | TensorRT | CUDA | JetPack (L4T) | arch | built on | serves |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {t} | {e['precision']} | {e['max_batch_size']} | {e.get('tensorrt')} | {e.get('cuda')} | "
-                  f"{e.get('jetpack')} ({e.get('l4t')}) | {e.get('arch')} | {e.get('node')} |"
+                  f"{e.get('jetpack')} ({e.get('l4t')}) | {e.get('arch')} | {e.get('node')} | {e['serves']} |"
                   for t, e in sorted(engines.items())]
         lines += ["", "An engine runs only with the TensorRT (and JetPack) version above: "
                   "`python3 check_runtime.py <release> [target]` on the target refuses a mismatch."]
@@ -328,9 +380,13 @@ def model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any], 
     if served.get("note"):
         lines.append(f"- not servable as released: {served['note']}")
     else:
-        lines += [f"- Triton ensembles (image in, people out): {', '.join(served['ensembles'])}",
-                  f"- Triton network models: {', '.join(served['networks'])}",
-                  "- DeepStream: deepstream/README.md; KServe: kserve/inferenceservice.yaml"]
+        if served["networks"]:
+            lines += [f"- Triton ensembles (image in, people out): {', '.join(served['ensembles'])}",
+                      f"- Triton network models: {', '.join(served['networks'])}",
+                      "- KServe: kserve/inferenceservice.yaml (the Triton repository)"]
+        if served["deepstream"]:
+            lines.append(f"- DeepStream (SDK-compatible model): {', '.join(served['deepstream'])}; "
+                         "deepstream/README.md")
     lines += ["", "## Sizes", ""] + [f"- {k}: {v}" for k, v in sizes.items()]
     return "\n".join(lines) + "\n"
 
@@ -353,14 +409,16 @@ def release_files(inputs: ReleaseInputs, int8_ok: bool) -> tuple[dict[str, Path]
              f"model/{TRAIN_SPEC_FILE}": retrained / TRAIN_SPEC_FILE,
              f"model/{POSE_CONFIG_FILE}": retrained / POSE_CONFIG_FILE,
              f"onnx/{EXPORTED_FILE}": exported / EXPORTED_FILE, RELEASE_INT8: int8 / EXPORTED_FILE,
+             f"onnx/{SDK_EXPORTED_FILE}": exported / SDK_EXPORTED_FILE,
              f"onnx/{EXPORT_SETTINGS_FILE}": exported / EXPORT_SETTINGS_FILE,
              f"calibration/{CALIBRATION_CACHE}": int8 / CALIBRATION_CACHE,
+             RELEASE_SDK_CACHE: int8 / SDK_CALIBRATION_CACHE,
              f"calibration/{CALIBRATION_TENSORFILE}": int8 / CALIBRATION_TENSORFILE}
     if not int8_ok:
         files = {rel: src for rel, src in files.items() if rel not in INT8_FILES}
     engines = [EngineBuild.from_file(e) for d in inputs.engines for e in sorted(Path(d).glob("*.engine"))]
     engines = [e for e in engines if int8_ok or e.precision != "int8"]
-    files.update({f"engines/{engine.path.name}": engine.path for engine in engines})
+    files.update({f"{ENGINES_DIR}/{engine.path.name}": engine.path for engine in engines})
     missing = sorted(rel for rel, src in files.items() if not src.is_file() and rel != f"model/{POSE_CONFIG_FILE}")
     if missing:
         raise ArtifactError(f"the release would be incomplete: missing {missing}")
@@ -383,7 +441,9 @@ def assemble_and_publish(release_root: str, inputs: ReleaseInputs, evaluations: 
 
     int8_ok = not int8_verdict.startswith("hold")
     files, engines = release_files(inputs, int8_ok)
-    onnx_bytes, _ = read_exported(inputs.exported / EXPORTED_FILE, key)
+    models = ServedModels(read_exported(inputs.exported / EXPORTED_FILE, key)[0],
+                          read_exported(inputs.exported / SDK_EXPORTED_FILE, key)[0],
+                          RELEASE_SDK_CACHE if int8_ok else None)
     train_spec = yaml.safe_load((inputs.retrained / TRAIN_SPEC_FILE).read_text()) or {}
     norm = NormalizationParams.model_validate((train_spec.get("dataloader") or {}).get("normalization_params") or {})
     release_id = new_release_id(hashlib.sha256((inputs.retrained / MODEL_FILE).read_bytes()).hexdigest())
@@ -394,8 +454,8 @@ def assemble_and_publish(release_root: str, inputs: ReleaseInputs, evaluations: 
             if src.is_file():
                 (root / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, root / relative)
-        deploy = write_serving(root, _join(release_root, release_id), release_id, onnx_bytes, engines, decoder, norm,
-                               f"calibration/{CALIBRATION_CACHE}" if int8_ok else None, serving)
+        deploy = write_serving(root, _join(release_root, release_id), release_id, models, engines, decoder, norm,
+                               serving)
         atomic_write_text(root / METRICS_FILE, json.dumps(evaluations, indent=2) + "\n")
         sizes = {"parameters": evaluations.get(RETRAINED, {}).get("parameters", "-"),
                  **{f"{rel} bytes": (root / rel).stat().st_size for rel in sorted(files) if (root / rel).is_file()}}

@@ -25,6 +25,9 @@ Normalizer = Literal["max", "L2"]
 Criterion = Literal["union", "intersection", "arithmetic_mean", "geometric_mean"]
 CalibrationMethod = Literal["entropy", "percentile", "minmax"]
 Precision = Literal["fp32", "fp16", "int8"]
+Server = Literal["triton", "deepstream"]
+"""What serves an engine: Triton (standard export, the project's decoder) or DeepStream's bodypose2d
+app (the SDK-compatible export, whose PAFs the app's parser expects at 1/2 of the input)."""
 InputType = Literal["image", "dir", "json"]
 S = TypeVar("S", bound=SpecModel)
 

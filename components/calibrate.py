@@ -5,7 +5,8 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 def calibrate(exported: Input[Model], train_data: Input[Dataset], export_settings: str, int8: Output[Model]):
     """Run ``bpnet calibrate`` on ``cal_batches x cal_batch_size`` train images: the tensorfile, the
-    TensorRT cache (``calibration.bin``) and the ONNX Runtime QDQ INT8 model, in one artifact."""
+    TensorRT cache (``calibration.bin``), the ONNX Runtime QDQ INT8 model and the cache fitted to the
+    SDK-compatible export (``calibration.sdk.bin``), in one artifact."""
     from components import runtime
 
     with runtime.timed(int8.metadata):

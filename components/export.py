@@ -1,11 +1,13 @@
-"""export: retrained Model -> exported Model (encrypted fp32 ONNX through tf2onnx)."""
+"""export: retrained Model -> exported Model (encrypted fp32 ONNX through tf2onnx, standard and
+SDK-compatible)."""
 
 from kfp.dsl import Input, Model, Output
 
 
 def export(model: Input[Model], export_settings: str, exported: Output[Model]):
     """Run ``bpnet export -t tfonnx`` at ``export_settings``' input shape (JSON: input_shape,
-    cal_batches, cal_batch_size, cal_method). The model key comes from $BPNET_MODEL_KEY."""
+    cal_batches, cal_batch_size, cal_method), and again with ``--sdk_compatible_model`` (for
+    DeepStream engines). The model key comes from $BPNET_MODEL_KEY."""
     from components import runtime
 
     with runtime.timed(exported.metadata):

@@ -43,7 +43,10 @@ from bpnet.layout import (
     POSE_CONFIG_FILE,
     RAW_DIR,
     RECORDS_DIR,
+    SDK_CALIBRATION_CACHE,
+    SDK_EXPORTED_FILE,
     TRAIN_SPEC_FILE,
+    engine_sources,
 )
 from bpnet.overrides import resolve, set_values
 from bpnet.release import RELEASE_INT8_VERDICT, RELEASE_UNPRUNED
@@ -56,12 +59,14 @@ from bpnet.settings import (
     ExportSettings,
     InferenceSettings,
     PruneSettings,
+    Server,
     TrainSettings,
     build,
 )
 from bpnet.specs import DatasetSpec, InferenceSpec, TrainSpec, default_path_context, load_spec
 from bpnet.steps.build_engine import build_engine as steps_build_engine
 from bpnet.steps.calibrate import calibrate as steps_calibrate
+from bpnet.steps.calibrate import fit_calibration as steps_fit_calibration
 from bpnet.steps.dataset_convert import dataset_convert as steps_convert
 from bpnet.steps.evaluate import evaluate as steps_evaluate
 from bpnet.steps.export import export as steps_export
@@ -306,12 +311,14 @@ def _norm(model_dir: Path):
 
 @logs_failure
 def export(model_dir: str | Path, export_settings: str, out_dir: str | Path) -> dict[str, Any]:
-    """Export (fp32 ONNX, encrypted) the Model artifact at the settings' input shape; ``export.json``
-    says how the exported model is fed (its input shape, padded)."""
+    """Export (fp32 ONNX, encrypted) the Model artifact at the settings' input shape, and its
+    SDK-compatible variant (what DeepStream engines are built from); ``export.json`` says how the
+    exported model is fed (its input shape, padded)."""
     model, out = Path(model_dir), Path(out_dir)
     settings = _deploy_settings(export_settings)
     out.mkdir(parents=True, exist_ok=True)
     exported = steps_export(model / MODEL_FILE, out / EXPORTED_FILE, None, settings, _norm(model))
+    steps_export(model / MODEL_FILE, out / SDK_EXPORTED_FILE, None, settings, _norm(model), sdk_compatible=True)
     _copy_spec_files(model, out)
     atomic_write_text(out / EXPORT_SETTINGS_FILE, json.dumps({"input_shape": list(settings.input_shape),
                                                               "keep_aspect_ratio_mode": EXPORTED_MODE}) + "\n")
@@ -323,7 +330,8 @@ def export(model_dir: str | Path, export_settings: str, out_dir: str | Path) -> 
 def calibrate(exported_dir: str | Path, dataset_dir: str | Path, export_settings: str,
               out_dir: str | Path) -> dict[str, Any]:
     """Calibrate an exported model on the train split's images: tensorfile, TensorRT calibration
-    cache and the ONNX Runtime QDQ INT8 model (``bpnet_model.etlt`` of ``out_dir``)."""
+    cache, the ONNX Runtime QDQ INT8 model (``bpnet_model.etlt`` of ``out_dir``) and the cache
+    fitted to the SDK-compatible export (``calibration.sdk.bin``, for DeepStream engines)."""
     exported, out = Path(exported_dir), Path(out_dir)
     settings = _deploy_settings(export_settings)
     dataset = load_spec(Path(dataset_dir) / DATASET_SPEC, DatasetSpec)
@@ -332,9 +340,11 @@ def calibrate(exported_dir: str | Path, dataset_dir: str | Path, export_settings
     data = CalibrationData(str(dataset.under_root(dataset.train_data.images_root_dir_path)),
                            str(out / CALIBRATION_TENSORFILE), str(out / CALIBRATION_CACHE), calibration)
     calibrated = steps_calibrate(exported / EXPORTED_FILE, out / EXPORTED_FILE, None, data, _norm(exported))
+    fitted = steps_fit_calibration(exported / EXPORTED_FILE, exported / SDK_EXPORTED_FILE, calibrated.cache,
+                                   out / SDK_CALIBRATION_CACHE, None)
     _copy_spec_files(exported, out, EXPORT_SETTINGS_FILE)
     return {"precision": "int8", "calibrated_tensors": calibrated.tensors, "cal_method": calibrated.method,
-            "cal_images": calibrated.images}
+            "cal_images": calibrated.images, "sdk_cache_tensors": fitted.tensors}
 
 
 def bind_inference_spec(inference_spec: str, model_dir: str | Path, work: Path) -> Path:
@@ -412,21 +422,23 @@ def inference(dataset_dir: str | Path, model_dir: str | Path, inference_spec: st
 
 @logs_failure
 def build_engine(exported_dir: str | Path, int8_dir: str | Path, name: str, precision: str, max_batch_size: int,
-                 workspace_bytes: int, dla_core: int, out_dir: str | Path) -> dict[str, Any]:
-    """A TensorRT engine on this pod's GPU (or Jetson): ``<out_dir>/<name>.engine``. INT8 uses the
-    calibration cache of the calibrate step; ``dla_core`` < 0 means none."""
+                 workspace_bytes: int, dla_core: int, out_dir: str | Path, serves: Server = "triton") -> dict[str, Any]:
+    """A TensorRT engine on this pod's GPU (or Jetson): ``<out_dir>/<name>.engine``, from the export
+    and INT8 cache that what ``serves`` it reads (``bpnet.layout.engine_sources``); ``dla_core`` < 0
+    means none. The build record beside it says what it serves (the release sorts engines by it)."""
     from bpnet.deploy.platform import ENGINE_INFO_SUFFIX, current_platform
 
     exported, int8, out = Path(exported_dir), Path(int8_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = build(EngineSettings, data_type=precision, max_batch_size=max_batch_size,
                      max_workspace_size=workspace_bytes, dla_core=dla_core if dla_core >= 0 else None)
-    built = steps_build_engine(exported / EXPORTED_FILE, out / f"{name}.engine", None, settings,
-                               str(int8 / CALIBRATION_CACHE) if precision == "int8" else None)
-    record = {"target": name, "precision": precision, "max_batch_size": max_batch_size,
+    model, cache = engine_sources(serves, precision)
+    built = steps_build_engine(exported / model, out / f"{name}.engine", None, settings,
+                               str(int8 / cache) if cache else None)
+    record = {"target": name, "precision": precision, "max_batch_size": max_batch_size, "serves": serves,
               "platform": current_platform()}  # what check_runtime.py compares on the target
     atomic_write_text(out / f"{name}{ENGINE_INFO_SUFFIX}", json.dumps(record, indent=2) + "\n")
-    return {"target": name, "precision": built.precision, "bytes": built.bytes}
+    return {"target": name, "precision": built.precision, "serves": serves, "bytes": built.bytes}
 
 
 @logs_failure

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from bpnet.settings import DeploySettings, Precision, PromotionSettings, PruneSettings
+from bpnet.settings import DeploySettings, Precision, PromotionSettings, PruneSettings, Server
 from bpnet.settings import EngineSettings as BuildSettings
 from bpnet.specs.base import MAX_BATCH, CrossFieldError, PathContext, SpecModel, SpecPath
 from bpnet.specs.loader import SpecError
@@ -124,13 +124,25 @@ class Steps(SpecModel):
 
 
 class EngineTarget(SpecModel):
-    """One TensorRT engine to build: where (the GPU pool or the Jetson pool), how precise, DLA."""
+    """One TensorRT engine to build: where (the GPU pool or the Jetson pool), how precise, DLA, and
+    what serves it (which export it is built from)."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     pool: Literal["gpu", "jetson"]
     precision: Precision = "fp16"
     max_batch_size: int = Field(1, ge=1, le=MAX_BATCH)
     dla_core: int | None = Field(None, ge=0, le=1, description="Jetson DLA core, 0 or 1 (GPU fallback on)")
+    serves: Server = Field("triton", description="triton: built from the standard export, in the release's "
+                           "Triton repository; deepstream: built from the SDK-compatible export for the bodypose2d "
+                           "app. Unset: triton on the gpu pool, deepstream on the jetson pool")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serves_by_pool(cls, data: object) -> object:
+        """Jetson engines go to DeepStream unless the spec says otherwise (the field's default is the GPU pool's)."""
+        if isinstance(data, dict) and data.get("pool") == "jetson" and data.get("serves") is None:
+            return {**data, "serves": "deepstream"}
+        return data
 
 
 def _default_targets() -> list[EngineTarget]:
@@ -150,7 +162,7 @@ class EngineSettings(SpecModel):
     def by_pool(self) -> dict[str, list[dict]]:
         """The targets to build as the build_engine component takes them, per pool (none when off)."""
         return {pool: [{"target": t.name, "precision": t.precision, "max_batch_size": t.max_batch_size,
-                        "dla_core": -1 if t.dla_core is None else t.dla_core}
+                        "dla_core": -1 if t.dla_core is None else t.dla_core, "serves": t.serves}
                        for t in self.targets if t.pool == pool] if self.enabled else []
                 for pool in ("gpu", "jetson")}
 

@@ -142,12 +142,19 @@ def test_exported_models_refuse_what_they_cannot_do(exported, synth_dir, tmp_pat
     assert code == 1 and message in caplog.text
 
 
-def test_sdk_compatible_model_upsamples_pafs_and_is_refused_for_inference(exported, tmp_path, caplog):
-    import onnxruntime as ort
-
-    out = tmp_path / "deploy.etlt"
+@pytest.fixture(scope="module")
+def sdk_export(exported) -> Path:
+    """The same tiny model's SDK-compatible export at 64x96 (another tf2onnx run: other tensor names)."""
+    out = exported["dir"] / "m.sdk.etlt"
     assert main(["export", "-m", str(exported["model"]), "-k", "tiny", "-o", str(out), "-d", "64,96,3",
                  "--sdk_compatible_model"]) == 0
+    return out
+
+
+def test_sdk_compatible_model_upsamples_pafs_and_is_refused_for_inference(sdk_export):
+    import onnxruntime as ort
+
+    out = sdk_export
     data, info = read_exported(out, "tiny")
     assert info.sdk_compatible
     heat, paf = ort.InferenceSession(data).run(None, {"input_1": np.zeros((1, 64, 96, 3), np.float32)})
@@ -315,3 +322,106 @@ def test_full_bpnet_model_exports_and_calibrates(synth_dir, tmp_path):
     int8_heats, int8_pafs = OnnxBackend(tmp_path / "full.int8.etlt", "full").predict(x)
     assert int8_heats[0].shape == heats[0].shape and int8_pafs[0].shape == pafs[0].shape
     assert np.isfinite(int8_heats[0]).all() and np.isfinite(int8_pafs[0]).all()
+
+
+def test_the_fitted_cache_bounds_a_calibration_of_the_sdk_model_itself(exported, sdk_export, tmp_path):
+    """The standard export's cache (minmax here, to compare like with like) fitted to the SDK export
+    has the tensor set of a minmax calibration of the SDK export on the same images, equal scales
+    where the graphs compute the same, and upper bounds on the added (upsampled) PAF tensors."""
+    import onnx
+
+    from bpnet.deploy.calibration import activation_ranges, trt_scale, write_trt_cache
+    from bpnet.steps.calibrate import fit_calibration
+
+    tensors = np.load(exported["tensorfile"])
+    standard, _ = read_exported(exported["fp32"], "tiny")
+    sdk, _ = read_exported(sdk_export, "tiny")
+    write_trt_cache(activation_ranges(standard, "input_1", tensors, "minmax"), tmp_path / "std.bin")
+    fitted = fit_calibration(exported["fp32"], sdk_export, tmp_path / "std.bin", tmp_path / "sdk.bin", "tiny")
+    header, derived = read_trt_cache(fitted.cache)
+    measured = {n: trt_scale(*r) for n, r in activation_ranges(sdk, "input_1", tensors, "minmax").items()}
+    assert header == read_trt_cache(tmp_path / "std.bin")[0] and set(derived) == set(measured)
+    assert fitted.tensors == len(derived) and set(derived) <= graph_tensors(sdk)
+    assert fitted.derived == 2 and fitted.renamed > 0  # upsampling + its Transpose; tf2onnx renamed some
+    producer = {o: n.op_type for n in onnx.load_model_from_string(sdk).graph.node for o in n.output}
+    added = {n for n in derived if producer.get(n) == "ConvTranspose"}
+    added.add("paf_out")  # same name as in the standard export, but another tensor (1/2, not 1/8)
+    assert len(added) == 2
+    for name in derived:
+        if name in added:
+            assert derived[name] >= measured[name] * (1 - 1e-6), name
+        else:
+            assert derived[name] == pytest.approx(measured[name], rel=1e-5), name
+
+
+def _graph(nodes, weights=()):
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, name) for name, w in weights])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize(("node", "weights", "message"), [
+    ("ConvTranspose", 2.0, "ConvTranspose whose taps per output position sum to 4 > 1"),  # stride 2: 2 channels x 1 tap x 2
+    ("Mul", 3.0, "Mul is not known to keep the range of its input"),
+])
+def test_derive_scales_refuses_an_op_that_could_widen_the_range(node, weights, message):
+    from onnx import helper
+
+    from bpnet.deploy.calibration import derive_scales
+    from bpnet.errors import ModelError
+
+    relu = helper.make_node("Relu", ["input_1"], ["r"], name="relu_std")
+    standard = _graph([relu])
+    w = np.full((2, 2, 2, 2) if node == "ConvTranspose" else (1,), weights, np.float32)
+    extra = helper.make_node(node, ["r_sdk", "w"], ["y"], name="added",
+                             **({"strides": [2, 2]} if node == "ConvTranspose" else {}))
+    sdk = _graph([helper.make_node("Relu", ["input_1"], ["r_sdk"], name="relu_sdk"), extra], [("w", w)])
+    scales = {"input_1": 0.004, "r": 0.002}
+    with pytest.raises(ModelError, match=message):
+        derive_scales(standard, scales, sdk)
+    bilinear = np.full((2, 2, 2, 2), 0.25 / 2, np.float32)  # taps of a phase sum to 1 over 2 input channels
+    ok = _graph([helper.make_node("Relu", ["input_1"], ["r_sdk"], name="relu_sdk"),
+                 helper.make_node("ConvTranspose", ["r_sdk", "w"], ["y"], strides=[1, 1])], [("w", bilinear)])
+    fitted = derive_scales(standard, scales, ok)
+    assert fitted.scales == {"input_1": 0.004, "r_sdk": 0.002, "y": 0.002}
+    assert (fitted.derived, fitted.renamed) == ({"y"}, 1)
+
+
+def test_a_cache_is_fitted_only_to_the_sdk_export_of_its_own_model(exported, tmp_path):
+    from bpnet.errors import ModelError
+    from bpnet.steps.calibrate import fit_calibration
+
+    with pytest.raises(ModelError, match="not the SDK-compatible fp32 export of"):
+        fit_calibration(exported["fp32"], exported["fp32"], exported["cache"], tmp_path / "x.bin", "tiny")
+    assert not (tmp_path / "x.bin").exists()
+
+
+@pytest.mark.parametrize(("serves", "precision", "model", "cache"), [
+    ("triton", "int8", "bpnet_model.etlt", "calibration.bin"),
+    ("deepstream", "int8", "bpnet_model.sdk.etlt", "calibration.sdk.bin"),
+    ("deepstream", "fp16", "bpnet_model.sdk.etlt", None),
+])
+def test_build_engine_builds_what_serves_it_from_its_export_and_cache(tmp_path, monkeypatch, serves, precision,
+                                                                       model, cache):
+    """The pipeline's build_engine around TensorRT (absent here: the build itself is stubbed): the
+    export and cache it picks by ``serves``, and the build record that says what the engine serves."""
+    from bpnet.steps.build_engine import EngineBuilt
+    from components import runtime
+
+    calls = []
+
+    def build(exported, engine_file, key, settings, calibration_cache=None):
+        calls.append((Path(exported).name, calibration_cache and Path(calibration_cache).name))
+        Path(engine_file).write_bytes(b"plan")
+        return EngineBuilt(Path(engine_file), settings.data_type, settings.max_batch_size, (64, 96), 4, "stub")
+
+    monkeypatch.setattr(runtime, "steps_build_engine", build)
+    monkeypatch.setenv("BPNET_PLATFORM", json.dumps({"tensorrt": "10.3.0"}))
+    out = runtime.build_engine(tmp_path / "exported", tmp_path / "int8", "t", precision, 2, 1 << 30, -1,
+                               tmp_path / "out", serves)
+    assert calls == [(model, cache)] and out["serves"] == serves
+    record = json.loads((tmp_path / "out/t.engine.json").read_text())
+    assert (record["serves"], record["precision"], record["platform"]["tensorrt"]) == (serves, precision, "10.3.0")

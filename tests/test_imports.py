@@ -101,7 +101,7 @@ def graph() -> Graph:
 
 
 def test_the_graph_sees_function_level_imports(graph):
-    # bpnet.release imports bpnet.deploy.triton inside write_serving only
+    # bpnet.release imports bpnet.deploy.triton inside functions only (_write_triton, _write_deepstream)
     assert "bpnet.deploy.triton" in graph["bpnet.release"]
     assert "bpnet.model.exported" in graph["bpnet.infer.predict"]
     assert len(graph) > 60

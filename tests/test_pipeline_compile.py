@@ -187,9 +187,11 @@ def test_engine_builds_fan_out_per_pool_with_their_images_and_node_pools(compile
         source = promoted[name]["parameterIterator"]["items"]["inputParameter"]  # the INT8 gate's kept targets
         pool = source.removeprefix("pipelinechannel--int8-gate-")
         assert gate[pool] == _resolved(pool)
-        loops[task["componentRef"]["name"]] = (pool, [i["target"] for i in offered[pool]["runtimeValue"]["constant"]])
-    assert loops == {"comp-build-engine": ("gpu_targets", ["gpu-fp16", "gpu-int8"]),
-                     "comp-build-engine-2": ("jetson_targets", ["jetson-fp16", "jetson-int8-dla0"])}
+        loops[task["componentRef"]["name"]] = (pool, [(i["target"], i["serves"])
+                                                      for i in offered[pool]["runtimeValue"]["constant"]])
+    assert loops == {"comp-build-engine": ("gpu_targets", [("gpu-fp16", "triton"), ("gpu-int8", "triton")]),
+                     "comp-build-engine-2": ("jetson_targets", [("jetson-fp16", "deepstream"),
+                                                                ("jetson-int8-dla0", "deepstream")])}
     executors = pipeline["deploymentSpec"]["executors"]
     gpu, jetson = executors["exec-build-engine"]["container"], executors["exec-build-engine-2"]["container"]
     assert gpu["image"] == spec.images.gpu and jetson["image"] == spec.images.jetson

@@ -218,6 +218,8 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     assert (steps["prune"] / "bpnet_model.tlt.json").is_file()
     assert (steps["export"] / "bpnet_model.etlt").is_file() and (steps["calibrate"] / "calibration.bin").is_file()
     assert (steps["calibrate"] / "calibration.tensorfile.npy").is_file()
+    assert (steps["export"] / "bpnet_model.sdk.etlt").is_file()  # what DeepStream engines are built from
+    assert (steps["calibrate"] / "calibration.sdk.bin").is_file()  # its cache: the standard one fitted to it
     assert 0.0 <= models["ONNX INT8"]["AP"] <= 1.0 and models["ONNX fp32"]["parameters"] == models["retrained"][
         "parameters"]
     assert json.loads((steps["evaluate retrained"] / "metrics.json").read_text())["AP"] == metrics["AP"]
@@ -234,7 +236,8 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     for relative in ("model/bpnet_model.tlt", "model/unpruned/bpnet_model.tlt", "onnx/bpnet_model.etlt",
                      "metrics.json", "MODEL_CARD.md", "MANIFEST.json", "triton/bpnet_onnx/config.pbtxt",
                      "triton/bpnet_onnx/1/model.onnx", "triton/bpnet_pose_onnx/config.pbtxt",
-                     "triton/bpnet_decode/1/model.py", "deepstream/onnx/pgie_config.txt",
+                     "triton/bpnet_decode/1/model.py", "deepstream/onnx/pgie_config.txt", "deepstream/onnx/model.onnx",
+                     "onnx/bpnet_model.sdk.etlt",
                      "deepstream/README.md", "kserve/inferenceservice.yaml", "check_runtime.py"):
         assert (release / relative).is_file(), relative
     # the release is exactly its manifest (every file listed, sizes and sha256 verified)

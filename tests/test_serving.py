@@ -19,7 +19,15 @@ import pytest
 import yaml
 
 from bpnet.cli import main
-from bpnet.layout import EXPORT_SETTINGS_FILE, EXPORTED_FILE, EXPORTED_MODE, MODEL_FILE, TRAIN_SPEC_FILE
+from bpnet.layout import (
+    EXPORT_SETTINGS_FILE,
+    EXPORTED_FILE,
+    EXPORTED_MODE,
+    MODEL_FILE,
+    SDK_CALIBRATION_CACHE,
+    SDK_EXPORTED_FILE,
+    TRAIN_SPEC_FILE,
+)
 from bpnet.model.exported import HEAT_NAME, INPUT_NAME, PAF_NAME, read_exported
 from bpnet.pose import BPNET_SKELETON
 from bpnet.release import int8_decision, read_latest
@@ -66,28 +74,44 @@ def _folder(root: Path, files: dict[str, Path | str]) -> Path:
 
 @pytest.fixture(scope="module")
 def built(tiny_model, synth_dir, tmp_path_factory) -> dict[str, Path]:
-    """The tiny model exported at 64x96 (fp32 + INT8) laid out as pipeline artifacts, and one
-    fake GPU engine with its build record."""
+    """The tiny model exported at 64x96 (fp32 + INT8, and SDK-compatible with the fitted cache)
+    laid out as pipeline artifacts, and fake engines with their build records: two serving Triton,
+    two (x86 DeepStream) serving DeepStream."""
+    from bpnet.steps.calibrate import fit_calibration
+
     model, train_spec = tiny_model
     out = tmp_path_factory.mktemp("serving")
     assert main(["export", "-m", str(model), "-k", "tiny", "-o", str(out / "m.etlt"), "-e", str(train_spec),
                  "-d", "64,96,3", "--data_type", "int8", "--cal_image_dir", str(synth_dir / "val2017"),
                  "--cal_data_file", str(out / "cal.npy"), "--cal_cache_file", str(out / "cal.bin"),
                  "--batches", "2", "--batch_size", "2"]) == 0
+    assert main(["export", "-m", str(model), "-k", "tiny", "-o", str(out / "m.sdk.etlt"), "-d", "64,96,3",
+                 "--sdk_compatible_model"]) == 0
+    fit_calibration(out / "m.etlt", out / "m.sdk.etlt", out / "cal.bin", out / "cal.sdk.bin", "tiny")
     spec = {MODEL_FILE: model, TRAIN_SPEC_FILE: train_spec}
     trained = _folder(out / "trained", spec)
-    exported = _folder(out / "exported", {EXPORTED_FILE: out / "m.etlt", EXPORT_SETTINGS_FILE:
+    exported = _folder(out / "exported", {EXPORTED_FILE: out / "m.etlt", SDK_EXPORTED_FILE: out / "m.sdk.etlt",
+                                          EXPORT_SETTINGS_FILE:
                                           json.dumps({"input_shape": [64, 96], "keep_aspect_ratio_mode":
                                                       EXPORTED_MODE})})
     int8 = _folder(out / "int8", {EXPORTED_FILE: out / "m.int8.etlt", "calibration.bin": out / "cal.bin",
-                                  "calibration.tensorfile.npy": out / "cal.npy"})
+                                  "calibration.tensorfile.npy": out / "cal.npy",
+                                  SDK_CALIBRATION_CACHE: out / "cal.sdk.bin"})
     platform = {"tensorrt": "10.3.0", "cuda": "12.6", "l4t": None, "jetpack": None, "arch": "x86_64", "node": "gpu-1"}
     engines = _folder(out / "engines", {
         "gpu-fp16.engine": "not a real plan (no TensorRT here)", "gpu-fp16.engine.json": json.dumps(
             {"target": "gpu-fp16", "precision": "fp16", "max_batch_size": 4, "platform": platform}),
         "gpu-int8.engine": "not a real plan", "gpu-int8.engine.json": json.dumps(
             {"target": "gpu-int8", "precision": "int8", "max_batch_size": 2, "platform": platform})})
-    return {"trained": trained, "exported": exported, "int8": int8, "engines": engines, "out": out}
+    streams = _folder(out / "ds_engines", {
+        "ds-fp16.engine": "not a real plan", "ds-fp16.engine.json": json.dumps(
+            {"target": "ds-fp16", "precision": "fp16", "max_batch_size": 1, "serves": "deepstream",
+             "platform": platform}),
+        "ds-int8.engine": "not a real plan", "ds-int8.engine.json": json.dumps(
+            {"target": "ds-int8", "precision": "int8", "max_batch_size": 1, "serves": "deepstream",
+             "platform": platform})})
+    return {"trained": trained, "exported": exported, "int8": int8, "engines": engines, "ds_engines": streams,
+            "out": out}
 
 
 EVALS = {name: {"AP": ap, "AP50": ap, "AP75": ap, "AP_medium": ap, "AP_large": ap, "AR": ap}
@@ -95,10 +119,11 @@ EVALS = {name: {"AP": ap, "AP50": ap, "AP75": ap, "AP_medium": ap, "AP_large": a
                           ("ONNX fp32", 0.35), ("ONNX INT8", 0.1))}
 
 
-def publish(built, root: Path, monkeypatch, int8_gate: str = "release int8", **serving) -> Path:
+def publish(built, root: Path, monkeypatch, int8_gate: str = "release int8", engines=("engines", "ds_engines"),
+            **serving) -> Path:
     monkeypatch.setenv("BPNET_MODEL_KEY", "tiny")
     pointer = runtime.publish(str(root), built["trained"], built["trained"], built["exported"], built["int8"], EVALS,
-                              {"dataset_uri": "s3://d/coco"}, {}, [built["engines"]], json.dumps(INFER),
+                              {"dataset_uri": "s3://d/coco"}, {}, [built[e] for e in engines], json.dumps(INFER),
                               {"plain_onnx": True, "node_selector": {"pool": "gpu"}, "memory": "4Gi",
                                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
                                                 "effect": "NoSchedule"}], **serving}, int8_gate)
@@ -234,7 +259,7 @@ def test_kserve_type_check_catches_misspelt_keys_and_wrong_values(release, where
 
 def test_deepstream_configs_hold_only_documented_keys_and_the_model_facts(release):
     folders = sorted(p.name for p in (release / "deepstream").iterdir() if p.is_dir())
-    assert folders == ["gpu-fp16", "gpu-int8", "onnx"]
+    assert folders == ["ds-fp16", "ds-int8", "onnx"]  # the engines serving DeepStream, and the plain ONNX
     for target in folders:
         parser = configparser.ConfigParser(strict=True)
         parser.read(release / "deepstream" / target / "pgie_config.txt")
@@ -247,7 +272,13 @@ def test_deepstream_configs_hold_only_documented_keys_and_the_model_facts(releas
         for key in ("model-engine-file", "onnx-file", "int8-calib-file"):
             if key in prop:
                 assert (release / "deepstream" / target / prop[key]).resolve().is_file(), key
-        assert ("int8-calib-file" in prop) == (target == "gpu-int8")
+        assert ("int8-calib-file" in prop) == (target == "ds-int8")
+        files = {k: (release / "deepstream" / target / prop[k]).resolve().relative_to(release.resolve()).as_posix()
+                 for k in ("model-engine-file", "onnx-file", "int8-calib-file") if k in prop}
+        assert files == {"ds-fp16": {"model-engine-file": "engines/ds-fp16.engine"},
+                         "ds-int8": {"model-engine-file": "engines/ds-int8.engine",
+                                     "int8-calib-file": f"calibration/{SDK_CALIBRATION_CACHE}"},
+                         "onnx": {"onnx-file": "deepstream/onnx/model.onnx"}}[target]
         lines = (release / "deepstream" / target / "bodypose2d_model_config.txt").read_text().splitlines()
         pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
         assert {k for k, _ in pairs} <= BODYPOSE2D_KEYS
@@ -255,7 +286,41 @@ def test_deepstream_configs_hold_only_documented_keys_and_the_model_facts(releas
         assert edges == list(BPNET_SKELETON.limbs)  # PAF-channel order, from bpnet.pose
         assert dict(pairs)["numJoints"] == str(BPNET_SKELETON.num_joints)
         assert dict(pairs)["threshHeat"] == str(INFER["heatmap_threshold"])
-    assert "deepstream-bodypose2d-app" in (release / "deepstream/README.md").read_text()
+    readme = (release / "deepstream/README.md").read_text()
+    assert "deepstream-bodypose2d-app" in readme and "SDK-compatible model" in readme
+    assert "Note:" not in readme  # no caveat: the engines are built from the SDK-compatible export
+
+
+def test_deepstream_gets_the_sdk_compatible_model_and_triton_the_standard_one(release, built):
+    import onnxruntime as ort
+
+    sdk, info = read_exported(built["exported"] / SDK_EXPORTED_FILE, "tiny")
+    assert info.sdk_compatible and (release / "deepstream/onnx/model.onnx").read_bytes() == sdk
+    session = ort.InferenceSession(str(release / "deepstream/onnx/model.onnx"), providers=["CPUExecutionProvider"])
+    heat, paf = session.run([HEAT_NAME, PAF_NAME], {INPUT_NAME: np.zeros((1, 64, 96, 3), np.float32)})
+    assert heat.shape[1:3] == (8, 12) and paf.shape[1:3] == (32, 48)  # what the app's parser expects
+    assert (release / f"calibration/{SDK_CALIBRATION_CACHE}").read_bytes() == \
+        (built["int8"] / SDK_CALIBRATION_CACHE).read_bytes()
+    assert (release / f"onnx/{SDK_EXPORTED_FILE}").is_file()
+    assert not any("ds" in p.name for p in (release / "triton").iterdir())  # Triton serves its engines only
+    metadata = json.loads((release / "MANIFEST.json").read_text())["metadata"]
+    assert metadata["served"]["deepstream"] == ["ds-fp16", "ds-int8", "onnx"]
+    assert {t: e["serves"] for t, e in metadata["engines"].items()} == {
+        "gpu-fp16": "triton", "gpu-int8": "triton", "ds-fp16": "deepstream", "ds-int8": "deepstream"}
+    assert "- DeepStream (SDK-compatible model): ds-fp16, ds-int8, onnx" in (release / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize(("engines", "present", "absent"), [
+    (("engines",), {"triton", "kserve"}, {"deepstream"}),
+    (("ds_engines",), {"deepstream"}, {"triton", "kserve"}),
+])
+def test_a_release_writes_the_configs_of_what_its_engines_serve_only(built, tmp_path, monkeypatch, engines, present,
+                                                                      absent):
+    release = publish(built, tmp_path / "releases", monkeypatch, engines=engines, plain_onnx=False)
+    assert all((release / d).exists() for d in present) and not any((release / d).exists() for d in absent)
+    card = (release / "MODEL_CARD.md").read_text()
+    assert ("Triton ensembles" in card) == ("triton" in present) and ("DeepStream (" in card) == (
+        "deepstream" in present)
 
 
 def _stand_in_pb_utils() -> types.ModuleType:
@@ -342,7 +407,7 @@ def test_runtime_check_refuses_an_engine_of_another_tensorrt(release):
     manifest = json.loads((release / "MANIFEST.json").read_text())["metadata"]
     engine = manifest["engines"]["gpu-fp16"]
     assert (engine["tensorrt"], engine["cuda"], engine["node"]) == ("10.3.0", "12.6", "gpu-1")
-    assert engine["max_batch_size"] == 4
+    assert engine["max_batch_size"] == 4 and engine["serves"] == "triton"
     assert manifest["evaluations"]["ONNX INT8"]["AP"] == 0.1
     card = (release / "MODEL_CARD.md").read_text()
     assert "| gpu-fp16 | fp16 | 4 | 10.3.0 | 12.6 |" in card and "| Keras (export mode) | 0.3500 |" in card
@@ -358,7 +423,8 @@ def test_int8_gate_and_a_release_without_int8(built, tmp_path, monkeypatch):
     release = publish(built, tmp_path / "releases", monkeypatch, int8_gate=f"hold: {why}")
     files = {p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file()}
     assert not any("int8" in f or f.startswith("calibration/") for f in files), sorted(files)
-    assert "engines/gpu-fp16.engine" in files and (release / "deepstream/gpu-fp16").is_dir()
+    assert "engines/gpu-fp16.engine" in files and (release / "deepstream/ds-fp16").is_dir()
+    assert not (release / "deepstream/ds-int8").exists()
     assert why in (release / "MODEL_CARD.md").read_text()
     assert json.loads((release / "MANIFEST.json").read_text())["metadata"]["int8"] == f"hold: {why}"
     open_store(str(release)).fetch(tmp_path / "fetched")  # complete and verified against its manifest

@@ -16,6 +16,16 @@ scale (``max(|low|, |high|) / 127``) written as the 8 hex digits of its big-endi
 names are the ONNX graph's tensor names, which TensorRT's ONNX parser keeps. An existing cache
 skips calibration, as the guide says.
 
+**Fitting a cache to the SDK-compatible export** (``derive_scales``): that export is the standard
+graph plus a PAF upsampling, but tf2onnx numbers tensor names per export, so a name of one graph
+may be another tensor (or nothing) in the other. Tensors are matched by structure instead (op
+type, attributes, weights and, recursively, inputs), so a matched tensor computes the same values
+on the same images and takes the standard tensor's scale. A tensor with no match must come from
+an op that cannot widen its input's range (``|y| <= max |x|``: layout ops, ReLU, max pooling,
+nearest/linear resizing, a transposed convolution whose taps per output position sum to at most 1
+in absolute value, as the bilinear upsampling's do): it takes its input's scale, an upper bound
+of its own range. Anything else is refused rather than given a guessed scale.
+
 **QDQ INT8 model**: ONNX Runtime's ``quantize_static`` fed exactly the cache's scales (symmetric
 int8 activations, per-channel int8 weights; the output heads in float, as TensorRT keeps network
 outputs in fp32), so the INT8 accuracy measured on a CPU is that of the cache TensorRT gets — also
@@ -29,12 +39,14 @@ import math
 import struct
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
 import numpy as np
 
 from bpnet.artifacts import atomic_output, atomic_write_text
+from bpnet.errors import ModelError
 from bpnet.settings import CalibrationMethod
 from bpnet.infer.network_input import plan, to_network_input
 from bpnet.preprocess import read_image
@@ -144,12 +156,16 @@ def trt_scale(low: float, high: float) -> float:
     return scale if math.isfinite(scale) and scale > 0 else float(np.finfo(np.float32).tiny)
 
 
-def write_trt_cache(ranges: dict[str, tuple[float, float]], dest: str | Path,
-                    header: str = TRT_CACHE_HEADER) -> Path:
-    lines = [header] + [f"{name}: {struct.pack('>f', trt_scale(lo, hi)).hex()}" for name, (lo, hi) in
-                        sorted(ranges.items())]
+def write_scales(scales: dict[str, float], dest: str | Path, header: str = TRT_CACHE_HEADER) -> Path:
+    """A TensorRT calibration cache of ``scales`` (the one writer of the format)."""
+    lines = [header] + [f"{name}: {struct.pack('>f', scale).hex()}" for name, scale in sorted(scales.items())]
     atomic_write_text(dest, "\n".join(lines) + "\n")
     return Path(dest)
+
+
+def write_trt_cache(ranges: dict[str, tuple[float, float]], dest: str | Path,
+                    header: str = TRT_CACHE_HEADER) -> Path:
+    return write_scales({name: trt_scale(lo, hi) for name, (lo, hi) in ranges.items()}, dest, header)
 
 
 def read_trt_cache(path: str | Path) -> tuple[str, dict[str, float]]:
@@ -179,6 +195,106 @@ def check_cache_fits(scales: dict[str, float], onnx_bytes: bytes, where: str) ->
         raise ValueError(f"--cal_cache_file {where}: not a cache of this model ({len(foreign)} tensors not in "
                          f"the graph, e.g. {foreign[:2]}; {len(missing)} convolution outputs without a scale, "
                          f"e.g. {missing[:2]}); remove it to calibrate again")
+
+
+def _structure(graph) -> dict[str, str]:
+    """Tensor name -> digest of what computes it (op, attributes, weights, input digests), names
+    of nodes and intermediate tensors left out; graph inputs are named by their own name."""
+    import hashlib
+
+    from onnx import numpy_helper
+
+    digests = {i.name: f"input:{i.name}" for i in graph.input}
+    for init in graph.initializer:
+        array = numpy_helper.to_array(init)
+        digests[init.name] = "weight:" + hashlib.sha256(
+            f"{array.dtype}{array.shape}".encode() + array.tobytes()).hexdigest()
+    for node in graph.node:  # ONNX lists nodes in topological order
+        attributes = b"".join(a.SerializeToString() for a in sorted(node.attribute, key=lambda a: a.name))
+        inputs = "|".join(digests.get(i, "missing") if i else "" for i in node.input)
+        base = hashlib.sha256(f"{node.domain}:{node.op_type}|{inputs}|".encode() + attributes).hexdigest()
+        for index, out in enumerate(node.output):
+            digests[out] = f"{base}:{index}"
+    return digests
+
+
+_RANGE_KEEPING = frozenset({"Identity", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Relu",
+                            "MaxPool"})
+
+
+def _widening(node, graph) -> str | None:
+    """Why ``node`` may output values beyond its first input's range (None: it cannot)."""
+    from onnx import helper, numpy_helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type in _RANGE_KEEPING:
+        return None
+    if node.op_type == "Resize":
+        mode = attrs.get("mode", b"nearest")
+        return None if mode in (b"nearest", b"linear") else f"Resize mode {mode.decode()} can overshoot"
+    if node.op_type == "ConvTranspose":
+        weights = {i.name: i for i in graph.initializer}
+        if node.input[1] not in weights:
+            return "ConvTranspose with weights computed in the graph"
+        if len(node.input) > 2 and node.input[2] and np.any(numpy_helper.to_array(weights[node.input[2]])):
+            return "ConvTranspose with a bias"
+        w = np.abs(numpy_helper.to_array(weights[node.input[1]]))  # (in, out / group, kh, kw)
+        if w.ndim != 4 or attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
+            return "ConvTranspose other than 2-D, ungrouped and undilated"
+        strides = attrs.get("strides", [1, 1])
+        # each output position of a phase gets the taps k = phase (mod stride) of every input channel
+        sums = [w[:, :, py::strides[0], px::strides[1]].sum(axis=(0, 2, 3)).max()
+                for py in range(strides[0]) for px in range(strides[1])]
+        if max(sums) > 1.0 + 1e-5:
+            return f"ConvTranspose whose taps per output position sum to {max(sums):.4g} > 1 in absolute value"
+        return None
+    return f"{node.op_type} is not known to keep the range of its input"
+
+
+@dataclass(frozen=True)
+class DerivedScales:
+    """A cache's scales carried to another export of the same network."""
+
+    scales: dict[str, float]
+    derived: frozenset[str]  # tensors of that graph alone (the upsampling): their input's scale
+    renamed: int  # tensors computed as in the standard export but named otherwise there
+
+
+def derive_scales(standard: bytes, scales: dict[str, float], sdk: bytes) -> DerivedScales:
+    """The scales of the standard export's cache carried to the SDK-compatible export (ONNX bytes
+    of both): by structure, and for the added tensors their input's scale (see the module's
+    docstring); a ModelError names the op that could widen a range."""
+    import onnx
+
+    std_graph, sdk_graph = (onnx.load_model_from_string(b).graph for b in (standard, sdk))
+    std_digests = _structure(std_graph)
+    by_structure: dict[str, float] = {}
+    for name, digest in std_digests.items():
+        if name in scales:  # identical computations have equal ranges; max() if a graph repeats one
+            by_structure[digest] = max(scales[name], by_structure.get(digest, 0.0))
+    known = set(std_digests.values())
+    digests, producer = _structure(sdk_graph), {o: n for n in sdk_graph.node for o in n.output}
+    derived, added, renamed = {}, set(), 0
+    for name in [i.name for i in sdk_graph.input] + [o for n in sdk_graph.node for o in n.output if o]:
+        if digests[name] in known:  # computed as in the standard export: its scale, if it had one
+            if digests[name] in by_structure:
+                derived[name] = by_structure[digests[name]]
+                renamed += std_digests.get(name) != digests[name]
+            continue
+        node = producer.get(name)
+        if node is None:
+            raise ModelError(f"tensor {name}: a graph input the standard export does not have; the models do "
+                             "not belong together")
+        why = _widening(node, sdk_graph)
+        if why is None and node.input[0] not in derived:
+            why = f"its input {node.input[0]} has no scale"
+        if why is not None:
+            raise ModelError(f"tensor {name} ({node.op_type} node {node.name}) of the SDK-compatible model has no "
+                             f"scale in the standard export's cache and none can be derived: {why}; calibrate "
+                             "that model itself")
+        derived[name] = derived[node.input[0]]
+        added.add(name)
+    return DerivedScales(derived, frozenset(added), renamed)
 
 
 def output_heads(onnx_bytes: bytes) -> list[str]:

@@ -1,5 +1,6 @@
-"""A release's ``deepstream/``: per engine target, the Gst-nvinfer primary-GIE config and the
-bodypose2d post-processing config of deepstream_tao_apps' ``deepstream-bodypose2d-app``.
+"""A release's ``deepstream/``: per DeepStream engine target (built from the SDK-compatible export,
+whose PAFs at 1/2 of the input the app's parser expects), the Gst-nvinfer primary-GIE config and
+the bodypose2d post-processing config of deepstream_tao_apps' ``deepstream-bodypose2d-app``.
 
 The values come from the model, never from a template: output blob names and ``infer-dims`` from
 the exported graph, ``net-scale-factor``/``offsets`` from the training normalization (bpnet's
@@ -16,6 +17,7 @@ import math
 
 from bpnet.errors import ModelError, UsageError
 from bpnet.infer.decode import DecodeParams
+from bpnet.layout import SDK_CALIBRATION_CACHE
 from bpnet.pose import Skeleton
 
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}  # nvinfer's network-mode
@@ -72,15 +74,15 @@ def postprocess_config(params: DecodeParams, skeleton: Skeleton, batch_size: int
     return "\n".join(lines) + "\n"
 
 
-def readme(targets: list[str], sdk_compatible: bool) -> str:
-    paf = ("" if sdk_compatible else
-           "\nNote: the app's post-processing expects the SDK-compatible model (PAFs upsampled to 1/2 of the "
-           "input, `bpnet export --sdk_compatible_model`); the engines of this release are built from the "
-           "standard export (PAFs at 1/8). Build the engine from an SDK-compatible export for this app, or "
-           "serve the release with Triton (triton/), whose decoder reads the maps at 1/8.\n")
-    return (f"# DeepStream configs\n\nWritten for {DEEPSTREAM_APP}.\n\nOne folder per engine target: "
+def readme(targets: list[str]) -> str:
+    return (f"# DeepStream configs\n\nWritten for {DEEPSTREAM_APP}.\n\nOne folder per target: "
             f"{', '.join(targets)}.\n\n"
             "```\n./deepstream-bodypose2d-app 1 <target>/pgie_config.txt 0 0 file:///path/video.mp4 ./out\n```\n\n"
             "Set the app's model config (bodypose2d post-processing) to `<target>/bodypose2d_model_config.txt`. "
             "Run `python3 ../check_runtime.py .. <target>` on the device first: an engine runs only with the "
-            "TensorRT (and JetPack) version it was built with.\n" + paf)
+            "TensorRT (and JetPack) version it was built with.\n\n"
+            "The engines (`../engines/<target>.engine`) and `onnx/model.onnx` are the SDK-compatible model "
+            "(`bpnet export --sdk_compatible_model`: PAFs upsampled 4x to 1/2 of the input, heatmaps at 1/8), "
+            f"which the app's post-processing expects. INT8 targets read `../calibration/{SDK_CALIBRATION_CACHE}`: "
+            "the standard export's calibration cache carried over to this graph (the added upsampling takes "
+            "the scale of the PAF convolution feeding it). Triton (`../triton/`) serves the standard export.\n")

@@ -3,6 +3,8 @@
 export: Keras model -> encrypted ONNX (``.etlt``); with ``--data_type int8`` also the calibration
 (tensorfile, TensorRT cache, QDQ INT8 model ``<output stem>.int8.etlt``); with ``--engine_file``
 a TensorRT engine where TensorRT exists — elsewhere the engine is skipped with the reason logged.
+``fit_cache``: the standard export's cache fitted to its SDK-compatible export (which is not
+calibrated itself: the scales are those of the same network on the same images).
 """
 
 from __future__ import annotations
@@ -89,6 +91,26 @@ def calibrate(onnx_path: str | Path, key: str | None, cal: CalibrationData, norm
     return Path(cal.data_file), cache, out
 
 
+def fit_cache(onnx_path: str | Path, sdk_path: str | Path, key: str | None, cache: str | Path,
+              dest: str | Path) -> calibration.DerivedScales:
+    """``dest``: the TensorRT cache of ``onnx_path`` (standard fp32 export) fitted to ``sdk_path``
+    (its SDK-compatible export at the same size and stage), with the same header."""
+    standard, info = read_exported(onnx_path, key)
+    sdk, sdk_info = read_exported(sdk_path, key)
+    if info.sdk_compatible or not sdk_info.sdk_compatible or info.precision != "fp32" or \
+            {**info.__dict__, "sdk_compatible": True} != sdk_info.__dict__:
+        raise ModelError(f"{sdk_path}: not the SDK-compatible fp32 export of {onnx_path} (exported as {sdk_info}; "
+                         f"the standard one as {info})")
+    header, scales = calibration.read_trt_cache(cache)
+    calibration.check_cache_fits(scales, standard, str(cache))
+    fitted = calibration.derive_scales(standard, scales, sdk)
+    calibration.write_scales(fitted.scales, dest, header)
+    log.info("fitted %s to the SDK-compatible model %s -> %s: %d tensors (%d matched under another name, %d "
+             "added by the PAF upsampling: %s)", cache, sdk_path, dest, len(fitted.scales), fitted.renamed,
+             len(fitted.derived), ", ".join(sorted(fitted.derived)))
+    return fitted
+
+
 def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int, int], norm: NormalizationParams,
            data_type: str = "fp32", stage: int | None = None, sdk_compatible: bool = False,
            cal: CalibrationData | None = None, engine_file: str | None = None,
@@ -107,7 +129,8 @@ def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int
             raise UsageError("--data_type int8 needs calibration settings (--cal_image_dir or --cal_data_file)")
         if sdk_compatible:
             raise UsageError("--data_type int8 calibrates the model as exported for inference; export the "
-                             "SDK-compatible model separately (fp32) and build its engine with the cache")
+                             "SDK-compatible model separately (fp32) and build its engine with the standard "
+                             "export's cache fitted to it (bpnet.steps.calibrate.fit_calibration)")
         tensorfile, cache, int8 = calibrate(onnx, key, cal, norm, int8_path(output))
     if engine_file:
         settings = build(EngineSettings, **{**(engine_settings or EngineSettings()).model_dump(),

@@ -1,4 +1,5 @@
-"""calibrate: INT8 calibration of an exported fp32 model (TensorRT cache + ONNX Runtime QDQ model)."""
+"""calibrate: INT8 calibration of an exported fp32 model (TensorRT cache + ONNX Runtime QDQ model),
+and that cache fitted to the SDK-compatible export (``fit_calibration``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpnet.deploy.export import CalibrationData
-from bpnet.errors import UsageError
+from bpnet.errors import BpnetError, ModelError, UsageError
 from bpnet.specs.train import NormalizationParams
 from bpnet.steps._common import model_key, output_file
 
@@ -37,3 +38,29 @@ def calibrate(model: str | Path, output: str | Path | None, key: str | None, cal
     _, scales = read_trt_cache(cache)
     return Calibrated(int8, cache, tensorfile, len(scales), calibration.settings.cal_method,
                       calibration.settings.images)
+
+
+@dataclass(frozen=True)
+class FittedCache:
+    cache: Path
+    tensors: int  # tensors with a scale
+    renamed: int  # of which the standard export names otherwise (tf2onnx numbers names per export)
+    derived: int  # of which the SDK-compatible graph adds (the PAF upsampling): their input's scale
+
+
+def fit_calibration(model: str | Path, sdk_model: str | Path, cache: str | Path, output: str | Path,
+                    key: str | None) -> FittedCache:
+    """The TensorRT cache of ``model`` (``cache``) fitted to its SDK-compatible export ``sdk_model``
+    into ``output``: what a DeepStream INT8 engine is built with. A cache that does not fit, or an
+    SDK graph whose added tensors could exceed the range of what feeds them, is a ModelError."""
+    from bpnet.deploy.export import fit_cache
+
+    key = model_key(key)
+    output = output_file("output_file", output)
+    try:
+        fitted = fit_cache(model, sdk_model, key, cache, output)
+    except BpnetError:
+        raise
+    except ValueError as exc:  # a cache that is not TensorRT's text or not of this model
+        raise ModelError(str(exc)) from None
+    return FittedCache(output, len(fitted.scales), fitted.renamed, len(fitted.derived))
