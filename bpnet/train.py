@@ -312,5 +312,9 @@ def train(spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
     results.mkdir(parents=True, exist_ok=True)
     (results / MANIFEST_NAME).unlink(missing_ok=True)  # the results are unfinished until it returns
     keras.utils.set_random_seed(spec.random_seed)
+    # Same machine, same spec: the same model (and AP) run after run. The op-level nondeterminism of
+    # parallel reductions is what otherwise varies; a machine with other cores or CPU features still
+    # rounds differently.
+    tf.config.experimental.enable_op_determinism()
     write_resolved_spec(spec, results / TRAIN_SPEC_FILE)
     return Trainer(spec, results, key, gpus, gpu_index).run()
