@@ -272,6 +272,8 @@ def test_synth_is_deterministic_and_rich(synth_dir, tmp_path):
 def test_demo_scenes_are_plain_whole_figures(tmp_path):
     """The default (the demo's) scenes: 1-3 people per image, no crowds, every keypoint labeled
     and inside the image, and the background flat (the figures are the only structure)."""
+    import cv2
+
     from bpnet.data.synth import generate
 
     generate(tmp_path, seed=3, train_images=12, val_images=2)

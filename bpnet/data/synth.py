@@ -328,7 +328,8 @@ def generate(out_dir: str | Path, seed: int = 0, train_images: int = 128, val_im
             atomic_write_bytes(out / split / image["file_name"], buf.tobytes())
             images.append(image)
             annotations.extend(anns)
-        doc = {"info": {"description": f"bpnet synthetic demo dataset, seed {seed}{', hard scenes' if hard_scenes else ''}"}, "licenses": [],
+        kind = ", hard scenes" if hard_scenes else ""
+        doc = {"info": {"description": f"bpnet synthetic demo dataset, seed {seed}{kind}"}, "licenses": [],
                "images": images, "annotations": annotations, "categories": [coco_category()]}
         atomic_write_text(out / "annotations" / f"person_keypoints_{split}.json", json.dumps(doc))
         counts[split] = {"images": len(images), "annotations": len(annotations)}

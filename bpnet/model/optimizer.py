@@ -13,7 +13,8 @@ least the steps that keep its growth under ``MAX_SOFT_START_GROWTH`` per step, n
 Two optimizers: the guide's ``WeightedMomentumOptimizer`` (momentum SGD) and the project's
 ``WeightedAdamOptimizer`` extension (Adam). Multipliers scale each variable's learning rate inside
 the optimizer's update: for momentum SGD that is the same as scaling its gradient, but Adam divides
-the gradient by its running RMS, so a scaled gradient would change nothing there. Precedence: ``grad_weights_dict`` (layer name or glob pattern -> multiplier), then
+the gradient by its running RMS, so a scaled gradient would change nothing there. Precedence:
+``grad_weights_dict`` (layer name or glob pattern -> multiplier), then
 ``use_stagewise_lr_multipliers`` as the guide states it (backbone 2x, refinement stages 4x; the
 initial stage and everything else stay at 1x), then ``weight_default_value``.
 """
