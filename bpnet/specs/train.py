@@ -7,7 +7,7 @@ same model serves ``train`` and the ``retrain`` of a pruned model (``load_graph:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
@@ -146,22 +146,23 @@ class ExponentialDecaySchedule(SpecModel):
         return self
 
 
-_SOFTSTART = "SoftstartAnnealingLearningRateSchedule"
-_EXPONENTIAL = "BpNetExponentialDecayLRSchedule"
+def _class_choice(default: type[SpecModel], other: type[SpecModel], error_type: str) -> Any:
+    """A union of two spec classes chosen by ``__class_name__`` (``default`` when it is absent), as
+    pydantic field type; an unknown name is one error naming both."""
+    first, second = (get_args(cls.model_fields["class_name"].annotation)[0] for cls in (default, other))
+
+    def tag(value: Any) -> str:
+        if isinstance(value, dict):
+            return str(value.get("__class_name__", value.get("class_name", first)))
+        return getattr(value, "class_name", first)
+
+    return Annotated[Annotated[default, Tag(first)] | Annotated[other, Tag(second)],
+                     Discriminator(tag, custom_error_type=error_type,
+                                   custom_error_message=f"__class_name__ must be {first} or {second}")]
 
 
-def _schedule_tag(value: Any) -> str:
-    """The schedule class named by ``__class_name__``; soft-start annealing when it is absent."""
-    if isinstance(value, dict):
-        return str(value.get("__class_name__", value.get("class_name", _SOFTSTART)))
-    return getattr(value, "class_name", _SOFTSTART)
-
-
-ScheduleConfig = Annotated[
-    Annotated[LearningRateSchedule, Tag(_SOFTSTART)] | Annotated[ExponentialDecaySchedule, Tag(_EXPONENTIAL)],
-    Discriminator(_schedule_tag, custom_error_type="schedule_class",
-                  custom_error_message=f"__class_name__ must be {_SOFTSTART} or {_EXPONENTIAL}"),
-]
+# soft-start annealing when __class_name__ is absent
+ScheduleConfig = _class_choice(LearningRateSchedule, ExponentialDecaySchedule, "schedule_class")
 
 
 class _WeightedOptimizer(SpecModel):
@@ -190,21 +191,8 @@ class AdamOptimizerConfig(_WeightedOptimizer):
     epsilon: float = Field(1e-7, gt=0, le=1)
 
 
-_MOMENTUM, _ADAM = "WeightedMomentumOptimizer", "WeightedAdamOptimizer"
-
-
-def _optimizer_tag(value: Any) -> str:
-    """The optimizer class named by ``__class_name__``; momentum SGD (the guide's) when absent."""
-    if isinstance(value, dict):
-        return str(value.get("__class_name__", value.get("class_name", _MOMENTUM)))
-    return getattr(value, "class_name", _MOMENTUM)
-
-
-AnyOptimizerConfig = Annotated[
-    Annotated[OptimizerConfig, Tag(_MOMENTUM)] | Annotated[AdamOptimizerConfig, Tag(_ADAM)],
-    Discriminator(_optimizer_tag, custom_error_type="optimizer_class",
-                  custom_error_message=f"__class_name__ must be {_MOMENTUM} or {_ADAM}"),
-]
+# momentum SGD (the guide's) when __class_name__ is absent
+AnyOptimizerConfig = _class_choice(OptimizerConfig, AdamOptimizerConfig, "optimizer_class")
 
 
 class ImageDims(SpecModel):
