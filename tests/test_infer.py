@@ -285,10 +285,39 @@ def test_paf_sampling_equals_a_full_bicubic_upsample(shape, factors):
     limb = rng.integers(0, 2, n)
     unit = np.stack([np.ones(n), np.zeros(n)]).astype(np.float32)  # x component only, then y only
     t = np.array([0.0, 0.5, 1.0], np.float32)
-    upsampled = _UpsampledPafs.of(pafs, fx)
-    got_x = upsampled.dots(_Segments(start, end - start, unit, limb), t, fy)
-    got_y = upsampled.dots(_Segments(start, end - start, unit[::-1].copy(), limb), t, fy)
     col = np.rint(start[0] + t[:, None] * (end - start)[0]).astype(int)
     row = np.rint(start[1] + t[:, None] * (end - start)[1]).astype(int)
-    np.testing.assert_allclose(got_x, full[row, col, 2 * limb], atol=1e-4)
-    np.testing.assert_allclose(got_y, full[row, col, 2 * limb + 1], atol=1e-4)
+    # all rows, and only those each limb's segments reach (as the decoder upsamples them)
+    reach = np.array([[row[:, limb == k].min(), row[:, limb == k].max()] for k in range(2)])
+    for upsampled in (_UpsampledPafs.of(pafs, factors), _UpsampledPafs.of(pafs, factors, reach)):
+        got_x = upsampled.dots(_Segments(start, end - start, unit, limb), t)
+        got_y = upsampled.dots(_Segments(start, end - start, unit[::-1].copy(), limb), t)
+        np.testing.assert_allclose(got_x, full[row, col, 2 * limb], atol=1e-4)
+        np.testing.assert_allclose(got_y, full[row, col, 2 * limb + 1], atol=1e-4)
+
+
+@pytest.mark.parametrize("rows, cols", [(5, 5), (1, 2), (2, 2), (3, 1)])
+@pytest.mark.parametrize("factor", [1, 8])
+def test_a_flat_plateau_gives_one_peak_at_its_centre(rows, cols, factor):
+    """A plateau of the stride-8 map (a saturated output; 5x5 rings when upsampled) is one peak at
+    its centroid, not one per upsampled pixel (before: 256 for 5x5)."""
+    heat = np.zeros((16, 16, 19), np.float32)
+    heat[5:5 + rows, 6:6 + cols, J["nose"]] = 0.8
+    peaks = find_peaks(heat, DecodeParams(upsampling=(factor, factor)))
+    assert len(peaks.score) == 1 and peaks.score[0] >= 0.8 - 1e-6  # up to 2x2: the upsampled hilltop
+    centre = np.array([6 + (cols - 1) / 2, 5 + (rows - 1) / 2]) * 8 + 3.5  # cell centres, network-input pixels
+    np.testing.assert_allclose(peaks.xy[0], centre, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(46, 46), (1, 1), (1, 5)])
+def test_constant_and_one_cell_maps_give_at_most_a_few_peaks(shape):
+    """An all-constant map, and a random 1x1 map (8x8 once upsampled, flat), are one plateau per
+    joint: a bounded, small output and no error (before: a peak per upsampled pixel, ~100k)."""
+    rng = np.random.default_rng(0)
+    h, w = shape
+    constant = shape == (46, 46)
+    heat = (np.full((h, w, 19), 0.5) if constant else rng.uniform(0, 1, (h, w, 19))).astype(np.float32)
+    paf = (np.full((h, w, 38), 0.3) if constant else rng.uniform(-1, 1, (h, w, 38))).astype(np.float32)
+    peaks = find_peaks(heat, DecodeParams())
+    assert np.bincount(peaks.joint, minlength=18).max() <= max(1, (w + 1) // 2)  # one per plateau / coarse maximum
+    assert len(decode(heat, paf, DecodeParams(), 8 * h)) <= max(1, (w + 1) // 2)
