@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 BACKBONE_MULTIPLIER = 2.0
 REFINEMENT_MULTIPLIER = 4.0
-# The soft start's per-step growth cap: min -> base over ln(base/min)/ln(1.1) steps at least (48 steps
-# for the demo's 100x range, 58 for the guide's 250x). The guide's m1 run and the 40-epoch demo ramp
-# slower than this already; 3 demo epochs (4 steps of ramp, 3.2x per step) diverged.
+# The soft start's per-step growth cap: min -> base over ln(base/min)/ln(1.1) steps at least (73 steps
+# for the demo's 1000x range, 58 for the guide's 250x). The guide's m1 run ramps slower than this
+# already; the 40-epoch demo (about 56 steps of ramp) is stretched to 73; 3 demo epochs of an earlier
+# recipe (4 steps of ramp, 3.2x per step) diverged.
 MAX_SOFT_START_GROWTH = 1.1
 
 
