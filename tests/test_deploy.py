@@ -166,10 +166,12 @@ def test_sdk_compatible_model_upsamples_pafs_and_is_refused_for_inference(sdk_ex
 def test_the_guides_deployable_int8_export_calibrates_the_sdk_graph(exported, synth_dir, tmp_path, caplog):
     """The TLT guide's SDK-compatible INT8 export (its flags; fewer batches): the standard export's
     tensorfile is reused untouched, the cache is a calibration of the SDK graph itself (the upsampled
-    PAFs included), no QDQ model is written, and without TensorRT the engine is skipped, not failed."""
+    PAFs included) that the pipeline's fitted cache matches (bounds on the upsampled PAFs), no QDQ
+    model is written, and without TensorRT the engine is skipped, not failed."""
     import onnx
 
     from bpnet.deploy.calibration import activation_ranges, trt_scale
+    from bpnet.steps.calibrate import fit_calibration
 
     caplog.set_level(logging.INFO)
     tensorfile = exported["tensorfile"]
@@ -190,6 +192,14 @@ def test_the_guides_deployable_int8_export_calibrates_the_sdk_graph(exported, sy
     upsampled = [o for n in onnx.load_model_from_string(sdk).graph.node if n.op_type == "ConvTranspose"
                  for o in n.output]
     assert len(upsampled) == 1 and upsampled[0] in scales and "paf_out" in scales
+    fitted = fit_calibration(exported["fp32"], out, exported["cache"], tmp_path / "fitted.bin", "tiny")
+    _, route = read_trt_cache(fitted.cache)  # the pipeline's route: the standard cache fitted to this export
+    assert set(route) == set(scales)
+    for name in scales:
+        if name in (upsampled[0], "paf_out"):  # the fitted scale bounds the measured one
+            assert route[name] >= scales[name] * (1 - 1e-6), name
+        else:
+            assert route[name] == pytest.approx(scales[name], rel=1e-5), name
     assert not (tmp_path / "m.deploy.int8.etlt").exists() and "no ONNX Runtime QDQ INT8 model" in caplog.text
     assert exported["int8"].is_file()  # the standard int8 export still writes its QDQ model
     if not HAS_TENSORRT:
