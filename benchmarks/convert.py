@@ -20,7 +20,7 @@ def main(train_images: int = 256) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "demo"
         t0 = time.perf_counter()
-        generate(root, seed=0, train_images=train_images, val_images=8)
+        generate(root, seed=0, train_images=train_images, val_images=8, hard_scenes=True)
         synth_s = time.perf_counter() - t0
         print(f"synth: {train_images / synth_s:.1f} images/s ({train_images} images)")
         spec = load_spec(root / "coco_spec.json", DatasetSpec)

@@ -41,7 +41,7 @@ def main(images: int = 200, samples: int = 1500) -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "coco"
-        generate(root, seed=1, train_images=images, val_images=2, image_size=(640, 480))
+        generate(root, seed=1, train_images=images, val_images=2, image_size=(640, 480), hard_scenes=True)
         convert_dataset(load_spec(root / "coco_spec.json", DatasetSpec), Path(tmp) / "train",
                         ConvertSettings(generate_masks=True))
         spec_data = yaml.safe_load((REPO / "specs/bpnet_train_m1_coco.yaml").read_text())

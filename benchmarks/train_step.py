@@ -3,8 +3,9 @@
 The achieved rate (3 x forward FLOPs per image: forward + backward, times images/s) is printed
 as a fraction of this machine's float32 matrix-multiply rate measured in the same process, for
 the CPU demo model and for the published m1 model, each at its spec's input size and batch size
-(specs/demo/bpnet_train_demo.yaml, specs/bpnet_train_m1_coco.yaml), so that the demo's training
-budget can be read off: `make run` trains and retrains about ``num_epoch x samples`` images each.
+(specs/demo/bpnet_train_demo.yaml, specs/bpnet_train_m1_coco.yaml) and with the spec's optimizer
+(Adam for the demo, momentum SGD for m1), so that the demo's training budget can be read off:
+`make run` trains and retrains about ``num_epoch x samples`` images each.
 Only the network step is timed (inputs are random tensors; the input pipeline has its own
 benchmark). Run it on an idle machine: other processes on the same cores lower both figures.
 """
@@ -18,12 +19,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bpnet.model.architecture import Architecture  # noqa: E402
 from bpnet.model.bpnet import build_model, count_flops, split_outputs  # noqa: E402
 from bpnet.model.loss import stage_losses, total_loss  # noqa: E402
+from bpnet.model.optimizer import layer_rates, make_optimizer  # noqa: E402
 from bpnet.specs import TrainSpec, load_spec  # noqa: E402
 from bpnet.train import spec_architecture  # noqa: E402
 
@@ -42,9 +42,14 @@ def matmul_rate(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
-def step_rate(arch: Architecture, height: int, width: int, batch: int, steps: int) -> tuple[float, float]:
+def step_rate(spec: TrainSpec, steps: int) -> tuple[float, float]:
+    """(images/s, achieved FLOP/s) of the spec's train step: its model, input size, batch size and
+    optimizer (with its per-layer rates)."""
+    arch, dims, batch = spec_architecture(spec), spec.dataloader.image_config.image_dims, spec.dataloader.batch_size
+    height, width = dims.height, dims.width
     model = build_model(arch)
-    opt = keras.optimizers.SGD(1e-5, momentum=0.9)
+    rates = layer_rates(model, spec.optimizer, spec.use_stagewise_lr_multipliers)
+    opt = make_optimizer(spec.optimizer, 1000, 100, rates)
     images = tf.random.uniform([batch, height, width, 3])
     th, tw = height // 8, width // 8
     heat, paf = tf.zeros([batch, th, tw, arch.heat_channels]), tf.zeros([batch, th, tw, arch.paf_channels])
@@ -72,10 +77,10 @@ def main() -> None:
     for name, path in SPECS.items():
         spec = load_spec(REPO / path, TrainSpec)
         m, dims, batch = spec.model, spec.dataloader.image_config.image_dims, spec.dataloader.batch_size
-        steps = 10 if name == "demo" else 3
-        ips, flops = step_rate(spec_architecture(spec), dims.height, dims.width, batch, steps)
+        ips, flops = step_rate(spec, steps=10 if name == "demo" else 3)
         print(f"train step {name} ({m.stages} stages, width {m.width_multiplier:g}, {dims.height}x{dims.width}, "
-              f"batch {batch}): {ips:.1f} images/s, {flops / 1e9:.1f} GFLOP/s = {flops / peak:.2f} of matmul rate")
+              f"batch {batch}, {spec.optimizer.class_name}): {ips:.1f} images/s, {flops / 1e9:.1f} GFLOP/s = "
+              f"{flops / peak:.2f} of matmul rate")
 
 
 if __name__ == "__main__":

@@ -174,6 +174,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--train_images", type=int, default=128, help="number of training images (default: 128)")
     p.add_argument("--val_images", type=int, default=32, help="number of validation images (default: 32)")
+    p.add_argument("--hard_scenes", action="store_true",
+                   help="crowds, occlusion, clutter and unlabeled people instead of the demo's plain scenes")
     _common(p, spec_paths=False)
     p.set_defaults(func=_run_synth)
 
@@ -181,7 +183,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 def _run_synth(args: argparse.Namespace) -> int:
     from bpnet.data.synth import generate
 
-    counts = generate(args.output_dir, seed=args.seed, train_images=args.train_images, val_images=args.val_images)
+    counts = generate(args.output_dir, seed=args.seed, train_images=args.train_images, val_images=args.val_images,
+                      hard_scenes=args.hard_scenes)
     for split, c in counts.items():
         log.info("%s: %d images, %d annotations", split, c["images"], c["annotations"])
     log.info("dataset spec: %s/coco_spec.json", args.output_dir)

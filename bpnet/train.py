@@ -39,7 +39,7 @@ from bpnet.model.architecture import Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
 from bpnet.model.io import architecture_of, latest_readable_checkpoint, load_model, load_weights_by_name, save_model
 from bpnet.model.loss import stage_losses, total_loss
-from bpnet.model.optimizer import gradient_multipliers, make_optimizer
+from bpnet.model.optimizer import layer_rates, make_optimizer
 from bpnet.pose import load_pose_config
 from bpnet.specs.loader import write_resolved_spec
 from bpnet.specs.train import TrainSpec
@@ -145,9 +145,9 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * spec.num_epoch
         with self.strategy.scope():
             self.model = initial_model(spec, key)
-            self.optimizer = make_optimizer(spec.optimizer, self.total_steps, self.steps_per_epoch)
+            self.optimizer = make_optimizer(spec.optimizer, self.total_steps, self.steps_per_epoch,
+                                            layer_rates(self.model, spec.optimizer, spec.use_stagewise_lr_multipliers))
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.multipliers = gradient_multipliers(self.model, spec.optimizer, spec.use_stagewise_lr_multipliers)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.results / "checkpoints"),
                                                   max_to_keep=spec.max_ckpt_to_keep, checkpoint_name="ckpt")
@@ -177,7 +177,6 @@ class Trainer:
     def _step_fn(self):
         stages = len(self.model.outputs) // 2
         variables = self.model.trainable_variables
-        multipliers = [tf.constant(m, tf.float32) for m in self.multipliers]
         focal = self.spec.loss.focal
 
         def step(images, labels):
@@ -189,9 +188,7 @@ class Trainer:
                 reg = tf.add_n(self.model.losses) / self.replicas if self.model.losses else tf.constant(0.0)
                 objective = loss + reg
             grads = tape.gradient(objective, variables)
-            self.optimizer.apply_gradients(
-                [(g * m if m != 1.0 else g, v) for g, m, v in zip(grads, multipliers, variables, strict=True)
-                 if g is not None])
+            self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables, strict=True) if g is not None])
             return objective, reg, tf.stack(heat_l), tf.stack(paf_l)
 
         @tf.function
@@ -315,5 +312,9 @@ def train(spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
     results.mkdir(parents=True, exist_ok=True)
     (results / MANIFEST_NAME).unlink(missing_ok=True)  # the results are unfinished until it returns
     keras.utils.set_random_seed(spec.random_seed)
+    # Same machine, same spec: the same model (and AP) run after run. The op-level nondeterminism of
+    # parallel reductions is what otherwise varies; a machine with other cores or CPU features still
+    # rounds differently.
+    tf.config.experimental.enable_op_determinism()
     write_resolved_spec(spec, results / TRAIN_SPEC_FILE)
     return Trainer(spec, results, key, gpus, gpu_index).run()

@@ -225,11 +225,13 @@ def dataset_convert(dataset_uri: str, dataset_spec: str, train_dir: str | Path, 
 
 
 def bind_train_spec(train_spec: str, pose_config: str, dataset_dir: str | Path, model_dir: str | Path,
-                    work: Path, pretrained: str | Path | None = None) -> Path:
+                    work: Path, pretrained: str | Path | None = None, val_dir: str | Path | None = None) -> Path:
     """The train spec with its data paths pointed into the train Dataset artifact; the inlined pose
     config (if given) is written into the Model folder, so the model's resolved spec stays valid.
     ``pretrained`` (retraining) sets ``pretrained_weights`` to that model file with
-    ``load_graph: true``. Every other field is the user's."""
+    ``load_graph: true``. ``val_dir`` (the val Dataset artifact) names the dataset spec whose test
+    split the learning curve scores (bpnet.curves); the trainer reads nothing else through
+    ``dataset_specs``. Every other field is the user's."""
     data = _parse(train_spec, "train_spec")
     dataset = Path(dataset_dir).absolute()  # the spec is read from another folder
     loader = data.setdefault("dataloader", {})
@@ -237,8 +239,9 @@ def bind_train_spec(train_spec: str, pose_config: str, dataset_dir: str | Path, 
     config.update(root_data_path=str(dataset / RAW_DIR), train_records_folder_path=str(dataset / RECORDS_DIR),
                   train_records_path=record_summary(dataset, "train")["shards"],
                   val_records_folder_path=None, val_records_path=[])  # validation is not run while training
-    config["dataset_specs"] = {name: str(dataset / DATASET_SPEC) for name in (config.get("dataset_specs") or
-                                                                              {"coco": None})}
+    spec_dir = Path(val_dir).absolute() if val_dir is not None else dataset
+    config["dataset_specs"] = {name: str(spec_dir / DATASET_SPEC) for name in (config.get("dataset_specs") or
+                                                                               {"coco": None})}
     if pose_config.strip():
         pose_path = Path(model_dir).absolute() / POSE_CONFIG_FILE
         pose_path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,11 +254,13 @@ def bind_train_spec(train_spec: str, pose_config: str, dataset_dir: str | Path, 
 
 @logs_failure
 def train(dataset_dir: str | Path, train_spec: str, pose_config: str, model_dir: str | Path,
-          gpus: int = 1, pretrained_dir: str | Path | None = None, warm_start: str = "") -> dict[str, Any]:
+          gpus: int = 1, pretrained_dir: str | Path | None = None, warm_start: str = "",
+          val_dir: str | Path | None = None) -> dict[str, Any]:
     """``bpnet train`` into the Model artifact folder. With ``pretrained_dir`` (a pruned Model
     artifact) it is the retrain: graph and weights come from that model. With ``warm_start`` (a
     release root) training starts from the latest release's unpruned model (so repeated scheduled
-    runs do not prune an already pruned graph again), if there is a release yet."""
+    runs do not prune an already pruned graph again), if there is a release yet. ``val_dir`` (the
+    val Dataset artifact) gives the learning curve its AP points."""
     from bpnet.release import fetch_latest_file, read_latest
 
     model = Path(model_dir)
@@ -268,7 +273,7 @@ def train(dataset_dir: str | Path, train_spec: str, pose_config: str, model_dir:
             pointer = fetch_latest_file(warm_start, RELEASE_UNPRUNED, work / MODEL_FILE)
             pretrained, started_from = work / MODEL_FILE, {"warm_start": pointer["release"]}
             log.info("warm start from release %s (AP %s)", pointer["release"], pointer["metrics"].get("AP"))
-        spec_file = bind_train_spec(train_spec, pose_config, dataset_dir, model, work, pretrained)
+        spec_file = bind_train_spec(train_spec, pose_config, dataset_dir, model, work, pretrained, val_dir)
         spec = load_spec(spec_file, TrainSpec, default_path_context(spec_file, check_inputs=True))
         trained = steps_train(spec, model, None, build(TrainSettings, gpus=max(1, gpus)))
     keep = ("epochs", "steps", "parameters", "gflops_per_image", "images_per_second", "first_loss", "last_loss")

@@ -182,8 +182,8 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         _with_storage(convert, spec)
         train_data, val_data = convert.outputs["train_data"], convert.outputs["val_data"]
 
-        trained = train_op(train_data=train_data, train_spec=train_spec, pose_config=pose_config,
-                           gpus=max(1, spec.steps.train.gpus), warm_start=warm_start)
+        trained = train_op(train_data=train_data, val_data=val_data, train_spec=train_spec,  # val: the curve's AP
+                           pose_config=pose_config, gpus=max(1, spec.steps.train.gpus), warm_start=warm_start)
         _schedule(trained, "train", spec.steps.train, spec)
         _with_model_key(trained, spec)
         if warm_start:
@@ -194,8 +194,9 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         _schedule(pruned, "prune", spec.steps.prune, spec)
         _with_model_key(pruned, spec)
 
-        retrained = retrain_op(train_data=train_data, pruned=pruned.outputs["pruned"], retrain_spec=retrain_spec,
-                               pose_config=pose_config, gpus=max(1, spec.steps.retrain.gpus))
+        retrained = retrain_op(train_data=train_data, val_data=val_data, pruned=pruned.outputs["pruned"],
+                               retrain_spec=retrain_spec, pose_config=pose_config,
+                               gpus=max(1, spec.steps.retrain.gpus))
         _schedule(retrained, "retrain", spec.steps.retrain, spec)
         _with_model_key(retrained, spec)
 

@@ -42,7 +42,7 @@ def real_dataset(root: Path) -> Path:
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small demo dataset shared (read-only) by the tests of the whole session."""
     root = tmp_path_factory.mktemp("synth")
-    generate(root, seed=7, train_images=24, val_images=8)
+    generate(root, seed=7, train_images=24, val_images=8, hard_scenes=True)  # converter and filter cases
     return root
 
 

@@ -255,10 +255,10 @@ def test_check_files_requires_masks_unless_generated(dataset, tmp_path):
 def test_synth_is_deterministic_and_rich(synth_dir, tmp_path):
     from bpnet.data.synth import generate
 
-    generate(tmp_path / "a", seed=7, train_images=24, val_images=8)
+    generate(tmp_path / "a", seed=7, train_images=24, val_images=8, hard_scenes=True)
     for rel in ("annotations/person_keypoints_train2017.json", "train2017/000000000003.jpg"):
         assert (tmp_path / "a" / rel).read_bytes() == (synth_dir / rel).read_bytes()
-    generate(tmp_path / "b", seed=8, train_images=24, val_images=8)
+    generate(tmp_path / "b", seed=8, train_images=24, val_images=8, hard_scenes=True)
     image = "train2017/000000000003.jpg"
     assert (tmp_path / "b" / image).read_bytes() != (synth_dir / image).read_bytes()
     anns = json.loads((synth_dir / "annotations/person_keypoints_train2017.json").read_text())["annotations"]
@@ -267,6 +267,28 @@ def test_synth_is_deterministic_and_rich(synth_dir, tmp_path):
     assert flags.count(1) > 0 and flags.count(2) > 0 and flags.count(0) > 0
     assert any(isinstance(a["segmentation"], list) for a in anns)
     assert any(isinstance(a["segmentation"], dict) for a in anns)
+
+
+def test_demo_scenes_are_plain_whole_figures(tmp_path):
+    """The default (the demo's) scenes: 1-3 people per image, no crowds, every keypoint labeled
+    and inside the image, and the background flat (the figures are the only structure)."""
+    import cv2
+
+    from bpnet.data.synth import generate
+
+    generate(tmp_path, seed=3, train_images=12, val_images=2)
+    doc = json.loads((tmp_path / "annotations/person_keypoints_train2017.json").read_text())
+    sizes = {im["id"]: (im["width"], im["height"]) for im in doc["images"]}
+    per_image = np.bincount([a["image_id"] for a in doc["annotations"]], minlength=max(sizes) + 1)[list(sizes)]
+    assert per_image.min() >= 1 and per_image.max() <= 3 and per_image.max() > 1
+    for ann in doc["annotations"]:
+        assert not ann["iscrowd"] and ann["num_keypoints"] == 17
+        kps = np.array(ann["keypoints"]).reshape(17, 3)
+        w, h = sizes[ann["image_id"]]
+        assert (kps[:, 0] >= 0).all() and (kps[:, 0] < w).all() and (kps[:, 1] >= 0).all() and (kps[:, 1] < h).all()
+    image = cv2.imread(str(tmp_path / "train2017" / doc["images"][0]["file_name"]))
+    corner = image[:12, :12].reshape(-1, 3).astype(float)
+    assert corner.std(axis=0).max() < 8  # sensor noise only
 
 
 def test_file_names_cannot_escape_the_dataset_folders(dataset, tmp_path):

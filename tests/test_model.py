@@ -18,11 +18,19 @@ from bpnet.model.loss import focal_factor, stage_losses, total_loss
 from bpnet.model.optimizer import (
     ExponentialDecay,
     SoftstartAnnealing,
-    gradient_multipliers,
     layer_multiplier,
+    layer_rates,
+    make_optimizer,
     make_schedule,
 )
-from bpnet.specs.train import ExponentialDecaySchedule, FocalLossParams, LearningRateSchedule, OptimizerConfig
+from bpnet.specs.train import (
+    AdamOptimizerConfig,
+    AnyOptimizerConfig,
+    ExponentialDecaySchedule,
+    FocalLossParams,
+    LearningRateSchedule,
+    OptimizerConfig,
+)
 
 
 @pytest.mark.parametrize("stages,expected", [(3, 16_777_835), (6, 30_015_638)])
@@ -273,12 +281,41 @@ def test_lr_multipliers_follow_the_guide_and_overrides():
     assert layer_multiplier("stage2_conv4", cfg, stagewise=True) == 0.5
     assert layer_multiplier("block3_conv2", cfg, stagewise=False) == 1.5
     model = build_model(Architecture(stages=2, filters=default_filters(2, False, 0.125)))
-    mults = dict(zip([v.path for v in model.trainable_variables],
-                     gradient_multipliers(model, cfg, True), strict=True))
+    mults = layer_rates(model, cfg, True)
     assert mults["block1_conv1_bn/gamma"] == 2.0 and mults["stage2_heat_conv/bias"] == 4.0
     filters = default_filters(2, False, 0.125, class_name=FULL, add_final_c128_conv=True)
     full = build_model(Architecture(stages=2, class_name=FULL, add_final_c128_conv=True, filters=filters))
-    mults = dict(zip([v.path for v in full.trainable_variables],
-                     gradient_multipliers(full, OptimizerConfig(), True), strict=True))
+    mults = layer_rates(full, OptimizerConfig(), True)
     assert mults["backbone_c128_conv/kernel"] == 2.0 and mults["stage2_paf_conv5/kernel"] == 4.0
     assert mults["stage1_heat_conv4/kernel"] == 1.0 and mults["paf_out/bias"] == 4.0
+
+
+def test_optimizer_is_chosen_by_class_name():
+    spec = {"learning_rate_schedule": {"base_learning_rate": 1e-3, "min_learning_rate": 1e-6}}
+    from pydantic import TypeAdapter
+
+    adapter = TypeAdapter(AnyOptimizerConfig)  # TrainSpec.optimizer's type
+    assert isinstance(adapter.validate_python(spec), OptimizerConfig)  # the guide's, when unnamed
+    adam = adapter.validate_python({"__class_name__": "WeightedAdamOptimizer", "beta_2": 0.99, **spec})
+    assert isinstance(adam, AdamOptimizerConfig) and adam.beta_2 == 0.99
+    with pytest.raises(ValueError, match="WeightedMomentumOptimizer or WeightedAdamOptimizer"):
+        adapter.validate_python({"__class_name__": "Adagrad"})
+    with pytest.raises(ValueError, match="momentum"):  # a momentum field is not Adam's
+        adapter.validate_python({"__class_name__": "WeightedAdamOptimizer", "momentum": 0.9})
+
+
+@pytest.mark.parametrize("config", [OptimizerConfig(momentum=0.0),
+                                    AdamOptimizerConfig.model_validate({"__class_name__": "WeightedAdamOptimizer"})],
+                         ids=["momentum", "adam"])
+def test_layer_rates_scale_each_variables_step(config):
+    """A 2x variable moves twice as far as a 1x one on the same gradient, for Adam too (which
+    normalises gradients, so scaling them would change nothing)."""
+    import keras
+
+    a, b = keras.Variable([1.0], name="a"), keras.Variable([1.0], name="b")
+    opt = make_optimizer(config.model_copy(update={"learning_rate_schedule": LearningRateSchedule(
+        soft_start=0.0, annealing=1.0, base_learning_rate=1e-2, min_learning_rate=1e-2)}), 10, 10,
+        rates={b.path: 2.0})
+    opt.apply_gradients([(tf.constant([0.5]), a), (tf.constant([0.5]), b)])
+    step_a, step_b = 1.0 - float(a.numpy()[0]), 1.0 - float(b.numpy()[0])
+    assert step_a > 0 and step_b == pytest.approx(2 * step_a, rel=1e-4)

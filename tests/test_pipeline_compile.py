@@ -80,7 +80,7 @@ def test_edges_follow_the_dag(compiled):
     assert _producer(tasks["export"], "model") == "retrain"
     assert (_producer(tasks["calibrate"], "exported"), _producer(tasks["calibrate"], "train_data")) == (
         "export", "dataset-convert")
-    for step in (*EVALUATIONS, "inference"):
+    for step in (*EVALUATIONS, "inference", "train", "retrain"):  # train/retrain: the learning curve's AP
         artifact = tasks[step]["inputs"]["artifacts"]["val_data"]["taskOutputArtifact"]
         assert artifact == {"outputArtifactKey": "val_data", "producerTask": "dataset-convert"}  # val split only
     assert _producer(tasks["inference"], "model") == "retrain"

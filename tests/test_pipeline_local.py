@@ -157,6 +157,11 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
         "coco": str(train_out / "dataset_spec.json")}
     assert bound["dataloader"]["pose_config"]["pose_config_path"] == str(model_dir / "pose_config.json")
     assert (bound["pretrained_weights"], bound["load_graph"]) == (str(tmp_path / "pruned.tlt"), True)
+    # with the val artifact, the learning curve scores its split (the train artifact holds no val images)
+    bound = yaml.safe_load(runtime.bind_train_spec("{}", "{}", train_out, model_dir, tmp_path, val_dir=val_out)
+                           .read_text())
+    assert bound["dataloader"]["dataset_config"]["dataset_specs"] == {"coco": str(val_out / "dataset_spec.json")}
+    assert bound["dataloader"]["dataset_config"]["root_data_path"] == str(train_out / "raw")
 
 
 def test_a_failing_step_says_why_in_the_pod_log(synth_dir, tmp_path, caplog):

@@ -188,8 +188,8 @@ def test_every_triton_config_parses_and_matches_the_onnx_graph(release, built):
 
 KSERVE_TYPES = json.loads((HERE / "data/kserve/inferenceservice-v1beta1.types.json").read_text())
 # Kubernetes resource.Quantity, the pattern of the CRD's quantity fields (int-or-string)
-QUANTITY = re.compile(r"(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)"
-                      r"|(\.[0-9]+))))?")
+QUANTITY = re.compile(r"(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+                      r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?")
 SCALARS = {"str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
            "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
            "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
@@ -218,7 +218,8 @@ def type_errors(value, type_string: str, where: str = "") -> list[str]:
     if not isinstance(value, dict):
         return [f"{where}: {value!r} is not a {type_string} object"]
     unknown = [f"{where}.{k}: not a field of {type_string}" for k in value if k not in fields]
-    return unknown + [e for k, item in value.items() if k in fields for e in type_errors(item, fields[k], f"{where}.{k}")]
+    return unknown + [e for k, item in value.items() if k in fields
+                      for e in type_errors(item, fields[k], f"{where}.{k}")]
 
 
 def test_kserve_manifest_checks_against_kserve_published_types(release):

@@ -47,9 +47,9 @@ import numpy as np
 
 from bpnet.artifacts import atomic_output, atomic_write_text
 from bpnet.errors import ModelError
-from bpnet.settings import CalibrationMethod
 from bpnet.infer.network_input import plan, to_network_input
 from bpnet.preprocess import read_image
+from bpnet.settings import CalibrationMethod
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The learning-rate schedule and WeightedMomentumOptimizer's per-layer multipliers.
+"""The learning-rate schedule, the optimizers and their per-layer learning-rate multipliers.
 
 Soft-start annealing over training progress p = step / last_step in [0, 1]: the rate rises
 exponentially from ``min_learning_rate`` to ``base_learning_rate`` over [0, soft_start], holds,
@@ -10,8 +10,11 @@ that diverges (the demo spec with 3 epochs hit NaN at step 19), so the ramp is s
 least the steps that keep its growth under ``MAX_SOFT_START_GROWTH`` per step, never past
 ``annealing`` (see ``effective_soft_start``); long runs keep the guide's fractions unchanged.
 
-Multipliers scale each variable's gradient, which for momentum SGD is the same as scaling its
-learning rate. Precedence: ``grad_weights_dict`` (layer name or glob pattern -> multiplier), then
+Two optimizers: the guide's ``WeightedMomentumOptimizer`` (momentum SGD) and the project's
+``WeightedAdamOptimizer`` extension (Adam). Multipliers scale each variable's learning rate inside
+the optimizer's update: for momentum SGD that is the same as scaling its gradient, but Adam divides
+the gradient by its running RMS, so a scaled gradient would change nothing there. Precedence:
+``grad_weights_dict`` (layer name or glob pattern -> multiplier), then
 ``use_stagewise_lr_multipliers`` as the guide states it (backbone 2x, refinement stages 4x; the
 initial stage and everything else stay at 1x), then ``weight_default_value``.
 """
@@ -26,7 +29,7 @@ import keras
 import tensorflow as tf
 
 from bpnet.model.architecture import BACKBONE_LAYERS, C128_CONV
-from bpnet.specs.train import ExponentialDecaySchedule, LearningRateSchedule, OptimizerConfig
+from bpnet.specs.train import AdamOptimizerConfig, ExponentialDecaySchedule, LearningRateSchedule, OptimizerConfig
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +110,41 @@ def make_schedule(config: LearningRateSchedule | ExponentialDecaySchedule, total
                               effective_soft_start(config, last_step), config.annealing, last_step)
 
 
-def make_optimizer(config: OptimizerConfig, total_steps: int, steps_per_epoch: int) -> keras.optimizers.SGD:
+class _LayerRates:
+    """Mixin for a Keras optimizer: each variable's learning rate times its multiplier, looked up
+    by variable path (``rates``; absent paths keep 1x)."""
+
+    def __init__(self, *args, rates: dict[str, float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rates = dict(rates or {})
+        self._rate_of_index: list[float] = []
+
+    def build(self, variables) -> None:
+        super().build(variables)
+        self._rate_of_index = [self.rates.get(v.path, 1.0) for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        rate = self._rate_of_index[self._get_variable_index(variable)]  # a Python float at trace time
+        return super().update_step(gradient, variable, learning_rate if rate == 1.0 else learning_rate * rate)
+
+
+class WeightedSGD(_LayerRates, keras.optimizers.SGD):
+    """WeightedMomentumOptimizer."""
+
+
+class WeightedAdam(_LayerRates, keras.optimizers.Adam):
+    """WeightedAdamOptimizer (extension)."""
+
+
+def make_optimizer(config: OptimizerConfig | AdamOptimizerConfig, total_steps: int, steps_per_epoch: int,
+                   rates: dict[str, float] | None = None) -> keras.optimizers.Optimizer:
+    """The spec's optimizer over its schedule; ``rates``: variable path -> learning-rate multiplier
+    (``layer_rates``)."""
     schedule = make_schedule(config.learning_rate_schedule, total_steps, steps_per_epoch)
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum, nesterov=config.use_nesterov)
+    if isinstance(config, AdamOptimizerConfig):
+        return WeightedAdam(learning_rate=schedule, beta_1=config.beta_1, beta_2=config.beta_2,
+                            epsilon=config.epsilon, rates=rates)
+    return WeightedSGD(learning_rate=schedule, momentum=config.momentum, nesterov=config.use_nesterov, rates=rates)
 
 
 def _owner_layer(variable_path: str) -> str:
@@ -118,7 +153,7 @@ def _owner_layer(variable_path: str) -> str:
     return layer[:-3] if layer.endswith("_bn") else layer
 
 
-def layer_multiplier(layer: str, config: OptimizerConfig, stagewise: bool) -> float:
+def layer_multiplier(layer: str, config: OptimizerConfig | AdamOptimizerConfig, stagewise: bool) -> float:
     for pattern, value in (config.grad_weights_dict or {}).items():
         if fnmatch.fnmatchcase(layer, pattern):
             return float(value)
@@ -132,6 +167,6 @@ def layer_multiplier(layer: str, config: OptimizerConfig, stagewise: bool) -> fl
     return float(config.weight_default_value)
 
 
-def gradient_multipliers(model: keras.Model, config: OptimizerConfig, stagewise: bool) -> list[float]:
-    """One multiplier per trainable variable, in ``model.trainable_variables`` order."""
-    return [layer_multiplier(_owner_layer(v.path), config, stagewise) for v in model.trainable_variables]
+def layer_rates(model: keras.Model, config: OptimizerConfig | AdamOptimizerConfig, stagewise: bool) -> dict[str, float]:
+    """Each trainable variable's learning-rate multiplier, by variable path."""
+    return {v.path: layer_multiplier(_owner_layer(v.path), config, stagewise) for v in model.trainable_variables}
