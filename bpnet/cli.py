@@ -283,7 +283,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export to (encrypted) ONNX; INT8 calibration; TensorRT engine if available",
                        description="Export a model to ONNX through tf2onnx, encrypted with the key (.etlt). "
                                    "--data_type int8 also writes the calibration tensorfile, the TensorRT "
-                                   "calibration cache and an ONNX Runtime QDQ INT8 model (<output stem>.int8.etlt).")
+                                   "calibration cache and an ONNX Runtime QDQ INT8 model (<output stem>.int8.etlt); "
+                                   "with --sdk_compatible_model the cache is that of the SDK-compatible graph and "
+                                   "no QDQ model is written.")
     p.add_argument("-m", "--model", required=True, help="the .tlt model to export")
     _key_argument(p)
     p.add_argument("-o", "--output_file", default=None, help="exported file (default: <model>.etlt)")
@@ -292,7 +294,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-t", "--backend", default="tfonnx", choices=["tfonnx"], help="only tfonnx is supported")
     p.add_argument("-d", "--input_dims", type=_hwc, default=None,
                    help=f"H,W,C of the network input (e.g. {SHAPE},3)")
-    add_settings(p, EngineSettings, {"data_type": ("--data_type",)}, only=EXPORT_ENGINE_FLAGS[:1])
+    add_settings(p, EngineSettings, {"data_type": ("--data_type",)}, only=EXPORT_ENGINE_FLAGS[:1],
+                 overrides={"data_type": {"help": "engine precision; int8 also calibrates: tensorfile (reused if "
+                                                  "--cal_data_file exists), TensorRT cache of the exported graph "
+                                                  "and, unless --sdk_compatible_model, a QDQ INT8 model"}})
     _calibration_arguments(p)
     add_settings(p, EngineSettings, {"max_batch_size": ("--max_batch_size",)}, only=EXPORT_ENGINE_FLAGS[1:2],
                  overrides={"max_batch_size": {"help": "TensorRT max batch size (default: 1)"}})
@@ -304,7 +309,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                  only=EXPORT_ENGINE_FLAGS[2:], overrides={"strict_type_constraints": {"help": "TensorRT strict "
                                                                                       "types (int8)"}})
     p.add_argument("--sdk_compatible_model", action="store_true",
-                   help="add the deployable model's post-processing (PAFs upsampled to 1/2); deployment only")
+                   help="add the deployable model's post-processing (PAFs upsampled to 1/2); deployment only "
+                        "(bpnet inference/evaluate refuse it). With --data_type int8 the SDK graph itself is "
+                        "calibrated (re-use the standard int8 export's --cal_data_file, give a new "
+                        "--cal_cache_file) and no <stem>.int8.etlt is written")
     p.add_argument("--data_format", default="channels_last", choices=["channels_last"],
                    help="input layout: NHWC (channels_last) only")
     p.add_argument("--output_stage", type=int, default=None, help="stage to export (extension; default: last)")

@@ -163,6 +163,56 @@ def test_sdk_compatible_model_upsamples_pafs_and_is_refused_for_inference(sdk_ex
         OnnxBackend(out, "tiny")
 
 
+def test_the_guides_deployable_int8_export_calibrates_the_sdk_graph(exported, synth_dir, tmp_path, caplog):
+    """The TLT guide's SDK-compatible INT8 export (its flags; fewer batches): the standard export's
+    tensorfile is reused untouched, the cache is a calibration of the SDK graph itself (the upsampled
+    PAFs included) that the pipeline's fitted cache matches (bounds on the upsampled PAFs), no QDQ
+    model is written, and without TensorRT the engine is skipped, not failed."""
+    import onnx
+
+    from bpnet.deploy.calibration import activation_ranges, trt_scale
+    from bpnet.steps.calibrate import fit_calibration
+
+    caplog.set_level(logging.INFO)
+    tensorfile = exported["tensorfile"]
+    before = tensorfile.stat().st_mtime_ns, tensorfile.read_bytes()
+    out, cache, engine = tmp_path / "m.deploy.etlt", tmp_path / "calibration.64.96.deploy.bin", tmp_path / "m.engine"
+    assert main(["export", "-m", str(exported["model"]), "-o", str(out), "-k", "tiny", "-d", "64,96,3",
+                 "-e", str(exported["train_spec"]), "-t", "tfonnx", "--data_type", "int8",
+                 "--cal_image_dir", str(synth_dir / "val2017"), "--cal_cache_file", str(cache),
+                 "--cal_data_file", str(tensorfile), "--batch_size", "2", "--batches", "4", "--max_batch_size", "1",
+                 "--data_format", "channels_last", "--engine_file", str(engine), "--sdk_compatible_model"]) == 0
+    assert (tensorfile.stat().st_mtime_ns, tensorfile.read_bytes()) == before and "reusing tensorfile" in caplog.text
+    sdk, info = read_exported(out, "tiny")
+    assert info.sdk_compatible and info.precision == "fp32"
+    _, scales = read_trt_cache(cache)
+    measured = {n: trt_scale(*r) for n, r in activation_ranges(sdk, "input_1", np.load(tensorfile), "entropy").items()}
+    assert set(scales) == set(measured) and set(scales) <= graph_tensors(sdk)
+    assert scales == pytest.approx(measured, rel=1e-5)
+    upsampled = [o for n in onnx.load_model_from_string(sdk).graph.node if n.op_type == "ConvTranspose"
+                 for o in n.output]
+    assert len(upsampled) == 1 and upsampled[0] in scales and "paf_out" in scales
+    fitted = fit_calibration(exported["fp32"], out, exported["cache"], tmp_path / "fitted.bin", "tiny")
+    _, route = read_trt_cache(fitted.cache)  # the pipeline's route: the standard cache fitted to this export
+    assert set(route) == set(scales)
+    for name in scales:
+        if name in (upsampled[0], "paf_out"):  # the fitted scale bounds the measured one
+            assert route[name] >= scales[name] * (1 - 1e-6), name
+        else:
+            assert route[name] == pytest.approx(scales[name], rel=1e-5), name
+    assert not (tmp_path / "m.deploy.int8.etlt").exists() and "no ONNX Runtime QDQ INT8 model" in caplog.text
+    assert exported["int8"].is_file()  # the standard int8 export still writes its QDQ model
+    if not HAS_TENSORRT:
+        assert not engine.exists() and "engine NOT built" in caplog.text
+        assert "TensorRT is not installed here" in caplog.text
+
+
+def test_calibrate_refuses_the_sdk_compatible_model(exported, sdk_export, tmp_path, caplog):
+    code = main(["calibrate", "-m", str(sdk_export), "-k", "tiny", "--cal_data_file", str(exported["tensorfile"]),
+                 "--cal_cache_file", str(tmp_path / "c.bin"), "--batches", "4", "--batch_size", "2"])
+    assert code == 1 and "refuse SDK-compatible models" in caplog.text and not (tmp_path / "c.bin").exists()
+
+
 def test_engine_plan_and_profiles_are_checked_without_tensorrt(tmp_path):
     profile = parse_profile("input_1,1x224x320x3,4x224x320x3,8x224x320x3")
     assert (profile.min, profile.opt, profile.max) == ((1, 224, 320, 3), (4, 224, 320, 3), (8, 224, 320, 3))

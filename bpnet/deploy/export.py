@@ -3,8 +3,10 @@
 export: Keras model -> encrypted ONNX (``.etlt``); with ``--data_type int8`` also the calibration
 (tensorfile, TensorRT cache, QDQ INT8 model ``<output stem>.int8.etlt``); with ``--engine_file``
 a TensorRT engine where TensorRT exists — elsewhere the engine is skipped with the reason logged.
-``fit_cache``: the standard export's cache fitted to its SDK-compatible export (which is not
-calibrated itself: the scales are those of the same network on the same images).
+An SDK-compatible int8 export (the TLT guide's deployable command) calibrates the SDK graph itself
+and writes no QDQ model: bpnet inference/evaluate, its only users, refuse SDK-compatible models.
+``fit_cache``: the pipeline's route instead — the standard export's cache fitted to its
+SDK-compatible export (the scales are those of the same network on the same images).
 """
 
 from __future__ import annotations
@@ -62,28 +64,42 @@ def int8_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}.int8{output.suffix or '.etlt'}")
 
 
+def calibration_cache(onnx_bytes: bytes, info: ExportInfo, cal: CalibrationData, norm: NormalizationParams,
+                      where: str | Path) -> tuple[Path, dict[str, float]]:
+    """The TensorRT cache of the exported graph ``onnx_bytes`` (from ``where``; standard or
+    SDK-compatible) and its scales: reused if ``cal.cache_file`` exists and fits the graph, else
+    computed with ``cal.settings.cal_method`` over the tensorfile (built or reused)."""
+    if info.precision != "fp32":
+        raise ModelError(f"{where}: calibrate an fp32 model (this one is {info.precision})")
+    settings = cal.settings
+    cache = Path(cal.cache_file)
+    tensors = calibration.build_tensorfile(cal.image_dir, cal.data_file, settings.cal_batches,
+                                           settings.cal_batch_size, info.height, info.width, norm.image_scale,
+                                           norm.image_offset, cal.mode)
+    if cache.is_file():
+        _, scales = calibration.read_trt_cache(cache)
+        calibration.check_cache_fits(scales, onnx_bytes, str(cache))
+        log.info("calibration cache %s exists: calibration skipped (its scales are used)", cache)
+    else:
+        ranges = calibration.activation_ranges(onnx_bytes, INPUT_NAME, tensors, settings.cal_method)
+        calibration.write_trt_cache(ranges, cache)
+        _, scales = calibration.read_trt_cache(cache)
+        log.info("wrote TensorRT calibration cache %s (%d tensors, %s%s)", cache, len(ranges), settings.cal_method,
+                 ", SDK-compatible graph" if info.sdk_compatible else "")
+    return cache, scales
+
+
 def calibrate(onnx_path: str | Path, key: str | None, cal: CalibrationData, norm: NormalizationParams,
               int8_output: str | Path) -> tuple[Path, Path, Path]:
     """Tensorfile (built or reused), TensorRT cache (computed unless it exists), QDQ INT8 model."""
     import onnx
 
     data, info = read_exported(onnx_path, key)
-    if info.precision != "fp32" or info.sdk_compatible:
-        raise ModelError(f"{onnx_path}: calibrate an fp32 model exported without --sdk_compatible_model")
-    settings = cal.settings
-    tensors = calibration.build_tensorfile(cal.image_dir, cal.data_file, settings.cal_batches,
-                                           settings.cal_batch_size, info.height, info.width, norm.image_scale,
-                                           norm.image_offset, cal.mode)
-    cache = Path(cal.cache_file)
-    if cache.is_file():
-        _, scales = calibration.read_trt_cache(cache)
-        calibration.check_cache_fits(scales, data, str(cache))
-        log.info("calibration cache %s exists: calibration skipped (its scales are used)", cache)
-    else:
-        ranges = calibration.activation_ranges(data, INPUT_NAME, tensors, settings.cal_method)
-        calibration.write_trt_cache(ranges, cache)
-        _, scales = calibration.read_trt_cache(cache)
-        log.info("wrote TensorRT calibration cache %s (%d tensors, %s)", cache, len(ranges), settings.cal_method)
+    if info.sdk_compatible:
+        raise ModelError(f"{onnx_path}: the QDQ INT8 model is for bpnet inference/evaluate, which refuse "
+                         "SDK-compatible models; calibrate the export made without --sdk_compatible_model (or "
+                         "export the SDK-compatible model with --data_type int8 for its TensorRT cache)")
+    cache, scales = calibration_cache(data, info, cal, norm, onnx_path)
     proto = onnx.load_model_from_string(calibration.quantize_qdq(data, scales))
     set_metadata(proto, ExportInfo(**{**info.__dict__, "precision": "int8"}))
     out = write_exported(proto, int8_output, key)
@@ -115,8 +131,8 @@ def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int
            data_type: str = "fp32", stage: int | None = None, sdk_compatible: bool = False,
            cal: CalibrationData | None = None, engine_file: str | None = None,
            engine_settings: EngineSettings | None = None) -> ExportResult:
-    """Export; calibrate for int8; build the engine if asked (with ``engine_settings``, the
-    precision being ``data_type``)."""
+    """Export; calibrate for int8 (an SDK-compatible export: its own TensorRT cache, no QDQ model);
+    build the engine if asked (with ``engine_settings``, the precision being ``data_type``)."""
     from bpnet.model.io import load_model
 
     proto, info = to_onnx(load_model(model_path, key), *dims, stage=stage, sdk_compatible=sdk_compatible)
@@ -128,10 +144,12 @@ def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int
         if cal is None:
             raise UsageError("--data_type int8 needs calibration settings (--cal_image_dir or --cal_data_file)")
         if sdk_compatible:
-            raise UsageError("--data_type int8 calibrates the model as exported for inference; export the "
-                             "SDK-compatible model separately (fp32) and build its engine with the standard "
-                             "export's cache fitted to it (bpnet.steps.calibrate.fit_calibration)")
-        tensorfile, cache, int8 = calibrate(onnx, key, cal, norm, int8_path(output))
+            cache, _ = calibration_cache(proto.SerializeToString(), info, cal, norm, onnx)
+            tensorfile = Path(cal.data_file)
+            log.info("no ONNX Runtime QDQ INT8 model (%s) for the SDK-compatible export: bpnet inference and "
+                     "evaluate, its only users, refuse SDK-compatible models (deployment only)", int8_path(output))
+        else:
+            tensorfile, cache, int8 = calibrate(onnx, key, cal, norm, int8_path(output))
     if engine_file:
         settings = build(EngineSettings, **{**(engine_settings or EngineSettings()).model_dump(),
                                             "data_type": data_type})
