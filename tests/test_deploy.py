@@ -414,7 +414,8 @@ def _graph(nodes, weights=()):
 
 
 @pytest.mark.parametrize(("node", "weights", "message"), [
-    ("ConvTranspose", 2.0, "ConvTranspose whose taps per output position sum to 4 > 1"),  # stride 2: 2 channels x 1 tap x 2
+    # stride 2: 2 channels x 1 tap x 2
+    ("ConvTranspose", 2.0, "ConvTranspose whose taps per output position sum to 4 > 1"),
     ("Mul", 3.0, "Mul is not known to keep the range of its input"),
 ])
 def test_derive_scales_refuses_an_op_that_could_widen_the_range(node, weights, message):
