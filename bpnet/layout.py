@@ -10,9 +10,12 @@ from here, so a rename cannot leave a reader behind.
 - Model (``train`` results folder, and what prune/export/calibrate write beside their model):
   ``bpnet_model.tlt``, ``architecture.json``, ``train_spec.resolved.yaml``, ``pose_config.json``,
   ``train_summary.json``, learning curve, checkpoints, ``MANIFEST.json`` (bpnet.artifacts).
-- Exported model: ``bpnet_model.etlt`` and ``export.json`` (how it is fed: input shape, padding);
-  in the pipeline also ``bpnet_model.sdk.etlt``, the SDK-compatible export DeepStream engines are
-  built from.
+- Exported model: ``bpnet_model.etlt`` and ``export.json`` (how it is fed: input shape, padding;
+  written by the export step beside the exported file, CLI and pipeline alike); in the pipeline
+  also ``bpnet_model.sdk.etlt``, the SDK-compatible export DeepStream engines are built from.
+- Engine: ``<target>.engine`` and its build record ``<target>.engine.json`` (target, precision,
+  max batch size, what serves it, the TensorRT/CUDA/L4T/JetPack versions, CPU architecture and
+  node it was built on), written by the build step after the engine; no engine, no record.
 - INT8: ``bpnet_model.etlt`` (QDQ), ``calibration.bin``, ``calibration.tensorfile.npy``; in the
   pipeline also ``calibration.sdk.bin``, that cache fitted to the SDK-compatible export.
 - Evaluation / inference results: ``metrics.json`` / ``detection.json``,
@@ -42,6 +45,9 @@ CALIBRATION_TENSORFILE = "calibration.tensorfile.npy"
 SDK_EXPORTED_FILE = "bpnet_model.sdk.etlt"
 SDK_CALIBRATION_CACHE = "calibration.sdk.bin"
 
+ENGINE_SUFFIX = ".engine"
+ENGINE_RECORD_SUFFIX = ".engine.json"  # <target>.engine.json beside <target>.engine
+
 METRICS_FILE = "metrics.json"
 DETECTIONS_FILE = "detection.json"
 INFERENCE_SPEC_FILE = "inference_spec.resolved.yaml"
@@ -59,6 +65,16 @@ def engine_sources(serves: Server, precision: Precision) -> tuple[str, str | Non
     sdk = serves == "deepstream"
     cache = (SDK_CALIBRATION_CACHE if sdk else CALIBRATION_CACHE) if precision == "int8" else None
     return (SDK_EXPORTED_FILE if sdk else EXPORTED_FILE), cache
+
+
+def engine_target(engine_file: str | Path) -> str:
+    """The target an engine file is for: its name without ``.engine``."""
+    return Path(engine_file).name.removesuffix(ENGINE_SUFFIX)
+
+
+def engine_record(engine_file: str | Path) -> Path:
+    """The build record beside an engine: ``<target>.engine`` -> ``<target>.engine.json``."""
+    return Path(engine_file).with_name(engine_target(engine_file) + ENGINE_RECORD_SUFFIX)
 
 
 def prune_report(model_file: str | Path) -> Path:

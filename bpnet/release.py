@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpnet.artifacts import ArtifactError, atomic_write_text, parse_manifest, sha256_file
-from bpnet.deploy.platform import ENGINE_INFO_SUFFIX
+from bpnet.errors import ModelError
 from bpnet.layout import (
     CALIBRATION_CACHE,
     CALIBRATION_TENSORFILE,
+    ENGINE_SUFFIX,
     EXPORT_SETTINGS_FILE,
     EXPORTED_FILE,
     METRICS_FILE,
@@ -43,6 +44,7 @@ from bpnet.layout import (
     SDK_CALIBRATION_CACHE,
     SDK_EXPORTED_FILE,
     TRAIN_SPEC_FILE,
+    engine_record,
 )
 from bpnet.settings import Server
 from bpnet.specs.inference import InferenceSpec
@@ -191,12 +193,13 @@ class EngineBuild:
 
     @classmethod
     def from_file(cls, engine: Path) -> EngineBuild:
-        info_path = engine.with_name(engine.name.removesuffix(".engine") + ENGINE_INFO_SUFFIX)
+        info_path = engine_record(engine)
         try:
             info = json.loads(info_path.read_text())
         except (OSError, ValueError) as exc:
-            raise FileNotFoundError(f"{engine}: no readable build record {info_path.name} ({exc}); an engine "
-                                    "without its TensorRT/CUDA/JetPack versions cannot be released") from None
+            raise ModelError(f"{engine}: no readable build record {info_path} ({exc}); an engine without its "
+                             "TensorRT/CUDA/JetPack versions cannot be released: build it with `bpnet "
+                             "build_engine`, which writes the record beside the engine") from None
         # records written before engines said what serves them were all built for Triton
         return cls(info["target"], info["precision"], int(info["max_batch_size"]), engine, info["platform"],
                    info.get("serves", "triton"))
@@ -416,7 +419,7 @@ def release_files(inputs: ReleaseInputs, int8_ok: bool) -> tuple[dict[str, Path]
              f"calibration/{CALIBRATION_TENSORFILE}": int8 / CALIBRATION_TENSORFILE}
     if not int8_ok:
         files = {rel: src for rel, src in files.items() if rel not in INT8_FILES}
-    engines = [EngineBuild.from_file(e) for d in inputs.engines for e in sorted(Path(d).glob("*.engine"))]
+    engines = [EngineBuild.from_file(e) for d in inputs.engines for e in sorted(Path(d).glob(f"*{ENGINE_SUFFIX}"))]
     engines = [e for e in engines if int8_ok or e.precision != "int8"]
     files.update({f"{ENGINES_DIR}/{engine.path.name}": engine.path for engine in engines})
     missing = sorted(rel for rel, src in files.items() if not src.is_file() and rel != f"model/{POSE_CONFIG_FILE}")

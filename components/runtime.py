@@ -36,6 +36,7 @@ from bpnet.layout import (
     CALIBRATION_CACHE,
     CALIBRATION_TENSORFILE,
     DATASET_SPEC,
+    ENGINE_SUFFIX,
     EXPORT_SETTINGS_FILE,
     EXPORTED_FILE,
     EXPORTED_MODE,
@@ -317,16 +318,14 @@ def _norm(model_dir: Path):
 @logs_failure
 def export(model_dir: str | Path, export_settings: str, out_dir: str | Path) -> dict[str, Any]:
     """Export (fp32 ONNX, encrypted) the Model artifact at the settings' input shape, and its
-    SDK-compatible variant (what DeepStream engines are built from); ``export.json`` says how the
-    exported model is fed (its input shape, padded)."""
+    SDK-compatible variant (what DeepStream engines are built from); the step writes
+    ``export.json`` beside them (how the exported model is fed: its input shape, padded)."""
     model, out = Path(model_dir), Path(out_dir)
     settings = _deploy_settings(export_settings)
     out.mkdir(parents=True, exist_ok=True)
     exported = steps_export(model / MODEL_FILE, out / EXPORTED_FILE, None, settings, _norm(model))
     steps_export(model / MODEL_FILE, out / SDK_EXPORTED_FILE, None, settings, _norm(model), sdk_compatible=True)
     _copy_spec_files(model, out)
-    atomic_write_text(out / EXPORT_SETTINGS_FILE, json.dumps({"input_shape": list(settings.input_shape),
-                                                              "keep_aspect_ratio_mode": EXPORTED_MODE}) + "\n")
     return {"input_shape": "x".join(map(str, exported.input_shape)), "precision": exported.info.precision,
             "bytes": exported.bytes}
 
@@ -430,20 +429,16 @@ def build_engine(exported_dir: str | Path, int8_dir: str | Path, name: str, prec
                  workspace_bytes: int, dla_core: int, out_dir: str | Path, serves: Server = "triton") -> dict[str, Any]:
     """A TensorRT engine on this pod's GPU (or Jetson): ``<out_dir>/<name>.engine``, from the export
     and INT8 cache that what ``serves`` it reads (``bpnet.layout.engine_sources``); ``dla_core`` < 0
-    means none. The build record beside it says what it serves (the release sorts engines by it)."""
-    from bpnet.deploy.platform import ENGINE_INFO_SUFFIX, current_platform
-
+    means none. The step writes the build record beside it (versions, node, what it serves: the
+    release sorts engines by it)."""
     exported, int8, out = Path(exported_dir), Path(int8_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = build(EngineSettings, data_type=precision, max_batch_size=max_batch_size,
                      max_workspace_size=workspace_bytes, dla_core=dla_core if dla_core >= 0 else None)
     model, cache = engine_sources(serves, precision)
-    built = steps_build_engine(exported / model, out / f"{name}.engine", None, settings,
+    built = steps_build_engine(exported / model, out / f"{name}{ENGINE_SUFFIX}", None, settings,
                                str(int8 / cache) if cache else None)
-    record = {"target": name, "precision": precision, "max_batch_size": max_batch_size, "serves": serves,
-              "platform": current_platform()}  # what check_runtime.py compares on the target
-    atomic_write_text(out / f"{name}{ENGINE_INFO_SUFFIX}", json.dumps(record, indent=2) + "\n")
-    return {"target": name, "precision": built.precision, "serves": serves, "bytes": built.bytes}
+    return {"target": name, "precision": built.precision, "serves": built.serves, "bytes": built.bytes}
 
 
 @logs_failure

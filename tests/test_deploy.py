@@ -18,6 +18,15 @@ from bpnet.deploy.calibration import build_tensorfile, graph_tensors, read_trt_c
 from bpnet.deploy.engine import EnginePlan, cache_for_version, parse_profile, trt_version_code
 from bpnet.errors import UsageError
 from bpnet.infer.predict import OnnxBackend
+from bpnet.layout import (
+    CALIBRATION_CACHE,
+    EXPORT_SETTINGS_FILE,
+    EXPORTED_FILE,
+    EXPORTED_MODE,
+    SDK_CALIBRATION_CACHE,
+    SDK_EXPORTED_FILE,
+    engine_record,
+)
 from bpnet.model.exported import read_exported
 from bpnet.model.io import ModelKeyError, load_model
 from bpnet.settings import EngineSettings
@@ -232,7 +241,7 @@ def test_build_engine_without_tensorrt_is_a_clear_error(exported, tmp_path, capl
     code = main(["build_engine", str(exported["fp32"]), "-k", "tiny", "-e", str(tmp_path / "m.engine"), "-t", "int8",
                  "-c", str(exported["cache"]), "-p", "input_1,1x64x96x3,1x64x96x3,2x64x96x3"])
     assert code == 1 and "TensorRT is not installed here" in caplog.text
-    assert not (tmp_path / "m.engine").exists()
+    assert not (tmp_path / "m.engine").exists() and not engine_record(tmp_path / "m.engine").exists()
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed: export builds the engine")
@@ -241,6 +250,8 @@ def test_export_without_tensorrt_writes_onnx_and_says_why_no_engine(exported, tm
     assert main(["export", "-m", str(exported["model"]), "-k", "tiny", "-o", str(out), "-d", "64,96,3",
                  "--data_type", "fp16", "--engine_file", str(tmp_path / "m.engine")]) == 0
     assert out.is_file() and not (tmp_path / "m.engine").exists()
+    assert not engine_record(tmp_path / "m.engine").exists()  # no engine: no record claiming its versions
+    assert json.loads((tmp_path / EXPORT_SETTINGS_FILE).read_text())["input_shape"] == [64, 96]
     assert "engine NOT built" in caplog.text and "TensorRT is not installed here" in caplog.text
 
 
@@ -450,29 +461,100 @@ def test_a_cache_is_fitted_only_to_the_sdk_export_of_its_own_model(exported, tmp
     assert not (tmp_path / "x.bin").exists()
 
 
-@pytest.mark.parametrize(("serves", "precision", "model", "cache"), [
-    ("triton", "int8", "bpnet_model.etlt", "calibration.bin"),
-    ("deepstream", "int8", "bpnet_model.sdk.etlt", "calibration.sdk.bin"),
-    ("deepstream", "fp16", "bpnet_model.sdk.etlt", None),
-])
-def test_build_engine_builds_what_serves_it_from_its_export_and_cache(tmp_path, monkeypatch, serves, precision,
-                                                                       model, cache):
-    """The pipeline's build_engine around TensorRT (absent here: the build itself is stubbed): the
-    export and cache it picks by ``serves``, and the build record that says what the engine serves."""
-    from bpnet.steps.build_engine import EngineBuilt
-    from components import runtime
+PLATFORM = {"tensorrt": "10.3.0", "node": "gpu-node-1"}  # BPNET_PLATFORM: what the stubbed machine has
+
+
+def _stub_tensorrt(monkeypatch) -> list[tuple[EnginePlan, tuple[int, ...]]]:
+    """Stand in for the TensorRT build only (absent here; everything around it runs): each call's
+    plan and input dims are kept, and a stand-in plan is written where the engine goes."""
+    from bpnet.deploy import engine
 
     calls = []
 
-    def build(exported, engine_file, key, settings, calibration_cache=None):
-        calls.append((Path(exported).name, calibration_cache and Path(calibration_cache).name))
-        Path(engine_file).write_bytes(b"plan")
-        return EngineBuilt(Path(engine_file), settings.data_type, settings.max_batch_size, (64, 96), 4, "stub")
+    def build(onnx_bytes: bytes, plan: EnginePlan, dims: tuple[int, ...], dest, input_name: str = "input_1") -> Path:
+        calls.append((plan, dims))
+        Path(dest).write_bytes(b"not a real plan")
+        return Path(dest)
 
-    monkeypatch.setattr(runtime, "steps_build_engine", build)
-    monkeypatch.setenv("BPNET_PLATFORM", json.dumps({"tensorrt": "10.3.0"}))
+    monkeypatch.setattr(engine, "build_engine", build)
+    monkeypatch.setenv("BPNET_PLATFORM", json.dumps(PLATFORM))
+    return calls
+
+
+def _fake_export(path: Path, height: int, width: int, sdk_compatible: bool) -> Path:
+    """An exported file as the engine build reads it before TensorRT: an empty graph with bpnet's
+    metadata (input size, SDK-compatible or not), unencrypted."""
+    import onnx
+
+    from bpnet.model.exported import ExportInfo, set_metadata, write_exported
+
+    proto = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    set_metadata(proto, ExportInfo(height, width, 2, 2, sdk_compatible))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_exported(proto, path, None)
+
+
+@pytest.mark.parametrize(("serves", "precision", "dims", "cache"), [
+    ("triton", "int8", (64, 96, 3), CALIBRATION_CACHE),
+    ("deepstream", "int8", (32, 48, 3), SDK_CALIBRATION_CACHE),
+    ("deepstream", "fp16", (32, 48, 3), None),
+])
+def test_build_engine_builds_what_serves_it_from_its_export_and_cache(tmp_path, monkeypatch, serves, precision,
+                                                                       dims, cache):
+    """The pipeline's build_engine around TensorRT (absent here: only the build itself is stubbed):
+    the export (the standard one is 64x96 here, the SDK-compatible one 32x48) and cache it picks by
+    ``serves``, and the build record the step writes, which says what the engine serves."""
+    from components import runtime
+
+    calls = _stub_tensorrt(monkeypatch)
+    _fake_export(tmp_path / "exported" / EXPORTED_FILE, 64, 96, sdk_compatible=False)
+    _fake_export(tmp_path / "exported" / SDK_EXPORTED_FILE, 32, 48, sdk_compatible=True)
+    (tmp_path / "int8").mkdir()
+    for name in (CALIBRATION_CACHE, SDK_CALIBRATION_CACHE):
+        (tmp_path / "int8" / name).write_text("TRT-8600-EntropyCalibration2\n")
     out = runtime.build_engine(tmp_path / "exported", tmp_path / "int8", "t", precision, 2, 1 << 30, -1,
                                tmp_path / "out", serves)
-    assert calls == [(model, cache)] and out["serves"] == serves
-    record = json.loads((tmp_path / "out/t.engine.json").read_text())
-    assert (record["serves"], record["precision"], record["platform"]["tensorrt"]) == (serves, precision, "10.3.0")
+    [(plan, built_dims)] = calls
+    assert built_dims == dims and (plan.calibration_cache and Path(plan.calibration_cache).name) == cache
+    assert out["serves"] == serves
+    record = json.loads(engine_record(tmp_path / "out/t.engine").read_text())
+    assert {k: record[k] for k in ("target", "precision", "max_batch_size", "serves")} == {
+        "target": "t", "precision": precision, "max_batch_size": 2, "serves": serves}
+    assert {k: record["platform"][k] for k in PLATFORM} == PLATFORM
+
+
+def test_an_engine_built_by_hand_has_its_record_and_the_release_takes_it(tmp_path, monkeypatch):
+    """``bpnet build_engine`` writes the build record the pipeline's engines have (the step writes
+    it, not the component), so a release takes an engine built by hand; TensorRT is stubbed."""
+    from bpnet.release import EngineBuild
+
+    _stub_tensorrt(monkeypatch)
+    exported = _fake_export(tmp_path / "m.sdk.etlt", 64, 96, sdk_compatible=True)
+    engine = tmp_path / "ds-fp16.engine"
+    assert main(["build_engine", str(exported), "-e", str(engine), "-t", "fp16", "-m", "4"]) == 0
+    built = EngineBuild.from_file(engine)
+    assert (built.target, built.precision, built.max_batch_size, built.serves) == ("ds-fp16", "fp16", 4, "deepstream")
+    assert {k: built.platform[k] for k in PLATFORM} == PLATFORM
+
+
+def test_the_release_refuses_an_engine_without_its_build_record_naming_it(tmp_path):
+    from bpnet.errors import ModelError
+    from bpnet.release import EngineBuild
+
+    engine = tmp_path / "gpu-fp16.engine"
+    engine.write_bytes(b"not a real plan")
+    with pytest.raises(ModelError, match=r"gpu-fp16\.engine: no readable build record .*gpu-fp16\.engine\.json.*"
+                                         r"bpnet build_engine"):
+        EngineBuild.from_file(engine)
+
+
+def test_bpnet_export_writes_the_export_json_the_pipeline_export_writes(exported, tmp_path, monkeypatch):
+    """The export step writes ``export.json`` (how the exported model is fed), so ``bpnet export``
+    (the fixture's, at 64x96) and the pipeline's export leave the same file."""
+    from components import runtime
+
+    monkeypatch.setenv("BPNET_MODEL_KEY", "tiny")
+    runtime.export(exported["model"].parent, json.dumps({"input_shape": [64, 96]}), tmp_path / "exported")
+    by_hand = json.loads((exported["dir"] / EXPORT_SETTINGS_FILE).read_text())
+    assert by_hand == json.loads((tmp_path / "exported" / EXPORT_SETTINGS_FILE).read_text())
+    assert by_hand == {"input_shape": [64, 96], "keep_aspect_ratio_mode": EXPORTED_MODE}

@@ -48,6 +48,7 @@ class ExportResult:
     tensorfile: Path | None = None
     engine: Path | None = None
     engine_skipped: str | None = None  # why no engine was built (no TensorRT or GPU here)
+    engine_settings: EngineSettings | None = None  # what the engine was built (or asked) with
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -139,7 +140,7 @@ def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int
     onnx = write_exported(proto, output, key)
     log.info("exported %s: input %s (N, %d, %d, 3), stage %d of %d%s", onnx, INPUT_NAME, *dims, info.stage,
              info.stages, ", SDK-compatible deployable model" if sdk_compatible else "")
-    tensorfile = cache = int8 = engine = skipped = None
+    tensorfile = cache = int8 = engine = skipped = settings = None
     if data_type == "int8":
         if cal is None:
             raise UsageError("--data_type int8 needs calibration settings (--cal_image_dir or --cal_data_file)")
@@ -159,4 +160,4 @@ def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int
         except EngineUnavailable as exc:
             skipped = str(exc)
             log.warning("engine NOT built (%s): %s", engine_file, exc)
-    return ExportResult(onnx, info, int8, cache, tensorfile, engine, skipped)
+    return ExportResult(onnx, info, int8, cache, tensorfile, engine, skipped, settings)

@@ -3,9 +3,10 @@ check that refuses to deploy it on anything else.
 
 A TensorRT engine runs only with the exact TensorRT version (and, on Jetson, the L4T/JetPack
 release) it was built with; a mismatch otherwise shows up as a deserialization crash inside
-Triton or DeepStream. The build step records the platform next to each engine; the release's
-``MANIFEST.json`` and model card carry it, and ``check_runtime.py`` (this file, copied into every
-release; it needs nothing but Python) compares it with the machine it runs on:
+Triton or DeepStream. The build step (``bpnet.steps.build_engine``) records the platform next to
+each engine; the release's ``MANIFEST.json`` and model card carry it, and ``check_runtime.py``
+(this file, copied into every release; it needs nothing but Python) compares it with the machine
+it runs on:
 
     python3 check_runtime.py <release folder> [engine target]
 
@@ -24,7 +25,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-ENGINE_INFO_SUFFIX = ".engine.json"  # <target>.engine.json beside <target>.engine
 CHECKED = ("tensorrt", "l4t", "arch")  # must be equal; CUDA/JetPack are reported, TensorRT pins them
 
 
@@ -67,7 +67,8 @@ def _jetpack_version() -> str | None:
 
 def current_platform() -> dict[str, str | None]:
     """This machine's engine-relevant versions; ``BPNET_PLATFORM`` (JSON) overrides fields (tests,
-    or a cross-check from a machine where the versions are known)."""
+    or a cross-check from a machine where the versions are known). The node is ``$NODE_NAME``
+    (the pipeline sets it to the pod's ``spec.nodeName``), else the hostname (in a pod: its name)."""
     info = {"tensorrt": _tensorrt_version(), "cuda": _cuda_version(), "l4t": _l4t_release(),
             "jetpack": _jetpack_version(), "arch": _platform.machine(),
             "node": os.environ.get("NODE_NAME") or socket.gethostname()}

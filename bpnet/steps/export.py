@@ -1,16 +1,31 @@
-"""export: a trained model -> encrypted ONNX; optionally INT8 calibration and a TensorRT engine."""
+"""export: a trained model -> encrypted ONNX; optionally INT8 calibration and a TensorRT engine.
+
+Beside the exported file the step writes ``export.json`` (``bpnet.layout``: the input shape and
+padding mode the exported model is fed with, what evaluation and inference of it read), and
+beside an engine it built that engine's build record (``bpnet.steps.build_engine``); ``bpnet
+export`` and the pipeline's export thus leave the same files.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from bpnet.artifacts import atomic_write_text
 from bpnet.deploy.export import CalibrationData
 from bpnet.deploy.export import ExportResult as Exported  # the library's result is the step's
 from bpnet.deploy.export import export as run
 from bpnet.errors import UsageError
+from bpnet.layout import EXPORT_SETTINGS_FILE, EXPORTED_MODE
 from bpnet.settings import EngineSettings, ExportSettings, Precision
 from bpnet.specs.train import NormalizationParams
 from bpnet.steps._common import model_key, output_file
+from bpnet.steps.build_engine import write_engine_record
+
+
+def export_record(exported: Exported) -> dict[str, object]:
+    """What ``export.json`` says: how the exported model is fed (its input shape, padded)."""
+    return {"input_shape": list(exported.input_shape), "keep_aspect_ratio_mode": EXPORTED_MODE}
 
 
 def export(model: str | Path, output: str | Path, key: str | None, settings: ExportSettings,
@@ -24,5 +39,9 @@ def export(model: str | Path, output: str | Path, key: str | None, settings: Exp
     if data_type == "int8" and (calibration is None or not (calibration.image_dir or
                                                             Path(calibration.data_file).is_file())):
         raise UsageError("int8: needs --cal_image_dir (or an existing --cal_data_file)", field="data_type")
-    return run(model, key, output, settings.input_shape, norm, data_type, stage, sdk_compatible,
-               calibration if data_type == "int8" else None, engine_file, engine_settings)
+    exported = run(model, key, output, settings.input_shape, norm, data_type, stage, sdk_compatible,
+                   calibration if data_type == "int8" else None, engine_file, engine_settings)
+    atomic_write_text(output.parent / EXPORT_SETTINGS_FILE, json.dumps(export_record(exported)) + "\n")
+    if exported.engine is not None:
+        write_engine_record(exported.engine, exported.engine_settings, exported.info)
+    return exported
