@@ -285,7 +285,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                                    "--data_type int8 also writes the calibration tensorfile, the TensorRT "
                                    "calibration cache and an ONNX Runtime QDQ INT8 model (<output stem>.int8.etlt); "
                                    "with --sdk_compatible_model the cache is that of the SDK-compatible graph and "
-                                   "no QDQ model is written.")
+                                   "no QDQ model is written. export.json beside the exported file records its input "
+                                   "shape and padding mode; an engine built gets its build record (as build_engine).")
     p.add_argument("-m", "--model", required=True, help="the .tlt model to export")
     _key_argument(p)
     p.add_argument("-o", "--output_file", default=None, help="exported file (default: <model>.etlt)")
@@ -372,7 +373,9 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 def _add_build_engine(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build_engine", help="TensorRT engine from an exported model (as tlt-converter)",
                        description="Build a TensorRT engine on this machine's GPU (needs TensorRT). Flags as "
-                                   "tlt-converter.")
+                                   "tlt-converter. Beside the engine <name>.engine goes its build record "
+                                   "<name>.engine.json (precision, max batch, what serves it, TensorRT/CUDA/JetPack "
+                                   "versions, node: $NODE_NAME or the hostname), which a release needs.")
     p.add_argument("input_file", help="the exported model (.etlt / .onnx)")
     _key_argument(p)
     p.add_argument("-d", "--input_dims", type=_hwc, default=None, help="H,W,C (default: the exported input size)")

@@ -32,6 +32,7 @@ import yaml
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
+from bpnet.deploy.platform import NODE_ENV
 from bpnet.overrides import RunOverrides
 from bpnet.release import KERAS_EXPORT, MODEL_LABELS, ONNX_FP32, ONNX_INT8, PROMOTE, PRUNED, RETRAINED, UNPRUNED
 from components import component
@@ -108,13 +109,16 @@ def _place(task: dsl.PipelineTask, pool: NodePool) -> None:
 
 def _schedule_engine(task: dsl.PipelineTask, pool: str, spec: RunSpec) -> None:
     """GPU targets: a GPU on the GPU pool. Jetson targets: the Jetson pool (arm64 + the admin's
-    label and taint; the GPU Operator does not manage Jetson, so no accelerator is requested)."""
+    label and taint; the GPU Operator does not manage Jetson, so no accelerator is requested).
+    $NODE_NAME is the node the pod runs on (the downward API's ``spec.nodeName``): the engine's
+    build record names the node it was built on, not the pod (the hostname in a pod)."""
     step = spec.steps.build_engine
     _schedule(task, f"build_engine ({pool})", step.model_copy(update={"gpus": step.gpus if pool == "gpu" else 0}),
               spec)
     if pool == "jetson":
         _place(task, spec.gpu.jetson_pool)
     _with_model_key(task, spec)
+    kubernetes.use_field_path_as_env(task, env_name=NODE_ENV, field_path="spec.nodeName")
 
 
 def _with_storage(task: dsl.PipelineTask, spec: RunSpec) -> None:

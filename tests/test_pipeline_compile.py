@@ -210,6 +210,16 @@ def test_engine_builds_fan_out_per_pool_with_their_images_and_node_pools(compile
     assert json.loads(params["serving"]["runtimeValue"]["constant"]) == spec.serving.options(spec.release.plain_onnx)
 
 
+def test_engine_builds_know_their_node_not_their_pod(compiled):
+    """The build record's node is $NODE_NAME (else the hostname: a pod's name): the downward API's
+    spec.nodeName on both engine executors, and on no other step."""
+    _, k8s, _, _ = compiled
+    for step in ("build-engine", "build-engine-2"):
+        assert k8s[f"exec-{step}"]["fieldPathAsEnv"] == [{"name": "NODE_NAME", "fieldPath": "spec.nodeName"}]
+    assert [name for name, executor in k8s.items() if "fieldPathAsEnv" in executor] == [
+        "exec-build-engine", "exec-build-engine-2"]
+
+
 def test_minio_endpoint_is_plain_env_on_the_data_steps(compiled):
     for step in ("data-version", "dataset-convert"):
         env = {e["name"]: e["value"] for e in compiled[0]["deploymentSpec"]["executors"][f"exec-{step}"][

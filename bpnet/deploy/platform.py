@@ -25,6 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+NODE_ENV = "NODE_NAME"  # the node an engine is built on (the pipeline sets it to the pod's spec.nodeName)
 CHECKED = ("tensorrt", "l4t", "arch")  # must be equal; CUDA/JetPack are reported, TensorRT pins them
 
 
@@ -68,10 +69,10 @@ def _jetpack_version() -> str | None:
 def current_platform() -> dict[str, str | None]:
     """This machine's engine-relevant versions; ``BPNET_PLATFORM`` (JSON) overrides fields (tests,
     or a cross-check from a machine where the versions are known). The node is ``$NODE_NAME``
-    (the pipeline sets it to the pod's ``spec.nodeName``), else the hostname (in a pod: its name)."""
+    (``NODE_ENV``), else the hostname (in a pod: the pod's name)."""
     info = {"tensorrt": _tensorrt_version(), "cuda": _cuda_version(), "l4t": _l4t_release(),
             "jetpack": _jetpack_version(), "arch": _platform.machine(),
-            "node": os.environ.get("NODE_NAME") or socket.gethostname()}
+            "node": os.environ.get(NODE_ENV) or socket.gethostname()}
     info.update(json.loads(os.environ.get("BPNET_PLATFORM", "{}")))
     return info
 
