@@ -79,6 +79,8 @@ class Outputs(NamedTuple):
     ap: float
     promotion: str
     int8_verdict: str
+    gpu_engine_targets: list  # the engine targets built if promoted: engine_targets' choice, minus INT8 on hold
+    jetson_engine_targets: list
 
 
 def _schedule(task: dsl.PipelineTask, name: str, step: StepSettings, spec: RunSpec) -> dsl.PipelineTask:
@@ -278,7 +280,9 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                        metrics_pruned=scores[PRUNED].outputs["metrics"], metrics=final.outputs["metrics"],
                        evaluation_report=final.outputs["report"], detections=detected.outputs["detections"],
                        inference_report=detected.outputs["report"], ap=final.outputs["Output"],
-                       promotion=decision.output, int8_verdict=quality.outputs["verdict"])
+                       promotion=decision.output, int8_verdict=quality.outputs["verdict"],
+                       gpu_engine_targets=quality.outputs["gpu_targets"],
+                       jetson_engine_targets=quality.outputs["jetson_targets"])
 
     return dsl.pipeline(name=spec.kfp.pipeline_name, pipeline_root=spec.pipeline_root,
                         description="BodyPoseNet: dataset_convert → train → prune → retrain → export → calibrate, "

@@ -59,10 +59,12 @@ MODELS = tuple(zip(MODEL_LABELS, ("model", "pruned_model", "retrained_model", "r
                                   "int8_model"),
                    ("metrics_unpruned", "metrics_pruned", "metrics", "metrics_keras_export", "metrics_fp32",
                     "metrics_int8"), strict=True))  # label, the model's output, its metrics' output
+ENGINE_TARGETS = ("gpu_engine_targets", "jetson_engine_targets")  # outputs: the targets the INT8 gate kept, per pool
 
 
 RUN_TOKEN_ENV = "BPNET_LOCAL_RUN"  # inherited by every process of a run: how the driver finds them
 LOCK_FILE = ".local-run.json"
+SUMMARY_FILE = "summary.json"  # in a run folder: the run finished (written last, atomically)
 GRACE_SECONDS = 10.0  # SIGTERM, then SIGKILL for what is still alive after this
 
 
@@ -139,7 +141,7 @@ class RunGuard:
 
     def new_unfinished(self, before: list[str]) -> list[Path]:
         """Run folders made since ``before`` was listed that have no summary.json (not finished)."""
-        return [p for p in self.run_folders() if p.name not in before and not (p / "summary.json").exists()]
+        return [p for p in self.run_folders() if p.name not in before and not (p / SUMMARY_FILE).exists()]
 
     def clean_stale(self) -> None:
         """Stop and remove what a previous, SIGKILLed driver on this root left behind."""
@@ -220,21 +222,47 @@ def run_local(spec_path: str | Path, overrides: BaseModel | None = None) -> dict
         # ... and that Kubernetes-side settings (display names included) do nothing locally: documented.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         task = pipeline()
-    summary = summarize(task.outputs, time.perf_counter() - start)
-    from bpnet.release import read_latest
-
-    summary["promotion"] = task.outputs["promotion"]
-    summary["int8"] = task.outputs["int8_verdict"]
-    summary["same_mode"] = same_mode(summary["models"], spec.export.input_shape)
-    latest = read_latest(spec.release.root) if summary["promotion"] == PROMOTE else None
-    summary["release"] = latest["release"] if latest else None
-    summary["release_uri"] = latest["uri"] if latest else None
-    summary["engines"] = ("built: " + ", ".join(t.name for t in spec.engines.targets)) if spec.engines.enabled else \
-        "not built: engines.enabled is false (kfp.local has no TensorRT or GPU; they build on the cluster)"
+    summary = run_summary(task.outputs, time.perf_counter() - start, spec.engines.enabled, spec.release.root)
     run_dir = Path(task.outputs["model"].uri).parents[1]  # <root>/<run>/<task>/<output>
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(run_dir, summary)
     summary["run_dir"] = str(run_dir)
     return summary
+
+
+def run_summary(outputs: dict[str, Any], seconds: float, engines_enabled: bool, release_root: str) -> dict[str, Any]:
+    """``summarize`` and what the run decided, from its outputs (so the values the run used, run
+    parameters included): the gates' verdicts, the aspect-ratio mode the exported models were
+    evaluated at, the release, the engine targets built."""
+    from bpnet.release import read_latest
+
+    summary = summarize(outputs, seconds)
+    summary["promotion"] = outputs["promotion"]
+    summary["int8"] = outputs["int8_verdict"]
+    summary["same_mode"] = same_mode(summary["models"], outputs["exported_model"].metadata["input_shape"])
+    latest = read_latest(release_root) if summary["promotion"] == PROMOTE else None
+    summary["release"] = latest["release"] if latest else None
+    summary["release_uri"] = latest["uri"] if latest else None
+    summary["engines"] = engines_built(engines_enabled, summary["promotion"],
+                                       [t["target"] for key in ENGINE_TARGETS for t in outputs[key]])
+    return summary
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """``summary.json``, atomically: ``RunGuard`` takes a run folder with it as finished."""
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def engines_built(enabled: bool, promotion: str, targets: list[str]) -> str:
+    """What became of the TensorRT engines: the targets built (``targets``: those the
+    ``engine_targets`` parameter chose and the INT8 gate kept; built only for a promoted model),
+    or why there are none."""
+    if not enabled:
+        return "not built: engines.enabled is false (kfp.local has no TensorRT or GPU; they build on the cluster)"
+    if promotion != PROMOTE:
+        return f"not built: the model was not promoted ({promotion})"
+    if not targets:
+        return "none built: no engine target left after the engine_targets parameter and the INT8 gate"
+    return "built: " + ", ".join(targets)
 
 
 def summarize(outputs: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -258,12 +286,12 @@ def summarize(outputs: dict[str, Any], seconds: float) -> dict[str, Any]:
                         "inference": outputs["inference_report"].uri}}
 
 
-def same_mode(models: list[dict[str, Any]], input_shape: tuple[int, int]) -> dict[str, Any]:
-    """Keras, ONNX fp32 and INT8 AP at the exported models' input size and padding mode: the
-    export loss and the INT8 drop, like with like."""
+def same_mode(models: list[dict[str, Any]], input_shape: str) -> dict[str, Any]:
+    """Keras, ONNX fp32 and INT8 AP at the exported models' input size (``HxW``, as the export
+    reports it) and padding mode: the export loss and the INT8 drop, like with like."""
     ap = {m["model"]: m["AP"] for m in models}
     keras, fp32, int8 = ap[KERAS_EXPORT], ap[ONNX_FP32], ap[ONNX_INT8]
-    return {"mode": f"{EXPORTED_MODE} {input_shape[0]}x{input_shape[1]}", "Keras": keras, ONNX_FP32: fp32,
+    return {"mode": f"{EXPORTED_MODE} {input_shape}", "Keras": keras, ONNX_FP32: fp32,
             ONNX_INT8: int8, "export_loss": None if None in (keras, fp32) else round(keras - fp32, 4),
             "int8_drop": None if None in (fp32, int8) else round(fp32 - int8, 4)}
 
@@ -317,5 +345,5 @@ def format_summary(summary: dict[str, Any]) -> str:
     elif "promotion" in summary:
         lines.append(f"  {'release':<20}none — {summary['promotion']}")
     if "run_dir" in summary:
-        lines.append(f"  {'summary':<20}{_short(summary['run_dir'])}/summary.json")
+        lines.append(f"  {'summary':<20}{_short(summary['run_dir'])}/{SUMMARY_FILE}")
     return "\n".join(lines)

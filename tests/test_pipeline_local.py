@@ -282,3 +282,65 @@ def test_summary_columns_stay_aligned_after_the_longest_label():
     assert all(row.startswith(m["model"] + " ") for m, row in zip(models, model_rows, strict=True))
     assert len({len(row) for row in model_rows + [lines[header]]}) == 1  # right-aligned figures under their header
     assert all(row.endswith("0.078   0.354") for row in model_rows)
+
+
+def _run_outputs(tmp_path: Path, export_shape: str, promotion: str, gpu_targets: list[str]) -> dict:
+    """A run's outputs as kfp.local hands them over (artifacts with uri and metadata, parameters),
+    with made-up figures; the export reports the input size it exported at."""
+    from types import SimpleNamespace
+
+    from pipelines.local_run import MODELS, STEPS
+
+    def artifact(name: str, **metadata) -> SimpleNamespace:
+        return SimpleNamespace(uri=str(tmp_path / "run" / name / "out"), metadata=metadata)
+
+    outputs = {key: artifact(key) for _, key, _ in STEPS}
+    outputs.update({model: artifact(model) for _, model, _ in MODELS})
+    outputs.update({metrics: artifact(metrics, AP=0.5, AP50=0.7) for _, _, metrics in MODELS})
+    outputs.update(metrics=artifact("metrics", AP=0.5), evaluation_report=artifact("evaluation_report"),
+                   inference_report=artifact("inference_report"),
+                   exported_model=artifact("exported_model", input_shape=export_shape), promotion=promotion,
+                   int8_verdict="hold: INT8 AP below fp32 AP", jetson_engine_targets=[],
+                   gpu_engine_targets=[{"target": name, "precision": "fp16"} for name in gpu_targets])
+    return outputs
+
+
+def test_the_summary_reports_what_the_run_used_not_what_the_spec_says(tmp_path):
+    """``--set input_height=96`` exports (and compares Keras, ONNX fp32 and INT8) at 96x64 whatever
+    the spec's export size; the engines are the targets the INT8 gate kept (engine_targets chose
+    them), built for a promoted model only."""
+    from pipelines.local_run import run_summary
+
+    releases = str(tmp_path / "releases")
+    summary = run_summary(_run_outputs(tmp_path, "96x64", "promote", ["gpu-fp16"]), 1.0, True, releases)
+    assert summary["same_mode"]["mode"] == "pad_image_input 96x64" and summary["engines"] == "built: gpu-fp16"
+    hold = "hold: AP 0.1000 is below the minimum 0.5000"
+    assert run_summary(_run_outputs(tmp_path, "96x64", hold, ["gpu-fp16"]), 1.0, True, releases)["engines"] == (
+        f"not built: the model was not promoted ({hold})")
+    assert run_summary(_run_outputs(tmp_path, "96x64", "promote", []), 1.0, True, releases)["engines"].startswith(
+        "none built: no engine target left")
+    assert run_summary(_run_outputs(tmp_path, "96x64", "promote", ["gpu-fp16"]), 1.0, False, releases)[
+        "engines"].startswith("not built: engines.enabled is false")
+
+
+def test_summary_json_the_finished_marker_is_written_atomically(tmp_path, monkeypatch):
+    """RunGuard takes a run folder with summary.json as finished: a write cut short leaves none
+    (a plain write would leave a partial file marking the run finished), a whole one marks it."""
+    import os
+
+    from pipelines.local_run import SUMMARY_FILE, RunGuard, write_summary
+
+    run = tmp_path / "root" / "bpnet-1"
+    run.mkdir(parents=True)
+    guard = RunGuard(tmp_path / "root", "bpnet")
+
+    def cut_short(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(os, "replace", cut_short)
+    with pytest.raises(OSError, match="No space left"):
+        write_summary(run, {"seconds": 1.0})
+    monkeypatch.undo()
+    assert list(run.iterdir()) == [] and guard.new_unfinished([]) == [run]
+    write_summary(run, {"seconds": 1.0})
+    assert json.loads((run / SUMMARY_FILE).read_text()) == {"seconds": 1.0} and guard.new_unfinished([]) == []
