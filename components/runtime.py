@@ -28,7 +28,7 @@ from typing import Any, ParamSpec, TypeVar
 import yaml
 from pydantic import BaseModel
 
-from bpnet.artifacts import atomic_write_text
+from bpnet.artifacts import atomic_write_text, read_manifest
 from bpnet.deploy.export import CalibrationData
 from bpnet.errors import BpnetError, UsageError
 from bpnet.layout import (
@@ -140,9 +140,12 @@ def _write_yaml(data: dict[str, Any], dest: Path) -> Path:
 
 
 def record_summary(dataset_dir: str | Path, prefix: str) -> dict[str, Any]:
-    """The dataset_convert summary of one record set (shard names, samples written ...)."""
-    manifest = Path(dataset_dir) / RECORDS_DIR / f"{prefix}-manifest.json"  # as bpnet.data.convert names it
-    return json.loads(manifest.read_text())["metadata"]["summary"]
+    """The dataset_convert summary of one record set of a Dataset artifact (shard names, samples
+    written ...), from its manifest: what a later pod, which has only the artifact, reads."""
+    from bpnet.data.convert import output_paths
+
+    manifest, _ = output_paths(Path(dataset_dir) / RECORDS_DIR / prefix)
+    return read_manifest(manifest)["metadata"]["summary"]
 
 
 def data_version(dataset_uri: str, requested: str) -> str:
@@ -197,9 +200,11 @@ def dataset_convert(dataset_uri: str, dataset_spec: str, train_dir: str | Path, 
         atomic_write_text(work / DATASET_SPEC, json.dumps(spec, indent=2) + "\n")
         dataset = load_spec(work / DATASET_SPEC, DatasetSpec, default_path_context(work / DATASET_SPEC,
                                                                                    check_inputs=True))
+        converted = {}
         for prefix, (mode, _) in SPLITS.items():
             settings = build(ConvertSettings, mode=mode, generate_masks=generate_masks, num_shards=num_shards)
-            for line in steps_convert(dataset, work / RECORDS_DIR / prefix, settings).summary.lines():
+            converted[prefix] = steps_convert(dataset, work / RECORDS_DIR / prefix, settings)
+            for line in converted[prefix].summary.lines():
                 log.info("%s: %s", prefix, line)
         shared = set(_split_paths(spec, "train_data")) & set(_split_paths(spec, "test_data"))
         for prefix, (_, key) in SPLITS.items():
@@ -219,10 +224,9 @@ def dataset_convert(dataset_uri: str, dataset_spec: str, train_dir: str | Path, 
                     shutil.copytree(src, dest)
                 else:
                     shutil.copy2(src, dest)
-    train, val = (record_summary(outs[p], p) for p in SPLITS)
-    return {"source": dataset_uri, "files": files, "train_samples": train["samples_written"],
-            "train_images": train["images_written"], "val_samples": val["samples_written"],
-            "val_images": val["images_written"]}
+    train, val = (converted[p] for p in SPLITS)
+    return {"source": dataset_uri, "files": files, "train_samples": train.samples, "train_images": train.images,
+            "val_samples": val.samples, "val_images": val.images}
 
 
 def bind_train_spec(train_spec: str, pose_config: str, dataset_dir: str | Path, model_dir: str | Path,

@@ -139,7 +139,9 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
     summary = runtime.dataset_convert("s3://datasets/demo", spec_text, train_out, val_out, generate_masks=True,
                                       num_shards=2)
     assert summary["train_images"] > 0 and summary["val_images"] == 8
-    assert runtime.record_summary(train_out, "train")["shards"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
+    train = runtime.record_summary(train_out, "train")  # what the train pod reads from the artifact
+    assert train["shards"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
+    assert (summary["train_samples"], summary["train_images"]) == (train["samples_written"], train["images_written"])
     for out in (train_out, val_out):
         assert json.loads((out / "dataset_spec.json").read_text())["root_directory_path"] == "raw"
     # each artifact holds its own split only: evaluation pods download the val split alone
