@@ -3,7 +3,9 @@
 argparse -> the step's settings model (``bpnet.settings``, whose fields the flags are derived from)
 -> the step function -> an exit code. Values are checked by the settings models and the steps,
 never here. Exit codes: 0 success, 1 the work failed (e.g. invalid input data), 2 a bad command
-line or a bad spec (reported before any work starts, one line per problem).
+line or a bad spec (reported before any work starts, one line per problem). A failure is one line
+(a BpnetError's message, or the OS's for a path that cannot be read or written); anything else
+is a bug and is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -490,12 +492,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except BpnetError as exc:
         return _failed(parser, args, exc)
-    except (ValueError, OSError, RuntimeError) as exc:  # failures found while working: the message, no traceback
-        log.error("%s", exc)
+    except OSError as exc:  # a path given cannot be read or written (missing, no permission, disk full)
+        log.error("%s", exc)  # the OS's message names the path
         log.debug("where it was raised", exc_info=True)
         return EXIT_FAILED
     except MemoryError:
         log.error("out of memory")
+        return EXIT_FAILED
+    except Exception:  # anything else is a bug: its traceback is what a report needs
+        log.exception("bpnet %s failed (a bug, not a data or settings problem)", args.sub_task)
         return EXIT_FAILED
 
 

@@ -195,8 +195,8 @@ class EngineBuild:
         try:
             info = json.loads(info_path.read_text())
         except (OSError, ValueError) as exc:
-            raise FileNotFoundError(f"{engine}: no readable build record {info_path.name} ({exc}); an engine "
-                                    "without its TensorRT/CUDA/JetPack versions cannot be released") from None
+            raise ArtifactError(f"{engine}: no readable build record {info_path.name} ({exc}); an engine "
+                                "without its TensorRT/CUDA/JetPack versions cannot be released") from None
         # records written before engines said what serves them were all built for Triton
         return cls(info["target"], info["precision"], int(info["max_batch_size"]), engine, info["platform"],
                    info.get("serves", "triton"))

@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bpnet.artifacts import atomic_write_text
+from bpnet.errors import StepError, UsageError
 from bpnet.layout import EXPORTED_MODE
 from bpnet.release import KERAS_EXPORT, MODEL_LABELS, ONNX_FP32, ONNX_INT8, PROMOTE, PRUNED, RETRAINED, UNPRUNED
 from pipelines.arguments import load_run_spec, pipeline_arguments
@@ -150,8 +151,8 @@ class RunGuard:
         except (OSError, ValueError):
             old = {}
         if old.get("pid") and _start_time(old["pid"]) == old.get("start_time"):
-            raise RuntimeError(f"{self.lock}: another local run (pid {old['pid']}) is using {self.root}; "
-                               "wait for it or stop it first")
+            raise StepError(f"{self.lock}: another local run (pid {old['pid']}) is using {self.root}; "
+                            "wait for it or stop it first")
         stopped = stop_processes(old["token"], self.grace) if old.get("token") else 0
         removed = self.new_unfinished(old["before"]) if "before" in old else []  # unreadable lock: keep all
         for path in [*removed, Path(old.get("scratch", self.scratch))]:
@@ -208,7 +209,8 @@ def run_local(spec_path: str | Path, overrides: BaseModel | None = None) -> dict
 
     spec = load_run_spec(spec_path).for_local_run(spec_path)
     if not os.environ.get("BPNET_MODEL_KEY"):
-        raise ValueError("BPNET_MODEL_KEY is not set: the model key is taken from the environment only")
+        raise UsageError("not set (or empty) — the model key is taken from the environment only; export it",
+                         field="$BPNET_MODEL_KEY")
     arguments = pipeline_arguments(spec, overrides)
     pipeline = build_pipeline(spec, arguments)
     start = time.perf_counter()
@@ -219,7 +221,12 @@ def run_local(spec_path: str | Path, overrides: BaseModel | None = None) -> dict
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # ... and that Kubernetes-side settings (display names included) do nothing locally: documented.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        task = pipeline()
+        try:
+            task = pipeline()
+        except RuntimeError as exc:  # kfp.local's "... finished with status FAILURE": the step logged why
+            if "finished with status" not in str(exc):
+                raise
+            raise StepError(f"{exc} Its log above says why.") from None
     summary = summarize(task.outputs, time.perf_counter() - start)
     from bpnet.release import read_latest
 
