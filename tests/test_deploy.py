@@ -16,8 +16,8 @@ import yaml
 from bpnet.cli import main
 from bpnet.deploy.calibration import build_tensorfile, graph_tensors, read_trt_cache
 from bpnet.deploy.engine import EnginePlan, cache_for_version, parse_profile, trt_version_code
-from bpnet.errors import UsageError
-from bpnet.infer.predict import OnnxBackend
+from bpnet.errors import DataError, UsageError
+from bpnet.infer.predict import ModelMismatchError, OnnxBackend
 from bpnet.model.exported import read_exported
 from bpnet.model.io import ModelKeyError, load_model
 from bpnet.settings import EngineSettings
@@ -105,13 +105,14 @@ def test_too_few_calibration_images_is_a_clear_error(exported, synth_dir, tmp_pa
     code = main(["calibrate", "-m", str(exported["fp32"]), "-k", "tiny", "--cal_image_dir",
                  str(synth_dir / "val2017"), "--cal_data_file", str(tmp_path / "t.npy"), "--cal_cache_file",
                  str(tmp_path / "c.bin"), "--batches", "5", "--batch_size", "2"])
-    assert code == 1 and "8 images (.jpg/.jpeg/.png), but batches x batch_size = 10 are needed" in caplog.text
+    assert code == 1 and "8 usable (.jpg/.jpeg/.png), but cal_batches x cal_batch_size = 10 are needed" in caplog.text
+    assert "--batches/--batch_size, or export.cal_batches/cal_batch_size in a run spec" in caplog.text
     assert not (tmp_path / "t.npy").exists() and not (tmp_path / "c.bin").exists()
 
 
 def test_mismatched_tensorfile_is_refused(tmp_path):
     np.save(tmp_path / "t.npy", np.zeros((2, 1, 8, 8, 3), np.float32))
-    with pytest.raises(ValueError, match=r"holds float32 \(2, 1, 8, 8, 3\), expected float32 \(4, 1, 8, 8, 3\)"):
+    with pytest.raises(DataError, match=r"holds float32 \(2, 1, 8, 8, 3\), expected float32 \(4, 1, 8, 8, 3\)"):
         build_tensorfile(None, tmp_path / "t.npy", 4, 1, 8, 8, (256.0,) * 3, (0.5,) * 3)
 
 
@@ -159,7 +160,7 @@ def test_sdk_compatible_model_upsamples_pafs_and_is_refused_for_inference(sdk_ex
     assert info.sdk_compatible
     heat, paf = ort.InferenceSession(data).run(None, {"input_1": np.zeros((1, 64, 96, 3), np.float32)})
     assert heat.shape[1:3] == (8, 12) and paf.shape[1:3] == (32, 48)  # 1/8 and 1/2 of the input
-    with pytest.raises(ValueError, match="for deployment only"):
+    with pytest.raises(ModelMismatchError, match="for deployment only"):
         OnnxBackend(out, "tiny")
 
 

@@ -195,6 +195,43 @@ def test_a_failing_step_says_why_in_the_pod_log(synth_dir, tmp_path, caplog):
     assert "a bug, not a data or settings problem" in bug.getMessage() and bug.exc_info[0] is KeyError
 
 
+def test_make_run_without_a_model_key_exits_2_naming_it(tmp_path, synth_dir, monkeypatch, caplog):
+    monkeypatch.setenv("BPNET_MODEL_KEY", "")  # make run's ?= keeps a variable set to empty
+    assert main(["local", "--spec", str(local_spec(tmp_path, synth_dir))]) == 2
+    assert "$BPNET_MODEL_KEY: not set (or empty)" in caplog.text
+    assert not (tmp_path / "root").exists()  # stopped before the run started
+
+
+def test_a_failed_local_run_is_one_line_and_a_driver_bug_a_traceback(tmp_path, synth_dir, monkeypatch, caplog):
+    """kfp.local's "finished with status FAILURE" follows the failed step's own log: one line, exit 1;
+    another exception in the driver is a bug, logged with its traceback."""
+    import logging
+    from types import SimpleNamespace
+
+    import pipelines.local_run
+
+    class Pipeline:  # what build_pipeline returns, reduced to what run_local touches
+        pipeline_spec = SimpleNamespace(pipeline_info=SimpleNamespace(name="test"))
+
+        def __init__(self, error: Exception):
+            self.error = error
+
+        def __call__(self):
+            raise self.error
+
+    monkeypatch.setenv("BPNET_MODEL_KEY", "k")
+    spec = str(local_spec(tmp_path, synth_dir))
+    for error, bug in ((RuntimeError("Pipeline test finished with status FAILURE. Inner task failed: train."), False),
+                       (KeyError("planted"), True)):
+        monkeypatch.setattr(pipelines.local_run, "build_pipeline", lambda spec, arguments, e=error: Pipeline(e))
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="pipelines"):
+            assert main(["local", "--spec", spec]) == 1
+        (record,) = [r for r in caplog.records if r.name == "pipelines"]
+        assert ("a bug" in record.getMessage()) is bug and (record.exc_info is not None) is bug
+        assert bug or record.getMessage().endswith("Inner task failed: train. Its log above says why.")
+
+
 @pytest.mark.slow  # the whole DAG (two trainings, export, calibration, release) through kfp.local: make test-all
 def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypatch):
     from bpnet.overrides import RunOverrides

@@ -3,10 +3,11 @@
 **Tensorfile** (``--cal_data_file``): a NumPy ``.npy`` file holding one float32 array of shape
 ``(batches, batch_size, H, W, 3)``: ``batches x batch_size`` images from ``--cal_image_dir``
 (sorted by name, the first readable ones taken: an unreadable image is skipped with a warning
-naming it, as inference and evaluation skip one; too few readable ones is a DataError), preprocessed by the inference preprocessing
-(``bpnet.infer.network_input``: fitted into H x W as ``keep_aspect_ratio_mode`` says, RGB,
-``(pixel / image_scale) - image_offset``). An existing tensorfile of the right shape is reused,
-as the guide says; one of another shape is an error rather than silently wrong data.
+naming it, as inference and evaluation skip one; too few readable ones is a DataError),
+preprocessed by the inference preprocessing (``bpnet.infer.network_input``: fitted into H x W as
+``keep_aspect_ratio_mode`` says, RGB, ``(pixel / image_scale) - image_offset``). An existing
+tensorfile of the right shape is reused, as the guide says; one of another shape is an error
+rather than silently wrong data.
 
 **Ranges** come from ONNX Runtime's calibrators (entropy by default, with TensorRT's 2048-bin
 histograms; percentile 99.999 and minmax selectable) over every tensor of the exported graph.
