@@ -16,7 +16,7 @@ import yaml
 from bpnet.cli import main
 from bpnet.deploy.calibration import build_tensorfile, graph_tensors, read_trt_cache
 from bpnet.deploy.engine import EnginePlan, cache_for_version, parse_profile, trt_version_code
-from bpnet.errors import DataError, UsageError
+from bpnet.errors import DataError, ModelError, UsageError
 from bpnet.infer.predict import ModelMismatchError, OnnxBackend
 from bpnet.model.exported import read_exported
 from bpnet.model.io import ModelKeyError, load_model
@@ -114,6 +114,10 @@ def test_mismatched_tensorfile_is_refused(tmp_path):
     np.save(tmp_path / "t.npy", np.zeros((2, 1, 8, 8, 3), np.float32))
     with pytest.raises(DataError, match=r"holds float32 \(2, 1, 8, 8, 3\), expected float32 \(4, 1, 8, 8, 3\)"):
         build_tensorfile(None, tmp_path / "t.npy", 4, 1, 8, 8, (256.0,) * 3, (0.5,) * 3)
+    for garbage in (b"", b"not a tensorfile"):
+        (tmp_path / "t.npy").write_bytes(garbage)
+        with pytest.raises(DataError, match="t.npy: not a NumPy .npy tensorfile; remove it"):
+            build_tensorfile(None, tmp_path / "t.npy", 4, 1, 8, 8, (256.0,) * 3, (0.5,) * 3)
 
 
 def test_inference_and_evaluate_run_exported_fp32_and_int8_models(exported, synth_dir, tmp_path):
@@ -332,6 +336,14 @@ def test_a_cache_of_another_model_is_refused(exported, tmp_path, caplog):
     assert code == 1 and "not a cache of this model" in caplog.text
 
 
+@pytest.mark.parametrize(("content", "why"), [(b"\xff\xfe\x00", "not text"), (b"hello\n", "no TRT-... header"),
+                                            (b"TRT-1\nconv: zzzzzzzz\n", "line 2: expected '<tensor>: <8 hex")])
+def test_a_cache_that_is_not_tensorrt_text_is_a_model_error(tmp_path, content, why):
+    (tmp_path / "c.bin").write_bytes(content)
+    with pytest.raises(ModelError, match=why):
+        read_trt_cache(tmp_path / "c.bin")
+
+
 def test_int8_model_uses_the_cache_scales(exported):
     import onnx
     from onnx import numpy_helper
@@ -423,7 +435,6 @@ def test_derive_scales_refuses_an_op_that_could_widen_the_range(node, weights, m
     from onnx import helper
 
     from bpnet.deploy.calibration import derive_scales
-    from bpnet.errors import ModelError
 
     relu = helper.make_node("Relu", ["input_1"], ["r"], name="relu_std")
     standard = _graph([relu])
@@ -443,7 +454,6 @@ def test_derive_scales_refuses_an_op_that_could_widen_the_range(node, weights, m
 
 
 def test_a_cache_is_fitted_only_to_the_sdk_export_of_its_own_model(exported, tmp_path):
-    from bpnet.errors import ModelError
     from bpnet.steps.calibrate import fit_calibration
 
     with pytest.raises(ModelError, match="not the SDK-compatible fp32 export of"):

@@ -100,7 +100,11 @@ def build_tensorfile(image_dir: str | Path | None, dest: str | Path, batches: in
     dest = Path(dest)
     shape = (batches, batch_size, height, width, 3)
     if dest.is_file():
-        data = np.load(dest, mmap_mode="r")
+        try:
+            data = np.load(dest, mmap_mode="r")
+        except (ValueError, EOFError):  # not a .npy file (pickles are refused too), or empty
+            raise DataError(f"--cal_data_file {dest}: not a NumPy .npy tensorfile; remove it to build it again "
+                            "from the images") from None
         if data.shape != shape or data.dtype != np.float32:
             raise DataError(f"--cal_data_file {dest}: holds {data.dtype} {data.shape}, expected float32 {shape} "
                             "(batches, batch_size, H, W, 3); remove it or pass the matching settings")
