@@ -86,7 +86,7 @@ def add_settings(parser: argparse.ArgumentParser, model: type[BaseModel],
         names = (flags or {}).get(name, (f"--{name}",))
         if inner is not bool and "choices" not in kwargs:
             kwargs["metavar"] = names[-1].lstrip("-").upper()
-        shown = "" if default in (None, False, []) else f" (default: {default})"
+        shown = "" if default is None or default is False or default == [] else f" (default: {default})"
         kwargs["help"] = f"{info.description}{shown}"
         kwargs.update((overrides or {}).get(name, {}))
         parser.add_argument(*names, **kwargs)

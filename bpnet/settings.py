@@ -124,8 +124,8 @@ class EngineSettings(SpecModel):
     """``build_engine`` (as tlt-converter): precision, batch, workspace, DLA."""
 
     data_type: Precision = Field("fp32", description="engine precision")
-    max_batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="max batch size")
-    max_workspace_size: int = Field(1 << 30, ge=1 << 20, le=1 << 40, description="workspace bytes")
+    max_batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="TensorRT max batch size")
+    max_workspace_size: int = Field(1 << 30, ge=1 << 20, le=1 << 40, description="TensorRT workspace bytes")
     strict_type_constraints: bool = Field(False, description="obey precision constraints")
     dla_core: int | None = Field(None, ge=0, le=1, description="DLA core (Jetson), with GPU fallback")
 
