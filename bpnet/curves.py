@@ -93,10 +93,10 @@ class ValScorer:
 
 
 def is_ap_epoch(epoch: int, num_epoch: int, checkpoint_n_epoch: int, validation_every_n_epoch: int | None) -> bool:
-    """Whether the curve scores AP after ``epoch``: the validation runs TAO's
-    ``validation_every_n_epoch`` names are, in this trainer, the curve's AP points. Unset, they
-    follow the checkpoints (a point per saved model); 0 leaves only the last epoch's, so that every
-    curve ends with the AP of the model the step outputs."""
+    """Whether the curve scores AP after ``epoch``. Its AP points are this trainer's validation
+    runs, so TAO's ``validation_every_n_epoch`` spaces them. Unset, they follow the checkpoints (a
+    point per saved model); 0 leaves only the last epoch's, so that every curve still ends with the
+    AP of the model the step outputs."""
     every = checkpoint_n_epoch if validation_every_n_epoch is None else validation_every_n_epoch
     return epoch == num_epoch or (every > 0 and epoch % every == 0)
 
