@@ -282,3 +282,6 @@ def test_summary_columns_stay_aligned_after_the_longest_label():
     assert all(row.startswith(m["model"] + " ") for m, row in zip(models, model_rows, strict=True))
     assert len({len(row) for row in model_rows + [lines[header]]}) == 1  # right-aligned figures under their header
     assert all(row.endswith("0.078   0.354") for row in model_rows)
+    artifacts = lines[lines.index("artifacts:") + 1:]
+    assert [row.split("/runs/")[0].strip() for row in artifacts] == [s["step"] for s in steps]
+    assert len({row.index("/runs/") for row in artifacts}) == 1  # paths in one column, after the longest label
