@@ -20,7 +20,6 @@ from pydantic import BaseModel
 
 from bpnet import __version__
 from bpnet.errors import EXIT_FAILED, BpnetError, SpecError, UsageError
-from bpnet.model.exported import HEAT_NAME, PAF_NAME
 from bpnet.settings import (
     CalibrationSettings,
     ConvertSettings,
@@ -365,6 +364,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _add_build_engine(sub: argparse._SubParsersAction) -> None:
+    from bpnet.model.exported import HEAT_NAME, PAF_NAME
+
     p = sub.add_parser("build_engine", help="TensorRT engine from an exported model (as tlt-converter)",
                        description="Build a TensorRT engine on this machine's GPU (needs TensorRT). Flags as "
                                    "tlt-converter.")
