@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from bpnet import __version__
 from bpnet.errors import EXIT_FAILED, BpnetError, SpecError, UsageError
 from bpnet.settings import (
+    EXPORT_MAX_WORKSPACE,
     CalibrationSettings,
     ConvertSettings,
     EngineSettings,
@@ -296,7 +297,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                                                   "and, unless --sdk_compatible_model, a QDQ INT8 model"}})
     _calibration_arguments(p)
     add_settings(p, EngineSettings, {"max_batch_size": ("--max_batch_size",),
-                                     "max_workspace_size": ("--max_workspace_size",)}, only=EXPORT_ENGINE_FLAGS[1:3])
+                                     "max_workspace_size": ("--max_workspace_size",)}, only=EXPORT_ENGINE_FLAGS[1:3],
+                 overrides={"max_workspace_size": {"default": EXPORT_MAX_WORKSPACE, "help": "TensorRT workspace "
+                                                   f"bytes (default: {EXPORT_MAX_WORKSPACE}, the guide's export "
+                                                   "default; build_engine's -w is 1 GiB)"}})
     p.add_argument("--engine_file", default=None, help="also build a TensorRT engine here (needs TensorRT + GPU)")
     p.add_argument("--force_ptq", action="store_true", help="accepted for compatibility: calibration is PTQ here")
     add_settings(p, EngineSettings, {"strict_type_constraints": ("-s", "--strict_type_constraints")},

@@ -120,6 +120,11 @@ class DeploySettings(ExportSettings, CalibrationSettings):
     """The pipeline's export and calibrate steps: the input size and the calibration data."""
 
 
+# The guide gives two workspace defaults: tlt-converter's ``-w`` 1 << 30 (EngineSettings) and
+# ``export --max_workspace_size`` 2 * (1 << 30), the engine ``export --engine_file`` builds.
+EXPORT_MAX_WORKSPACE = 2 * (1 << 30)
+
+
 class EngineSettings(SpecModel):
     """``build_engine`` (as tlt-converter): precision, batch, workspace, DLA."""
 

@@ -197,8 +197,10 @@ def test_cli_defaults_come_from_the_library():
     from bpnet.data.synth import generate
     from bpnet.model.exported import HEAT_NAME, PAF_NAME
 
-    assert (_actions("export")["max_workspace_size"].default ==
-            settings.EngineSettings.model_fields["max_workspace_size"].default)
+    # the guide's two workspace defaults: export 2 GiB, tlt-converter (build_engine) 1 GiB
+    assert _actions("export")["max_workspace_size"].default == settings.EXPORT_MAX_WORKSPACE == 2 * (1 << 30)
+    assert (_actions("build_engine")["max_workspace_size"].default ==
+            settings.EngineSettings.model_fields["max_workspace_size"].default == 1 << 30)
     assert _actions("build_engine")["outputs"].default.split(",") == [HEAT_NAME, PAF_NAME]
     params = inspect.signature(generate).parameters
     for name, field in settings.SynthSettings.model_fields.items():
