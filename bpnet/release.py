@@ -26,7 +26,7 @@ import math
 import secrets
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ from bpnet.layout import (
     SDK_EXPORTED_FILE,
     TRAIN_SPEC_FILE,
 )
-from bpnet.settings import Server
+from bpnet.settings import Server, ServingOptions
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams
 from bpnet.storage import MANIFEST_NAME, StorageError, open_store
@@ -203,24 +203,6 @@ class EngineBuild:
 
 
 @dataclass(frozen=True)
-class ServingOptions:
-    """The run spec's ``serving`` and ``release.plain_onnx`` choices, as the library sees them."""
-
-    plain_onnx: bool = False
-    onnx_max_batch_size: int = 8
-    max_people: int = 20
-    name: str = "bpnet"
-    namespace: str | None = None
-    gpus: int = 1
-    cpu: str | None = None
-    memory: str | None = None
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    service_account: str | None = None
-    runtime: str | None = None
-
-
-@dataclass(frozen=True)
 class ServedModels:
     """What a release serves: the standard export for Triton, the SDK-compatible one for DeepStream
     (decrypted ONNX bytes), and the calibration cache INT8 DeepStream engines read (release path)."""
@@ -254,9 +236,10 @@ def _write_triton(release: Path, release_uri: str, release_id: str, models: Serv
                                             BPNET_SKELETON.num_joints)
     service = kserve.inference_service(
         name=options.name, storage_uri=_join(release_uri, TRITON_DIR), gpus=options.gpus, cpu=options.cpu,
-        memory=options.memory, node_selector=options.node_selector, tolerations=options.tolerations,
-        namespace=options.namespace, service_account=options.service_account, runtime=options.runtime,
-        release_id=release_id)
+        memory=options.memory, node_selector=options.pool.node_selector,
+        tolerations=[t.model_dump() for t in options.pool.tolerations], namespace=options.namespace,
+        service_account=options.service_account, runtime=options.runtime, release_id=release_id,
+        accelerator=options.accelerator_type)
     (release / KSERVE_FILE).parent.mkdir(parents=True, exist_ok=True)
     (release / KSERVE_FILE).write_text(yaml.safe_dump(service, sort_keys=False))
     return {"ensembles": ensembles, "networks": [n.name for n in networks]}

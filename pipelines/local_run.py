@@ -315,14 +315,16 @@ def format_summary(summary: dict[str, Any]) -> str:
     ordered = [k for k in METRIC_ORDER if k in metrics]
     lines += ["", "retrained model, val split: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ordered), "",
               "artifacts:"]
-    lines += [f"  {s['step']:<20}{_short(s['output'])}" for s in summary["steps"]]
-    lines += [f"  {name + ' report':<20}{_short(uri)}" for name, uri in summary["reports"].items()]
+    rows = [(s["step"], _short(s["output"])) for s in summary["steps"]]
+    rows += [(f"{name} report", _short(uri)) for name, uri in summary["reports"].items()]
     if "engines" in summary:
-        lines.append(f"  {'TensorRT engines':<20}{summary['engines']}")
+        rows.append(("TensorRT engines", summary["engines"]))
     if summary.get("release"):
-        lines.append(f"  {'release (latest)':<20}{_short(summary['release_uri'])}")
+        rows.append(("release (latest)", _short(summary["release_uri"])))
     elif "promotion" in summary:
-        lines.append(f"  {'release':<20}none — {summary['promotion']}")
+        rows.append(("release", f"none — {summary['promotion']}"))
     if "run_dir" in summary:
-        lines.append(f"  {'summary':<20}{_short(summary['run_dir'])}/summary.json")
+        rows.append(("summary", f"{_short(summary['run_dir'])}/summary.json"))
+    width = max(len(label) for label, _ in rows) + 2  # the longest label ("evaluate Keras (export mode)")
+    lines += [f"  {label:<{width}}{value}" for label, value in rows]
     return "\n".join(lines)

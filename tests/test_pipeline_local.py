@@ -64,7 +64,7 @@ def test_repository_run_specs_load():
     ({"prune": {"pruning_threshold": 1.5}}, "prune.pruning_threshold: 1.5 — expected less than or equal to 1"),
     ({"engines": {"enabled": True}}, "images.jetson: null — engines.targets has Jetson targets: set images.jetson"),
     ({"prune": {"equalization_criterion": "median"}}, "prune.equalization_criterion: \"median\" — expected 'union'"),
-    ({"serving": {"memory": "lots"}}, "serving.memory: \"lots\" — String should match pattern"),
+    ({"serving": {"memory": "lots"}}, "serving.memory: \"lots\" — expected a positive Kubernetes quantity"),
     ({"release": {"root": "r", "max_int8_ap_drop": 2}},
      "release.max_int8_ap_drop: 2 — expected less than or equal to 1"),
     ({"serving": {"name": "Bad_Name"}}, "serving.name: \"Bad_Name\" — String should match pattern"),
@@ -178,7 +178,7 @@ def test_a_failing_step_says_why_in_the_pod_log(synth_dir, tmp_path, caplog):
     image.write_bytes(image.read_bytes()[:200])  # truncated
     spec_text = (synth_dir / "coco_spec.json").read_text()
     with caplog.at_level(logging.ERROR, logger="bpnet.components"), pytest.raises(DataError):
-        runtime.dataset_convert(str(data), spec_text, tmp_path / "train_data", tmp_path / "val_data")
+        runtime.dataset_convert(str(data), spec_text, tmp_path / "train_data", tmp_path / "val_data", True, 1)
     failure = next(r for r in caplog.records if r.name == "bpnet.components")
     assert failure.getMessage().startswith("dataset_convert failed: 1 problem(s) in the input data")
     assert image.name in failure.getMessage() and failure.exc_info is None
@@ -319,3 +319,6 @@ def test_summary_columns_stay_aligned_after_the_longest_label():
     assert all(row.startswith(m["model"] + " ") for m, row in zip(models, model_rows, strict=True))
     assert len({len(row) for row in model_rows + [lines[header]]}) == 1  # right-aligned figures under their header
     assert all(row.endswith("0.078   0.354") for row in model_rows)
+    artifacts = lines[lines.index("artifacts:") + 1:]
+    assert [row.split("/runs/")[0].strip() for row in artifacts] == [s["step"] for s in steps]
+    assert len({row.index("/runs/") for row in artifacts}) == 1  # paths in one column, after the longest label

@@ -52,6 +52,7 @@ import numpy as np
 from bpnet.artifacts import atomic_output, atomic_write_text
 from bpnet.errors import DataError, ModelError, UsageError
 from bpnet.infer.network_input import plan, to_network_input
+from bpnet.layout import EXPORTED_MODE
 from bpnet.preprocess import ImageReadError, read_image
 from bpnet.settings import CalibrationMethod
 
@@ -95,7 +96,7 @@ def _readable(paths: list[Path], skipped: list[Path]) -> Iterator[np.ndarray]:
 
 def build_tensorfile(image_dir: str | Path | None, dest: str | Path, batches: int, batch_size: int,
                      height: int, width: int, image_scale: tuple[float, float, float],
-                     image_offset: tuple[float, float, float], mode: str | None = "pad_image_input") -> np.ndarray:
+                     image_offset: tuple[float, float, float], mode: str | None = EXPORTED_MODE) -> np.ndarray:
     """The calibration tensor (batches, batch_size, H, W, 3): read from ``dest`` if it exists."""
     dest = Path(dest)
     shape = (batches, batch_size, height, width, 3)
