@@ -3,7 +3,9 @@
 argparse -> the step's settings model (``bpnet.settings``, whose fields the flags are derived from)
 -> the step function -> an exit code. Values are checked by the settings models and the steps,
 never here. Exit codes: 0 success, 1 the work failed (e.g. invalid input data), 2 a bad command
-line or a bad spec (reported before any work starts, one line per problem).
+line or a bad spec (reported before any work starts, one line per problem). A failure is one line
+(a BpnetError's message, or the OS's for a path that cannot be read or written); anything else
+is a bug and is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from pydantic import BaseModel
 from bpnet import __version__
 from bpnet.errors import EXIT_FAILED, BpnetError, SpecError, UsageError
 from bpnet.settings import (
+    EXPORT_MAX_WORKSPACE,
     CalibrationSettings,
     ConvertSettings,
     EngineSettings,
     EvaluateSettings,
     InferenceSettings,
     PruneSettings,
+    SynthSettings,
     TrainSettings,
     build,
 )
@@ -45,7 +49,7 @@ CALIBRATION_FLAGS = {"cal_batches": ("--batches",), "cal_batch_size": ("--batch_
 ENGINE_FLAGS = {"data_type": ("-t", "--data_type"), "max_batch_size": ("-m", "--max_batch_size"),
                 "max_workspace_size": ("-w", "--max_workspace_size"),
                 "strict_type_constraints": ("-s", "--strict_type_constraints"), "dla_core": ("-u", "--dla_core")}
-EXPORT_ENGINE_FLAGS = ("data_type", "max_batch_size", "strict_type_constraints")  # export's own workspace default
+EXPORT_ENGINE_FLAGS = ("data_type", "max_batch_size", "max_workspace_size", "strict_type_constraints")
 
 
 def _literal_choices(annotation: Any) -> tuple | None:
@@ -84,7 +88,7 @@ def add_settings(parser: argparse.ArgumentParser, model: type[BaseModel],
         names = (flags or {}).get(name, (f"--{name}",))
         if inner is not bool and "choices" not in kwargs:
             kwargs["metavar"] = names[-1].lstrip("-").upper()
-        shown = "" if default in (None, False, []) else f" (default: {default})"
+        shown = "" if default is None or default is False or default == [] else f" (default: {default})"
         kwargs["help"] = f"{info.description}{shown}"
         kwargs.update((overrides or {}).get(name, {}))
         parser.add_argument(*names, **kwargs)
@@ -171,11 +175,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                        description="Write a deterministic synthetic COCO person-keypoints dataset "
                                    "and a dataset spec (DIR/coco_spec.json) that dataset_convert accepts.")
     p.add_argument("-o", "--output_dir", required=True, help="directory to write the dataset to")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--train_images", type=int, default=128, help="number of training images (default: 128)")
-    p.add_argument("--val_images", type=int, default=32, help="number of validation images (default: 32)")
-    p.add_argument("--hard_scenes", action="store_true",
-                   help="crowds, occlusion, clutter and unlabeled people instead of the demo's plain scenes")
+    add_settings(p, SynthSettings)
     _common(p, spec_paths=False)
     p.set_defaults(func=_run_synth)
 
@@ -183,8 +183,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 def _run_synth(args: argparse.Namespace) -> int:
     from bpnet.data.synth import generate
 
-    counts = generate(args.output_dir, seed=args.seed, train_images=args.train_images, val_images=args.val_images,
-                      hard_scenes=args.hard_scenes)
+    counts = generate(args.output_dir, **settings_of(SynthSettings, args).model_dump())
     for split, c in counts.items():
         log.info("%s: %d images, %d annotations", split, c["images"], c["annotations"])
     log.info("dataset spec: %s/coco_spec.json", args.output_dir)
@@ -300,14 +299,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                                                   "--cal_data_file exists), TensorRT cache of the exported graph "
                                                   "and, unless --sdk_compatible_model, a QDQ INT8 model"}})
     _calibration_arguments(p)
-    add_settings(p, EngineSettings, {"max_batch_size": ("--max_batch_size",)}, only=EXPORT_ENGINE_FLAGS[1:2],
-                 overrides={"max_batch_size": {"help": "TensorRT max batch size (default: 1)"}})
-    p.add_argument("--max_workspace_size", type=int, default=2 * (1 << 30),
-                   help="TensorRT workspace bytes (default: 2 GiB)")
+    add_settings(p, EngineSettings, {"max_batch_size": ("--max_batch_size",),
+                                     "max_workspace_size": ("--max_workspace_size",)}, only=EXPORT_ENGINE_FLAGS[1:3],
+                 overrides={"max_workspace_size": {"default": EXPORT_MAX_WORKSPACE, "help": "TensorRT workspace "
+                                                   f"bytes (default: {EXPORT_MAX_WORKSPACE}, the guide's export "
+                                                   "default; build_engine's -w is 1 GiB)"}})
     p.add_argument("--engine_file", default=None, help="also build a TensorRT engine here (needs TensorRT + GPU)")
     p.add_argument("--force_ptq", action="store_true", help="accepted for compatibility: calibration is PTQ here")
     add_settings(p, EngineSettings, {"strict_type_constraints": ("-s", "--strict_type_constraints")},
-                 only=EXPORT_ENGINE_FLAGS[2:], overrides={"strict_type_constraints": {"help": "TensorRT strict "
+                 only=EXPORT_ENGINE_FLAGS[3:], overrides={"strict_type_constraints": {"help": "TensorRT strict "
                                                                                       "types (int8)"}})
     p.add_argument("--sdk_compatible_model", action="store_true",
                    help="add the deployable model's post-processing (PAFs upsampled to 1/2); deployment only "
@@ -371,6 +371,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _add_build_engine(sub: argparse._SubParsersAction) -> None:
+    from bpnet.model.exported import HEAT_NAME, PAF_NAME
+
     p = sub.add_parser("build_engine", help="TensorRT engine from an exported model (as tlt-converter)",
                        description="Build a TensorRT engine on this machine's GPU (needs TensorRT). Flags as "
                                    "tlt-converter. Beside the engine <name>.engine goes its build record "
@@ -379,7 +381,7 @@ def _add_build_engine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input_file", help="the exported model (.etlt / .onnx)")
     _key_argument(p)
     p.add_argument("-d", "--input_dims", type=_hwc, default=None, help="H,W,C (default: the exported input size)")
-    p.add_argument("-o", "--outputs", default="heatmap_out,paf_out", help="output node names (comma-separated)")
+    p.add_argument("-o", "--outputs", default=f"{HEAT_NAME},{PAF_NAME}", help="output node names (comma-separated)")
     p.add_argument("-c", "--cal_cache", default=None, help="calibration cache (int8)")
     p.add_argument("-e", "--engine_file", required=True, help="where the engine is written")
     p.add_argument("-b", "--batch_size", type=int, default=1,
@@ -493,12 +495,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except BpnetError as exc:
         return _failed(parser, args, exc)
-    except (ValueError, OSError, RuntimeError) as exc:  # failures found while working: the message, no traceback
-        log.error("%s", exc)
+    except OSError as exc:  # a path given cannot be read or written (missing, no permission, disk full)
+        log.error("%s", exc)  # the OS's message names the path
         log.debug("where it was raised", exc_info=True)
         return EXIT_FAILED
     except MemoryError:
         log.error("out of memory")
+        return EXIT_FAILED
+    except Exception:  # anything else is a bug: its traceback is what a report needs
+        log.exception("bpnet %s failed (a bug, not a data or settings problem)", args.sub_task)
         return EXIT_FAILED
 
 

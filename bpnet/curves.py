@@ -1,7 +1,8 @@
 """The learning curve of a training run, so that a user sees learning rather than one number.
 
-Per epoch: the mean training loss. At every checkpoint epoch (``checkpoint_n_epoch``) and at the
-last one: COCO keypoint AP of the model as it is, on the first ``VAL_IMAGES`` images of the
+Per epoch: the mean training loss. Every ``validation_every_n_epoch`` epochs (every checkpoint
+epoch, ``checkpoint_n_epoch``, when the spec leaves it unset; 0: none) and at the last epoch: COCO
+keypoint AP of the model as it is, on the first ``VAL_IMAGES`` images of the
 dataset spec's test split, at the training input height (``adjust_network_input``, the decoder's
 default thresholds). That takes seconds even on a CPU; on so few images it is an estimate of the
 trend, not the evaluation step's figure.
@@ -91,9 +92,18 @@ class ValScorer:
         return metrics
 
 
+def is_ap_epoch(epoch: int, num_epoch: int, checkpoint_n_epoch: int, validation_every_n_epoch: int | None) -> bool:
+    """Whether the curve scores AP after ``epoch``. Its AP points are this trainer's validation
+    runs, so TAO's ``validation_every_n_epoch`` spaces them. Unset, they follow the checkpoints (a
+    point per saved model); 0 leaves only the last epoch's, so that every curve still ends with the
+    AP of the model the step outputs."""
+    every = checkpoint_n_epoch if validation_every_n_epoch is None else validation_every_n_epoch
+    return epoch == num_epoch or (every > 0 and epoch % every == 0)
+
+
 class LearningCurve:
     def __init__(self, spec: TrainSpec, results_dir: str | Path, start_epoch: int, scorer: ValScorer | None = None):
-        self.every, self.last = max(1, spec.checkpoint_n_epoch), spec.num_epoch
+        self.spec, self.last = spec, spec.num_epoch
         self.results = Path(results_dir)
         self.scorer = scorer
         self.points = [p for p in read_curve(self.results / CURVE_JSON) if p.epoch <= start_epoch]
@@ -104,7 +114,9 @@ class LearningCurve:
         import tensorflow as tf
 
         point = CurvePoint(epoch, step, float(mean_loss))
-        if self.scorer is not None and (epoch % self.every == 0 or epoch == self.last):
+        spec = self.spec
+        if self.scorer is not None and is_ap_epoch(epoch, spec.num_epoch, spec.checkpoint_n_epoch,
+                                                   spec.validation_every_n_epoch):
             metrics = self.scorer(model)
             point.ap, point.ap50, point.ap75 = metrics["AP"], metrics["AP50"], metrics["AP75"]
             log.info("epoch %d: mean loss %.4g, AP %.3f (AP50 %.3f, AP75 %.3f) on %d val images", epoch,

@@ -26,12 +26,11 @@ import math
 import secrets
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpnet.artifacts import ArtifactError, atomic_write_text, parse_manifest, sha256_file
-from bpnet.errors import ModelError
 from bpnet.layout import (
     CALIBRATION_CACHE,
     CALIBRATION_TENSORFILE,
@@ -46,7 +45,7 @@ from bpnet.layout import (
     TRAIN_SPEC_FILE,
     engine_record,
 )
-from bpnet.settings import Server
+from bpnet.settings import Server, ServingOptions
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams
 from bpnet.storage import MANIFEST_NAME, StorageError, open_store
@@ -197,30 +196,12 @@ class EngineBuild:
         try:
             info = json.loads(info_path.read_text())
         except (OSError, ValueError) as exc:
-            raise ModelError(f"{engine}: no readable build record {info_path} ({exc}); an engine without its "
-                             "TensorRT/CUDA/JetPack versions cannot be released: build it with `bpnet "
-                             "build_engine`, which writes the record beside the engine") from None
+            raise ArtifactError(f"{engine}: no readable build record {info_path} ({exc}); an engine without its "
+                                "TensorRT/CUDA/JetPack versions cannot be released: build it with `bpnet "
+                                "build_engine`, which writes the record beside the engine") from None
         # records written before engines said what serves them were all built for Triton
         return cls(info["target"], info["precision"], int(info["max_batch_size"]), engine, info["platform"],
                    info.get("serves", "triton"))
-
-
-@dataclass(frozen=True)
-class ServingOptions:
-    """The run spec's ``serving`` and ``release.plain_onnx`` choices, as the library sees them."""
-
-    plain_onnx: bool = False
-    onnx_max_batch_size: int = 8
-    max_people: int = 20
-    name: str = "bpnet"
-    namespace: str | None = None
-    gpus: int = 1
-    cpu: str | None = None
-    memory: str | None = None
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    service_account: str | None = None
-    runtime: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,9 +238,10 @@ def _write_triton(release: Path, release_uri: str, release_id: str, models: Serv
                                             BPNET_SKELETON.num_joints)
     service = kserve.inference_service(
         name=options.name, storage_uri=_join(release_uri, TRITON_DIR), gpus=options.gpus, cpu=options.cpu,
-        memory=options.memory, node_selector=options.node_selector, tolerations=options.tolerations,
-        namespace=options.namespace, service_account=options.service_account, runtime=options.runtime,
-        release_id=release_id)
+        memory=options.memory, node_selector=options.pool.node_selector,
+        tolerations=[t.model_dump() for t in options.pool.tolerations], namespace=options.namespace,
+        service_account=options.service_account, runtime=options.runtime, release_id=release_id,
+        accelerator=options.accelerator_type)
     (release / KSERVE_FILE).parent.mkdir(parents=True, exist_ok=True)
     (release / KSERVE_FILE).write_text(yaml.safe_dump(service, sort_keys=False))
     return {"ensembles": ensembles, "networks": [n.name for n in networks]}

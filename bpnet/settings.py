@@ -8,9 +8,11 @@ CLI, the run spec and a library caller refuse the same values with the same mess
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from bpnet.errors import UsageError
 from bpnet.specs.base import DEFAULT_INPUT_SHAPE, MAX_BATCH, CrossFieldError, InputShape, SpecModel
@@ -63,6 +65,16 @@ class TrainSettings(SpecModel):
                               "eye)")
 
 
+class SynthSettings(SpecModel):
+    """``synth``: the size and seed of the synthetic demo dataset (``bpnet.data.synth.generate``)."""
+
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")
+    train_images: int = Field(128, ge=1, le=1_000_000, description="number of training images")
+    val_images: int = Field(32, ge=1, le=1_000_000, description="number of validation images")
+    hard_scenes: bool = Field(False, description="crowds, occlusion, clutter and unlabeled people instead of the "
+                              "demo's plain scenes")
+
+
 class PruneSettings(SpecModel):
     """``prune``: the ``tlt bpnet prune`` flags by their long names, defaults as the guide's."""
 
@@ -108,12 +120,17 @@ class DeploySettings(ExportSettings, CalibrationSettings):
     """The pipeline's export and calibrate steps: the input size and the calibration data."""
 
 
+# The guide gives two workspace defaults: tlt-converter's ``-w`` 1 << 30 (EngineSettings) and
+# ``export --max_workspace_size`` 2 * (1 << 30), the engine ``export --engine_file`` builds.
+EXPORT_MAX_WORKSPACE = 2 * (1 << 30)
+
+
 class EngineSettings(SpecModel):
     """``build_engine`` (as tlt-converter): precision, batch, workspace, DLA."""
 
     data_type: Precision = Field("fp32", description="engine precision")
-    max_batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="max batch size")
-    max_workspace_size: int = Field(1 << 30, ge=1 << 20, le=1 << 40, description="workspace bytes")
+    max_batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="TensorRT max batch size")
+    max_workspace_size: int = Field(1 << 30, ge=1 << 20, le=1 << 40, description="TensorRT workspace bytes")
     strict_type_constraints: bool = Field(False, description="obey precision constraints")
     dla_core: int | None = Field(None, ge=0, le=1, description="DLA core (Jetson), with GPU fallback")
 
@@ -129,6 +146,91 @@ class PromotionSettings(SpecModel):
     """The promotion gate (``bpnet.release.promotion_gate``): the AP a model must reach."""
 
     min_ap: float = Field(0.0, ge=0.0, le=1.0, description="the retrained model's AP must reach this to be released")
+
+
+NVIDIA_GPU = "nvidia.com/gpu"
+"""The extended resource the NVIDIA GPU Operator advertises (and the taint of its GPU nodes)."""
+
+QUANTITY = re.compile(r"(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>[eE][+-]?[0-9]+|[KMGTPE]i|[mkMGTPE])?")
+"""Kubernetes' quantity grammar (k8s.io/apimachinery ``resource.Quantity``), unsigned: a decimal
+number (``4``, ``0.5``, ``.5``) with a binary (``Ki`` ... ``Ei``) or decimal (``m``, ``k`` ... ``E``)
+suffix, or an exponent (``1e3``)."""
+_BINARY, _DECIMAL = "KMGTPE", "kMGTPE"
+
+
+def quantity_value(text: str) -> Decimal:
+    """The number a Kubernetes quantity stands for (``1.5Gi`` -> 1610612736, ``500m`` -> 0.5)."""
+    match = QUANTITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    number, suffix = Decimal(match["number"]), match["suffix"] or ""
+    if suffix.endswith("i"):
+        return number * 1024 ** (_BINARY.index(suffix[0]) + 1)
+    if len(suffix) > 1:  # an exponent: e3, E-2 (a lone E is exa)
+        return number.scaleb(int(suffix[1:]))
+    if suffix == "m":
+        return number / 1000
+    return number * 1000 ** (_DECIMAL.index(suffix) + 1) if suffix else number
+
+
+def _quantity(example: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if len(value) > 32 or QUANTITY.fullmatch(value) is None or quantity_value(value) <= 0:
+            raise ValueError(f"expected a positive Kubernetes quantity such as {example}")
+        return value
+    return AfterValidator(check)
+
+
+CpuQuantity = Annotated[str, _quantity("'4', '0.5', '.5' or '500m'"),
+                        Field(description="CPU request, e.g. '4', '0.5' or '500m'")]
+MemoryQuantity = Annotated[str, _quantity("'16Gi', '1.5Gi' or '512M'"),
+                           Field(description="memory request and limit, e.g. '16Gi', '1.5Gi' or '512M'")]
+
+
+class Toleration(SpecModel):
+    key: str = Field(min_length=1)
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+class NodePool(SpecModel):
+    """How pods land on a pool: node labels to select and taints to tolerate."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+
+def gpu_pool() -> NodePool:
+    """The GPU Operator's nodes: tolerate its GPU taint."""
+    return NodePool(tolerations=[Toleration(key=NVIDIA_GPU)])
+
+
+class ServingSettings(SpecModel):
+    """How a release is served (the run spec's ``serving``): the KServe InferenceService (GPU, node
+    pool, resources, runtime) and the Triton models' batch and people limits."""
+
+    name: str = Field("bpnet", min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                      description="InferenceService name")
+    namespace: str | None = None
+    gpus: int = Field(1, ge=0, le=16)
+    cpu: CpuQuantity | None = Field(None, description="CPU request and limit, e.g. '4' or '.5'")
+    memory: MemoryQuantity | None = Field(None, description="memory request and limit, e.g. '8Gi' or '1.5Gi'")
+    pool: NodePool = Field(default_factory=gpu_pool, description="node selector and tolerations of the predictor")
+    runtime: str | None = Field(None, description="KServe ServingRuntime; unset = KServe picks one for 'triton'")
+    service_account: str | None = Field(None, description="service account with read access to the storage URI")
+    onnx_max_batch_size: int = Field(8, ge=1, le=1024, description="max_batch_size of the ONNX CPU model")
+    max_people: int = Field(20, ge=1, le=1000, description="people per image the Triton ensemble answers")
+
+
+class ServingOptions(ServingSettings):
+    """What a release's serving files are written from (``bpnet.release``): the serving settings,
+    whether the plain ONNX is shipped, and the resource name GPUs are requested by."""
+
+    plain_onnx: bool = Field(False, description="also ship the unencrypted ONNX (Triton CPU model); off by "
+                             "default: it is the model in the clear, readable by anyone who can read the release")
+    accelerator_type: str = Field(NVIDIA_GPU, min_length=1, description="the extended resource GPUs are "
+                                  "requested as (the GPU Operator's by default)")
 
 
 class InferenceSettings(SpecModel):

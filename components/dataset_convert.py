@@ -4,13 +4,15 @@ from kfp.dsl import Dataset, Output
 
 
 def dataset_convert(dataset_uri: str, data_version: str, dataset_spec: str, train_data: Output[Dataset],
-                    val_data: Output[Dataset], generate_masks: bool = True, num_shards: int = 1):
+                    val_data: Output[Dataset], generate_masks: bool, num_shards: int):
     """Fetch ``dataset_uri`` through bpnet.storage and run ``bpnet dataset_convert`` on both splits.
 
-    ``data_version`` is not read: it is part of the cache key (see data_version), so new data
-    behind the same URI is never served a cached conversion. ``dataset_spec`` is the JSON text of
-    the dataset spec; its ``root_directory_path`` is replaced by the fetched copy. Each split goes
-    to its own artifact, so evaluation pods download the val split only.
+    ``generate_masks`` and ``num_shards`` are ``bpnet.settings.ConvertSettings``' (the run spec's
+    ``dataset`` section gives them). ``data_version`` is not read: it is part of the cache key (see
+    data_version), so new data behind the same URI is never served a cached conversion.
+    ``dataset_spec`` is the JSON text of the dataset spec; its ``root_directory_path`` is replaced
+    by the fetched copy. Each split goes to its own artifact, so evaluation pods download the val
+    split only.
     """
     from components import runtime
 

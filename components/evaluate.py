@@ -4,7 +4,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 
 def evaluate(val_data: Input[Dataset], model: Input[Model], inference_spec: str, metrics: Output[Metrics],
-             report: Output[HTML], results: Output[Artifact], report_images: int = 4, label: str = "",
+             report: Output[HTML], results: Output[Artifact], report_images: int, label: str = "",
              export_settings: str = "") -> float:
     """Run ``bpnet evaluate`` on the val split; log AP/AR as metrics; return AP (for ``dsl.If``).
     ``label`` names the model in the report (unpruned, pruned, retrained). With ``export_settings``

@@ -4,7 +4,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
 
 
 def inference(val_data: Input[Dataset], model: Input[Model], inference_spec: str, detections: Output[Artifact],
-              report: Output[HTML], report_images: int = 4):
+              report: Output[HTML], report_images: int):
     """Run ``bpnet inference`` (with drawings) on the images of ``val_data``."""
     from components import runtime
 

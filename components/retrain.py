@@ -4,7 +4,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 
 def retrain(train_data: Input[Dataset], val_data: Input[Dataset], pruned: Input[Model], retrain_spec: str,
-            pose_config: str, model: Output[Model], gpus: int = 1):
+            pose_config: str, model: Output[Model], gpus: int):
     """Run ``bpnet train`` with ``pretrained_weights`` = the pruned model and ``load_graph: true``:
     the narrower graph comes from the file, regularization is off unless the spec turns it on.
     ``val_data``: the learning curve's AP images."""

@@ -186,7 +186,7 @@ def resolve_specs(texts: dict[str, str], overrides: BaseModel, min_ap: float, ta
 
 @logs_failure
 def dataset_convert(dataset_uri: str, dataset_spec: str, train_dir: str | Path, val_dir: str | Path,
-                    generate_masks: bool = True, num_shards: int = 1) -> dict[str, Any]:
+                    generate_masks: bool, num_shards: int) -> dict[str, Any]:
     """Fetch the raw dataset (s3:// prefix or folder), convert both splits, and split the result
     into two Dataset artifacts, so that evaluation pods download the val split only."""
     from bpnet.storage import open_store
@@ -259,13 +259,15 @@ def bind_train_spec(train_spec: str, pose_config: str, dataset_dir: str | Path, 
 
 @logs_failure
 def train(dataset_dir: str | Path, train_spec: str, pose_config: str, model_dir: str | Path,
-          gpus: int = 1, pretrained_dir: str | Path | None = None, warm_start: str = "",
+          gpus: int, pretrained_dir: str | Path | None = None, warm_start: str = "",
           val_dir: str | Path | None = None) -> dict[str, Any]:
     """``bpnet train`` into the Model artifact folder. With ``pretrained_dir`` (a pruned Model
     artifact) it is the retrain: graph and weights come from that model. With ``warm_start`` (a
     release root) training starts from the latest release's unpruned model (so repeated scheduled
     runs do not prune an already pruned graph again), if there is a release yet. ``val_dir`` (the
-    val Dataset artifact) gives the learning curve its AP points."""
+    val Dataset artifact) gives the learning curve its AP points. ``gpus`` is the pod's GPU request
+    (the run spec's ``steps.train.gpus`` / ``steps.retrain.gpus``); a pod with none (0) trains on one
+    device, the CPU."""
     from bpnet.release import fetch_latest_file, read_latest
 
     model = Path(model_dir)
@@ -387,7 +389,7 @@ def _load_inference_spec(spec_file: Path):
 
 @logs_failure
 def evaluate(dataset_dir: str | Path, model_dir: str | Path, inference_spec: str, results_dir: str | Path,
-             report_path: str | Path, report_images: int = 4, label: str = "") -> dict[str, Any]:
+             report_path: str | Path, report_images: int, label: str = "") -> dict[str, Any]:
     """Evaluate on the Dataset's val split; writes an HTML report; returns the metrics."""
     from bpnet.curves import CURVE_PNG
     from bpnet.report import html_report
@@ -411,7 +413,7 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, inference_spec: str
 
 @logs_failure
 def inference(dataset_dir: str | Path, model_dir: str | Path, inference_spec: str, results_dir: str | Path,
-              report_path: str | Path, report_images: int = 4) -> dict[str, Any]:
+              report_path: str | Path, report_images: int) -> dict[str, Any]:
     """Inference with drawings on the Dataset's val images; writes an HTML gallery."""
     from bpnet.report import html_report
 

@@ -4,7 +4,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 
 def train(train_data: Input[Dataset], val_data: Input[Dataset], train_spec: str, pose_config: str,
-          model: Output[Model], gpus: int = 1, warm_start: str = ""):
+          model: Output[Model], gpus: int, warm_start: str = ""):
     """Run ``bpnet train`` with the spec's data paths bound to ``train_data`` (``val_data``: the
     learning curve's AP images).
 

@@ -2,7 +2,8 @@
 
 Commands: ``local`` (make run), ``compile`` (make pipeline-compile), ``run`` (make pipeline-run),
 ``schedule`` / ``unschedule`` (make pipeline-schedule / pipeline-unschedule).
-Exit codes as ``bpnet``: 0 success, 1 the work or the server failed, 2 a bad run spec or step spec.
+Exit codes as ``bpnet``: 0 success, 1 the work or the server failed, 2 a bad run spec, step spec or
+setting ($BPNET_MODEL_KEY unset included); a bug is logged with its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BpnetError as exc:  # SubmitError included
         log.error("%s", exc)
         return exc.exit_code
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except OSError as exc:  # a path given cannot be read or written; the OS's message names it
         log.error("%s", exc)
+        return 1
+    except Exception:  # anything else is a bug: its traceback is what a report needs
+        log.exception("python -m pipelines %s failed (a bug, not a data or settings problem)", args.command)
         return 1
 
 

@@ -25,6 +25,7 @@ scheduled retraining run reads — is converted afresh and invalidates every lat
 import functools
 import inspect
 import json
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -35,6 +36,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 from bpnet.deploy.platform import NODE_ENV
 from bpnet.overrides import RunOverrides
 from bpnet.release import KERAS_EXPORT, MODEL_LABELS, ONNX_FP32, ONNX_INT8, PROMOTE, PRUNED, RETRAINED, UNPRUNED
+from bpnet.settings import NodePool, quantity_value
 from components import component
 from components.build_engine import build_engine
 from components.calibrate import calibrate
@@ -50,7 +52,7 @@ from components.resolve_specs import resolve_specs
 from components.retrain import retrain
 from components.runtime import SPEC_PARAMETERS
 from components.train import train
-from pipelines.run_spec import NodePool, RunSpec, StepSettings
+from pipelines.run_spec import RunSpec, StepSettings
 
 
 class Outputs(NamedTuple):
@@ -92,10 +94,11 @@ def _schedule(task: dsl.PipelineTask, name: str, step: StepSettings, spec: RunSp
     kubernetes.set_timeout(task, step.timeout_seconds)
     if spec.run_as_user is not None:
         kubernetes.set_security_context(task, run_as_user=spec.run_as_user, run_as_non_root=True)
-    if step.cpu:
-        task.set_cpu_request(step.cpu)
+    if step.cpu:  # in millicores and bytes: kfp takes a subset of Kubernetes' quantities (no '1.5Gi', no 'k')
+        task.set_cpu_request(f"{math.ceil(quantity_value(step.cpu) * 1000)}m")
     if step.memory:
-        task.set_memory_request(step.memory).set_memory_limit(step.memory)
+        memory = str(math.ceil(quantity_value(step.memory)))
+        task.set_memory_request(memory).set_memory_limit(memory)
     if step.gpus:
         task.set_accelerator_type(spec.gpu.accelerator_type).set_accelerator_limit(step.gpus)
         _place(task, spec.gpu.pool)
@@ -189,7 +192,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
         train_data, val_data = convert.outputs["train_data"], convert.outputs["val_data"]
 
         trained = train_op(train_data=train_data, val_data=val_data, train_spec=train_spec,  # val: the curve's AP
-                           pose_config=pose_config, gpus=max(1, spec.steps.train.gpus), warm_start=warm_start)
+                           pose_config=pose_config, gpus=spec.steps.train.gpus, warm_start=warm_start)
         _schedule(trained, "train", spec.steps.train, spec)
         _with_model_key(trained, spec)
         if warm_start:
@@ -202,7 +205,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
 
         retrained = retrain_op(train_data=train_data, val_data=val_data, pruned=pruned.outputs["pruned"],
                                retrain_spec=retrain_spec, pose_config=pose_config,
-                               gpus=max(1, spec.steps.retrain.gpus))
+                               gpus=spec.steps.retrain.gpus)
         _schedule(retrained, "retrain", spec.steps.retrain, spec)
         _with_model_key(retrained, spec)
 
@@ -238,7 +241,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                                int8_ap=scores[ONNX_INT8].outputs["Output"], max_drop=spec.release.max_int8_ap_drop,
                                gpu_targets=resolved.outputs["gpu_targets"],
                                jetson_targets=resolved.outputs["jetson_targets"])
-        _schedule(quality, "INT8 gate", StepSettings(retries=0, timeout_seconds=600, caching=False), spec)
+        _schedule(quality, "INT8 gate", spec.steps.int8_gate, spec)
         with dsl.If(decision.output == PROMOTE, name="promoted"):
             built = {}
             for pool, pool_targets in targets.items():
@@ -259,7 +262,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any]):
                                    metrics_int8=scores[ONNX_INT8].outputs["metrics"], dataset_uri=dataset_uri,
                                    data_version=version.output, prune_settings=prune_settings,
                                    export_settings=export_settings, inference_spec=inference_spec,
-                                   serving=json.dumps(spec.serving.options(spec.release.plain_onnx)),
+                                   serving=spec.serving_options().model_dump_json(),
                                    int8_verdict=quality.outputs["verdict"], min_ap=min_ap, **built)
             _schedule(published, "publish", spec.steps.publish, spec)
             _with_storage(published, spec)

@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bpnet.artifacts import atomic_write_text
+from bpnet.errors import StepError, UsageError
 from bpnet.layout import EXPORTED_MODE
 from bpnet.release import KERAS_EXPORT, MODEL_LABELS, ONNX_FP32, ONNX_INT8, PROMOTE, PRUNED, RETRAINED, UNPRUNED
 from pipelines.arguments import load_run_spec, pipeline_arguments
@@ -152,8 +153,8 @@ class RunGuard:
         except (OSError, ValueError):
             old = {}
         if old.get("pid") and _start_time(old["pid"]) == old.get("start_time"):
-            raise RuntimeError(f"{self.lock}: another local run (pid {old['pid']}) is using {self.root}; "
-                               "wait for it or stop it first")
+            raise StepError(f"{self.lock}: another local run (pid {old['pid']}) is using {self.root}; "
+                            "wait for it or stop it first")
         stopped = stop_processes(old["token"], self.grace) if old.get("token") else 0
         removed = self.new_unfinished(old["before"]) if "before" in old else []  # unreadable lock: keep all
         for path in [*removed, Path(old.get("scratch", self.scratch))]:
@@ -210,7 +211,8 @@ def run_local(spec_path: str | Path, overrides: BaseModel | None = None) -> dict
 
     spec = load_run_spec(spec_path).for_local_run(spec_path)
     if not os.environ.get("BPNET_MODEL_KEY"):
-        raise ValueError("BPNET_MODEL_KEY is not set: the model key is taken from the environment only")
+        raise UsageError("not set (or empty) — the model key is taken from the environment only; export it",
+                         field="$BPNET_MODEL_KEY")
     arguments = pipeline_arguments(spec, overrides)
     pipeline = build_pipeline(spec, arguments)
     start = time.perf_counter()
@@ -221,7 +223,12 @@ def run_local(spec_path: str | Path, overrides: BaseModel | None = None) -> dict
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # ... and that Kubernetes-side settings (display names included) do nothing locally: documented.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        task = pipeline()
+        try:
+            task = pipeline()
+        except RuntimeError as exc:  # kfp.local's "... finished with status FAILURE": the step logged why
+            if "finished with status" not in str(exc):
+                raise
+            raise StepError(f"{exc} Its log above says why.") from None
     summary = run_summary(task.outputs, time.perf_counter() - start, spec.engines.enabled, spec.release.root)
     run_dir = Path(task.outputs["model"].uri).parents[1]  # <root>/<run>/<task>/<output>
     write_summary(run_dir, summary)
@@ -336,14 +343,16 @@ def format_summary(summary: dict[str, Any]) -> str:
     ordered = [k for k in METRIC_ORDER if k in metrics]
     lines += ["", "retrained model, val split: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in ordered), "",
               "artifacts:"]
-    lines += [f"  {s['step']:<20}{_short(s['output'])}" for s in summary["steps"]]
-    lines += [f"  {name + ' report':<20}{_short(uri)}" for name, uri in summary["reports"].items()]
+    rows = [(s["step"], _short(s["output"])) for s in summary["steps"]]
+    rows += [(f"{name} report", _short(uri)) for name, uri in summary["reports"].items()]
     if "engines" in summary:
-        lines.append(f"  {'TensorRT engines':<20}{summary['engines']}")
+        rows.append(("TensorRT engines", summary["engines"]))
     if summary.get("release"):
-        lines.append(f"  {'release (latest)':<20}{_short(summary['release_uri'])}")
+        rows.append(("release (latest)", _short(summary["release_uri"])))
     elif "promotion" in summary:
-        lines.append(f"  {'release':<20}none — {summary['promotion']}")
+        rows.append(("release", f"none — {summary['promotion']}"))
     if "run_dir" in summary:
-        lines.append(f"  {'summary':<20}{_short(summary['run_dir'])}/{SUMMARY_FILE}")
+        rows.append(("summary", f"{_short(summary['run_dir'])}/{SUMMARY_FILE}"))
+    width = max(len(label) for label, _ in rows) + 2  # the longest label ("evaluate Keras (export mode)")
+    lines += [f"  {label:<{width}}{value}" for label, value in rows]
     return "\n".join(lines)

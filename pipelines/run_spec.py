@@ -10,37 +10,31 @@ environment.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
-from bpnet.settings import DeploySettings, Precision, PromotionSettings, PruneSettings, Server
+from bpnet.settings import (
+    ConvertSettings,
+    CpuQuantity,
+    DeploySettings,
+    MemoryQuantity,
+    NodePool,
+    Precision,
+    PromotionSettings,
+    PruneSettings,
+    Server,
+    ServingOptions,
+    ServingSettings,
+    Toleration,
+    gpu_pool,
+)
 from bpnet.settings import EngineSettings as BuildSettings
-from bpnet.specs.base import MAX_BATCH, CrossFieldError, PathContext, SpecModel, SpecPath
+from bpnet.specs.base import CrossFieldError, PathContext, SpecModel, SpecPath
 from bpnet.specs.loader import SpecError
 from pipelines.cron import to_kfp_cron
-
-NVIDIA_GPU = "nvidia.com/gpu"
-# Kubernetes quantities as kfp's compiler accepts them (PipelineTask.set_cpu_request /
-# set_memory_request): checked here so a typo fails validation, not the compile.
-CPU_QUANTITY = re.compile(r"([0-9]*[.])?[0-9]+m?")
-MEMORY_QUANTITY = re.compile(r"[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?")
-
-
-def _quantity(pattern: re.Pattern[str], example: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if len(value) > 32 or not pattern.fullmatch(value) or not any(c in "123456789" for c in value):
-            raise ValueError(f"expected a positive Kubernetes quantity such as {example}")
-        return value
-    return AfterValidator(check)
-
-
-CpuQuantity = Annotated[str, _quantity(CPU_QUANTITY, "'4', '0.5' or '500m'"),
-                        Field(description="CPU request, e.g. '4', '0.5' or '500m'")]
-MemoryQuantity = Annotated[str, _quantity(MEMORY_QUANTITY, "'16Gi' or '512M'"),
-                           Field(description="memory request and limit, e.g. '16Gi' or '512M'")]
 
 
 class KfpSettings(SpecModel):
@@ -59,32 +53,14 @@ class Images(SpecModel):
     jetson: str | None = Field(None, description="arm64 image for Jetson engine builds")
 
 
-class Toleration(SpecModel):
-    key: str = Field(min_length=1)
-    operator: Literal["Exists", "Equal"] = "Exists"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
-
-
-class NodePool(SpecModel):
-    """How pods land on a pool: node labels to select and taints to tolerate."""
-
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-
-
-def _gpu_pool() -> NodePool:
-    return NodePool(tolerations=[Toleration(key=NVIDIA_GPU)])
-
-
 def _jetson_pool() -> NodePool:
     return NodePool(node_selector={"kubernetes.io/arch": "arm64"},
                     tolerations=[Toleration(key="nvidia.com/jetson")])
 
 
 class GpuSettings(SpecModel):
-    accelerator_type: str = NVIDIA_GPU
-    pool: NodePool = Field(default_factory=_gpu_pool)
+    accelerator_type: str = ServingOptions.model_fields["accelerator_type"]
+    pool: NodePool = Field(default_factory=gpu_pool)
     jetson_pool: NodePool = Field(default_factory=_jetson_pool)
 
 
@@ -120,6 +96,10 @@ class Steps(SpecModel):
     promotion_gate: StepSettings = Field(
         default_factory=lambda: StepSettings(retries=2, timeout_seconds=600, caching=False),
         description="compares the retrained model's AP with the gate and the latest release (never cached)")
+    int8_gate: StepSettings = Field(
+        default_factory=lambda: StepSettings(retries=0, timeout_seconds=600, caching=False),
+        description="keeps the INT8 engine targets only if INT8 AP >= fp32 AP - release.max_int8_ap_drop "
+                    "(never cached; not retried: the same figures give the same verdict)")
     inference: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
 
 
@@ -130,8 +110,8 @@ class EngineTarget(SpecModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     pool: Literal["gpu", "jetson"]
     precision: Precision = "fp16"
-    max_batch_size: int = Field(1, ge=1, le=MAX_BATCH)
-    dla_core: int | None = Field(None, ge=0, le=1, description="Jetson DLA core, 0 or 1 (GPU fallback on)")
+    max_batch_size: int = BuildSettings.model_fields["max_batch_size"]
+    dla_core: int | None = BuildSettings.model_fields["dla_core"]
     serves: Server = Field("triton", description="triton: built from the standard export, in the release's "
                            "Triton repository; deepstream: built from the SDK-compatible export for the bodypose2d "
                            "app. Unset: triton on the gpu pool, deepstream on the jetson pool")
@@ -175,39 +155,12 @@ class ReleaseSettings(SpecModel):
     warm_start: Literal["none", "latest"] = Field("none", description="latest: train starts from the latest release")
     max_int8_ap_drop: float = Field(0.02, ge=-1.0, le=1.0, description="INT8 engines only if INT8 AP >= fp32 AP - "
                                     "this (negative: INT8 must beat fp32 by that much)")
-    plain_onnx: bool = Field(False, description="also ship the unencrypted ONNX (Triton CPU model); off by default: "
-                             "it is the model in the clear, readable by anyone who can read the release")
+    plain_onnx: bool = ServingOptions.model_fields["plain_onnx"]
 
     @field_validator("root")
     @classmethod
     def _resolve_local(cls, value: str, info: ValidationInfo) -> str:
         return _resolve_unless_remote(value, info)
-
-
-class ServingSettings(SpecModel):
-    """How a release is served: the KServe InferenceService (GPU, node pool, resources, runtime)
-    and the Triton models' batch and people limits."""
-
-    name: str = Field("bpnet", min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-                      description="InferenceService name")
-    namespace: str | None = None
-    gpus: int = Field(1, ge=0, le=16)
-    cpu: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request and limit, e.g. '4'")
-    memory: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$",
-                               description="memory request and limit, e.g. '8Gi'")
-    pool: NodePool = Field(default_factory=_gpu_pool, description="node selector and tolerations of the predictor")
-    runtime: str | None = Field(None, description="KServe ServingRuntime; unset = KServe picks one for 'triton'")
-    service_account: str | None = Field(None, description="service account with read access to the storage URI")
-    onnx_max_batch_size: int = Field(8, ge=1, le=1024, description="max_batch_size of the ONNX CPU model")
-    max_people: int = Field(20, ge=1, le=1000, description="people per image the Triton ensemble answers")
-
-    def options(self, plain_onnx: bool) -> dict:
-        """The library's ServingOptions fields (bpnet.release)."""
-        return {"plain_onnx": plain_onnx, "onnx_max_batch_size": self.onnx_max_batch_size,
-                "max_people": self.max_people, "name": self.name, "namespace": self.namespace, "gpus": self.gpus,
-                "cpu": self.cpu, "memory": self.memory, "node_selector": dict(self.pool.node_selector),
-                "tolerations": [t.model_dump() for t in self.pool.tolerations],
-                "service_account": self.service_account, "runtime": self.runtime}
 
 
 class StorageSettings(SpecModel):
@@ -225,8 +178,9 @@ class StorageSettings(SpecModel):
 class DatasetSource(SpecModel):
     uri: str = Field(min_length=1, description="s3://bucket/prefix of a COCO dataset, or a folder")
     version: str = Field("", description="cache key of the data; empty = fingerprint of the listing at submit")
-    generate_masks: bool = True
-    num_shards: int = Field(1, ge=1, le=4096)
+    # masks on: the pipeline trains, and unmasked crowds would teach the model that unlabeled people are background
+    generate_masks: bool = FieldInfo.merge_field_infos(ConvertSettings.model_fields["generate_masks"], default=True)
+    num_shards: int = ConvertSettings.model_fields["num_shards"]
 
     @field_validator("uri")
     @classmethod
@@ -285,6 +239,12 @@ class RunSpec(SpecModel):
             raise CrossFieldError("engines.targets has Jetson targets: set images.jetson (or engines.enabled: "
                                   "false)", "images.jetson", "engines.targets", source=self)
         return self
+
+    def serving_options(self) -> ServingOptions:
+        """What the release's serving files are written from: ``serving``, ``release.plain_onnx``
+        and the GPU resource name of ``gpu.accelerator_type``."""
+        return ServingOptions(**self.serving.model_dump(), plain_onnx=self.release.plain_onnx,
+                              accelerator_type=self.gpu.accelerator_type)
 
     def for_local_run(self, spec_file: str | Path) -> RunSpec:
         """This spec as ``make run`` uses it: the dataset folder must exist (checked now, before

@@ -1,7 +1,7 @@
-"""Bad image files on every reader path (read_image, dataset_convert, inference, evaluate, train),
-made at run time from the real COCO images in tests/data/real_images: a clear error naming the
-file, the rest processed, a non-zero exit at the end; convertible formats converted the same way
-everywhere."""
+"""Bad image files on every reader path (read_image, dataset_convert, inference, evaluate, train,
+calibration), made at run time from the real COCO images in tests/data/real_images: a clear error
+naming the file, the rest processed, a non-zero exit at the end; convertible formats converted the
+same way everywhere."""
 
 from __future__ import annotations
 
@@ -190,6 +190,31 @@ def test_inference_and_evaluate_report_bad_images_and_score_the_rest(tiny_model,
     metrics = json.loads((out / "metrics.json").read_text())
     assert sorted(e["image_id"] for e in metrics["errors"]) == sorted(ids[n] for n in BROKEN)
     assert metrics["images"] == len(ids) and (out / "detections_coco.json").is_file()
+
+
+def test_calibration_skips_a_bad_image_and_takes_the_next(variants, tmp_path, caplog):
+    """The broken files sort first; each is skipped with a warning naming it, and the tensorfile is
+    the one of the good images alone. Too few good ones is a DataError naming both settings."""
+    from bpnet.deploy.calibration import build_tensorfile
+    from bpnet.errors import DataError
+
+    mixed, clean = tmp_path / "mixed", tmp_path / "clean"
+    clean.mkdir()
+    shutil.copytree(variants["empty.jpg"].parent, mixed, ignore=lambda _, names: set(names) - set(BROKEN))
+    for k, real in enumerate(sorted(REAL.glob("*.jpg"))):  # after the broken ones by name
+        for folder in (mixed, clean):
+            shutil.copy(real, folder / f"z{k}.jpg")
+    args = (3, 1, 64, 96, (256.0,) * 3, (0.5,) * 3)
+    tensors = build_tensorfile(mixed, tmp_path / "mixed.npy", *args)
+    assert np.array_equal(tensors, build_tensorfile(clean, tmp_path / "clean.npy", *args))
+    skipped = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(skipped) == len(BROKEN) and all(any(f"{mixed / n}: {why}" in m for m in skipped)
+                                               for n, why in BROKEN.items())
+    with pytest.raises(DataError, match=r"3 usable \(.jpg/.jpeg/.png, 4 unreadable ones skipped\), but "
+                       r"cal_batches x cal_batch_size = 4 are needed") as info:
+        build_tensorfile(mixed, tmp_path / "short.npy", 2, 2, *args[2:])
+    assert "export.cal_batches/cal_batch_size in a run spec" in str(info.value)
+    assert not (tmp_path / "short.npy").exists()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from bpnet.artifacts import read_manifest
-from bpnet.curves import AP_COLOR, CURVE_JSON, CURVE_PNG, CurvePoint, plot, read_curve
+from bpnet.curves import AP_COLOR, CURVE_JSON, CURVE_PNG, CurvePoint, is_ap_epoch, plot, read_curve
 from bpnet.evaluate import coco_metrics, ground_truth
 from bpnet.specs import DatasetSpec, TrainSpec, load_spec
 from bpnet.train import train
@@ -51,6 +51,20 @@ def test_ap_epochs_follow_checkpoint_n_epoch(converted, synth_dir, tmp_path):
     train(spec, tmp_path / "run", key="k")
     points = read_curve(tmp_path / "run" / CURVE_JSON)
     assert [p.ap is not None for p in points] == [False, True, True]  # epoch 2 (checkpoint) and the last
+
+
+@pytest.mark.parametrize(("num_epoch", "checkpoint_n_epoch", "validation_every_n_epoch", "expected"), [
+    (12, 5, None, [5, 10, 12]),  # unset: the checkpoint epochs and the last
+    (12, 5, 3, [3, 6, 9, 12]),  # set: its own period, whatever the checkpoints
+    (10, 5, 5, [5, 10]),  # TAO's specs: both 5
+    (7, 2, 1, [1, 2, 3, 4, 5, 6, 7]),
+    (7, 2, 0, [7]),  # 0: the last epoch only
+    (3, 5, 10, [3]),  # a period longer than the run: the last epoch only
+])
+def test_ap_epochs_every_validation_every_n_epoch_else_checkpoint_n_epoch(
+        num_epoch, checkpoint_n_epoch, validation_every_n_epoch, expected):
+    assert [e for e in range(1, num_epoch + 1)
+            if is_ap_epoch(e, num_epoch, checkpoint_n_epoch, validation_every_n_epoch)] == expected
 
 
 def test_metrics_on_an_image_subset_ignore_the_other_images(synth_dir):

@@ -16,8 +16,8 @@ import yaml
 from bpnet.cli import main
 from bpnet.deploy.calibration import build_tensorfile, graph_tensors, read_trt_cache
 from bpnet.deploy.engine import EnginePlan, cache_for_version, parse_profile, trt_version_code
-from bpnet.errors import UsageError
-from bpnet.infer.predict import OnnxBackend
+from bpnet.errors import DataError, ModelError, UsageError
+from bpnet.infer.predict import ModelMismatchError, OnnxBackend
 from bpnet.layout import (
     CALIBRATION_CACHE,
     EXPORT_SETTINGS_FILE,
@@ -114,14 +114,19 @@ def test_too_few_calibration_images_is_a_clear_error(exported, synth_dir, tmp_pa
     code = main(["calibrate", "-m", str(exported["fp32"]), "-k", "tiny", "--cal_image_dir",
                  str(synth_dir / "val2017"), "--cal_data_file", str(tmp_path / "t.npy"), "--cal_cache_file",
                  str(tmp_path / "c.bin"), "--batches", "5", "--batch_size", "2"])
-    assert code == 1 and "8 images (.jpg/.jpeg/.png), but batches x batch_size = 10 are needed" in caplog.text
+    assert code == 1 and "8 usable (.jpg/.jpeg/.png), but cal_batches x cal_batch_size = 10 are needed" in caplog.text
+    assert "--batches/--batch_size, or export.cal_batches/cal_batch_size in a run spec" in caplog.text
     assert not (tmp_path / "t.npy").exists() and not (tmp_path / "c.bin").exists()
 
 
 def test_mismatched_tensorfile_is_refused(tmp_path):
     np.save(tmp_path / "t.npy", np.zeros((2, 1, 8, 8, 3), np.float32))
-    with pytest.raises(ValueError, match=r"holds float32 \(2, 1, 8, 8, 3\), expected float32 \(4, 1, 8, 8, 3\)"):
+    with pytest.raises(DataError, match=r"holds float32 \(2, 1, 8, 8, 3\), expected float32 \(4, 1, 8, 8, 3\)"):
         build_tensorfile(None, tmp_path / "t.npy", 4, 1, 8, 8, (256.0,) * 3, (0.5,) * 3)
+    for garbage in (b"", b"not a tensorfile"):
+        (tmp_path / "t.npy").write_bytes(garbage)
+        with pytest.raises(DataError, match="t.npy: not a NumPy .npy tensorfile; remove it"):
+            build_tensorfile(None, tmp_path / "t.npy", 4, 1, 8, 8, (256.0,) * 3, (0.5,) * 3)
 
 
 def test_inference_and_evaluate_run_exported_fp32_and_int8_models(exported, synth_dir, tmp_path):
@@ -168,7 +173,7 @@ def test_sdk_compatible_model_upsamples_pafs_and_is_refused_for_inference(sdk_ex
     assert info.sdk_compatible
     heat, paf = ort.InferenceSession(data).run(None, {"input_1": np.zeros((1, 64, 96, 3), np.float32)})
     assert heat.shape[1:3] == (8, 12) and paf.shape[1:3] == (32, 48)  # 1/8 and 1/2 of the input
-    with pytest.raises(ValueError, match="for deployment only"):
+    with pytest.raises(ModelMismatchError, match="for deployment only"):
         OnnxBackend(out, "tiny")
 
 
@@ -342,6 +347,14 @@ def test_a_cache_of_another_model_is_refused(exported, tmp_path, caplog):
     assert code == 1 and "not a cache of this model" in caplog.text
 
 
+@pytest.mark.parametrize(("content", "why"), [(b"\xff\xfe\x00", "not text"), (b"hello\n", "no TRT-... header"),
+                                            (b"TRT-1\nconv: zzzzzzzz\n", "line 2: expected '<tensor>: <8 hex")])
+def test_a_cache_that_is_not_tensorrt_text_is_a_model_error(tmp_path, content, why):
+    (tmp_path / "c.bin").write_bytes(content)
+    with pytest.raises(ModelError, match=why):
+        read_trt_cache(tmp_path / "c.bin")
+
+
 def test_int8_model_uses_the_cache_scales(exported):
     import onnx
     from onnx import numpy_helper
@@ -433,7 +446,6 @@ def test_derive_scales_refuses_an_op_that_could_widen_the_range(node, weights, m
     from onnx import helper
 
     from bpnet.deploy.calibration import derive_scales
-    from bpnet.errors import ModelError
 
     relu = helper.make_node("Relu", ["input_1"], ["r"], name="relu_std")
     standard = _graph([relu])
@@ -453,7 +465,6 @@ def test_derive_scales_refuses_an_op_that_could_widen_the_range(node, weights, m
 
 
 def test_a_cache_is_fitted_only_to_the_sdk_export_of_its_own_model(exported, tmp_path):
-    from bpnet.errors import ModelError
     from bpnet.steps.calibrate import fit_calibration
 
     with pytest.raises(ModelError, match="not the SDK-compatible fp32 export of"):
@@ -538,12 +549,12 @@ def test_an_engine_built_by_hand_has_its_record_and_the_release_takes_it(tmp_pat
 
 
 def test_the_release_refuses_an_engine_without_its_build_record_naming_it(tmp_path):
-    from bpnet.errors import ModelError
+    from bpnet.artifacts import ArtifactError
     from bpnet.release import EngineBuild
 
     engine = tmp_path / "gpu-fp16.engine"
     engine.write_bytes(b"not a real plan")
-    with pytest.raises(ModelError, match=r"gpu-fp16\.engine: no readable build record .*gpu-fp16\.engine\.json.*"
+    with pytest.raises(ArtifactError, match=r"gpu-fp16\.engine: no readable build record .*gpu-fp16\.engine\.json.*"
                                          r"bpnet build_engine"):
         EngineBuild.from_file(engine)
 

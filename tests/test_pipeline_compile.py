@@ -26,9 +26,11 @@ def compiled(tmp_path_factory) -> tuple[dict, dict, str, object]:
         "node_selector": {"pool.example.com/name": "a100-pool", "nvidia.com/gpu.present": "true"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
                         {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoExecute"}]}},
-        steps={"dataset_convert": {"gpus": 0, "retries": 3, "timeout_seconds": 7200, "caching": True, "cpu": "8"},
+        steps={"dataset_convert": {"gpus": 0, "retries": 3, "timeout_seconds": 7200, "caching": True, "cpu": "8",
+                                   "memory": "1.5Gi"},
                "train": {"gpus": 2, "retries": 1, "timeout_seconds": 86400, "caching": True},
-               "prune": {"gpus": 0, "retries": 2, "timeout_seconds": 900, "caching": True},
+               "prune": {"gpus": 0, "retries": 2, "timeout_seconds": 900, "caching": True, "cpu": ".5"},
+               "int8_gate": {"retries": 1, "timeout_seconds": 1200, "caching": True},
                "retrain": {"gpus": 4, "retries": 1, "timeout_seconds": 43200, "caching": True},
                "evaluate": {"gpus": 1, "retries": 2, "timeout_seconds": 3600, "caching": True},
                "inference": {"gpus": 1, "retries": 0, "timeout_seconds": 1800, "caching": False}})
@@ -124,6 +126,10 @@ def test_gpu_steps_request_gpus_and_land_on_the_spec_pool(compiled):
         assert "accelerator" not in executors[f"exec-{step}"]["container"].get("resources", {})
         assert "nodeSelector" not in k8s[f"exec-{step}"] and "tolerations" not in k8s[f"exec-{step}"]
     assert executors["exec-dataset-convert"]["container"]["resources"]["cpuRequest"] == 8.0
+    # Kubernetes quantities kfp's own check refuses ('1.5Gi', '.5'), passed in bytes and millicores
+    memory = executors["exec-dataset-convert"]["container"]["resources"]
+    assert memory["memoryRequest"] == memory["memoryLimit"] == pytest.approx(1.5 * 2**30 / 1e9)
+    assert executors["exec-prune"]["container"]["resources"]["cpuRequest"] == 0.5
 
 
 def test_train_and_retrain_get_the_gpu_count_as_their_gpus_argument(compiled):
@@ -150,7 +156,8 @@ def test_retries_caching_and_timeouts_follow_the_spec(compiled):
     tasks = _tasks(pipeline)
     expected = {"data-version": (2, False, "600"), "dataset-convert": (3, True, "7200"),
                 "train": (1, True, "86400"), "prune": (2, True, "900"), "retrain": (1, True, "43200"),
-                "evaluate": (2, True, "3600"), "evaluate-3": (2, True, "3600"), "inference": (0, False, "1800")}
+                "evaluate": (2, True, "3600"), "evaluate-3": (2, True, "3600"), "inference": (0, False, "1800"),
+                "int8-gate": (1, True, "1200")}
     for name, (retries, cache, timeout) in expected.items():
         task = tasks[name]
         assert task.get("retryPolicy", {}).get("maxRetryCount", 0) == retries
@@ -207,7 +214,9 @@ def test_engine_builds_fan_out_per_pool_with_their_images_and_node_pools(compile
     assert artifacts["jetson_engines"]["taskOutputArtifact"]["producerTask"] == "for-loop-3"
     params = promoted["publish"]["inputs"]["parameters"]
     assert params["int8_verdict"] == {"componentInputParameter": "pipelinechannel--int8-gate-verdict"}
-    assert json.loads(params["serving"]["runtimeValue"]["constant"]) == spec.serving.options(spec.release.plain_onnx)
+    serving = json.loads(params["serving"]["runtimeValue"]["constant"])
+    assert serving == spec.serving_options().model_dump(mode="json")
+    assert serving["accelerator_type"] == spec.gpu.accelerator_type  # KServe requests GPUs as the steps do
 
 
 def test_engine_builds_know_their_node_not_their_pod(compiled):

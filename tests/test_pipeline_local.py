@@ -64,7 +64,7 @@ def test_repository_run_specs_load():
     ({"prune": {"pruning_threshold": 1.5}}, "prune.pruning_threshold: 1.5 — expected less than or equal to 1"),
     ({"engines": {"enabled": True}}, "images.jetson: null — engines.targets has Jetson targets: set images.jetson"),
     ({"prune": {"equalization_criterion": "median"}}, "prune.equalization_criterion: \"median\" — expected 'union'"),
-    ({"serving": {"memory": "lots"}}, "serving.memory: \"lots\" — String should match pattern"),
+    ({"serving": {"memory": "lots"}}, "serving.memory: \"lots\" — expected a positive Kubernetes quantity"),
     ({"release": {"root": "r", "max_int8_ap_drop": 2}},
      "release.max_int8_ap_drop: 2 — expected less than or equal to 1"),
     ({"serving": {"name": "Bad_Name"}}, "serving.name: \"Bad_Name\" — String should match pattern"),
@@ -180,7 +180,7 @@ def test_a_failing_step_says_why_in_the_pod_log(synth_dir, tmp_path, caplog):
     image.write_bytes(image.read_bytes()[:200])  # truncated
     spec_text = (synth_dir / "coco_spec.json").read_text()
     with caplog.at_level(logging.ERROR, logger="bpnet.components"), pytest.raises(DataError):
-        runtime.dataset_convert(str(data), spec_text, tmp_path / "train_data", tmp_path / "val_data")
+        runtime.dataset_convert(str(data), spec_text, tmp_path / "train_data", tmp_path / "val_data", True, 1)
     failure = next(r for r in caplog.records if r.name == "bpnet.components")
     assert failure.getMessage().startswith("dataset_convert failed: 1 problem(s) in the input data")
     assert image.name in failure.getMessage() and failure.exc_info is None
@@ -195,6 +195,43 @@ def test_a_failing_step_says_why_in_the_pod_log(synth_dir, tmp_path, caplog):
         broken()
     (bug,) = [r for r in caplog.records if r.name == "bpnet.components"]
     assert "a bug, not a data or settings problem" in bug.getMessage() and bug.exc_info[0] is KeyError
+
+
+def test_make_run_without_a_model_key_exits_2_naming_it(tmp_path, synth_dir, monkeypatch, caplog):
+    monkeypatch.setenv("BPNET_MODEL_KEY", "")  # make run's ?= keeps a variable set to empty
+    assert main(["local", "--spec", str(local_spec(tmp_path, synth_dir))]) == 2
+    assert "$BPNET_MODEL_KEY: not set (or empty)" in caplog.text
+    assert not (tmp_path / "root").exists()  # stopped before the run started
+
+
+def test_a_failed_local_run_is_one_line_and_a_driver_bug_a_traceback(tmp_path, synth_dir, monkeypatch, caplog):
+    """kfp.local's "finished with status FAILURE" follows the failed step's own log: one line, exit 1;
+    another exception in the driver is a bug, logged with its traceback."""
+    import logging
+    from types import SimpleNamespace
+
+    import pipelines.local_run
+
+    class Pipeline:  # what build_pipeline returns, reduced to what run_local touches
+        pipeline_spec = SimpleNamespace(pipeline_info=SimpleNamespace(name="test"))
+
+        def __init__(self, error: Exception):
+            self.error = error
+
+        def __call__(self):
+            raise self.error
+
+    monkeypatch.setenv("BPNET_MODEL_KEY", "k")
+    spec = str(local_spec(tmp_path, synth_dir))
+    for error, bug in ((RuntimeError("Pipeline test finished with status FAILURE. Inner task failed: train."), False),
+                       (KeyError("planted"), True)):
+        monkeypatch.setattr(pipelines.local_run, "build_pipeline", lambda spec, arguments, e=error: Pipeline(e))
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="pipelines"):
+            assert main(["local", "--spec", spec]) == 1
+        (record,) = [r for r in caplog.records if r.name == "pipelines"]
+        assert ("a bug" in record.getMessage()) is bug and (record.exc_info is not None) is bug
+        assert bug or record.getMessage().endswith("Inner task failed: train. Its log above says why.")
 
 
 @pytest.mark.slow  # the whole DAG (two trainings, export, calibration, release) through kfp.local: make test-all
@@ -284,6 +321,9 @@ def test_summary_columns_stay_aligned_after_the_longest_label():
     assert all(row.startswith(m["model"] + " ") for m, row in zip(models, model_rows, strict=True))
     assert len({len(row) for row in model_rows + [lines[header]]}) == 1  # right-aligned figures under their header
     assert all(row.endswith("0.078   0.354") for row in model_rows)
+    artifacts = lines[lines.index("artifacts:") + 1:]
+    assert [row.split("/runs/")[0].strip() for row in artifacts] == [s["step"] for s in steps]
+    assert len({row.index("/runs/") for row in artifacts}) == 1  # paths in one column, after the longest label
 
 
 def _run_outputs(tmp_path: Path, export_shape: str, promotion: str, gpu_targets: list[str]) -> dict:

@@ -202,14 +202,15 @@ def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tm
     publish_release(release, s3, "r1", {"AP": 0.3})
 
     data = tmp_path / "train_data"
-    runtime.dataset_convert(str(synth_dir), (synth_dir / "coco_spec.json").read_text(), data, tmp_path / "val_data")
+    runtime.dataset_convert(str(synth_dir), (synth_dir / "coco_spec.json").read_text(), data, tmp_path / "val_data",
+                            True, 1)
     spec = write_train_spec(tmp_path / "t.yaml", synth_dir, tmp_path / "unbound", num_epoch=1).read_text()
     out = tmp_path / "model"
-    summary = runtime.train(data, spec, "", out, warm_start=s3)
+    summary = runtime.train(data, spec, "", out, 1, warm_start=s3)
     assert summary["warm_start"] == "r1"
     assert architecture_of(load_model(out / MODEL_FILE, key="tiny")) == released.architecture
 
-    fresh = runtime.train(data, spec, "", tmp_path / "fresh", warm_start=f"{s3}-empty")
+    fresh = runtime.train(data, spec, "", tmp_path / "fresh", 1, warm_start=f"{s3}-empty")
     assert "warm_start" not in fresh  # no release there yet: trained from the spec
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bpnet.cli import main
-from bpnet.errors import ModelError
+from bpnet.errors import ModelError, StepError
 from bpnet.model.io import checkpoint_problem, latest_readable_checkpoint
 from bpnet.model.optimizer import MAX_SOFT_START_GROWTH, effective_soft_start, make_schedule
 from bpnet.specs import TrainSpec, load_spec
@@ -190,7 +190,7 @@ def test_signalled_driver_stops_its_whole_tree_and_removes_the_unfinished_run(tm
     proc, grandchild = _start_dummy(tmp_path)
     token = json.loads((tmp_path / LOCK_FILE).read_text())["token"]
     assert len(run_processes(token)) == 2  # the step and its grandchild, which ignores SIGTERM
-    with pytest.raises(RuntimeError, match=f"another local run \\(pid {proc.pid}\\)"):
+    with pytest.raises(StepError, match=f"another local run \\(pid {proc.pid}\\)"):
         RunGuard(tmp_path, "demo").__enter__()  # a second driver on the same root is refused
     os.kill(proc.pid, getattr(signal, sig))
     _, err = proc.communicate(timeout=60)

@@ -124,9 +124,11 @@ def publish(built, root: Path, monkeypatch, int8_gate: str = "release int8", eng
     monkeypatch.setenv("BPNET_MODEL_KEY", "tiny")
     pointer = runtime.publish(str(root), built["trained"], built["trained"], built["exported"], built["int8"], EVALS,
                               {"dataset_uri": "s3://d/coco"}, {}, [built[e] for e in engines], json.dumps(INFER),
-                              {"plain_onnx": True, "node_selector": {"pool": "gpu"}, "memory": "4Gi",
-                               "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                                "effect": "NoSchedule"}], **serving}, int8_gate)
+                              {"plain_onnx": True, "memory": "4Gi", "accelerator_type": "gpu.example.com/a100",
+                               "pool": {
+                                  "node_selector": {"pool": "gpu"},
+                                  "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                   "effect": "NoSchedule"}]}, **serving}, int8_gate)
     assert pointer["promoted"]
     return Path(pointer["uri"])
 
@@ -234,7 +236,7 @@ def test_kserve_manifest_checks_against_kserve_published_types(release):
     assert all(isinstance(v, str) for v in service["metadata"]["annotations"].values())
     predictor = service["spec"]["predictor"]
     assert predictor["model"]["storageUri"] == f"{release}/triton" and predictor["nodeSelector"] == {"pool": "gpu"}
-    assert predictor["model"]["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "4Gi"}
+    assert predictor["model"]["resources"]["limits"] == {"gpu.example.com/a100": "1", "memory": "4Gi"}
     assert predictor["model"]["modelFormat"]["name"] == "triton"
     assert predictor["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bpnet.artifacts import (
+    ArtifactError,
     atomic_output,
     atomic_write_bytes,
     build_manifest,
@@ -301,7 +302,7 @@ def verified_shards(shard_paths: list[str | Path]) -> int:
         listed = {e["path"] for e in manifest["files"]}
         missing = [p.name for p in paths if records.shard_prefix(p) == prefix and p.name not in listed]
         if missing:
-            raise FileNotFoundError(f"{manifest_path}: does not list {missing}")
+            raise ArtifactError(f"{manifest_path}: does not list {missing}")
         verify_files(manifest_path.parent, manifest)
         counts = manifest["metadata"]["shard_samples"]
         total += sum(counts[p.name] for p in paths if records.shard_prefix(p) == prefix)

@@ -31,11 +31,13 @@ from tqdm import tqdm
 
 from bpnet.artifacts import atomic_write_bytes, atomic_write_text
 from bpnet.pose import COCO_KEYPOINTS, COCO_SKELETON
+from bpnet.settings import SynthSettings
 
 log = logging.getLogger(__name__)
 
 J = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
 SPLITS = ("train2017", "val2017")
+_DEFAULTS = SynthSettings()  # generate() defaults to what `bpnet synth` does
 
 
 @dataclass
@@ -307,8 +309,9 @@ def dataset_spec_dict(root: str = ".") -> dict:
     }
 
 
-def generate(out_dir: str | Path, seed: int = 0, train_images: int = 128, val_images: int = 32,
-             image_size: tuple[int, int] | None = None, hard_scenes: bool = False) -> dict:
+def generate(out_dir: str | Path, seed: int = _DEFAULTS.seed, train_images: int = _DEFAULTS.train_images,
+             val_images: int = _DEFAULTS.val_images, image_size: tuple[int, int] | None = None,
+             hard_scenes: bool = _DEFAULTS.hard_scenes) -> dict:
     """Write the demo dataset under ``out_dir``; returns counts per split.
 
     ``image_size`` (width, height) fixes the image size (e.g. COCO's typical 640x480 for

@@ -2,10 +2,12 @@
 
 **Tensorfile** (``--cal_data_file``): a NumPy ``.npy`` file holding one float32 array of shape
 ``(batches, batch_size, H, W, 3)``: ``batches x batch_size`` images from ``--cal_image_dir``
-(sorted by name, the first ones taken), preprocessed by the inference preprocessing
-(``bpnet.infer.network_input``: fitted into H x W as ``keep_aspect_ratio_mode`` says, RGB,
-``(pixel / image_scale) - image_offset``). An existing tensorfile of the right shape is reused,
-as the guide says; one of another shape is an error rather than silently wrong data.
+(sorted by name, the first readable ones taken: an unreadable image is skipped with a warning
+naming it, as inference and evaluation skip one; too few readable ones is a DataError),
+preprocessed by the inference preprocessing (``bpnet.infer.network_input``: fitted into H x W as
+``keep_aspect_ratio_mode`` says, RGB, ``(pixel / image_scale) - image_offset``). An existing
+tensorfile of the right shape is reused, as the guide says; one of another shape is an error
+rather than silently wrong data.
 
 **Ranges** come from ONNX Runtime's calibrators (entropy by default, with TensorRT's 2048-bin
 histograms; percentile 99.999 and minmax selectable) over every tensor of the exported graph.
@@ -36,19 +38,22 @@ from __future__ import annotations
 
 import logging
 import math
+import string
 import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import get_args
 
 import numpy as np
 
 from bpnet.artifacts import atomic_output, atomic_write_text
-from bpnet.errors import ModelError
+from bpnet.errors import DataError, ModelError, UsageError
 from bpnet.infer.network_input import plan, to_network_input
-from bpnet.preprocess import read_image
+from bpnet.layout import EXPORTED_MODE
+from bpnet.preprocess import ImageReadError, read_image
 from bpnet.settings import CalibrationMethod
 
 log = logging.getLogger(__name__)
@@ -56,39 +61,69 @@ log = logging.getLogger(__name__)
 METHODS: tuple[str, ...] = get_args(CalibrationMethod)
 TRT_CACHE_HEADER = "TRT-100300-EntropyCalibration2"  # TensorRT 10.3 (JetPack 6.1), the images' base
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+HEX_DIGITS = frozenset(string.hexdigits)
+
+
+def _too_few(folder: Path, usable: int, skipped: int, count: int) -> DataError:
+    """Named by the settings, which the CLI (--batches/--batch_size) and a run spec (export.*) set."""
+    unreadable = f", {skipped} unreadable ones skipped" if skipped else ""
+    return DataError(f"calibration images {folder}: {usable} usable (.jpg/.jpeg/.png{unreadable}), but "
+                     f"cal_batches x cal_batch_size = {count} are needed; add images or lower them "
+                     "(--batches/--batch_size, or export.cal_batches/cal_batch_size in a run spec)")
 
 
 def calibration_images(image_dir: str | Path, count: int) -> list[Path]:
+    """The candidate images of ``image_dir``, sorted by name: at least ``count`` of them."""
     folder = Path(image_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--cal_image_dir {folder}: not a directory")
+        raise DataError(f"calibration images {folder} (--cal_image_dir): not a directory")
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(images) < count:
-        raise ValueError(f"--cal_image_dir {folder}: {len(images)} images (.jpg/.jpeg/.png), but batches x "
-                         f"batch_size = {count} are needed")
-    return images[:count]
+        raise _too_few(folder, len(images), 0, count)
+    return images
+
+
+def _readable(paths: list[Path], skipped: list[Path]) -> Iterator[np.ndarray]:
+    """The images of ``paths`` that can be read, in order; the others go to ``skipped``, each
+    with a warning naming it (one bad file must not cost a long calibration)."""
+    for path in paths:
+        try:
+            yield read_image(path)
+        except ImageReadError as exc:  # its message names the file and says why
+            log.warning("calibration skips an unreadable image: %s", exc)
+            skipped.append(path)
 
 
 def build_tensorfile(image_dir: str | Path | None, dest: str | Path, batches: int, batch_size: int,
                      height: int, width: int, image_scale: tuple[float, float, float],
-                     image_offset: tuple[float, float, float], mode: str | None = "pad_image_input") -> np.ndarray:
+                     image_offset: tuple[float, float, float], mode: str | None = EXPORTED_MODE) -> np.ndarray:
     """The calibration tensor (batches, batch_size, H, W, 3): read from ``dest`` if it exists."""
     dest = Path(dest)
     shape = (batches, batch_size, height, width, 3)
     if dest.is_file():
-        data = np.load(dest, mmap_mode="r")
+        try:
+            data = np.load(dest, mmap_mode="r")
+        except (ValueError, EOFError):  # not a .npy file (pickles are refused too), or empty
+            raise DataError(f"--cal_data_file {dest}: not a NumPy .npy tensorfile; remove it to build it again "
+                            "from the images") from None
         if data.shape != shape or data.dtype != np.float32:
-            raise ValueError(f"--cal_data_file {dest}: holds {data.dtype} {data.shape}, expected float32 {shape} "
-                             "(batches, batch_size, H, W, 3); remove it or pass the matching settings")
+            raise DataError(f"--cal_data_file {dest}: holds {data.dtype} {data.shape}, expected float32 {shape} "
+                            "(batches, batch_size, H, W, 3); remove it or pass the matching settings")
         log.info("reusing tensorfile %s %s", dest, shape)
         return data
     if image_dir is None:
-        raise ValueError(f"--cal_data_file {dest} does not exist and no --cal_image_dir was given to build it")
+        raise UsageError(f"missing — --cal_data_file {dest} does not exist, so images are needed to build it",
+                         field="cal_image_dir")
     data = np.empty(shape, np.float32)
-    for index, path in enumerate(calibration_images(image_dir, batches * batch_size)):
-        image = read_image(path)
+    count = batches * batch_size
+    paths, skipped = calibration_images(image_dir, count), []
+    filled = 0
+    for image in islice(_readable(paths, skipped), count):
         p = plan(image.shape[0], image.shape[1], (height, width), mode)
-        data[divmod(index, batch_size)] = to_network_input(image, p, image_scale, image_offset)
+        data[divmod(filled, batch_size)] = to_network_input(image, p, image_scale, image_offset)
+        filled += 1
+    if filled < count:
+        raise _too_few(Path(image_dir), filled, len(skipped), count)
     with atomic_output(dest) as tmp, open(tmp, "wb") as f:
         np.save(f, data)
     log.info("wrote tensorfile %s %s", dest, shape)
@@ -109,7 +144,7 @@ def _method(method: CalibrationMethod):
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
 
     if method not in METHODS:
-        raise ValueError(f"calibration method {method!r}: expected one of {', '.join(METHODS)}")
+        raise UsageError(f"{method!r} — expected one of {', '.join(METHODS)}", field="cal_method")
     return {"entropy": OrtMethod.Entropy, "percentile": OrtMethod.Percentile,
             "minmax": OrtMethod.MinMax}[method]
 
@@ -169,15 +204,18 @@ def write_trt_cache(ranges: dict[str, tuple[float, float]], dest: str | Path,
 
 
 def read_trt_cache(path: str | Path) -> tuple[str, dict[str, float]]:
-    """(header, tensor name -> scale) of a TensorRT calibration cache; ValueError names a bad line."""
-    lines = Path(path).read_text().splitlines()
+    """(header, tensor name -> scale) of a TensorRT calibration cache; a ModelError names a bad line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: not a TensorRT calibration cache (not text)") from None
     if not lines or not lines[0].startswith("TRT-"):
-        raise ValueError(f"{path}: not a TensorRT calibration cache (no TRT-... header line)")
+        raise ModelError(f"{path}: not a TensorRT calibration cache (no TRT-... header line)")
     scales = {}
     for number, line in enumerate(lines[1:], start=2):
         name, sep, value = line.rpartition(": ")
-        if not sep or len(value) != 8:
-            raise ValueError(f"{path}: line {number}: expected '<tensor>: <8 hex digits>', got {line!r}")
+        if not sep or len(value) != 8 or not set(value) <= HEX_DIGITS:
+            raise ModelError(f"{path}: line {number}: expected '<tensor>: <8 hex digits>', got {line!r}")
         scales[name] = struct.unpack(">f", bytes.fromhex(value))[0]
     return lines[0], scales
 
@@ -192,7 +230,7 @@ def check_cache_fits(scales: dict[str, float], onnx_bytes: bytes, where: str) ->
     convs = {o for n in onnx.load_model_from_string(onnx_bytes).graph.node if n.op_type == "Conv" for o in n.output}
     missing = sorted(convs - set(scales))
     if foreign or missing:
-        raise ValueError(f"--cal_cache_file {where}: not a cache of this model ({len(foreign)} tensors not in "
+        raise ModelError(f"--cal_cache_file {where}: not a cache of this model ({len(foreign)} tensors not in "
                          f"the graph, e.g. {foreign[:2]}; {len(missing)} convolution outputs without a scale, "
                          f"e.g. {missing[:2]}); remove it to calibrate again")
 

@@ -69,7 +69,7 @@ class EnginePlan:
         if self.settings.data_type == "int8" and not self.calibration_cache:
             raise UsageError("-t int8 needs a calibration cache (-c), e.g. from bpnet export --data_type int8")
         if self.calibration_cache and not Path(self.calibration_cache).is_file():
-            raise FileNotFoundError(f"-c {self.calibration_cache}: calibration cache not found")
+            raise UsageError(f"-c {self.calibration_cache}: calibration cache not found")
 
     def default_profile(self, input_name: str, dims: tuple[int, ...]) -> tuple[Profile, ...]:
         """Batch 1..max_batch_size at ``dims`` (H, W, C) when no -p was given."""

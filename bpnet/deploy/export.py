@@ -19,6 +19,7 @@ from bpnet.deploy import calibration
 from bpnet.deploy.engine import EnginePlan, EngineUnavailable, build_engine
 from bpnet.deploy.onnx_export import to_onnx
 from bpnet.errors import ModelError, UsageError
+from bpnet.layout import EXPORTED_MODE
 from bpnet.model.exported import INPUT_NAME, ExportInfo, read_exported, set_metadata, write_exported
 from bpnet.settings import CalibrationSettings, EngineSettings, build
 from bpnet.specs.train import NormalizationParams
@@ -34,7 +35,7 @@ class CalibrationData:
     data_file: str
     cache_file: str
     settings: CalibrationSettings = field(default_factory=CalibrationSettings)
-    mode: str | None = "pad_image_input"
+    mode: str | None = EXPORTED_MODE
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ def dns_label(text: str) -> str:
 def inference_service(*, name: str, storage_uri: str, gpus: int, cpu: str | None, memory: str | None,
                       node_selector: dict[str, str], tolerations: list[dict[str, Any]], namespace: str | None,
                       service_account: str | None, runtime: str | None, release_id: str,
-                      accelerator: str = "nvidia.com/gpu") -> dict[str, Any]:
+                      accelerator: str) -> dict[str, Any]:
+    """The InferenceService; ``gpus`` are requested as ``accelerator`` (the run spec's
+    ``gpu.accelerator_type``, the resource its cluster advertises GPUs by)."""
     resources: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
     if gpus:
         resources["requests"][accelerator] = resources["limits"][accelerator] = str(gpus)

@@ -27,6 +27,7 @@ import numpy as np
 
 from bpnet.infer.decode import DecodeParams, decode
 from bpnet.infer.network_input import InputPlan, plan, to_network_input
+from bpnet.layout import EXPORTED_MODE
 
 IMAGE, PLAN, KEYPOINTS, SCORES, PEOPLE = "IMAGE", "PLAN", "KEYPOINTS", "SCORES", "PEOPLE"
 
@@ -35,7 +36,7 @@ def settings_from(params: DecodeParams, image_scale: tuple[float, ...], image_of
                   input_shape: tuple[int, int], network_io: dict[str, str], max_people: int) -> dict[str, Any]:
     """The ``bpnet`` parameter of both stages: the decoder parameters (from the inference spec),
     the training normalization, the exported input size and the network's tensor names."""
-    return {"input_shape": list(input_shape), "keep_aspect_ratio_mode": "pad_image_input",
+    return {"input_shape": list(input_shape), "keep_aspect_ratio_mode": EXPORTED_MODE,
             "image_scale": list(image_scale), "image_offset": list(image_offset),
             "decode": asdict(params), "max_people": max_people, **network_io}
 

@@ -109,7 +109,7 @@ def open_backend(path: str | Path, key: str | None) -> Backend:
     try:
         head = path.read_bytes()
     except OSError as exc:
-        raise FileNotFoundError(f"{path}: cannot read model file: {exc.strerror}") from exc
+        raise ModelError(f"{path}: cannot read model file: {exc.strerror}") from exc
     plain = decrypt(head, key, str(path)) if head.startswith(MAGIC) else head
     return KerasBackend.load(path, key) if plain[:2] == b"PK" else OnnxBackend(path, key)
 

@@ -74,7 +74,7 @@ def read_exported(path: str | Path, key: str | None) -> tuple[bytes, ExportInfo]
     try:
         blob = path.read_bytes()
     except OSError as exc:
-        raise FileNotFoundError(f"{path}: cannot read exported model: {exc.strerror}") from exc
+        raise ModelError(f"{path}: cannot read exported model: {exc.strerror}") from exc
     data = decrypt(blob, key, str(path)) if blob.startswith(MAGIC) else blob
     try:
         proto = onnx.load_model_from_string(data)

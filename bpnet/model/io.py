@@ -89,7 +89,7 @@ def load_model(path: str | Path, key: str | None = None, compile: bool = False) 
     try:
         blob = path.read_bytes()
     except OSError as exc:
-        raise FileNotFoundError(f"{path}: cannot read model file: {exc.strerror}") from exc
+        raise ModelError(f"{path}: cannot read model file: {exc.strerror}") from exc
     data = decrypt(blob, key, str(path))
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "model.keras"

@@ -6,7 +6,7 @@ and decays exponentially back to ``min_learning_rate`` over [annealing, 1] (the 
 TAO's exponential decay (``BpNetExponentialDecayLRSchedule``) is the other choice: see
 ``ExponentialDecay``.
 On a short run ``soft_start`` x steps can be a handful of steps, a ramp of min -> base in ~4 steps
-that diverges (the demo spec with 3 epochs hit NaN at step 19), so the ramp is stretched to at
+that diverges (3 epochs of an earlier demo recipe hit NaN at step 19), so the ramp is stretched to at
 least the steps that keep its growth under ``MAX_SOFT_START_GROWTH`` per step, never past
 ``annealing`` (see ``effective_soft_start``); long runs keep the guide's fractions unchanged.
 
@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 BACKBONE_MULTIPLIER = 2.0
 REFINEMENT_MULTIPLIER = 4.0
 # The soft start's per-step growth cap: min -> base over ln(base/min)/ln(1.1) steps at least (73 steps
-# for the demo's 1000x range, 58 for the guide's 250x). The guide's m1 run ramps slower than this
-# already; the 40-epoch demo (about 56 steps of ramp) is stretched to 73; 3 demo epochs of an earlier
-# recipe (4 steps of ramp, 3.2x per step) diverged.
+# for the demo's 1000x range, 58 for the guide's 250x). A COCO run with the guide's schedule ramps slower
+# than this already; the 40-epoch demo (31 steps an epoch, 0.05 x 1,240 = 62 steps of ramp) is
+# stretched to 73; 3 demo epochs of an earlier recipe (4 steps of ramp, 3.2x per step) diverged.
 MAX_SOFT_START_GROWTH = 1.1
 
 

@@ -357,7 +357,9 @@ class TrainSpec(SpecModel):
     num_epoch: int = Field(100, ge=1, le=100_000)
     summary_every_n_steps: int = Field(20, ge=0, le=MAX_COUNT)
     infrequent_summary_every_n_steps: int = Field(0, ge=0, le=MAX_COUNT)
-    validation_every_n_epoch: int = Field(5, ge=0, le=MAX_COUNT)
+    validation_every_n_epoch: int | None = Field(
+        None, ge=0, le=MAX_COUNT,
+        description="epochs between the learning curve's AP points (unset: checkpoint_n_epoch; 0: the last only)")
     max_ckpt_to_keep: int = Field(100, ge=1, le=10_000)
     random_seed: int = Field(42, ge=0, le=2**31 - 1, description="seeds numpy, Python and TensorFlow alike")
     pretrained_weights: InputFile | None = None

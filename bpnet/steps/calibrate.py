@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpnet.deploy.export import CalibrationData
-from bpnet.errors import BpnetError, ModelError, UsageError
+from bpnet.errors import UsageError
 from bpnet.specs.train import NormalizationParams
 from bpnet.steps._common import model_key, output_file
 
@@ -57,10 +57,5 @@ def fit_calibration(model: str | Path, sdk_model: str | Path, cache: str | Path,
 
     key = model_key(key)
     output = output_file("output_file", output)
-    try:
-        fitted = fit_cache(model, sdk_model, key, cache, output)
-    except BpnetError:
-        raise
-    except ValueError as exc:  # a cache that is not TensorRT's text or not of this model
-        raise ModelError(str(exc)) from None
+    fitted = fit_cache(model, sdk_model, key, cache, output)
     return FittedCache(output, len(fitted.scales), fitted.renamed, len(fitted.derived))
