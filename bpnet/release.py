@@ -69,9 +69,19 @@ def new_release_id(model_digest: str) -> str:
 
 
 def read_latest(release_root: str) -> dict[str, Any] | None:
-    """The ``latest`` pointer, or None when nothing was released yet."""
+    """The ``latest`` pointer, or None when nothing was released yet; an unreadable pointer is an
+    ArtifactError (the promotion gate must not compare against a guess)."""
     raw = open_store(release_root).read_bytes(LATEST)
-    return None if raw is None else json.loads(raw)
+    if raw is None:
+        return None
+    try:
+        latest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{release_root}/{LATEST}: not a release pointer ({exc}); restore it from the "
+                            "releases listed beside it or remove it to release afresh") from exc
+    if not isinstance(latest, dict) or "release" not in latest:
+        raise ArtifactError(f"{release_root}/{LATEST}: not a release pointer (no 'release' key)")
+    return latest
 
 
 def promotion_decision(ap: float, min_ap: float, previous: dict[str, Any] | None,

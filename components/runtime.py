@@ -93,6 +93,9 @@ def logs_failure(step: Callable[P, R]) -> Callable[P, R]:
         except BpnetError as exc:
             log.error("%s failed: %s", step.__name__, exc)
             raise
+        except OSError:
+            log.exception("%s failed (an I/O error: storage, disk or a missing file)", step.__name__)
+            raise
         except Exception:
             log.exception("%s failed (a bug, not a data or settings problem)", step.__name__)
             raise

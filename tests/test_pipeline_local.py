@@ -196,6 +196,17 @@ def test_a_failing_step_says_why_in_the_pod_log(synth_dir, tmp_path, caplog):
     (bug,) = [r for r in caplog.records if r.name == "bpnet.components"]
     assert "a bug, not a data or settings problem" in bug.getMessage() and bug.exc_info[0] is KeyError
 
+    caplog.clear()
+
+    @runtime.logs_failure
+    def unreadable() -> None:
+        open(tmp_path / "missing.bin", "rb")
+
+    with caplog.at_level(logging.ERROR, logger="bpnet.components"), pytest.raises(FileNotFoundError):
+        unreadable()
+    (io,) = [r for r in caplog.records if r.name == "bpnet.components"]
+    assert "an I/O error" in io.getMessage() and io.exc_info[0] is FileNotFoundError
+
 
 def test_make_run_without_a_model_key_exits_2_naming_it(tmp_path, synth_dir, monkeypatch, caplog):
     monkeypatch.setenv("BPNET_MODEL_KEY", "")  # make run's ?= keeps a variable set to empty

@@ -18,6 +18,7 @@ import pytest
 from bpnet.artifacts import ArtifactError
 from bpnet.layout import MODEL_FILE
 from bpnet.release import (
+    LATEST,
     RELEASE_UNPRUNED,
     new_release_id,
     promotion_decision,
@@ -61,6 +62,15 @@ def test_publish_is_complete_and_moves_latest(request, tmp_path, where):
     assert (tmp_path / "fetched" / "metrics.json").is_file()
     publish_release(release_dir(tmp_path / "r2", 0.5), root, "r2", {"AP": 0.5})
     assert read_latest(root)["release"] == "r2"
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b'["r1"]', b'{"metrics": {}}'])
+def test_an_unreadable_latest_pointer_stops_the_gate_naming_it(tmp_path, content):
+    root = tmp_path / "releases"
+    root.mkdir()
+    (root / LATEST).write_bytes(content)
+    with pytest.raises(ArtifactError, match=f"{LATEST}: not a release pointer"):
+        promotion_gate(0.9, 0.0, str(root))
 
 
 def test_promotion_gate_against_the_minimum_and_the_latest_release(s3, tmp_path):
