@@ -127,6 +127,10 @@ def test_mismatched_tensorfile_is_refused(tmp_path):
         (tmp_path / "t.npy").write_bytes(garbage)
         with pytest.raises(DataError, match="t.npy: not a NumPy .npy tensorfile; remove it"):
             build_tensorfile(None, tmp_path / "t.npy", 4, 1, 8, 8, (256.0,) * 3, (0.5,) * 3)
+    with open(tmp_path / "t.npy", "wb") as archive:  # an .npz archive under the tensorfile's name
+        np.savez(archive, data=np.zeros((4, 1, 8, 8, 3), np.float32))
+    with pytest.raises(DataError, match="t.npy: not a NumPy .npy tensorfile; remove it"):
+        build_tensorfile(None, tmp_path / "t.npy", 4, 1, 8, 8, (256.0,) * 3, (0.5,) * 3)
 
 
 def test_inference_and_evaluate_run_exported_fp32_and_int8_models(exported, synth_dir, tmp_path):

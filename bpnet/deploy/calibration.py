@@ -104,8 +104,12 @@ def build_tensorfile(image_dir: str | Path | None, dest: str | Path, batches: in
         try:
             data = np.load(dest, mmap_mode="r")
         except (ValueError, EOFError):  # not a .npy file (pickles are refused too), or empty
+            data = None
+        if not isinstance(data, np.ndarray):  # also an .npz archive, which loads as a mapping of arrays
+            if isinstance(data, np.lib.npyio.NpzFile):
+                data.close()
             raise DataError(f"--cal_data_file {dest}: not a NumPy .npy tensorfile; remove it to build it again "
-                            "from the images") from None
+                            "from the images")
         if data.shape != shape or data.dtype != np.float32:
             raise DataError(f"--cal_data_file {dest}: holds {data.dtype} {data.shape}, expected float32 {shape} "
                             "(batches, batch_size, H, W, 3); remove it or pass the matching settings")
