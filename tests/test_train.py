@@ -39,8 +39,7 @@ def test_two_epochs_write_checkpoints_model_and_manifest(converted, synth_dir, t
 def test_the_same_spec_trains_the_same_weights(converted, synth_dir, tmp_path):
     """Seeded draws, a deterministic input pipeline and op determinism: two runs of one spec (here
     with the Adam extension and the stage-wise rates) give the same weights on one machine, to
-    float rounding (oneDNN may round a sum differently; `make run`'s AP agrees to 5 decimals),
-    while another seed gives other weights."""
+    float rounding (oneDNN may round a sum differently; `make run`'s AP agrees to 5 decimals)."""
     def run(name: str, seed: int) -> list[np.ndarray]:
         spec = load_spec(write_train_spec(tmp_path / f"{name}.yaml", synth_dir, converted, num_epoch=1,
                                           random_seed=seed, use_stagewise_lr_multipliers=True,
@@ -49,9 +48,8 @@ def test_the_same_spec_trains_the_same_weights(converted, synth_dir, tmp_path):
         train(spec, tmp_path / name, key="k")
         return load_model(tmp_path / name / "bpnet_model.tlt", key="k").get_weights()
 
-    a, b, other = run("a", 5), run("b", 5), run("c", 6)
+    a, b = run("a", 5), run("b", 5)
     assert all(np.allclose(x, y, rtol=1e-4, atol=1e-6) for x, y in zip(a, b, strict=True))
-    assert not all(np.allclose(x, y, rtol=1e-4, atol=1e-6) for x, y in zip(a, other, strict=True))
 
 
 @pytest.mark.slow  # a real kill -9 mid-training and a resume: make test-all

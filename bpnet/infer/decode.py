@@ -274,7 +274,7 @@ def _plateau_peaks(candidate: np.ndarray, maps: np.ndarray, threshold: float) ->
         label, member = np.unique(labels[ys, xs], return_index=True)  # = wide, sorted
         value = maps[ys[member], xs[member], j]
         keep = value > threshold
-        xy.append(centroids[label[keep]] * STRIDE + (STRIDE - 1) / 2.0)  # cell centres
+        xy.append(_fine_to_input(centroids[label[keep]], 1))  # cell centres
         score.append(value[keep])
         joint.append(np.full(int(keep.sum()), j))
     if not xy:
@@ -385,14 +385,12 @@ class _UpsampledPafs:
     rows: np.ndarray  # (L,) rows per component in the block
 
     @classmethod
-    def of(cls, pafs: np.ndarray, upsampling: tuple[int, int], reach: np.ndarray | None = None) -> _UpsampledPafs:
-        """``reach``: (L, 2) lowest and highest upsampled row each limb's samples can lie on (None:
-        all rows). A crowd spans the image, but a few people leave most rows unsampled."""
+    def of(cls, pafs: np.ndarray, upsampling: tuple[int, int], reach: np.ndarray) -> _UpsampledPafs:
+        """``reach``: (L, 2) lowest and highest upsampled row each limb's samples can lie on. A crowd
+        spans the image, but a few people leave most rows unsampled."""
         fy, fx = upsampling
         h, w, channels = pafs.shape
         first, _ = _row_taps(h, fy)
-        if reach is None:
-            reach = np.tile([0, h * fy - 1], (channels // 2, 1))
         empty = reach[:, 0] > reach[:, 1]  # limbs without candidates
         lo = np.clip(reach[:, 0], 0, h * fy - 1)
         hi = np.clip(reach[:, 1], 0, h * fy - 1)
