@@ -82,14 +82,13 @@ OVERRIDES: dict[str, Override] = {
                                   "threshold the normalized filter norms are compared against"),
     "min_ap": Override(PromotionSettings, "min_ap", -1.0, (), "AP the retrained model must reach to be released"),
 }
-ENGINE_TARGETS_UNSET = ""
 
 RunOverrides = create_model(
     "RunOverrides", __base__=SpecModel,
     __doc__="The typed run parameters; each at its unset value keeps the spec's (see OVERRIDES).",
     **{name: (o.annotation, Field(o.unset, description=f"{o.means}; {o.unset} = the spec's"))
        for name, o in OVERRIDES.items()},
-    engine_targets=(str, Field(ENGINE_TARGETS_UNSET, description="comma-separated names of the run spec's engine "
+    engine_targets=(str, Field("", description="comma-separated names of the run spec's engine "
                                "targets to build; empty = all of them")))
 
 
@@ -105,9 +104,8 @@ class Resolved:
 
 
 def set_values(overrides: BaseModel) -> dict[str, Any]:
-    """The overrides that are set (not at their unset value), by name."""
-    unset = {**{name: o.unset for name, o in OVERRIDES.items()}, "engine_targets": ENGINE_TARGETS_UNSET}
-    return {name: getattr(overrides, name) for name in unset if getattr(overrides, name) != unset[name]}
+    """The overrides that are set, by name: each field's default is its unset value."""
+    return overrides.model_dump(exclude_defaults=True)
 
 
 def _put(data: dict[str, Any], path: tuple[Key, ...], value: Any) -> str:

@@ -14,7 +14,7 @@ lays over the specs every later step reads. The promotion gate, engine builds an
 in after the evaluations.
 
 Caching: every step's output is fully determined by its inputs once the raw data behind
-``dataset_uri`` is identified. The first step, data_version (never cached), returns the
+``dataset_uri`` is identified. The first step after resolve_specs, data_version (never cached), returns the
 ``data_version`` parameter if set, else a fingerprint of the data's listing taken in the pod when
 the run starts; dataset_convert has it as an input. The same data reuses a conversion (and, as
 the artifacts are then the same, everything downstream); new data behind the same URI — what a

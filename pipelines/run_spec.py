@@ -83,7 +83,8 @@ class Steps(SpecModel):
         description="the run's typed parameters laid over its specs and checked, before any other step")
     data_version: StepSettings = Field(
         default_factory=lambda: StepSettings(retries=2, timeout_seconds=600, caching=False),
-        description="the first step: fingerprints the dataset URI (never cached: it detects new data)")
+        description="the first step after resolve_specs: fingerprints the dataset URI (never cached: it "
+                    "detects new data)")
     dataset_convert: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
     train: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
     prune: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
