@@ -75,6 +75,18 @@ def _body(rng: np.random.Generator, height: float, facing_front: bool) -> np.nda
 LEFT_COLOR, RIGHT_COLOR = np.array((40, 60, 220)), np.array((220, 120, 30))  # BGR: warm left, cool right
 
 
+TORSO = [J["left_shoulder"], J["right_shoulder"], J["right_hip"], J["left_hip"]]
+
+
+def _painter(canvas: np.ndarray, mask: np.ndarray):
+    """``paint(cv2_fn, *args, color=..., **kw)``: draw on the image in ``color`` and on the
+    figure's mask in 255, so the mask covers exactly what was drawn."""
+    def paint(fn, *args, color, **kw):
+        fn(canvas, *args, color=color, **kw)
+        fn(mask, *args, color=255, **kw)
+    return paint
+
+
 def _draw(canvas: np.ndarray, pts: np.ndarray, height: float, facing_front: bool,
           rng: np.random.Generator) -> np.ndarray:
     """Draw a figure; returns the boolean mask of the pixels it covers."""
@@ -84,13 +96,9 @@ def _draw(canvas: np.ndarray, pts: np.ndarray, height: float, facing_front: bool
     torso_color = tuple(int(c) for c in rng.integers(60, 200, 3))
     skin = tuple(int(c) for c in np.clip(np.array((140, 170, 210)) + rng.integers(-40, 30, 3), 0, 255))
     p = np.round(pts).astype(np.int32)
+    paint = _painter(canvas, mask)
 
-    def paint(fn, *args, color, **kw):
-        fn(canvas, *args, color=color, **kw)
-        fn(mask, *args, color=255, **kw)
-
-    torso = p[[J["left_shoulder"], J["right_shoulder"], J["right_hip"], J["left_hip"]]]
-    paint(cv2.fillConvexPoly, torso, color=torso_color)
+    paint(cv2.fillConvexPoly, p[TORSO], color=torso_color)
     for name, base in (("left", LEFT_COLOR), ("right", RIGHT_COLOR)):
         color = tuple(int(c) for c in np.clip(base + jitter, 0, 255))
         for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle")):
@@ -125,14 +133,10 @@ def _draw_plain(canvas: np.ndarray, pts: np.ndarray, height: float, rng: np.rand
     mask = np.zeros(canvas.shape[:2], np.uint8)
     thick = max(2, int(0.04 * height))
     p = np.round(pts).astype(np.int32)
-
-    def paint(fn, *args, color, **kw):
-        fn(canvas, *args, color=color, **kw)
-        fn(mask, *args, color=255, **kw)
+    paint = _painter(canvas, mask)
 
     limb = tuple(int(c) for c in rng.integers(40, 90, 3))
-    paint(cv2.fillConvexPoly, p[[J["left_shoulder"], J["right_shoulder"], J["right_hip"], J["left_hip"]]],
-          color=tuple(int(c) for c in rng.integers(70, 140, 3)))
+    paint(cv2.fillConvexPoly, p[TORSO], color=tuple(int(c) for c in rng.integers(70, 140, 3)))
     for a, b in COCO_SKELETON:
         if a - 1 not in FACE and b - 1 not in FACE:
             paint(cv2.line, tuple(p[a - 1]), tuple(p[b - 1]), color=limb, thickness=thick)
