@@ -49,7 +49,6 @@ CALIBRATION_FLAGS = {"cal_batches": ("--batches",), "cal_batch_size": ("--batch_
 ENGINE_FLAGS = {"data_type": ("-t", "--data_type"), "max_batch_size": ("-m", "--max_batch_size"),
                 "max_workspace_size": ("-w", "--max_workspace_size"),
                 "strict_type_constraints": ("-s", "--strict_type_constraints"), "dla_core": ("-u", "--dla_core")}
-EXPORT_ENGINE_FLAGS = ("data_type", "max_batch_size", "max_workspace_size", "strict_type_constraints")
 
 
 def _literal_choices(annotation: Any) -> tuple | None:
@@ -294,20 +293,21 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-t", "--backend", default="tfonnx", choices=["tfonnx"], help="only tfonnx is supported")
     p.add_argument("-d", "--input_dims", type=_hwc, default=None,
                    help=f"H,W,C of the network input (e.g. {SHAPE},3)")
-    add_settings(p, EngineSettings, {"data_type": ("--data_type",)}, only=EXPORT_ENGINE_FLAGS[:1],
+    add_settings(p, EngineSettings, {"data_type": ("--data_type",)}, only=("data_type",),
                  overrides={"data_type": {"help": "engine precision; int8 also calibrates: tensorfile (reused if "
                                                   "--cal_data_file exists), TensorRT cache of the exported graph "
                                                   "and, unless --sdk_compatible_model, a QDQ INT8 model"}})
     _calibration_arguments(p)
     add_settings(p, EngineSettings, {"max_batch_size": ("--max_batch_size",),
-                                     "max_workspace_size": ("--max_workspace_size",)}, only=EXPORT_ENGINE_FLAGS[1:3],
+                                     "max_workspace_size": ("--max_workspace_size",)},
+                 only=("max_batch_size", "max_workspace_size"),
                  overrides={"max_workspace_size": {"default": EXPORT_MAX_WORKSPACE, "help": "TensorRT workspace "
                                                    f"bytes (default: {EXPORT_MAX_WORKSPACE}, the guide's export "
                                                    "default; build_engine's -w is 1 GiB)"}})
     p.add_argument("--engine_file", default=None, help="also build a TensorRT engine here (needs TensorRT + GPU)")
     p.add_argument("--force_ptq", action="store_true", help="accepted for compatibility: calibration is PTQ here")
     add_settings(p, EngineSettings, {"strict_type_constraints": ("-s", "--strict_type_constraints")},
-                 only=EXPORT_ENGINE_FLAGS[3:], overrides={"strict_type_constraints": {"help": "TensorRT strict "
+                 only=("strict_type_constraints",), overrides={"strict_type_constraints": {"help": "TensorRT strict "
                                                                                       "types (int8)"}})
     p.add_argument("--sdk_compatible_model", action="store_true",
                    help="add the deployable model's post-processing (PAFs upsampled to 1/2); deployment only "

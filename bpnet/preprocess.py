@@ -40,6 +40,8 @@ def denormalize(data: T, scale: Sequence[float], offset: Sequence[float]) -> T:
 DCT_RATIOS = (1, 2, 4, 8)
 
 
+# The image files a folder input (inference, evaluation, calibration) takes; read_image decodes them.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MIN_IMAGE_SIDE = MODEL_STRIDE  # smaller than one cell of the network's output grid: nothing to learn or find
 
 

@@ -114,7 +114,8 @@ def test_too_few_calibration_images_is_a_clear_error(exported, synth_dir, tmp_pa
     code = main(["calibrate", "-m", str(exported["fp32"]), "-k", "tiny", "--cal_image_dir",
                  str(synth_dir / "val2017"), "--cal_data_file", str(tmp_path / "t.npy"), "--cal_cache_file",
                  str(tmp_path / "c.bin"), "--batches", "5", "--batch_size", "2"])
-    assert code == 1 and "8 usable (.jpg/.jpeg/.png), but cal_batches x cal_batch_size = 10 are needed" in caplog.text
+    assert code == 1
+    assert "8 usable (.jpg/.jpeg/.png/.bmp), but cal_batches x cal_batch_size = 10 are needed" in caplog.text
     assert "--batches/--batch_size, or export.cal_batches/cal_batch_size in a run spec" in caplog.text
     assert not (tmp_path / "t.npy").exists() and not (tmp_path / "c.bin").exists()
 

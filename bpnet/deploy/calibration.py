@@ -25,8 +25,9 @@ type, attributes, weights and, recursively, inputs), so a matched tensor compute
 on the same images and takes the standard tensor's scale. A tensor with no match must come from
 an op that cannot widen its input's range (``|y| <= max |x|``: layout ops, ReLU, max pooling,
 nearest/linear resizing, a transposed convolution whose taps per output position sum to at most 1
-in absolute value, as the bilinear upsampling's do): it takes its input's scale, an upper bound
-of its own range. Anything else is refused rather than given a guessed scale.
+in absolute value, as the bilinear upsampling's do): it takes its input's scale, so its range is
+no wider than its input's (an upper bound of its own range under minmax; under entropy the same
+clipping threshold as its input). Anything else is refused rather than given a guessed scale.
 
 **QDQ INT8 model**: ONNX Runtime's ``quantize_static`` fed exactly the cache's scales (symmetric
 int8 activations, per-channel int8 weights; the output heads in float, as TensorRT keeps network
@@ -53,21 +54,21 @@ from bpnet.artifacts import atomic_output, atomic_write_text
 from bpnet.errors import DataError, ModelError, UsageError
 from bpnet.infer.network_input import plan, to_network_input
 from bpnet.layout import EXPORTED_MODE
-from bpnet.preprocess import ImageReadError, read_image
+from bpnet.preprocess import IMAGE_SUFFIXES, ImageReadError, read_image
 from bpnet.settings import CalibrationMethod
 
 log = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = get_args(CalibrationMethod)
 TRT_CACHE_HEADER = "TRT-100300-EntropyCalibration2"  # TensorRT 10.3 (JetPack 6.1), the images' base
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 HEX_DIGITS = frozenset(string.hexdigits)
 
 
 def _too_few(folder: Path, usable: int, skipped: int, count: int) -> DataError:
     """Named by the settings, which the CLI (--batches/--batch_size) and a run spec (export.*) set."""
     unreadable = f", {skipped} unreadable ones skipped" if skipped else ""
-    return DataError(f"calibration images {folder}: {usable} usable (.jpg/.jpeg/.png{unreadable}), but "
+    kinds = "/".join(IMAGE_SUFFIXES)
+    return DataError(f"calibration images {folder}: {usable} usable ({kinds}{unreadable}), but "
                      f"cal_batches x cal_batch_size = {count} are needed; add images or lower them "
                      "(--batches/--batch_size, or export.cal_batches/cal_batch_size in a run spec)")
 

@@ -29,11 +29,10 @@ from bpnet.infer.predict import Predictor
 from bpnet.infer.visualize import write_drawing
 from bpnet.layout import ANNOTATED_DIR, DETECTIONS_FILE
 from bpnet.pose import BPNET_SKELETON
-from bpnet.preprocess import read_image
+from bpnet.preprocess import IMAGE_SUFFIXES, read_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 FORMAT = "bpnet-detections/1"
 
 
