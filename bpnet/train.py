@@ -13,6 +13,16 @@ Results directory layout::
 
 Re-running the same command resumes from the latest checkpoint (model, optimizer state and epoch);
 a run that already finished only re-exports its final model.
+
+Several workers (``TF_CONFIG`` naming more than one, or ``BPNET_CLUSTER=jobset``: bpnet.cluster)
+train one model under MultiWorkerMirroredStrategy. The global batch is ``batch_size`` x all
+replicas (every GPU of every worker); the learning rate is the spec's, unchanged, as the guide's
+multi-GPU rule has it (``batch_size`` is per GPU, the spec's rate is used as written: raise it by
+hand if you scale the global batch far, e.g. linearly with it). Every worker reads the same
+shuffled record stream and keeps its own slice of each global batch (only that slice's images are
+decoded), so the run sees the same samples, in the same order, as one process with the same global
+batch. Only the chief writes the results folder; the other workers write theirs into a temporary
+folder that is removed when they finish, and restore from the chief's checkpoints.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +41,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from bpnet.artifacts import MANIFEST_NAME, atomic_write_text, build_manifest, write_manifest
+from bpnet.cluster import Cluster, cluster_from_env
 from bpnet.curves import CURVE_JSON, CURVE_PNG, LearningCurve, ValScorer
 from bpnet.data.convert import verified_shards
 from bpnet.data.loader import bad_record_error, build_dataset, record_paths
@@ -55,6 +67,15 @@ class TrainingDiverged(ModelError, RuntimeError):
 def nonfinite_variables(model: keras.Model) -> list[str]:
     """Paths of the model's variables holding inf/NaN: such weights must never be checkpointed."""
     return [v.path for v in model.variables if not np.isfinite(keras.ops.convert_to_numpy(v)).all()]
+
+
+class WorkerLost(StepError, RuntimeError):
+    """Multi-worker training lost a peer; the message names this worker and the checkpoint kept."""
+
+
+# what a collective raises when a peer is gone (MultiWorkerMirroredStrategy's health check aborts it)
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+               tf.errors.AbortedError)
 
 
 @dataclass
@@ -113,7 +134,7 @@ def initial_model(spec: TrainSpec, key: str | None) -> keras.Model:
     return model
 
 
-def _strategy(gpus: int, gpu_index: list[int] | None) -> tf.distribute.Strategy:
+def _strategy(gpus: int, gpu_index: list[int] | None, cluster: Cluster | None) -> tf.distribute.Strategy:
     devices = tf.config.list_physical_devices("GPU")
     if gpu_index:
         bad = [i for i in gpu_index if i >= len(devices)]
@@ -121,19 +142,37 @@ def _strategy(gpus: int, gpu_index: list[int] | None) -> tf.distribute.Strategy:
             raise StepError(f"--gpu_index {bad}: only {len(devices)} GPU(s) present")
         devices = [devices[i] for i in gpu_index]
         tf.config.set_visible_devices(devices, "GPU")
+    if gpus > 1 and len(devices) < gpus:
+        raise StepError(f"--gpus {gpus}: only {len(devices)} GPU(s) present")
+    if cluster:  # every visible GPU of every worker (CPU when there is none); NCCL or ring as TF picks
+        if gpus > 1:
+            tf.config.set_visible_devices(devices[:gpus], "GPU")
+        log.info("worker %d of %d (%s)", cluster.rank, cluster.size, "chief" if cluster.is_chief else "not chief")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if gpus > 1:
-        if len(devices) < gpus:
-            raise StepError(f"--gpus {gpus}: only {len(devices)} GPU(s) present")
         return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(gpus)])
     return tf.distribute.get_strategy()
 
 
+def _synchronize_batch_norm(model: keras.Model, on: bool) -> None:
+    """Batch-norm statistics over the global batch (all workers), as one process would compute them;
+    without it each worker normalizes by its own slice and keeps its own moving statistics."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = on
+
+
 class Trainer:
+    """``results_dir`` is where this process writes; ``checkpoints`` where it resumes from (the
+    chief's checkpoint folder; by default its own)."""
+
     def __init__(self, spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
-                 gpu_index: list[int] | None = None):
-        self.spec, self.key = spec, key
+                 gpu_index: list[int] | None = None, cluster: Cluster | None = None,
+                 checkpoints: Path | None = None):
+        self.spec, self.key, self.cluster = spec, key, cluster
         self.results = Path(results_dir)
-        self.strategy = _strategy(gpus, gpu_index)
+        self.checkpoints = checkpoints or self.results / "checkpoints"
+        self.strategy = _strategy(gpus, gpu_index, cluster)
         self.replicas = self.strategy.num_replicas_in_sync
         self.global_batch = spec.dataloader.batch_size * self.replicas  # batch_size is per GPU (guide)
         load_pose_config(spec.dataloader.pose_config.pose_config_path)
@@ -148,6 +187,7 @@ class Trainer:
             self.optimizer = make_optimizer(spec.optimizer, self.total_steps, self.steps_per_epoch,
                                             layer_rates(self.model, spec.optimizer, spec.use_stagewise_lr_multipliers))
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        _synchronize_batch_norm(self.model, bool(cluster))
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.results / "checkpoints"),
                                                   max_to_keep=spec.max_ckpt_to_keep, checkpoint_name="ckpt")
@@ -155,11 +195,11 @@ class Trainer:
 
     def _restore(self) -> int:
         """Resume from the latest checkpoint, else fine-tune start point; returns the start epoch."""
-        latest = self.last_good = latest_readable_checkpoint(self.results / "checkpoints")
+        latest = self.last_good = latest_readable_checkpoint(self.checkpoints)
         if latest:
             self.checkpoint.restore(latest).expect_partial()
-            log.info("resuming from %s (epoch %d)", latest, int(self.epoch))
-            return int(self.epoch)
+            log.info("resuming from %s (epoch %d)", latest, int(self.epoch.numpy()))
+            return self._agreed(int(self.epoch.numpy()))
         ft = self.spec.finetuning_config
         if ft.is_finetune_exp:
             if not ft.checkpoint_path:
@@ -172,7 +212,21 @@ class Trainer:
                 raise SpecError([f"finetuning_config.checkpoint_path: no checkpoint found in {path}"])
             tf.train.Checkpoint(model=self.model).restore(prefix).expect_partial()
             log.info("fine-tuning from %s", prefix)
-        return 0
+        return self._agreed(0)
+
+    def _agreed(self, epoch: int) -> int:
+        """``epoch``, once every worker is known to resume from it: a worker that cannot see the
+        chief's checkpoints would otherwise train other weights in lockstep (sum and sum of squares
+        over the replicas: all equal iff n * sum(e^2) == sum(e)^2)."""
+        if not self.cluster:
+            return epoch
+        per_replica = self.strategy.run(lambda: tf.constant([epoch, epoch * epoch], tf.int64))
+        total, squares = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+        if self.replicas * squares != total * total:
+            raise StepError(
+                f"worker {self.cluster.rank} resumes at epoch {epoch}, the workers' mean is {total / self.replicas:g}: "
+                f"every worker must read the chief's checkpoint folder {self.checkpoints}")
+        return epoch
 
     def _step_fn(self):
         stages = len(self.model.outputs) // 2
@@ -210,12 +264,16 @@ class Trainer:
         first = last = None
         rate = None
         if start < spec.num_epoch:
-            first, last, rate = self._epochs(start)
+            try:
+                first, last, rate = self._epochs(start)
+            except PEER_ERRORS as exc:
+                raise self._peer_lost(exc) from None
         model_path = self.results / MODEL_FILE
+        _synchronize_batch_norm(self.model, False)  # the saved model is the one a single process makes
         save_model(self.model, model_path, self.key)
         atomic_write_text(self.results / ARCHITECTURE_FILE, arch.to_json() + "\n")
         result = TrainResult(str(self.results), str(model_path), spec.num_epoch,
-                             int(self.optimizer.iterations.numpy()), self.steps_per_epoch, first, last,
+                             self._iterations(), self.steps_per_epoch, first, last,
                              count_params(self.model), flops / 1e9, rate, start)
         atomic_write_text(self.results / TRAIN_SUMMARY_FILE, json.dumps(asdict(result), indent=2) + "\n")
         names = [MODEL_FILE, ARCHITECTURE_FILE, TRAIN_SPEC_FILE, TRAIN_SUMMARY_FILE,
@@ -226,8 +284,7 @@ class Trainer:
     def _epochs(self, start: int) -> tuple[float, float, float]:
         spec = self.spec
         offset = start * self.steps_per_epoch * self.global_batch
-        dataset = build_dataset(spec, self.paths, self.global_batch, training=True, counter_offset=offset)
-        batches = iter(self.strategy.experimental_distribute_dataset(dataset))
+        batches = iter(self._distributed_dataset(offset))
         step_fn = self._step_fn()
         writer = tf.summary.create_file_writer(str(self.results / "events"))
         curve = LearningCurve(spec, self.results, start, ValScorer.from_train_spec(spec))
@@ -241,12 +298,14 @@ class Trainer:
             for _ in bar:
                 try:
                     images_batch, labels = next(batches)
+                except PEER_ERRORS:
+                    raise
                 except tf.errors.OpError as exc:  # raised in the input pipeline's map function
                     raise bad_record_error(exc) from None
                 lr = float(self.optimizer.learning_rate)  # the rate this step uses
                 objective, reg, heat_l, paf_l = step_fn(images_batch, labels)
                 loss = float(objective)
-                step = int(self.optimizer.iterations)
+                step = self._iterations()
                 if not math.isfinite(loss):
                     raise self._diverged(f"the loss became {loss}", step, epoch, lr)
                 first = loss if first is None else first
@@ -266,9 +325,9 @@ class Trainer:
             bad = nonfinite_variables(self.model)
             if bad:  # a finite loss can still come with inf/NaN gradients on the epoch's last step
                 raise self._diverged(f"{len(bad)} weight(s) became inf/NaN (first: {bad[0]})",
-                                     int(self.optimizer.iterations), epoch, lr)
+                                     self._iterations(), epoch, lr)
             scoring = time.monotonic()
-            curve.end_epoch(self.model, epoch, int(self.optimizer.iterations), epoch_loss / self.steps_per_epoch,
+            curve.end_epoch(self.model, epoch, self._iterations(), epoch_loss / self.steps_per_epoch,
                             writer)
             t0 += time.monotonic() - scoring  # images/s is of training alone
             if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
@@ -276,6 +335,35 @@ class Trainer:
                 log.info("epoch %d done, loss %.5g; checkpoint %s", epoch, last, saved)
         writer.flush()
         return first, last, images / max(time.monotonic() - t0, 1e-9)
+
+    def _distributed_dataset(self, offset: int):
+        """Batches for this process's replicas; with several workers each keeps its slice of every
+        global batch (bpnet.data.loader.build_dataset's ``part``)."""
+        if not self.cluster:
+            dataset = build_dataset(self.spec, self.paths, self.global_batch, training=True, counter_offset=offset)
+            return self.strategy.experimental_distribute_dataset(dataset)
+
+        def worker_dataset(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            return build_dataset(self.spec, self.paths, self.global_batch, training=True, counter_offset=offset,
+                                 part=(ctx.input_pipeline_id, ctx.num_input_pipelines),
+                                 replica_batch=ctx.get_per_replica_batch_size(self.global_batch))
+
+        return self.strategy.distribute_datasets_from_function(worker_dataset)
+
+    def _iterations(self) -> int:
+        """Steps taken (``int()`` of a distributed variable fails; its local value is the same on every replica)."""
+        return int(keras.ops.convert_to_numpy(self.optimizer.iterations))
+
+    def _peer_lost(self, exc: tf.errors.OpError) -> Exception:
+        """A collective failed: with several workers that means a peer died or is unreachable."""
+        if not self.cluster:
+            return exc
+        kept = self.last_good or "none yet"
+        first = (exc.message or type(exc).__name__).strip().splitlines()[0][:300]
+        return WorkerLost(
+            f"worker {self.cluster.rank} of {self.cluster.size}: the collective all-reduce failed, a worker died or "
+            f"became unreachable ({type(exc).__name__}: {first}); the job fails, and a rerun resumes from the "
+            f"chief's last checkpoint ({kept})")
 
     def _diverged(self, what: str, step: int, epoch: int, lr: float) -> TrainingDiverged:
         kept = self.last_good
@@ -307,8 +395,22 @@ class Trainer:
 
 def train(spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
           gpu_index: list[int] | None = None) -> TrainResult:
-    """Train (or resume) as the spec says; writes everything under ``results_dir``."""
-    results = Path(results_dir)
+    """Train (or resume) as the spec says; writes everything under ``results_dir``.
+
+    A worker of a multi-worker cluster that is not the chief writes into a temporary folder
+    (removed when it returns) and resumes from ``results_dir``'s checkpoints, the chief's."""
+    cluster = cluster_from_env()
+    if cluster and not cluster.is_chief:
+        with tempfile.TemporaryDirectory(prefix=f"bpnet-worker{cluster.rank}-") as scratch:
+            result = _train_into(spec, Path(scratch), key, gpus, gpu_index, cluster,
+                                 Path(results_dir) / "checkpoints")
+        log.info("worker %d: done; its outputs were temporary, the chief wrote %s", cluster.rank, results_dir)
+        return result
+    return _train_into(spec, Path(results_dir), key, gpus, gpu_index, cluster, None)
+
+
+def _train_into(spec: TrainSpec, results: Path, key: str, gpus: int, gpu_index: list[int] | None,
+                cluster: Cluster | None, checkpoints: Path | None) -> TrainResult:
     results.mkdir(parents=True, exist_ok=True)
     (results / MANIFEST_NAME).unlink(missing_ok=True)  # the results are unfinished until it returns
     keras.utils.set_random_seed(spec.random_seed)
@@ -317,4 +419,4 @@ def train(spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
     # rounds differently.
     tf.config.experimental.enable_op_determinism()
     write_resolved_spec(spec, results / TRAIN_SPEC_FILE)
-    return Trainer(spec, results, key, gpus, gpu_index).run()
+    return Trainer(spec, results, key, gpus, gpu_index, cluster, checkpoints).run()

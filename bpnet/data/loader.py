@@ -154,11 +154,23 @@ def _batch_fn(maker: SampleMaker):
 
 
 def build_dataset(spec: TrainSpec, paths: list[Path], batch_size: int, training: bool = True,
-                  repeat: bool = True, counter_offset: int = 0) -> tf.data.Dataset:
+                  repeat: bool = True, counter_offset: int = 0, part: tuple[int, int] = (0, 1),
+                  replica_batch: int | None = None) -> tf.data.Dataset:
     """Batches of (images, {"heatmap", "paf", "mask"}), prefetched.
 
     ``counter_offset`` (samples already seen, on resume) moves the augmentation stream and the
-    shuffle order on, so a resumed run does not replay the first epochs' draws."""
+    shuffle order on, so a resumed run does not replay the first epochs' draws. ``part`` = (i, n):
+    keep the i-th of n equal slices of every batch of ``batch_size`` (one worker's share of the
+    global batch; the records are small, the images are read only for the slice), cut into batches
+    of ``replica_batch`` (one per local replica). Every worker draws the same shuffle and the same
+    augmentation counters, so n workers see exactly what one process would."""
+    index, count = part
+    if batch_size % count or not 0 <= index < count:
+        raise DataError(f"a batch of {batch_size} cannot be split into {count} equal worker slices (slice {index})")
+    share = batch_size // count
+    replica_batch = replica_batch or share
+    if share % replica_batch:
+        raise DataError(f"a worker's {share} samples per step cannot be split into batches of {replica_batch}")
     ds = tf.data.TFRecordDataset([str(p) for p in paths])
     if training:
         ds = ds.shuffle(spec.dataloader.shuffle_buffer_size, seed=spec.random_seed + counter_offset,
@@ -166,6 +178,11 @@ def build_dataset(spec: TrainSpec, paths: list[Path], batch_size: int, training:
     if repeat:
         ds = ds.repeat()
     ds = ds.enumerate(start=counter_offset).batch(batch_size, drop_remainder=training)
+    if count > 1:
+        ds = ds.map(lambda counters, serialized: (counters[index * share:(index + 1) * share],
+                                                  serialized[index * share:(index + 1) * share]))
+    if replica_batch != share:
+        ds = ds.unbatch().batch(replica_batch, drop_remainder=training)
     maker = SampleMaker(spec, Path(spec.dataloader.dataset_config.root_data_path), training)
     # one batch per core at a time: numpy_function holds the GIL between its C calls, and more
     # concurrent batches than cores only add thread switching
