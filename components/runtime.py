@@ -291,6 +291,20 @@ def train(dataset_dir: str | Path, train_spec: str, pose_config: str, model_dir:
 
 
 @logs_failure
+def train_on_workers(job: str, run_id: str, task_name: str, model_dir: str | Path, model_uri: str,
+                     train_uri: str, val_uri: str, train_spec: str, pose_config: str, gpus: int,
+                     pretrained_uri: str = "", warm_start: str = "") -> dict[str, Any]:
+    """The train/retrain step on several workers: launch the job ``job`` (a JobTemplate's JSON)
+    describes, named after this run and task; the workers read the artifacts by URI and the chief
+    writes under ``<model_uri>.workers/``; its model folder ends up in ``model_dir``."""
+    from components.distributed import JobTemplate, WorkerTask, launch
+
+    task = WorkerTask(train_data=train_uri, val_data=val_uri, train_spec=train_spec, pose_config=pose_config,
+                      output=f"{model_uri}.workers", gpus=gpus, pretrained=pretrained_uri, warm_start=warm_start)
+    return launch(JobTemplate.from_json(job), task, run_id, task_name, model_dir)
+
+
+@logs_failure
 def prune(model_dir: str | Path, prune_settings: str, inference_spec: str, out_dir: str | Path) -> dict[str, Any]:
     """Prune the Model artifact into ``out_dir`` (FLOPs counted at the inference spec's input
     shape); the source's resolved train spec and pose config come along, as the pruned model was

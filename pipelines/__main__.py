@@ -1,7 +1,8 @@
 """``python -m pipelines <command> --spec RUN_SPEC``: the Makefile's pipeline targets.
 
 Commands: ``local`` (make run), ``compile`` (make pipeline-compile), ``run`` (make pipeline-run),
-``schedule`` / ``unschedule`` (make pipeline-schedule / pipeline-unschedule).
+``schedule`` / ``unschedule`` (make pipeline-schedule / pipeline-unschedule), ``manifests`` (what
+a cluster admin applies once for multi-worker training).
 Exit codes as ``bpnet``: 0 success, 1 the work or the server failed, 2 a bad run spec, step spec or
 setting ($BPNET_MODEL_KEY unset included); a bug is logged with its traceback (exit 1).
 """
@@ -26,10 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
                        ("compile", "write the compiled pipeline YAML"),
                        ("run", "upload the pipeline and start a run; print its URL"),
                        ("schedule", "create (or replace) the recurring run from the spec's schedule"),
-                       ("unschedule", "delete the spec's recurring run")]:
+                       ("unschedule", "delete the spec's recurring run"),
+                       ("manifests", "print the ClusterTrainingRuntime and the launcher's Role/RoleBinding "
+                                     "(kubectl apply -f -)")]:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--spec", required=True, help="run spec (YAML), e.g. specs/pipeline/cluster.yaml")
-        if name != "unschedule":
+        if name not in ("unschedule", "manifests"):
             p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                            help="a typed run parameter overriding the specs (repeatable): "
                            + "; ".join(f"{n} ({f.description})" for n, f in RunOverrides.model_fields.items()))
@@ -44,6 +47,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pipelines.arguments import load_run_spec, parse_overrides, pipeline_arguments
 
     spec = load_run_spec(args.spec)
+    if args.command == "manifests":
+        from pipelines.manifests import render
+
+        print(render(spec), end="")
+        return 0
     overrides = parse_overrides(getattr(args, "overrides", []))
     if args.command == "local":
         from pipelines.local_run import format_summary, run_local

@@ -137,12 +137,16 @@ class Steps:
 
     def __call__(self, step: str, name: str = "", jetson: bool = False, **arguments: Any) -> dsl.PipelineTask:
         spec = self.spec
-        task = (self.jetson_engine if jetson else self.ops[step])(**arguments)
         settings = getattr(spec.steps, step)
-        _schedule(task, name or step, settings.model_copy(update={"gpus": 0}) if jetson else settings, spec)
+        workers = getattr(settings, "workers", 1)  # > 1: the step launches the training job and waits (no GPU)
+        task = (self.jetson_engine if jetson else self.ops[step])(
+            **arguments, **(_job_arguments(spec, step) if workers > 1 else {}))
+        _schedule(task, name or step, settings.model_copy(update={"gpus": 0}) if jetson or workers > 1 else settings,
+                  spec)
         if jetson:
             _place(task, spec.gpu.jetson_pool)
-        access = ACCESS.get(step, set()) | ({STORAGE} if step == "train" and self.warm_start else set())
+        access = ACCESS.get(step, set()) | ({STORAGE} if (step == "train" and self.warm_start) or workers > 1
+                                             else set())
         if STORAGE in access:
             _with_storage(task, spec)
         if MODEL_KEY in access:
@@ -150,6 +154,26 @@ class Steps:
         if NODE_NAME in access:
             kubernetes.use_field_path_as_env(task, env_name=NODE_ENV, field_path="spec.nodeName")
         return task
+
+
+def _job_arguments(spec: RunSpec, step: str) -> dict[str, Any]:
+    """The launcher's arguments: the job template (engine, image, GPUs per worker, pool, the MinIO
+    and model-key secrets by reference, timeout) and the placeholders that name the job."""
+    from components.distributed import JobTemplate
+
+    settings, s = getattr(spec.steps, step), spec.storage
+    env = {"BPNET_S3_ENDPOINT": s.endpoint, "BPNET_S3_SECURE": "true" if s.secure else "false"} if s.endpoint else {}
+    template = JobTemplate(
+        engine=spec.distributed.engine, image=spec.images.gpu, workers=settings.workers,
+        gpus_per_worker=settings.gpus, accelerator_type=spec.gpu.accelerator_type,
+        pool=spec.gpu.pool.model_dump() if settings.gpus else {}, env=env,
+        secret_env=[["BPNET_S3_ACCESS_KEY", s.credentials_secret, s.access_key_field],
+                    ["BPNET_S3_SECRET_KEY", s.credentials_secret, s.secret_key_field],
+                    ["BPNET_MODEL_KEY", s.model_key_secret, s.model_key_field]],
+        run_as_user=spec.run_as_user, runtime=spec.distributed.runtime, namespace=spec.kfp.namespace or "",
+        timeout_seconds=settings.timeout_seconds, poll_seconds=spec.distributed.poll_seconds)
+    return {"workers": settings.workers, "job": template.to_json(), "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            "task_name": dsl.PIPELINE_TASK_NAME_PLACEHOLDER}
 
 
 def _one_line(value: Any) -> Any:

@@ -75,6 +75,25 @@ class StepSettings(SpecModel):
     memory: MemoryQuantity | None = None
 
 
+class TrainStepSettings(StepSettings):
+    """train/retrain: ``workers`` > 1 trains on that many pods (``gpus`` each) through the
+    ``distributed`` engine; the step itself is then the launcher (no GPU)."""
+
+    workers: int = Field(1, ge=1, le=256, description="training pods (1: train inside the step's own pod)")
+
+
+class DistributedSettings(SpecModel):
+    """The engine of multi-worker training (docs/pipeline.md: installing each)."""
+
+    engine: Literal["trainjob", "tfjob"] = Field("trainjob", description="trainjob: Kubeflow Trainer v2 with the "
+                                                 "project's ClusterTrainingRuntime; tfjob: Training Operator v1")
+    runtime: str = Field("bpnet-tensorflow", pattern=r"^[a-z0-9][a-z0-9-]*$",
+                         description="name of the ClusterTrainingRuntime (python -m pipelines manifests)")
+    service_account: str = Field("pipeline-runner", min_length=1, description="the pipeline pods' service account "
+                                 "(the launcher's Role is bound to it; multi-user Kubeflow: default-editor)")
+    poll_seconds: float = Field(15.0, ge=1, le=600, description="how often the launcher reads the job's status")
+
+
 class Steps(SpecModel):
     """Per step; ``evaluate`` applies to every evaluation (unpruned, pruned, retrained, ONNX fp32, INT8)."""
 
@@ -86,9 +105,11 @@ class Steps(SpecModel):
         description="the first step after resolve_specs: fingerprints the dataset URI (never cached: it "
                     "detects new data)")
     dataset_convert: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
-    train: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
+    train: TrainStepSettings = Field(default_factory=lambda: TrainStepSettings(gpus=1, retries=1,
+                                                                                timeout_seconds=3 * 86400))
     prune: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
-    retrain: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
+    retrain: TrainStepSettings = Field(default_factory=lambda: TrainStepSettings(gpus=1, retries=1,
+                                                                                  timeout_seconds=3 * 86400))
     export: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
     publish: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=7200, caching=False))
     build_engine: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=7200))
@@ -226,6 +247,7 @@ class RunSpec(SpecModel):
     dataset: DatasetSource
     specs: StepSpecs
     steps: Steps = Field(default_factory=Steps)
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
     prune: PruneSettings = Field(default_factory=PruneSettings)
     export: DeploySettings = Field(default_factory=DeploySettings)
     release: ReleaseSettings
@@ -253,13 +275,15 @@ class RunSpec(SpecModel):
     def for_local_run(self, spec_file: str | Path) -> RunSpec:
         """This spec as ``make run`` uses it: the dataset folder must exist (checked now, before
         the DAG starts, not by the first step) and steps are not retried — kfp.local runs each
-        step once, as the README says; retrying a failure of local code only repeats it."""
+        step once, as the README says; retrying a failure of local code only repeats it. Training
+        runs in one process (kfp.local has no cluster to start workers on)."""
         uri = self.dataset.uri
         if "://" not in uri and not Path(uri).is_dir():
             raise SpecError([f"spec error: {spec_file}: dataset.uri: {uri} — an existing dataset folder "
                              "(locally; e.g. run `make demo-data`)"])
-        steps = Steps(**{name: getattr(self.steps, name).model_copy(update={"retries": 0})
-                         for name in Steps.model_fields})
+        steps = Steps(**{name: getattr(self.steps, name).model_copy(
+            update={"retries": 0, **({"workers": 1} if isinstance(getattr(self.steps, name), TrainStepSettings)
+                                      else {})}) for name in Steps.model_fields})
         return self.model_copy(update={"steps": steps})
 
     @field_validator("pipeline_root")

@@ -8,6 +8,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,6 +32,7 @@ class FakeCluster:
     chief_labels: dict[str, str] = field(default_factory=dict)
     errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (method, plural) -> HTTP status
     delay: float = 0.0  # seconds before every answer (client timeouts)
+    on_create: Callable[[dict[str, Any]], None] | None = None  # the "engine": called with each new job
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     gets: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
@@ -81,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if key in c.objects:
                     return self._status(409, "AlreadyExists")
                 c.objects[key] = body
+            if c.on_create:
+                c.on_create(body)
             return self._send(201, body)
         with c.lock:
             obj = c.objects.get(name or "")

@@ -103,3 +103,49 @@ def test_api_errors_are_one_clear_line(errors, delay, expected):
     with FakeApiServer(cluster) as server, pytest.raises(LaunchError) as err:
         launch(server, "trainjob", request_timeout=0.2)[0].run(manifest("trainjob"))
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_step_launches_a_job_and_gets_the_model_the_chief_uploaded(synth_dir, moto_server, monkeypatch, tmp_path):
+    """The whole multi-worker step but the cluster: the launcher creates the job on the fake API
+    server, whose "engine" runs the job's worker (alone here: the two-process case is
+    tests/test_distributed.py) against the S3 server; the chief's model lands in the step's folder."""
+    from bpnet.layout import MODEL_FILE
+    from bpnet.model.io import load_model
+    from bpnet.storage import S3Store, open_store
+    from components import runtime
+    from components.distributed import JobTemplate, WorkerTask, launch, task_of
+    from components.worker import run_worker
+    from tests.conftest import write_train_spec
+
+    for name, value in {"BPNET_S3_ENDPOINT": f"http://{moto_server.endpoint}", "BPNET_S3_ACCESS_KEY": "testing",
+                        "BPNET_S3_SECRET_KEY": "testing", "BPNET_MODEL_KEY": "dist"}.items():
+        monkeypatch.setenv(name, value)
+    S3Store("s3://mlpipeline").client.make_bucket("mlpipeline")
+    runtime.dataset_convert(str(synth_dir), (synth_dir / "coco_spec.json").read_text(), tmp_path / "train_data",
+                            tmp_path / "val_data", True, 1)
+    root = "minio://mlpipeline/v2/artifacts/bpnet/run-3"
+    for split in ("train_data", "val_data"):
+        open_store(f"s3://mlpipeline/v2/artifacts/bpnet/run-3/{split}").upload_tree(tmp_path / split)
+    spec = write_train_spec(tmp_path / "t.yaml", synth_dir, tmp_path / "unbound", num_epoch=1).read_text()
+
+    cluster = FakeCluster(script=[[]])
+    ran = []
+
+    def engine(job: dict) -> None:
+        def work():
+            try:
+                ran.append(run_worker(task_of(job), tmp_path / "pod"))
+                cluster.script = [[condition("Complete")]]
+            except Exception as exc:  # the job fails with the worker's message
+                cluster.script = [[condition("Failed", "WorkerFailed", str(exc))]]
+        threading.Thread(target=work, daemon=True).start()
+
+    cluster.on_create = engine
+    task = WorkerTask(f"{root}/train_data", f"{root}/val_data", spec, "", f"{root}/model.workers")
+    with FakeApiServer(cluster) as server:
+        api = client.ApiClient(client.Configuration(host=server.host))
+        metadata = launch(JobTemplate("trainjob", "img", 2, namespace="team", poll_seconds=0.2), task, "run-3",
+                          "train", tmp_path / "model", api=api)
+    assert ran and metadata["steps"] == ran[0]["steps"] > 0 and metadata["workers"] == 2
+    load_model(tmp_path / "model" / MODEL_FILE, key="dist")
+    assert open_store("s3://mlpipeline/v2/artifacts/bpnet/run-3/model.workers/checkpoints").exists()  # for a rerun

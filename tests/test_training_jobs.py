@@ -83,3 +83,53 @@ def test_trainjob_pods_derive_tf_config_and_tfjob_pods_get_it():
     assert worker["replicas"] == 4 and worker["restartPolicy"] == "Never"
     assert "BPNET_CLUSTER" not in {e["name"] for e in worker["template"]["spec"]["containers"][0]["env"]}
     assert worker["template"]["spec"]["nodeSelector"] == {"pool": "gpu"}
+
+
+def test_manifests_command_prints_valid_runtime_and_rbac(tmp_path, capsys):
+    import yaml
+
+    from pipelines.__main__ import main
+    from tests.test_pipeline_submit import cluster_spec
+
+    expected = {"trainjob": ["ClusterTrainingRuntime", "Role", "RoleBinding"], "tfjob": ["Role", "RoleBinding"]}
+    for engine, kinds in expected.items():
+        spec = cluster_spec(tmp_path, distributed={"engine": engine, "service_account": "default-editor"})
+        assert main(["manifests", "--spec", str(spec)]) == 0
+        docs = list(yaml.safe_load_all(capsys.readouterr().out))
+        assert [d["kind"] for d in docs] == kinds
+        for doc in docs:
+            (validate_custom if doc["kind"] == "ClusterTrainingRuntime" else validate_builtin)(doc)
+        assert docs[-1]["subjects"][0]["name"] == "default-editor"
+
+
+def test_a_multi_worker_train_step_is_a_launcher_of_a_valid_job(tmp_path):
+    import json
+
+    import yaml
+
+    from components.distributed import JobTemplate, WorkerTask
+    from components.training_jobs import job_manifest
+    from pipelines.arguments import load_run_spec
+    from pipelines.submit import compile_pipeline
+    from tests.test_pipeline_submit import cluster_spec
+
+    spec = load_run_spec(cluster_spec(tmp_path, steps={"train": {"gpus": 2, "workers": 4}},
+                                      distributed={"engine": "tfjob"}))
+    pipeline, platform = yaml.safe_load_all(compile_pipeline(spec, tmp_path / "p.yaml").read_text())
+    tasks = pipeline["root"]["dag"]["tasks"]
+    params = tasks["train"]["inputs"]["parameters"]
+    assert params["workers"]["runtimeValue"]["constant"] == 4
+    assert "retrain" in tasks and "workers" not in tasks["retrain"]["inputs"]["parameters"]  # default: one pod
+    executors = pipeline["deploymentSpec"]["executors"]
+    assert "accelerator" not in executors["exec-train"]["container"].get("resources", {})  # the launcher: no GPU
+    assert executors["exec-retrain"]["container"]["resources"]["accelerator"]["count"] == "1"
+    template = JobTemplate.from_json(params["job"]["runtimeValue"]["constant"])
+    assert (template.engine, template.workers, template.gpus_per_worker) == ("tfjob", 4, 2)
+    task = WorkerTask("minio://b/train", "minio://b/val", "num_epoch: 1", "", "minio://b/model.workers", gpus=2)
+    job = job_manifest(template.engine, template.request("bpnet-train-0123456789", "team", task))
+    validate_custom(job)
+    env = {e["name"]: e for e in job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["BPNET_WORKER_TASK"]["value"])["output"] == "minio://b/model.workers"
+    assert env["BPNET_MODEL_KEY"]["valueFrom"]["secretKeyRef"]["name"] == spec.storage.model_key_secret
+    secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert any(s["secretName"] == spec.storage.credentials_secret for s in secrets.get("secretAsEnv", []))
