@@ -198,13 +198,15 @@ def dataset_to_model_keypoints(
     for j, name in enumerate(skeleton.joints):
         if name in index:
             out[:, j] = keypoints[:, index[name]]
-        elif name in DERIVED_JOINTS:
+        elif name in DERIVED_JOINTS and all(n in index for n in DERIVED_JOINTS[name]):
             a, b = (keypoints[:, index[n]] for n in DERIVED_JOINTS[name])
             both = (a[:, 2] > Visibility.NOT_LABELED) & (b[:, 2] > Visibility.NOT_LABELED)
             out[:, j, :2] = np.where(both[:, None], (a[:, :2] + b[:, :2]) / 2.0, 0.0)
             out[:, j, 2] = np.where(both, np.minimum(a[:, 2], b[:, 2]), Visibility.NOT_LABELED)
         else:
-            raise PoseConfigError(f"dataset has no keypoint '{name}' and it cannot be derived")
+            sources = f" from {' and '.join(DERIVED_JOINTS[name])}" if name in DERIVED_JOINTS else ""
+            raise PoseConfigError(f"the dataset's keypoints {list(dataset_names)[:20]} have no '{name}' and it "
+                                  f"cannot be derived{sources}: name every joint of the model's skeleton")
     return out
 
 
