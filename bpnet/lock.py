@@ -63,7 +63,21 @@ def exclusive(target: str | Path, what: str) -> Iterator[Path]:
     """Hold the lock of ``target`` while the block writes it; a BusyError at once if another
     process holds it. ``what`` names the command in the lock (``bpnet train``)."""
     path = lock_path(target)
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _held(path, target, what):
+            yield path
+    finally:
+        for folder in created:  # made only to hold the lock: a command that wrote nothing leaves nothing
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+@contextmanager
+def _held(path: Path, target: str | Path, what: str) -> Iterator[None]:
     while True:
         handle = open(path, "a+")  # noqa: SIM115 - held for the whole block
         try:
@@ -90,7 +104,7 @@ def exclusive(target: str | Path, what: str) -> Iterator[Path]:
     handle.write(json.dumps(_holder(what)) + "\n")
     handle.flush()
     try:
-        yield path
+        yield
     finally:
         try:
             path.unlink()
