@@ -271,6 +271,7 @@ def test_pretrained_weights_of_another_architecture_are_refused_naming_the_layer
 
 def test_evaluate_on_a_split_without_images_is_refused(synth_dir, tmp_path):
     from bpnet.evaluate import ground_truth
+    from bpnet.pose import BPNET_SKELETON
     from bpnet.specs import DatasetSpec, load_spec
 
     root = tmp_path / "data"
@@ -281,7 +282,7 @@ def test_evaluate_on_a_split_without_images_is_refused(synth_dir, tmp_path):
     spec = {**json.loads((synth_dir / "coco_spec.json").read_text()), "root_directory_path": str(root)}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(DataError, match="the test split has no images"):
-        ground_truth(load_spec(tmp_path / "spec.json", DatasetSpec))
+        ground_truth(load_spec(tmp_path / "spec.json", DatasetSpec), BPNET_SKELETON)
 
 
 @pytest.mark.parametrize(("items", "message"), [
@@ -299,11 +300,11 @@ def test_ambiguous_run_overrides_are_refused(items, message):
 
 
 def test_a_dataset_naming_only_some_joints_is_a_clear_error():
-    from bpnet.pose import PoseConfigError, dataset_to_model_keypoints
+    from bpnet.pose import BPNET_SKELETON, PoseConfigError, dataset_to_model_keypoints
 
-    with pytest.raises(PoseConfigError, match="have no 'neck' and it cannot be derived from left_shoulder and "
-                                              "right_shoulder"):
-        dataset_to_model_keypoints(np.zeros((1, 1, 3)), ["nose"])
+    with pytest.raises(PoseConfigError, match=r"the dataset has no keypoint \['left_eye'\] for the pose config's "
+                                              r"joint 'left_eye'"):
+        dataset_to_model_keypoints(np.zeros((1, 1, 3)), ["nose"], BPNET_SKELETON)
 
 
 # ---- the Triton decoder: one error response per bad request --------------------------------------
@@ -311,13 +312,14 @@ def test_a_dataset_naming_only_some_joints_is_a_clear_error():
 def _decoder(stage: str):
     from bpnet.deploy.triton_model import TritonPythonModel, decode_params, settings_from
     from bpnet.infer.decode import DecodeParams
+    from bpnet.pose import BPNET_SKELETON
     from tests.test_serving import _stand_in_pb_utils
 
     model = TritonPythonModel()
-    model.pb, model.stage = _stand_in_pb_utils(), stage
+    model.pb, model.stage, model.skeleton = _stand_in_pb_utils(), stage, BPNET_SKELETON
     model.settings = settings_from(DecodeParams(), (1 / 256,) * 3, (0.5,) * 3, (64, 64),
                                    {"input_name": "input_1", "heatmap_name": "heatmap_out", "paf_name": "paf_out"},
-                                   max_people=4)
+                                   max_people=4, skeleton=BPNET_SKELETON)
     model.params = decode_params(model.settings)
     return model
 
@@ -351,11 +353,12 @@ def test_malformed_decode_requests_are_refused_instead_of_people_outside_the_ima
     cases = {"heatmap_out: holds NaN or infinite": dict(heatmap_out=inf, paf_out=paf, PLAN=plan),
              "PLAN: names a 128x128 network input": dict(heatmap_out=heat, paf_out=paf,
                                                          PLAN=[[30, 40, 128, 128, 96, 128]]),
-             "heatmap_out: is 16x8": dict(heatmap_out=np.zeros((1, 16, 8, 19), np.float32), paf_out=paf, PLAN=plan),
+             "heatmap_out: is 16x8": dict(heatmap_out=np.zeros((1, 16, 8, 19), np.float32),
+                                          paf_out=np.zeros((1, 16, 8, 38), np.float32), PLAN=plan),
              "PLAN: is (3,)": dict(heatmap_out=heat, paf_out=paf, PLAN=[[1, 2, 3]]),
              "PLAN: missing": dict(heatmap_out=heat, paf_out=paf),
              "PLAN: batches differ": dict(heatmap_out=heat, paf_out=paf, PLAN=np.repeat(plan, 2, axis=0)),
-             "paf_out: is (8, 8, 37)": dict(heatmap_out=heat, paf_out=np.zeros((1, 8, 8, 37), np.float32), PLAN=plan)}
+             "paf_out: is (8, 8, 37) per image; expected (8, 8, 38)": dict(heatmap_out=heat, paf_out=np.zeros((1, 8, 8, 37), np.float32), PLAN=plan)}
     good = _request(pb, heatmap_out=heat, paf_out=paf, PLAN=plan)
     responses = model.execute([good, *(_request(pb, **c) for c in cases.values())])
     assert responses[0].error is None and responses[0].outputs["PEOPLE"].tolist() == [[0]]
@@ -485,7 +488,15 @@ def test_drawings_on_a_full_disk_leave_no_partial_folder(tmp_path, monkeypatch):
     results = tmp_path / "results"
     (results / ANNOTATED_DIR).mkdir(parents=True)
     (results / ANNOTATED_DIR / "before.jpg").write_bytes(b"an earlier run's")
-    predictor = lambda rgb: types.SimpleNamespace(people=[])  # noqa: E731 - a stand-in network
+    from bpnet.pose import BPNET_SKELETON
+
+    class NoPeople:  # a stand-in network that finds nobody
+        skeleton = BPNET_SKELETON
+
+        def __call__(self, rgb):
+            return types.SimpleNamespace(people=[])
+
+    predictor = NoPeople()
     with pytest.raises(OSError, match="No space left"):
         run.run_inference(predictor, run.list_inputs("dir", images), results, dump_visualizations=True)
     assert sorted(p.name for p in results.iterdir()) == [ANNOTATED_DIR]  # no staging folder left
