@@ -302,8 +302,8 @@ def test_ambiguous_run_overrides_are_refused(items, message):
 def test_a_dataset_naming_only_some_joints_is_a_clear_error():
     from bpnet.pose import BPNET_SKELETON, PoseConfigError, dataset_to_model_keypoints
 
-    with pytest.raises(PoseConfigError, match=r"the dataset has no keypoint \['left_eye'\] for the pose config's "
-                                              r"joint 'left_eye'"):
+    with pytest.raises(PoseConfigError, match=r"the dataset has no keypoint \['left_shoulder', 'right_shoulder'\] "
+                                              r"for the pose config's joint 'neck' \(derived from"):
         dataset_to_model_keypoints(np.zeros((1, 1, 3)), ["nose"], BPNET_SKELETON)
 
 
@@ -358,7 +358,8 @@ def test_malformed_decode_requests_are_refused_instead_of_people_outside_the_ima
              "PLAN: is (3,)": dict(heatmap_out=heat, paf_out=paf, PLAN=[[1, 2, 3]]),
              "PLAN: missing": dict(heatmap_out=heat, paf_out=paf),
              "PLAN: batches differ": dict(heatmap_out=heat, paf_out=paf, PLAN=np.repeat(plan, 2, axis=0)),
-             "paf_out: is (8, 8, 37) per image; expected (8, 8, 38)": dict(heatmap_out=heat, paf_out=np.zeros((1, 8, 8, 37), np.float32), PLAN=plan)}
+             "paf_out: is (8, 8, 37) per image; expected (8, 8, 38)": dict(
+                 heatmap_out=heat, paf_out=np.zeros((1, 8, 8, 37), np.float32), PLAN=plan)}
     good = _request(pb, heatmap_out=heat, paf_out=paf, PLAN=plan)
     responses = model.execute([good, *(_request(pb, **c) for c in cases.values())])
     assert responses[0].error is None and responses[0].outputs["PEOPLE"].tolist() == [[0]]
@@ -478,7 +479,7 @@ def test_drawings_on_a_full_disk_leave_no_partial_folder(tmp_path, monkeypatch):
         cv2.imwrite(str(images / f"{k}.jpg"), np.zeros((16, 16, 3), np.uint8))
     written = []
 
-    def draw(rgb, people, dest):
+    def draw(rgb, people, dest, skeleton):
         if written:
             raise OSError(errno.ENOSPC, "No space left on device", str(dest))
         Path(dest).write_bytes(b"jpg")
