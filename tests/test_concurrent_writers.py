@@ -168,9 +168,25 @@ def race_publish(tmp: Path, n: int, earlier: bool, root: str, patch, store: type
     before = [tree_digest(s) for s in sources]
     race = Race(n)
     hooked(patch, store, "upload_file", race)
-    outcomes = race.run([lambda i=i: publish_release(sources[i], root, "same-id", {"AP": 0.5 + i / 100})
-                         for i in range(n)])
+    polls: list[bool] = []  # whenever latest names a release, is its manifest there?
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            pointer = read_latest(root)
+            if pointer is not None:
+                polls.append(open_store(pointer["uri"]).read_bytes("MANIFEST.json") is not None)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        outcomes = race.run([lambda i=i: publish_release(sources[i], root, "same-id", {"AP": 0.5 + i / 100})
+                             for i in range(n)])
+    finally:
+        stop.set()
+        poller.join()
     winner, _ = check_one_winner(outcomes)
+    assert all(polls)
     latest = read_latest(root)
     assert latest["release"] == "same-id" and latest["metrics"] == {"AP": 0.5 + winner / 100}
     fetched = tmp / "fetched"

@@ -146,6 +146,21 @@ def test_a_second_writer_of_a_results_folder_fails_at_once_naming_the_holder(syn
         holder.wait()
 
 
+def test_two_writers_of_one_output_file_are_refused_too(tiny_model, tmp_path, caplog):
+    """export, prune, calibrate and build_engine write a file and its companions (report, INT8
+    model, export.json, build record): one writer at a time, so they never mix two runs."""
+    model, _ = tiny_model
+    out = tmp_path / "pruned.tlt"
+    holder = hold_lock(out)
+    try:
+        assert main(["prune", "-m", str(model), "-o", str(out), "-k", "tiny"]) == 1
+        assert f"in use by bpnet train (pid {holder.pid}" in caplog.records[-1].getMessage()
+        assert not out.exists() and not (tmp_path / "pruned.tlt.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, caplog):
     target = tmp_path / "results"
     holder = hold_lock(target)
@@ -202,6 +217,25 @@ def test_a_killed_local_publish_leaves_nothing_the_next_publish_keeps(tmp_path):
     publish_release(src, str(root), "r1", {"AP": 0.5})
     names = {p.name for p in root.iterdir()}
     assert names == {"latest.json", "latest.json.lock", "notes", "r1"}  # r0, its claim and its lock are gone
+
+
+def test_on_s3_a_release_id_is_taken_by_a_conditional_create_whoever_races(moto_server, monkeypatch, tmp_path):
+    """The listing check before the claim is only a fast path: two publishers that both find the
+    prefix empty still get one claim, because the claim is ``If-None-Match: *``."""
+    from bpnet.storage import S3Settings, S3Store, StorageError
+
+    settings = S3Settings(moto_server.endpoint, "testing", "testing", secure=False)
+    S3Store("s3://race", settings).client.make_bucket("race")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(b"m")
+    monkeypatch.setattr(S3Store, "exists", lambda self: False)  # both saw an empty prefix
+    first, second = S3Store("s3://race/r1", settings), S3Store("s3://race/r1", settings)
+    first.create_tree(src)
+    with pytest.raises(StorageError, match="exists already; a published release is never overwritten \\(claimed by "
+                                           f"bpnet publish, pid {os.getpid()}"):
+        second.create_tree(src)
+    assert first.write_if(b"x", "other", None) and not second.write_if(b"y", "other", None)
 
 
 # ---- silent wrong results ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bpnet.deploy.export import CalibrationData
 from bpnet.errors import UsageError
+from bpnet.lock import exclusive
 from bpnet.specs.train import NormalizationParams
 from bpnet.steps._common import is_exported_file, model_key, output_file, replaceable_output
 
@@ -37,7 +38,8 @@ def calibrate(model: str | Path, output: str | Path | None, key: str | None, cal
     inputs = {"model": model, "cal_data_file": calibration.data_file, "cal_cache_file": calibration.cache_file}
     output = replaceable_output("output_file", output or int8_path(model), inputs, "an exported model",
                                 is_exported_file(key), overwrite)
-    tensorfile, cache, int8 = run(model, key, calibration, norm, output)
+    with exclusive(output, "bpnet calibrate"):
+        tensorfile, cache, int8 = run(model, key, calibration, norm, output)
     _, scales = read_trt_cache(cache)
     return Calibrated(int8, cache, tensorfile, len(scales), calibration.settings.cal_method,
                       calibration.settings.images)

@@ -17,6 +17,7 @@ from bpnet.deploy.export import ExportResult as Exported  # the library's result
 from bpnet.deploy.export import export as run
 from bpnet.errors import UsageError
 from bpnet.layout import EXPORT_SETTINGS_FILE, EXPORTED_MODE
+from bpnet.lock import exclusive
 from bpnet.settings import EngineSettings, ExportSettings, Precision
 from bpnet.specs.train import NormalizationParams
 from bpnet.steps._common import is_exported_file, is_json_with, model_key, replaceable_output
@@ -49,9 +50,10 @@ def export(model: str | Path, output: str | Path, key: str | None, settings: Exp
     if data_type == "int8" and (calibration is None or not (calibration.image_dir or
                                                             Path(calibration.data_file).is_file())):
         raise UsageError("int8: needs --cal_image_dir (or an existing --cal_data_file)", field="data_type")
-    exported = run(model, key, output, settings.input_shape, norm, data_type, stage, sdk_compatible,
-                   calibration if data_type == "int8" else None, engine_file, engine_settings)
-    atomic_write_text(output.parent / EXPORT_SETTINGS_FILE, json.dumps(export_record(exported)) + "\n")
-    if exported.engine is not None:
-        write_engine_record(exported.engine, exported.engine_settings, exported.info)
+    with exclusive(output, "bpnet export"):  # its files (model, INT8 model, export.json) are one writer's
+        exported = run(model, key, output, settings.input_shape, norm, data_type, stage, sdk_compatible,
+                       calibration if data_type == "int8" else None, engine_file, engine_settings)
+        atomic_write_text(output.parent / EXPORT_SETTINGS_FILE, json.dumps(export_record(exported)) + "\n")
+        if exported.engine is not None:
+            write_engine_record(exported.engine, exported.engine_settings, exported.info)
     return exported

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bpnet.artifacts import atomic_write_text
 from bpnet.layout import prune_report
+from bpnet.lock import exclusive
 from bpnet.settings import PruneSettings
 from bpnet.specs.base import DEFAULT_INPUT_SHAPE
 from bpnet.steps._common import is_json_with, is_model_file, model_key, replaceable_output
@@ -40,9 +41,10 @@ def prune(model: str | Path, output: str | Path, key: str | None, settings: Prun
     from bpnet.model.io import open_model, save_model
     from bpnet.prune import prune as run
 
-    source = open_model(model, key)
-    result = run(source.model, settings, flops_shape)
-    save_model(result.model, output, key, source.skeleton)  # pruning keeps the heads: same skeleton
-    report = {"model": str(model), "output_file": str(output), **result.report}
-    atomic_write_text(prune_report(output), json.dumps(report, indent=2) + "\n")
+    with exclusive(output, "bpnet prune"):  # the model and its report are one writer's
+        source = open_model(model, key)
+        result = run(source.model, settings, flops_shape)
+        save_model(result.model, output, key, source.skeleton)  # pruning keeps the heads: same skeleton
+        report = {"model": str(model), "output_file": str(output), **result.report}
+        atomic_write_text(prune_report(output), json.dumps(report, indent=2) + "\n")
     return Pruned(output, prune_report(output), report)
