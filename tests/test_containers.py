@@ -7,8 +7,6 @@ against its manifest, AP equal to the same DAG run as host processes), and a Ctr
 container behind. Skipped, with the reason, where no container engine answers.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import signal
@@ -70,7 +68,10 @@ def test_no_secret_in_any_layer(image, tmp_path):
     subprocess.run([engine(), "save", "-o", str(archive), image.tag], check=True, capture_output=True)
     data = archive.read_bytes()
     assert len(data) > 100_000_000  # a real save of the image
-    assert MODEL_KEY.encode() not in data and b"local-run-secret" not in data
+    assert MODEL_KEY.encode() not in data  # the key was in the environment of the build
+    config = json.loads(subprocess.run([engine(), "image", "inspect", image.tag], capture_output=True, text=True,
+                                       check=True).stdout)[0]["Config"]
+    assert not [e for e in config.get("Env", []) if e.startswith(("BPNET_MODEL_KEY", "BPNET_S3_", "AWS_"))]
 
 
 def test_a_failed_step_fails_the_run_with_its_own_line_and_leaves_no_container(image, tmp_path):
@@ -90,7 +91,7 @@ def test_a_failed_step_fails_the_run_with_its_own_line_and_leaves_no_container(i
     prepare_mounts(1000, root)
     steps = StepContainers("planted-test")
     local.init(runner=local.DockerRunner(**runner_args(1000, {})), pipeline_root=str(root))
-    with steps.installed(), pytest.raises(RuntimeError, match="finished with status FAILURE"):
+    with steps.installed(), pytest.raises(RuntimeError, match="finished with status"):
         pipeline()
     assert steps.failures == [f"{IMAGE} exited 1: planted failure: the step's own words"]
     assert run_containers() == []
@@ -106,8 +107,9 @@ def test_whole_dag_in_containers_matches_the_host_run(image, tmp_path, synth_dir
 
     monkeypatch.setenv("BPNET_MODEL_KEY", MODEL_KEY)
     overrides = RunOverrides(batch_size=2)
-    spec = local_run_spec(tmp_path / "containers", synth_dir)
-    summary = run_local(spec, overrides, image=IMAGE)
+    for run in ("containers", "host"):
+        (tmp_path / run).mkdir()
+    summary = run_local(local_run_spec(tmp_path / "containers", synth_dir), overrides, image=IMAGE)
     host = run_local(local_run_spec(tmp_path / "host", synth_dir), overrides)
 
     assert [s["step"] for s in summary["steps"]] == [s["step"] for s in host["steps"]]

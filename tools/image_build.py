@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -147,11 +148,12 @@ def build(flavour: str, tag: str, base: str | None = None, python: Path = Path(s
 
 
 def installed_packages(tag: str) -> dict[str, str]:
-    """``{name: version}`` of the Python distributions in the image's venv (``pip list``)."""
+    """``{name: version}`` of the Python distributions in the image's venv (``pip list``), names
+    normalised as PEP 503 does (``tensorflow_cpu`` is ``tensorflow-cpu``)."""
     out = subprocess.run([engine(), "run", "--rm", "--network", "none", tag, "python", "-m", "pip", "list",
                           "--format", "json", "--disable-pip-version-check"],
                          capture_output=True, text=True, check=True).stdout
-    return {p["name"].lower(): p["version"] for p in json.loads(out)}
+    return {re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"] for p in json.loads(out)}
 
 
 def main(argv: list[str] | None = None) -> int:
