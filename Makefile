@@ -67,12 +67,20 @@ lint: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# `make run SPEC=specs/pipeline/hand.yaml` runs another local run spec (default: local.yaml, people).
+# A run spec named like a pose config in specs/skeletons/ (hand.yaml: hand_21joints.json) trains on
+# figures of that skeleton, drawn into data/demo-<name> (docs/skeletons.md).
+RUN_SPEC := $(if $(filter command line,$(origin SPEC)),$(SPEC),specs/pipeline/local.yaml)
+RUN_NAME := $(basename $(notdir $(RUN_SPEC)))
+SKELETON := $(firstword $(wildcard specs/skeletons/$(RUN_NAME)_*joints.json))
+DEMO_DIR := $(if $(SKELETON),$(DEMO)-$(RUN_NAME),$(DEMO))
+
 demo-data: $(STAMP)
-	@test -f $(DEMO)/coco_spec.json || $(BIN)/bpnet synth -o $(DEMO)
+	@test -f $(DEMO_DIR)/coco_spec.json || $(BIN)/bpnet synth -o $(DEMO_DIR) $(if $(SKELETON),--skeleton $(SKELETON))
 
 # The whole DAG (dataset_convert -> train -> evaluate + inference) through kfp.local, then a summary.
 run: demo-data
-	$(BIN)/python -m pipelines local --spec specs/pipeline/local.yaml $(SET_ARGS)
+	$(BIN)/python -m pipelines local --spec $(RUN_SPEC) $(SET_ARGS)
 
 # Kubeflow: compile to $(BUILD)/, submit a run, or (un)schedule the recurring run of run spec $(SPEC).
 pipeline-compile: $(STAMP)

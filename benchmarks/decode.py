@@ -18,8 +18,8 @@ import tracemalloc
 import numpy as np
 from decode_real import round_trip  # the sibling script (benchmarks/ is on sys.path when run)
 
+from bpnet.data.synth import COCO_KEYPOINTS
 from bpnet.infer.decode import DecodeParams, decode, find_peaks
-from bpnet.pose import COCO_KEYPOINTS
 
 # A standing person, COCO order, unit height, centred on the origin.
 POSE = np.array([(0, -.41), (.025, -.44), (-.025, -.44), (.055, -.43), (-.055, -.43), (.11, -.32), (-.11, -.32),

@@ -171,8 +171,9 @@ def _run_dataset_convert(args: argparse.Namespace) -> int:
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate the synthetic demo dataset (COCO format)",
-                       description="Write a deterministic synthetic COCO person-keypoints dataset "
-                                   "and a dataset spec (DIR/coco_spec.json) that dataset_convert accepts.")
+                       description="Write a deterministic synthetic COCO keypoints dataset (people, or figures "
+                                   "of any skeleton with --skeleton) and a dataset spec (DIR/coco_spec.json) that "
+                                   "dataset_convert accepts.")
     p.add_argument("-o", "--output_dir", required=True, help="directory to write the dataset to")
     add_settings(p, SynthSettings)
     _common(p, spec_paths=False)

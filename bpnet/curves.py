@@ -58,7 +58,8 @@ class ValScorer:
         from bpnet.specs.inference import InferenceSpec
 
         self.train_spec, self.dataset_spec = train_spec, dataset_spec
-        self.gt = ground_truth(dataset_spec)
+        self.skeleton = train_spec.skeleton
+        self.gt = ground_truth(dataset_spec, self.skeleton)
         self.gt["images"] = self.gt["images"][:max_images]
         self.image_dir = dataset_spec.under_root(dataset_spec.test_data.images_root_dir_path)
         dims = train_spec.dataloader.image_config.image_dims
@@ -85,10 +86,11 @@ class ValScorer:
         from bpnet.evaluate import coco_metrics, detect
         from bpnet.infer.predict import KerasBackend, Predictor
 
-        predictor = Predictor(KerasBackend(model, "the model in training"), self.infer, self.train_spec)
-        category = self.dataset_spec.person_category.id
-        detections, _ = detect(predictor, self.gt, self.image_dir, category)
-        metrics, _ = coco_metrics(self.gt, detections, category, [i["id"] for i in self.gt["images"]])
+        predictor = Predictor(KerasBackend(model, "the model in training", self.skeleton), self.infer, self.train_spec)
+        category, names = self.dataset_spec.person_category.id, self.dataset_spec.keypoint_names
+        detections, _ = detect(predictor, self.gt, self.image_dir, category, names)
+        metrics, _ = coco_metrics(self.gt, detections, category, self.skeleton.sigmas_for(names),
+                                  [i["id"] for i in self.gt["images"]])
         return metrics
 
 

@@ -1,8 +1,10 @@
 """``bpnet evaluate``: COCO keypoint AP/AR of a model on the dataset spec's test_data.
 
-Predictions (18 joints) are converted to the dataset's 17 COCO keypoints by name (the neck is
-dropped) and scored with pycocotools' keypoint OKS evaluation. Ground truth visibility flags are
-first mapped through the dataset spec's ``visibility_flags`` to COCO's 0/1/2.
+Predictions (the joints of the model's skeleton) are converted to the dataset's keypoints by name
+(derived joints such as the default's neck are dropped) and scored with pycocotools' keypoint
+OKS evaluation, with the skeleton's ``oks_sigmas`` as ``kpt_oks_sigmas`` (COCO's for the default
+skeleton). Ground truth visibility flags are first mapped through the dataset spec's
+``visibility_flags`` to COCO's 0/1/2; the spec's categories are scored as one class.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from bpnet.errors import DataError
 from bpnet.infer.predict import Predictor
 from bpnet.infer.visualize import write_drawing
 from bpnet.layout import ANNOTATED_DIR, METRICS_FILE
-from bpnet.pose import COCO_KEYPOINTS, Visibility, model_to_dataset_keypoints
+from bpnet.pose import Skeleton, Visibility, model_to_dataset_keypoints
 from bpnet.preprocess import read_image
 from bpnet.specs.dataset import DatasetSpec
 
@@ -31,20 +33,26 @@ log = logging.getLogger(__name__)
 METRIC_NAMES = ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR", "AR50", "AR75", "AR_medium", "AR_large")
 
 
-def ground_truth(spec: DatasetSpec) -> dict:
-    """The test split's COCO document with visibility flags in COCO's convention (0/1/2)."""
+def ground_truth(spec: DatasetSpec, skeleton: Skeleton) -> dict:
+    """The test split's COCO document with visibility flags in COCO's convention (0/1/2), every
+    annotation of the spec's categories under the first one's id (one class), an ``area`` where
+    the file has none (the bbox's, as dataset_convert takes it). ``skeleton`` (the model's) must
+    predict every keypoint of the dataset and have its OKS sigmas."""
     category = spec.person_category
-    if list(category.keypoints) != list(COCO_KEYPOINTS):
-        raise DataError("evaluation uses COCO's OKS sigmas and needs the 17 COCO keypoints in COCO order; "
-                         f"the dataset spec names {category.keypoints}")
+    model_to_dataset_keypoints(np.zeros((skeleton.num_joints, 3)), spec.keypoint_names, skeleton)
+    skeleton.sigmas_for(spec.keypoint_names)
     path = spec.under_root(spec.test_data.annotation_root_dir_path)
-    problems = load_coco(path, category, spec.visibility_flags).problems  # the checks of dataset_convert
+    problems = load_coco(path, category, spec.visibility_flags, spec.category_ids).problems  # dataset_convert's
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise DataError(f"{path}: invalid ground truth: {'; '.join(map(str, problems[:3]))}{more}")
     doc = json.loads(path.read_text())
     lookup = visibility_lookup(spec.visibility_flags)
     for ann in doc.get("annotations", []):
+        if ann.get("category_id") in spec.category_ids:
+            ann["category_id"] = category.id
+        if "area" not in ann and ann.get("bbox"):
+            ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
         ann.setdefault("num_keypoints", 0)
         kps = ann.get("keypoints")
         if kps:
@@ -54,16 +62,18 @@ def ground_truth(spec: DatasetSpec) -> dict:
     return doc
 
 
-def to_coco_keypoints(keypoints: np.ndarray) -> list[float]:
-    """18 (x, y, score) -> COCO's 51 numbers; found keypoints get visibility 1, missing 0."""
+def to_coco_keypoints(keypoints: np.ndarray, dataset_names: list[str], skeleton: Skeleton) -> list[float]:
+    """J (x, y, score) -> the dataset's K keypoints as COCO's 3K numbers; found keypoints get
+    visibility 1, missing 0."""
     out: list[float] = []
-    for x, y, score in model_to_dataset_keypoints(keypoints, COCO_KEYPOINTS):
+    for x, y, score in model_to_dataset_keypoints(keypoints, dataset_names, skeleton):
         out += [round(float(x), 2), round(float(y), 2), 1] if score > 0 else [0.0, 0.0, 0]
     return out
 
 
-def detect(predictor: Predictor, gt_doc: dict, image_dir: Path, category_id: int, drawings_dir: Path | None = None,
-           num_visualizations: int = 0, max_images: int | None = None) -> tuple[list[dict], list[dict]]:
+def detect(predictor: Predictor, gt_doc: dict, image_dir: Path, category_id: int, dataset_names: list[str],
+           drawings_dir: Path | None = None, num_visualizations: int = 0,
+           max_images: int | None = None) -> tuple[list[dict], list[dict]]:
     """(COCO result entries, unreadable images) for the first ``max_images`` images of ``gt_doc``
     (all when None); the first ``num_visualizations`` are drawn into ``drawings_dir``."""
     detections, errors = [], []
@@ -76,16 +86,17 @@ def detect(predictor: Predictor, gt_doc: dict, image_dir: Path, category_id: int
             continue
         people = predictor(rgb).people
         if drawings_dir is not None and k < num_visualizations:
-            write_drawing(rgb, people, drawings_dir / f"{image['id']}.jpg")
+            write_drawing(rgb, people, drawings_dir / f"{image['id']}.jpg", predictor.skeleton)
         for person in people:
-            detections.append({"image_id": image["id"], "category_id": category_id,
-                               "keypoints": to_coco_keypoints(person.keypoints), "score": person.score})
+            detections.append({"image_id": image["id"], "category_id": category_id, "score": person.score,
+                               "keypoints": to_coco_keypoints(person.keypoints, dataset_names, predictor.skeleton)})
     return detections, errors
 
 
-def coco_metrics(gt_doc: dict, detections: list[dict], category_id: int,
+def coco_metrics(gt_doc: dict, detections: list[dict], category_id: int, sigmas: np.ndarray,
                  image_ids: list[int] | None = None) -> tuple[dict[str, float], str]:
-    """(METRIC_NAMES -> value, pycocotools' printed summary), over ``image_ids`` only if given."""
+    """(METRIC_NAMES -> value, pycocotools' printed summary) with per-keypoint OKS ``sigmas`` (in
+    the dataset's keypoint order), over ``image_ids`` only if given."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -99,6 +110,7 @@ def coco_metrics(gt_doc: dict, detections: list[dict], category_id: int,
         with contextlib.redirect_stdout(io.StringIO()) as captured:
             evaluator = COCOeval(gt, gt.loadRes(detections), "keypoints")
             evaluator.params.catIds = [category_id]
+            evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
             if image_ids is not None:
                 evaluator.params.imgIds = list(image_ids)
             evaluator.evaluate()
@@ -112,12 +124,14 @@ def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path, n
     """Score the predictor on ``spec``'s test split; write metrics.json, detections_coco.json and,
     for the first ``num_visualizations`` images, drawings in images_annotated/ (for reports)."""
     results = Path(results_dir)
-    gt_doc = ground_truth(spec)
+    skeleton = predictor.skeleton
+    gt_doc = ground_truth(spec, skeleton)
     image_dir = spec.under_root(spec.test_data.images_root_dir_path)
-    detections, errors = detect(predictor, gt_doc, image_dir, spec.person_category.id,
+    detections, errors = detect(predictor, gt_doc, image_dir, spec.person_category.id, spec.keypoint_names,
                                 results / ANNOTATED_DIR, num_visualizations)
     atomic_write_text(results / "detections_coco.json", json.dumps(detections) + "\n")
-    metrics, report = coco_metrics(gt_doc, detections, spec.person_category.id)
+    metrics, report = coco_metrics(gt_doc, detections, spec.person_category.id,
+                                   skeleton.sigmas_for(spec.keypoint_names))
     for line in report.strip().splitlines():
         log.info("%s", line)
     metrics.update(images=len(gt_doc["images"]), detections=len(detections), errors=errors)

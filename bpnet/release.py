@@ -52,6 +52,7 @@ from bpnet.storage import MANIFEST_NAME, StorageError, open_store
 
 if TYPE_CHECKING:
     from bpnet.infer.decode import DecodeParams
+    from bpnet.pose import Skeleton
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ class ServedModels:
     onnx: bytes
     sdk_onnx: bytes
     sdk_calibration_cache: str | None
+    skeleton: Skeleton  # recorded in the exported model: the served joints and limbs
 
 
 def _write_triton(release: Path, release_uri: str, release_id: str, models: ServedModels,
@@ -233,7 +235,6 @@ def _write_triton(release: Path, release_uri: str, release_id: str, models: Serv
 
     from bpnet.deploy import kserve, triton
     from bpnet.model.exported import HEAT_NAME, PAF_NAME
-    from bpnet.pose import BPNET_SKELETON
 
     networks = [triton.Network(f"bpnet_{e.target.replace('-', '_')}", "tensorrt_plan", e.path, e.max_batch_size)
                 for e in engines]
@@ -245,7 +246,7 @@ def _write_triton(release: Path, release_uri: str, release_id: str, models: Serv
                                            options.onnx_max_batch_size))
         ensembles = triton.build_repository(release / TRITON_DIR, models.onnx, networks, params, norm.image_scale,
                                             norm.image_offset, options.max_people, HEAT_NAME, PAF_NAME,
-                                            BPNET_SKELETON.num_joints)
+                                            models.skeleton)
     service = kserve.inference_service(
         name=options.name, storage_uri=_join(release_uri, TRITON_DIR), gpus=options.gpus, cpu=options.cpu,
         memory=options.memory, node_selector=options.pool.node_selector,
@@ -263,7 +264,6 @@ def _write_deepstream(release: Path, models: ServedModels, engines: list[EngineB
     if allowed, ``deepstream/onnx/`` with the plain SDK-compatible ONNX; returns the targets."""
     from bpnet.deploy import deepstream, triton
     from bpnet.model.exported import HEAT_NAME, PAF_NAME
-    from bpnet.pose import BPNET_SKELETON
 
     height, width = triton.network_io(models.sdk_onnx).inputs[0].dims[:2]
     variants = [(e.target, e.precision, e.max_batch_size, f"../../{ENGINES_DIR}/{e.path.name}", None)
@@ -281,7 +281,7 @@ def _write_deepstream(release: Path, models: ServedModels, engines: list[EngineB
             input_hw=(height, width), output_names=[PAF_NAME, HEAT_NAME], image_scale=norm.image_scale,
             image_offset=norm.image_offset, int8_calib_file=calib))
         (folder / "bodypose2d_model_config.txt").write_text(
-            deepstream.postprocess_config(params, BPNET_SKELETON, batch, feat_upsampling=4))
+            deepstream.postprocess_config(params, models.skeleton, batch, feat_upsampling=4))
     targets = [v[0] for v in variants]
     (release / DEEPSTREAM_DIR / "README.md").write_text(deepstream.readme(targets))
     return targets
@@ -300,9 +300,12 @@ def write_serving(release: Path, release_uri: str, release_id: str, models: Serv
     from bpnet.infer.predict import decode_params
 
     (release / CHECK_SCRIPT).write_text(inspect.getsource(engine_platform))
+    skeleton = {"name": models.skeleton.name, "joints": list(models.skeleton.joints),
+                "limbs": [list(p) for p in models.skeleton.limb_names()]}
     if not engines and not options.plain_onnx:
         log.warning("release %s has nothing to serve: %s", release_id, NOT_SERVABLE)
-        return {"served": {"ensembles": [], "networks": [], "deepstream": [], "note": NOT_SERVABLE}, "engines": {}}
+        return {"served": {"ensembles": [], "networks": [], "deepstream": [], "note": NOT_SERVABLE}, "engines": {},
+                "skeleton": skeleton}
     params = decode_params(inference)
     for_triton = [e for e in engines if e.serves == "triton"]
     for_deepstream = [e for e in engines if e.serves == "deepstream"]
@@ -312,14 +315,16 @@ def write_serving(release: Path, release_uri: str, release_id: str, models: Serv
     if for_deepstream or options.plain_onnx:
         served["deepstream"] = _write_deepstream(release, models, for_deepstream, params, norm, options)
     return {"served": served, "engines": {e.target: {"precision": e.precision, "max_batch_size": e.max_batch_size,
-                                                     "serves": e.serves, **e.platform} for e in engines}}
+                                                     "serves": e.serves, **e.platform} for e in engines},
+            "skeleton": skeleton}
 
 
 # ---- the pipeline's release: gates, model card and assembly (bpnet.steps.publish calls these) ----
 
-MODEL_LABELS = ("unpruned", "pruned", "retrained", "Keras (export mode)", "ONNX fp32", "ONNX INT8")
-"""The models a run evaluates, as the DAG, the release's metrics.json and the run summary name them."""
-UNPRUNED, PRUNED, RETRAINED, KERAS_EXPORT, ONNX_FP32, ONNX_INT8 = MODEL_LABELS
+RETRAINED = "retrained"
+"""The evaluation the release is about: its metrics are ``latest``'s, the promotion rule reads its
+AP. A release takes the evaluations keyed by label (the pipeline's are declared in
+``pipelines.outputs``) and records every one of them."""
 RELEASE_MODEL = f"model/{MODEL_FILE}"
 RELEASE_UNPRUNED = f"model/unpruned/{MODEL_FILE}"  # what warm starts train from (the graph before pruning)
 RELEASE_INT8 = "onnx/bpnet_model.int8.etlt"
@@ -353,8 +358,12 @@ def model_card(release_id: str, data: dict[str, Any], settings: dict[str, Any], 
     lines = [f"# BodyPoseNet release {release_id}", "", "## Data", ""]
     lines += [f"- {k}: {v}" for k, v in data.items()]
     lines += ["", "## Settings", ""] + [f"- {k}: `{json.dumps(v)}`" for k, v in settings.items()]
-    lines += ["", "## Metrics (COCO keypoints, person, val split)", "", "| model | AP | AP50 | AP75 | APm | APl | AR |",
-              "|---|---|---|---|---|---|---|"]
+    skeleton = deploy.get("skeleton") or {"name": "person", "joints": [], "limbs": []}
+    lines += ["", "## Skeleton", "", f"- {skeleton['name']}: {len(skeleton['joints'])} joints (heatmap channels, "
+              f"+1 background), {len(skeleton['limbs'])} limbs (PAF channel pairs)",
+              f"- joints: {', '.join(skeleton['joints'])}"]
+    lines += ["", f"## Metrics (COCO keypoints, {skeleton['name']}, val split)", "",
+              "| model | AP | AP50 | AP75 | APm | APl | AR |", "|---|---|---|---|---|---|---|"]
     for name, m in evaluations.items():
         lines.append(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in
                                                  ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR")) + " |")
@@ -436,9 +445,9 @@ def assemble_and_publish(release_root: str, inputs: ReleaseInputs, evaluations: 
 
     int8_ok = not int8_verdict.startswith("hold")
     files, engines = release_files(inputs, int8_ok)
-    models = ServedModels(read_exported(inputs.exported / EXPORTED_FILE, key)[0],
-                          read_exported(inputs.exported / SDK_EXPORTED_FILE, key)[0],
-                          RELEASE_SDK_CACHE if int8_ok else None)
+    onnx, info = read_exported(inputs.exported / EXPORTED_FILE, key)
+    models = ServedModels(onnx, read_exported(inputs.exported / SDK_EXPORTED_FILE, key)[0],
+                          RELEASE_SDK_CACHE if int8_ok else None, info.skeleton)
     train_spec = yaml.safe_load((inputs.retrained / TRAIN_SPEC_FILE).read_text()) or {}
     norm = NormalizationParams.model_validate((train_spec.get("dataloader") or {}).get("normalization_params") or {})
     release_id = new_release_id(hashlib.sha256((inputs.retrained / MODEL_FILE).read_bytes()).hexdigest())

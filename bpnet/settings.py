@@ -73,6 +73,8 @@ class SynthSettings(SpecModel):
     val_images: int = Field(32, ge=1, le=1_000_000, description="number of validation images")
     hard_scenes: bool = Field(False, description="crowds, occlusion, clutter and unlabeled people instead of the "
                               "demo's plain scenes")
+    skeleton: str | None = Field(None, description="a pose config file: draw figures of its skeleton (a hand, an "
+                                 "animal) instead of people; the dataset spec carries the pose config inline")
 
 
 class PruneSettings(SpecModel):

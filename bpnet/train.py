@@ -37,10 +37,10 @@ from bpnet.errors import DataError, ModelError, SpecError, StepError
 from bpnet.layout import ARCHITECTURE_FILE, MODEL_FILE, TRAIN_SPEC_FILE, TRAIN_SUMMARY_FILE
 from bpnet.model.architecture import Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
-from bpnet.model.io import architecture_of, latest_readable_checkpoint, load_model, load_weights_by_name, save_model
+from bpnet.model.io import architecture_of, latest_readable_checkpoint, load_weights_by_name, open_model, save_model
 from bpnet.model.loss import stage_losses, total_loss
 from bpnet.model.optimizer import layer_rates, make_optimizer
-from bpnet.pose import load_pose_config
+from bpnet.pose import Skeleton
 from bpnet.specs.loader import write_resolved_spec
 from bpnet.specs.train import TrainSpec
 
@@ -72,10 +72,12 @@ class TrainResult:
     resumed_from_epoch: int
 
 
-def spec_architecture(spec: TrainSpec) -> Architecture:
+def spec_architecture(spec: TrainSpec, skeleton: Skeleton | None = None) -> Architecture:
+    """The spec's model for ``skeleton`` (default: the spec's pose config): its heads follow it."""
     m = spec.model
+    skeleton = skeleton or spec.skeleton
     return Architecture(
-        stages=m.stages, heat_channels=m.heat_channels, paf_channels=m.paf_channels,
+        stages=m.stages, heat_channels=skeleton.heat_channels, paf_channels=skeleton.paf_channels,
         use_self_attention=m.use_self_attention, use_bias=m.use_bias,
         backbone_use_bias=m.backbone_attributes.use_bias, class_name=m.class_name,
         add_final_c128_conv=m.backbone_attributes.add_final_c128_conv,
@@ -97,7 +99,13 @@ def initial_model(spec: TrainSpec, key: str | None) -> keras.Model:
     if spec.load_graph:
         if not spec.pretrained_weights:
             raise SpecError(["load_graph is true but pretrained_weights names no model file"])
-        source = load_model(spec.pretrained_weights, key)
+        loaded = open_model(spec.pretrained_weights, key)
+        if loaded.skeleton != spec.skeleton:
+            raise ModelError(f"pretrained_weights: {spec.pretrained_weights} was trained for the skeleton "
+                             f"'{loaded.skeleton.name}' ({loaded.skeleton.num_joints} joints), the pose config "
+                             f"{spec.dataloader.pose_config.pose_config_path} is '{spec.skeleton.name}' "
+                             f"({spec.skeleton.num_joints} joints); retrain with the model's own pose config")
+        source = loaded.model
         model = build_model(architecture_of(source), reg, seed=spec.random_seed)
         model.set_weights(source.get_weights())
         log.info("loaded graph and weights of %s (%d parameters)", spec.pretrained_weights, count_params(model))
@@ -136,9 +144,9 @@ class Trainer:
         self.strategy = _strategy(gpus, gpu_index)
         self.replicas = self.strategy.num_replicas_in_sync
         self.global_batch = spec.dataloader.batch_size * self.replicas  # batch_size is per GPU (guide)
-        load_pose_config(spec.dataloader.pose_config.pose_config_path)
+        self.skeleton = spec.skeleton
         self.paths = record_paths(spec)
-        self.num_samples = verified_shards(self.paths)
+        self.num_samples = verified_shards(self.paths, self.skeleton)
         if self.num_samples < self.global_batch:
             raise DataError(f"{self.num_samples} training samples < one batch of {self.global_batch}")
         self.steps_per_epoch = self.num_samples // self.global_batch
@@ -212,7 +220,7 @@ class Trainer:
         if start < spec.num_epoch:
             first, last, rate = self._epochs(start)
         model_path = self.results / MODEL_FILE
-        save_model(self.model, model_path, self.key)
+        save_model(self.model, model_path, self.key, self.skeleton)
         atomic_write_text(self.results / ARCHITECTURE_FILE, arch.to_json() + "\n")
         result = TrainResult(str(self.results), str(model_path), spec.num_epoch,
                              int(self.optimizer.iterations.numpy()), self.steps_per_epoch, first, last,

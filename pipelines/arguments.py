@@ -43,9 +43,10 @@ def pipeline_arguments(spec: RunSpec, overrides: BaseModel | None = None) -> dic
     train = check(specs.train, TrainSpec)
     check(specs.retrain, TrainSpec)
     check(specs.inference, InferenceSpec)
-    pose_path = Path(train.dataloader.pose_config.pose_config_path)
+    pose_path = Path(specs.pose_config or train.dataloader.pose_config.pose_config_path)
     if not pose_path.is_file():
-        raise SpecError([f"spec error: {specs.train}: dataloader.pose_config.pose_config_path: {pose_path} — "
+        where = "specs.pose_config" if specs.pose_config else f"{specs.train}: dataloader.pose_config.pose_config_path"
+        raise SpecError([f"spec error: {where}: {pose_path} — "
                          "an existing file (it is inlined into the run; map absolute prefixes with path_map)"])
     arguments = {
         "dataset_uri": spec.dataset.uri,

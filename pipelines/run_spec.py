@@ -196,6 +196,9 @@ class StepSpecs(SpecModel):
     train: SpecPath
     retrain: SpecPath = Field(description="train spec of the retrain; pretrained_weights/load_graph are bound")
     inference: SpecPath
+    pose_config: SpecPath | None = Field(
+        None, description="the pose config train and retrain use (docs/skeletons.md); unset: the one the train "
+                          "spec's pose_config_path names")
 
 
 class Schedule(SpecModel):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from bpnet.artifacts import read_manifest
 from bpnet.curves import AP_COLOR, CURVE_JSON, CURVE_PNG, CurvePoint, is_ap_epoch, plot, read_curve
 from bpnet.evaluate import coco_metrics, ground_truth
+from bpnet.pose import BPNET_SKELETON
 from bpnet.specs import DatasetSpec, TrainSpec, load_spec
 from bpnet.train import train
 from tests.conftest import write_train_spec
@@ -69,13 +70,14 @@ def test_ap_epochs_every_validation_every_n_epoch_else_checkpoint_n_epoch(
 
 def test_metrics_on_an_image_subset_ignore_the_other_images(synth_dir):
     spec = load_spec(synth_dir / "coco_spec.json", DatasetSpec)
-    doc = ground_truth(spec)
+    doc = ground_truth(spec, BPNET_SKELETON)
     subset = [image["id"] for image in doc["images"][:3]]
     perfect = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
                for a in doc["annotations"] if a["image_id"] in subset and a["num_keypoints"] and not a["iscrowd"]]
     assert perfect
-    on_subset, _ = coco_metrics(json.loads(json.dumps(doc)), perfect, 1, subset)
-    on_all, _ = coco_metrics(json.loads(json.dumps(doc)), perfect, 1)
+    sigmas = BPNET_SKELETON.sigmas_for(spec.keypoint_names)
+    on_subset, _ = coco_metrics(json.loads(json.dumps(doc)), perfect, 1, sigmas, subset)
+    on_all, _ = coco_metrics(json.loads(json.dumps(doc)), perfect, 1, sigmas)
     assert on_subset["AP"] > 0.99 and on_all["AR"] < on_subset["AR"]
 
 
@@ -98,7 +100,7 @@ def test_no_readable_val_ground_truth_means_a_curve_without_ap(synth_dir, tmp_pa
 
     spec_file = tmp_path / "coco_spec.json"
     spec_file.write_text((synth_dir / "coco_spec.json").read_text())  # its relative paths now lead nowhere
-    spec = SimpleNamespace(dataloader=SimpleNamespace(dataset_config=SimpleNamespace(
+    spec = SimpleNamespace(skeleton=BPNET_SKELETON, dataloader=SimpleNamespace(dataset_config=SimpleNamespace(
         dataset_specs={"coco": str(spec_file)})))
     with caplog.at_level(logging.WARNING, logger="bpnet.curves"):
         assert ValScorer.from_train_spec(spec) is None

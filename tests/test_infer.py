@@ -16,11 +16,11 @@ from pycocotools.cocoeval import COCOeval
 
 from bpnet.cli import main
 from bpnet.data import labels
-from bpnet.data.synth import generate
+from bpnet.data.synth import COCO_KEYPOINTS, generate
 from bpnet.evaluate import to_coco_keypoints
 from bpnet.infer.decode import DecodeParams, assembly_plan, decode, find_peaks
 from bpnet.infer.network_input import plan, to_network_input
-from bpnet.pose import BPNET_SKELETON, COCO_KEYPOINTS, Skeleton, dataset_to_model_keypoints
+from bpnet.pose import BPNET_SKELETON, Skeleton, dataset_to_model_keypoints
 from bpnet.preprocess import denormalize
 
 J = {n: i for i, n in enumerate(BPNET_SKELETON.joints)}
@@ -74,13 +74,13 @@ def test_decoding_rendered_ground_truth_gives_ap_above_095(val_set):
         p = plan(image["height"], image["width"], (368, 368), "adjust_network_input")
         anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=image["id"])) if not a["iscrowd"] and a["num_keypoints"]]
         kps = dataset_to_model_keypoints(np.array([a["keypoints"] for a in anns], np.float32).reshape(-1, 17, 3),
-                                         COCO_KEYPOINTS)
+                                         COCO_KEYPOINTS, BPNET_SKELETON)
         kps[..., :2] = p.to_network(kps[..., :2])
         for person in decode(*render(kps, p.net_h, p.net_w), DecodeParams(), p.net_h):
             found = person.keypoints[:, 2] > 0
             person.keypoints[found, :2] = p.to_image(person.keypoints[found, :2])
             results.append({"image_id": image["id"], "category_id": 1, "score": person.score,
-                            "keypoints": to_coco_keypoints(person.keypoints)})
+                            "keypoints": to_coco_keypoints(person.keypoints, COCO_KEYPOINTS, BPNET_SKELETON)})
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(coco, coco.loadRes(results), "keypoints")
         evaluator.evaluate()

@@ -88,7 +88,8 @@ def visibility_lookup(flags: VisibilityFlagsConfig) -> dict[int, Visibility]:
     return {value: VISIBILITY_NAMES[flags.mapping[name]] for name, value in flags.value.items()}
 
 
-def load_coco(annotation_file: str | Path, category: CategoryConfig, flags: VisibilityFlagsConfig) -> CocoData:
+def load_coco(annotation_file: str | Path, category: CategoryConfig, flags: VisibilityFlagsConfig,
+              category_ids: set[int] | None = None) -> CocoData:
     """Parse and validate ``annotation_file``; problems are returned, not raised.
 
     Structure (a top-level object; ``images`` and ``annotations`` lists of objects), types
@@ -125,7 +126,8 @@ def load_coco(annotation_file: str | Path, category: CategoryConfig, flags: Visi
             continue
         images[entry.image_id] = entry
     lookup = visibility_lookup(flags)
-    known_categories = {c.get("id") for c in entries["categories"] if isinstance(c, dict)} | {category.id}
+    ours = category_ids or {category.id}  # converted together as one class (bpnet.specs.dataset)
+    known_categories = {c.get("id") for c in entries["categories"] if isinstance(c, dict)} | ours
     seen: dict[int, int | None] = {}  # annotation id -> its image id
     for index, ann in enumerate(entries["annotations"]):
         if not isinstance(ann, dict):
@@ -144,7 +146,7 @@ def load_coco(annotation_file: str | Path, category: CategoryConfig, flags: Visi
                 problems.append(InputProblem("annotation id is used twice", seen[ann_id], ann_id))
             continue
         seen[ann_id] = known
-        person = _parse_annotation(ann, ann_id, images, category, lookup, known_categories, problems)
+        person = _parse_annotation(ann, ann_id, images, category, ours, lookup, known_categories, problems)
         if person is not None:
             images[image_id].persons.append(person)
     return CocoData(list(images.values()), problems)
@@ -207,8 +209,8 @@ def _parse_image(index: int, img: Any, problems: list[InputProblem]) -> ImageEnt
 
 
 def _parse_annotation(ann: dict, ann_id: int, images: dict[int, ImageEntry], category: CategoryConfig,
-                      lookup: dict[int, Visibility], known_categories: set, problems: list[InputProblem],
-                      ) -> Person | None:
+                      ours: set[int], lookup: dict[int, Visibility], known_categories: set,
+                      problems: list[InputProblem]) -> Person | None:
     image_id = ann.get("image_id")
     if not _is_int(image_id) or image_id not in images:
         problems.append(InputProblem(f"refers to unknown image id {_show(image_id)}", annotation_id=ann_id))
@@ -217,8 +219,8 @@ def _parse_annotation(ann: dict, ann_id: int, images: dict[int, ImageEntry], cat
     if not _is_int(cat) or cat not in known_categories:
         problems.append(InputProblem(f"refers to unknown category id {_show(cat)}", image_id, ann_id))
         return None
-    if cat != category.id:
-        return None  # another known category (not the person category): not ours to convert
+    if cat not in ours:
+        return None  # another known category (not one the spec lists): not ours to convert
     image = images[image_id]
     iscrowd = ann.get("iscrowd", 0)
     if iscrowd not in (0, 1) or not isinstance(iscrowd, int):  # bool is an int: true/false are accepted

@@ -37,7 +37,13 @@ from bpnet.artifacts import (
 from bpnet.data import masks, records
 from bpnet.data.coco import ImageEntry, InputProblem, Person, load_coco
 from bpnet.errors import DataError
-from bpnet.pose import dataset_to_model_keypoints
+from bpnet.pose import (
+    BPNET_SKELETON,
+    Skeleton,
+    check_dataset_keypoints,
+    dataset_to_model_keypoints,
+    parse_pose_config,
+)
 from bpnet.preprocess import read_image
 from bpnet.settings import ConvertSettings
 from bpnet.specs.dataset import DataFilteringParams, DatasetSpec
@@ -140,8 +146,10 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertSetti
     output = Path(output).absolute()
     split = spec.split(options.mode)
     category = spec.person_category
-    dataset_to_model_keypoints(np.zeros((1, category.num_joints, 3)), category.keypoints)  # names usable?
-    data = load_coco(spec.under_root(split.annotation_root_dir_path), category, spec.visibility_flags)
+    skeleton = spec.skeleton
+    check_dataset_keypoints(spec.keypoint_names, skeleton)  # every model joint comes from the dataset
+    data = load_coco(spec.under_root(split.annotation_root_dir_path), category, spec.visibility_flags,
+                     spec.category_ids)
     summary = ConvertSummary(mode=options.mode, images_read=len(data.images))
     flagged = data.bad_image_ids  # e.g. an unsafe file_name: never opened
     problems = list(data.problems) + _check_files(
@@ -163,7 +171,7 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertSetti
         _remove_stale_temporaries(spec.under_root(spec.split(options.mode).mask_root_dir_path), ".*.png.*.tmp")
     samples: list[records.PoseSample] = []
     for image in tqdm(images, desc=f"dataset_convert ({options.mode})", unit="img", leave=False, disable=None):
-        samples.extend(_image_samples(spec, image, options, summary))
+        samples.extend(_image_samples(spec, skeleton, image, options, summary))
     if summary.masks_missing and options.mode == "train":
         log.warning("%d image(s) have no mask: their unlabeled people and crowds will be trained as background "
                     "(run with --generate_masks)", summary.masks_missing)
@@ -173,7 +181,7 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertSetti
     write_resolved_spec(spec, spec_path)
     manifest = build_manifest(output.parent, files=summary.shards, metadata={
         "summary": asdict(summary), "options": options.model_dump(), "dataset_spec": spec_path.name,
-        "shard_samples": shard_samples})
+        "shard_samples": shard_samples, "skeleton": skeleton.to_config()})
     write_manifest(manifest_path, manifest)
     return summary
 
@@ -226,7 +234,7 @@ def mask_name(image: ImageEntry) -> str:
     return str(Path(image.file_name).with_suffix(".png"))
 
 
-def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertSettings,
+def _image_samples(spec: DatasetSpec, skeleton: Skeleton, image: ImageEntry, options: ConvertSettings,
                    summary: ConvertSummary) -> list[records.PoseSample]:
     split = spec.split(options.mode)
     params = spec.data_filtering_params
@@ -249,9 +257,8 @@ def _image_samples(spec: DatasetSpec, image: ImageEntry, options: ConvertSetting
 
     labeled_at = [i for i, p in enumerate(persons) if not p.iscrowd and p.num_labeled > 0]
     labeled = [persons[i] for i in labeled_at]
-    names = spec.person_category.keypoints
-    keypoints = dataset_to_model_keypoints(np.stack([p.keypoints for p in labeled]), names) if labeled \
-        else np.zeros((0, 18, 3), np.float32)
+    keypoints = dataset_to_model_keypoints(np.stack([p.keypoints for p in labeled]), spec.keypoint_names,
+                                           skeleton) if labeled else np.zeros((0, skeleton.num_joints, 3), np.float32)
     bboxes = np.asarray([p.bbox for p in labeled], np.float32).reshape(-1, 4)
 
     def sample(order: list[int], main_index: int) -> records.PoseSample:
@@ -291,14 +298,17 @@ def _write_shards(samples: list[records.PoseSample], output: Path, num_shards: i
     return names, {name: int(hi - lo) for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)}
 
 
-def verified_shards(shard_paths: list[str | Path]) -> int:
-    """Check the shards against their dataset_convert manifests (the training input does this);
-    returns the number of samples they hold (from the manifests: no second read of the records)."""
+def verified_shards(shard_paths: list[str | Path], skeleton: Skeleton | None = None) -> int:
+    """Check the shards against their dataset_convert manifests (the training input does this),
+    and, given ``skeleton`` (the train spec's), that they were converted for it; returns the number
+    of samples they hold (from the manifests: no second read of the records)."""
     paths = [Path(p) for p in shard_paths]
     total = 0
     for prefix in sorted({records.shard_prefix(p) for p in paths}):
         manifest_path, _ = output_paths(prefix)
         manifest = read_manifest(manifest_path)
+        if skeleton is not None:
+            _check_records_skeleton(manifest_path, manifest, skeleton)
         listed = {e["path"] for e in manifest["files"]}
         missing = [p.name for p in paths if records.shard_prefix(p) == prefix and p.name not in listed]
         if missing:
@@ -307,3 +317,14 @@ def verified_shards(shard_paths: list[str | Path]) -> int:
         counts = manifest["metadata"]["shard_samples"]
         total += sum(counts[p.name] for p in paths if records.shard_prefix(p) == prefix)
     return total
+
+
+def _check_records_skeleton(manifest_path: Path, manifest: dict, skeleton: Skeleton) -> None:
+    """Records hold keypoints in one skeleton's joint order: training them as another is refused."""
+    recorded = manifest["metadata"].get("skeleton")  # absent: converted before skeletons were recorded
+    converted = parse_pose_config(recorded, str(manifest_path)) if recorded else BPNET_SKELETON
+    if converted != skeleton:
+        raise DataError(f"{manifest_path}: the records were converted for the skeleton '{converted.name}' "
+                        f"({converted.num_joints} joints: {list(converted.joints)}), the train spec's pose config is "
+                        f"'{skeleton.name}' ({skeleton.num_joints} joints: {list(skeleton.joints)}); convert with a "
+                        "dataset spec whose pose_config is the train spec's")

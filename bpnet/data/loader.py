@@ -166,7 +166,7 @@ def build_dataset(spec: TrainSpec, paths: list[Path], batch_size: int, training:
     if repeat:
         ds = ds.repeat()
     ds = ds.enumerate(start=counter_offset).batch(batch_size, drop_remainder=training)
-    maker = SampleMaker(spec, Path(spec.dataloader.dataset_config.root_data_path), training)
+    maker = SampleMaker(spec, Path(spec.dataloader.dataset_config.root_data_path), training, spec.skeleton)
     # one batch per core at a time: numpy_function holds the GIL between its C calls, and more
     # concurrent batches than cores only add thread switching
     ds = ds.map(_batch_fn(maker), num_parallel_calls=len(os.sched_getaffinity(0)), deterministic=True)

@@ -1,7 +1,9 @@
 """The built-in demo dataset: COCO-format multi-person keypoints, deterministic by seed.
 
 Images show articulated stick figures with the COCO 17-joint layout and a random pose, scale and
-rotation. Two kinds of scene:
+rotation (this module's person figure is the one place besides the default pose config that
+knows COCO's joints: it draws people). With a pose config (``skeleton``), figures of that
+skeleton instead: a hand, an animal (``_skeleton_scene``). Two kinds of person scene:
 
 - the demo's (default): 1-3 tall figures wholly inside the frame, facing the camera, on a plain
   background, every joint drawn as a disc of its own colour (one colour per joint type, the
@@ -30,10 +32,24 @@ import numpy as np
 from tqdm import tqdm
 
 from bpnet.artifacts import atomic_write_bytes, atomic_write_text
-from bpnet.pose import COCO_KEYPOINTS, COCO_SKELETON
+from bpnet.data.synth_figures import FigureLayout, joint_colors, painter, skeleton_category
+from bpnet.pose import Skeleton, load_pose_config
 from bpnet.settings import SynthSettings
 
 log = logging.getLogger(__name__)
+
+# The person figure's keypoints: COCO's 17, in COCO's order, and COCO's own skeleton (1-based, as
+# in the COCO annotation files and the guide's dataset spec).
+COCO_KEYPOINTS: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+COCO_SKELETON: tuple[tuple[int, int], ...] = (
+    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7),
+    (6, 8), (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+)  # fmt: skip
 
 J = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
 SPLITS = ("train2017", "val2017")
@@ -78,15 +94,6 @@ LEFT_COLOR, RIGHT_COLOR = np.array((40, 60, 220)), np.array((220, 120, 30))  # B
 TORSO = [J["left_shoulder"], J["right_shoulder"], J["right_hip"], J["left_hip"]]
 
 
-def _painter(canvas: np.ndarray, mask: np.ndarray):
-    """``paint(cv2_fn, *args, color=..., **kw)``: draw on the image in ``color`` and on the
-    figure's mask in 255, so the mask covers exactly what was drawn."""
-    def paint(fn, *args, color, **kw):
-        fn(canvas, *args, color=color, **kw)
-        fn(mask, *args, color=255, **kw)
-    return paint
-
-
 def _draw(canvas: np.ndarray, pts: np.ndarray, height: float, facing_front: bool,
           rng: np.random.Generator) -> np.ndarray:
     """Draw a figure; returns the boolean mask of the pixels it covers."""
@@ -96,7 +103,7 @@ def _draw(canvas: np.ndarray, pts: np.ndarray, height: float, facing_front: bool
     torso_color = tuple(int(c) for c in rng.integers(60, 200, 3))
     skin = tuple(int(c) for c in np.clip(np.array((140, 170, 210)) + rng.integers(-40, 30, 3), 0, 255))
     p = np.round(pts).astype(np.int32)
-    paint = _painter(canvas, mask)
+    paint = painter(canvas, mask)
 
     paint(cv2.fillConvexPoly, p[TORSO], color=torso_color)
     for name, base in (("left", LEFT_COLOR), ("right", RIGHT_COLOR)):
@@ -119,11 +126,8 @@ def _draw(canvas: np.ndarray, pts: np.ndarray, height: float, facing_front: bool
     return mask > 0
 
 
-# One colour per joint type (BGR): 17 hues round the colour wheel, alternately bright and dark, so
-# that neighbouring joints (eyes, ears; left and right) differ in hue and brightness.
-JOINT_COLORS = [tuple(int(c) for c in cv2.cvtColor(np.uint8([[[round(i * 180 / 17), 255, 255 if i % 2 else 150]]]),
-                                                   cv2.COLOR_HSV2BGR)[0, 0])
-                for i in range(len(COCO_KEYPOINTS))]
+# One colour per joint type (BGR), so that neighbouring joints (eyes, ears; left and right) differ.
+JOINT_COLORS = joint_colors(len(COCO_KEYPOINTS))
 FACE = (J["nose"], J["left_eye"], J["right_eye"], J["left_ear"], J["right_ear"])
 
 
@@ -133,7 +137,7 @@ def _draw_plain(canvas: np.ndarray, pts: np.ndarray, height: float, rng: np.rand
     mask = np.zeros(canvas.shape[:2], np.uint8)
     thick = max(2, int(0.04 * height))
     p = np.round(pts).astype(np.int32)
-    paint = _painter(canvas, mask)
+    paint = painter(canvas, mask)
 
     limb = tuple(int(c) for c in rng.integers(40, 90, 3))
     paint(cv2.fillConvexPoly, p[TORSO], color=tuple(int(c) for c in rng.integers(70, 140, 3)))
@@ -192,11 +196,30 @@ def _bbox(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
-def _annotate(figures: list[tuple[Figure, bool]], height: int, width: int, rng: np.random.Generator,
-              skip_prob: float) -> list[dict]:
-    """COCO annotations of drawn figures (later ones in front): a keypoint hidden by a later figure
-    is occluded (1), one outside the image is not labeled, and an annotator skips a limb or face
-    point with ``skip_prob`` (never the torso, which COCO annotators label whenever it is visible)."""
+def _person_flags(rng: np.random.Generator, skip_prob: float):
+    """A person keypoint's flag: hidden by a later figure, occluded (1); outside the image, not
+    labeled; an annotator skips a limb or face point with ``skip_prob`` (never the torso, which COCO
+    annotators label whenever it is visible)."""
+    def flag(fig: Figure, j: int, xi: int, yi: int, inside: bool, later: np.ndarray) -> int:
+        torso = COCO_KEYPOINTS[j].endswith(("shoulder", "hip"))
+        if not inside or (not torso and rng.random() < skip_prob):
+            return 0
+        if COCO_KEYPOINTS[j] in ("nose", "left_eye", "right_eye") and not fig.facing_front:
+            return 0  # a face seen from behind is not labeled, as in COCO
+        return 1 if later[yi, xi] or (COCO_KEYPOINTS[j].endswith("ear") and not fig.facing_front) else 2
+    return flag
+
+
+def _plain_flag(fig: Figure, j: int, xi: int, yi: int, inside: bool, later: np.ndarray) -> int:
+    """Any skeleton's keypoint: visible 2, hidden by a later figure 1, outside the image 0."""
+    return 0 if not inside else 1 if later[yi, xi] else 2
+
+
+def _annotate(figures: list[tuple[Figure, bool]], height: int, width: int, flag, silhouette: bool = False
+              ) -> list[dict]:
+    """COCO annotations of drawn figures (later ones in front), each keypoint's flag from ``flag``.
+    ``silhouette``: the area (what COCO's OKS scales by) is the hull of the visible pixels, not the
+    strokes drawn, as a real hand's or animal's segmentation would give it."""
     annotations = []
     for i, (fig, labeled) in enumerate(figures):
         later = np.zeros((height, width), bool)
@@ -205,41 +228,66 @@ def _annotate(figures: list[tuple[Figure, bool]], height: int, width: int, rng: 
         visible = fig.mask & ~later
         if not visible.any():
             continue
-        kps = np.zeros((17, 3))
+        kps = np.zeros((len(fig.keypoints), 3))
         if labeled:
             for j, (x, y) in enumerate(fig.keypoints):
                 xi, yi = int(round(x)), int(round(y))
-                torso = COCO_KEYPOINTS[j].endswith(("shoulder", "hip"))
-                if not (0 <= xi < width and 0 <= yi < height) or (not torso and rng.random() < skip_prob):
-                    continue
-                face = COCO_KEYPOINTS[j] in ("nose", "left_eye", "right_eye")
-                if face and not fig.facing_front:
-                    continue  # a face seen from behind is not labeled, as in COCO
-                kps[j] = (x, y, 1 if later[yi, xi] or (COCO_KEYPOINTS[j].endswith("ear") and not fig.facing_front)
-                          else 2)
+                value = flag(fig, j, xi, yi, 0 <= xi < width and 0 <= yi < height, later)
+                if value:
+                    kps[j] = (x, y, value)
+        area = float(visible.sum())
+        if silhouette:
+            area = max(area, float(cv2.contourArea(cv2.convexHull(np.argwhere(visible)[:, ::-1].astype(np.int32)))))
         annotations.append({"iscrowd": 0, "segmentation": _polygons(visible), "bbox": _bbox(visible),
-                            "area": float(visible.sum()), "num_keypoints": int((kps[:, 2] > 0).sum()),
+                            "area": area, "num_keypoints": int((kps[:, 2] > 0).sum()),
                             "keypoints": [round(float(v), 2) for v in kps.ravel()]})
     return annotations
 
 
-def _plain_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[dict]]:
-    """The demo's scene: 1-3 tall figures wholly inside the frame, overlapping little."""
-    canvas = _plain_background(rng, height, width)
+def _scatter(rng: np.random.Generator, height: int, width: int, canvas: np.ndarray, propose, draw
+             ) -> list[tuple[Figure, bool]]:
+    """1-3 figures wholly inside the frame, overlapping little (rejection sampling): ``propose(rng)``
+    gives a figure's keypoints and size, ``draw(canvas, pts, size, rng)`` its mask once accepted."""
     figures: list[tuple[Figure, bool]] = []
     boxes: list[np.ndarray] = []
     for _ in range(int(rng.integers(1, 4))):
-        for _attempt in range(30):  # rejection sampling: inside the frame, apart from the others
-            h = rng.uniform(0.55, 0.9) * height
-            pts = _body(rng, h, True) + (rng.uniform(0.1, 0.9) * width, rng.uniform(0.35, 0.75) * height)
-            margin = 0.05 * h
+        for _attempt in range(30):
+            pts, size = propose(rng)
+            margin = 0.05 * size
             box = np.concatenate([pts.min(axis=0) - margin, pts.max(axis=0) + margin])
             inside = box[0] >= 0 and box[1] >= 0 and box[2] < width and box[3] < height
             if inside and all(_overlap(box, other) < 0.15 for other in boxes):
                 boxes.append(box)
-                figures.append((Figure(pts, True, _draw_plain(canvas, pts, h, rng)), True))
+                figures.append((Figure(pts, True, draw(canvas, pts, size, rng)), True))
                 break
-    return canvas, _annotate(figures, height, width, rng, skip_prob=0.0)
+    return figures
+
+
+def _plain_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[dict]]:
+    """The demo's scene: 1-3 tall figures wholly inside the frame, overlapping little."""
+    def propose(rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        h = rng.uniform(0.55, 0.9) * height
+        return _body(rng, h, True) + (rng.uniform(0.1, 0.9) * width, rng.uniform(0.35, 0.75) * height), h
+
+    canvas = _plain_background(rng, height, width)
+    figures = _scatter(rng, height, width, canvas, propose, _draw_plain)
+    return canvas, _annotate(figures, height, width, _person_flags(rng, skip_prob=0.0))
+
+
+def _skeleton_scene(layout: FigureLayout):
+    """The demo's scene for figures of another skeleton: 1-3 figures wholly inside the frame,
+    overlapping little, every keypoint labeled (bpnet.data.synth_figures)."""
+    def scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[dict]]:
+        def propose(rng: np.random.Generator) -> tuple[np.ndarray, float]:
+            size = rng.uniform(0.5, 0.85) * min(height, width)
+            return layout.pose(rng, size) + (rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height), size
+
+        canvas = _plain_background(rng, height, width)
+        figures = _scatter(rng, height, width, canvas, propose, layout.draw)
+        kept = np.asarray([layout.skeleton.joints.index(n) for n in layout.skeleton.labeled_joints])
+        labeled = [(Figure(f.keypoints[kept], True, f.mask), on) for f, on in figures]
+        return canvas, _annotate(labeled, height, width, _plain_flag, silhouette=True)
+    return scene
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -271,15 +319,15 @@ def _hard_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
         pts = _body(rng, h, front) + (rng.uniform(0.1, 0.9) * width, rng.uniform(0.35, 0.75) * height)
         labeled = rng.random() > 0.1  # some people carry no keypoints at all
         figures.append((Figure(pts, front, _draw(canvas, pts, h, front, rng)), labeled))
-    return canvas, annotations + _annotate(figures, height, width, rng, skip_prob=0.05)
+    return canvas, annotations + _annotate(figures, height, width, _person_flags(rng, skip_prob=0.05))
 
 
-def _make_image(rng: np.random.Generator, image_id: int, next_ann_id: int, size: tuple[int, int] | None = None,
-                hard_scenes: bool = False) -> tuple[np.ndarray, dict, list[dict]]:
+def _make_image(rng: np.random.Generator, image_id: int, next_ann_id: int, size: tuple[int, int] | None,
+                scene) -> tuple[np.ndarray, dict, list[dict]]:
     height, width = int(rng.integers(240, 401)), int(rng.integers(320, 481))
     if size is not None:
         width, height = size
-    canvas, annotations = (_hard_scene if hard_scenes else _plain_scene)(rng, height, width)
+    canvas, annotations = scene(rng, height, width)
     for k, ann in enumerate(annotations):
         ann.update({"id": next_ann_id + k, "image_id": image_id, "category_id": 1})
     image = {"id": image_id, "file_name": f"{image_id:012d}.jpg", "height": height, "width": width}
@@ -294,15 +342,18 @@ def coco_category() -> dict:
     }
 
 
-def dataset_spec_dict(root: str = ".") -> dict:
-    """The dataset spec of a synth dataset (root relative to the spec file's folder)."""
+def dataset_spec_dict(root: str = ".", skeleton: Skeleton | None = None) -> dict:
+    """The dataset spec of a synth dataset (root relative to the spec file's folder); figures of
+    another ``skeleton`` carry its pose config inline."""
     def split(name: str) -> dict:
         return {"images_root_dir_path": f"{name}2017", "mask_root_dir_path": f"{name}_mask2017",
                 "annotation_root_dir_path": f"annotations/person_keypoints_{name}2017.json"}
 
+    extra = {"pose_config": skeleton.to_config()} if skeleton is not None else {}
+    category = skeleton_category(skeleton) if skeleton is not None else coco_category()
     return {
         "dataset": "coco", "root_directory_path": root, "train_data": split("train"), "test_data": split("val"),
-        "duplicate_data_with_each_person_as_center": True, "categories": [coco_category()],
+        "duplicate_data_with_each_person_as_center": True, "categories": [category], **extra,
         "visibility_flags": {"value": {"visible": 2, "occluded": 1, "not_labeled": 0},
                              "mapping": {"visible": "visible", "occluded": "occluded", "not_labeled": "not_labeled"}},
         # The demo keeps the project's bbox centre rule (TAO's is the default for real datasets):
@@ -315,30 +366,36 @@ def dataset_spec_dict(root: str = ".") -> dict:
 
 def generate(out_dir: str | Path, seed: int = _DEFAULTS.seed, train_images: int = _DEFAULTS.train_images,
              val_images: int = _DEFAULTS.val_images, image_size: tuple[int, int] | None = None,
-             hard_scenes: bool = _DEFAULTS.hard_scenes) -> dict:
+             hard_scenes: bool = _DEFAULTS.hard_scenes, skeleton: str | Path | None = None) -> dict:
     """Write the demo dataset under ``out_dir``; returns counts per split.
 
     ``image_size`` (width, height) fixes the image size (e.g. COCO's typical 640x480 for
     benchmarks); by default sizes vary between 320x240 and 480x400. ``hard_scenes``: crowds,
-    occlusion, clutter and unlabeled people instead of the demo's plain scenes (module docstring)."""
+    occlusion, clutter and unlabeled people instead of the demo's plain scenes (module docstring).
+    ``skeleton``: a pose config file; figures of its skeleton instead of people (plain scenes)."""
     out = Path(out_dir)
     counts = {}
+    pose = load_pose_config(skeleton) if skeleton else None
+    if pose is not None and hard_scenes:
+        raise ValueError("hard_scenes draws people; figures of another skeleton come in plain scenes only")
+    scene = _skeleton_scene(FigureLayout.of(pose)) if pose else _hard_scene if hard_scenes else _plain_scene
+    category = skeleton_category(pose) if pose else coco_category()
     for split, n, split_seed in (("train2017", train_images, seed), ("val2017", val_images, seed + 1_000_003)):
         rng = np.random.default_rng(split_seed)
         images, annotations = [], []
         base_id = 1 if split == "train2017" else 100_000
         for k in tqdm(range(n), desc=f"synth {split}", unit="img", leave=False, disable=None):
-            canvas, image, anns = _make_image(rng, base_id + k, (base_id + k) * 100, image_size, hard_scenes)
+            canvas, image, anns = _make_image(rng, base_id + k, (base_id + k) * 100, image_size, scene)
             ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 92])
             if not ok:
                 raise RuntimeError("JPEG encoding failed")
             atomic_write_bytes(out / split / image["file_name"], buf.tobytes())
             images.append(image)
             annotations.extend(anns)
-        kind = ", hard scenes" if hard_scenes else ""
+        kind = ", hard scenes" if hard_scenes else f", {pose.name} figures" if pose else ""
         doc = {"info": {"description": f"bpnet synthetic demo dataset, seed {seed}{kind}"}, "licenses": [],
-               "images": images, "annotations": annotations, "categories": [coco_category()]}
+               "images": images, "annotations": annotations, "categories": [category]}
         atomic_write_text(out / "annotations" / f"person_keypoints_{split}.json", json.dumps(doc))
         counts[split] = {"images": len(images), "annotations": len(annotations)}
-    atomic_write_text(out / "coco_spec.json", json.dumps(dataset_spec_dict("."), indent=2) + "\n")
+    atomic_write_text(out / "coco_spec.json", json.dumps(dataset_spec_dict(".", pose), indent=2) + "\n")
     return counts

@@ -135,9 +135,10 @@ def export(model_path: str | Path, key: str, output: str | Path, dims: tuple[int
            engine_settings: EngineSettings | None = None) -> ExportResult:
     """Export; calibrate for int8 (an SDK-compatible export: its own TensorRT cache, no QDQ model);
     build the engine if asked (with ``engine_settings``, the precision being ``data_type``)."""
-    from bpnet.model.io import load_model
+    from bpnet.model.io import open_model
 
-    proto, info = to_onnx(load_model(model_path, key), *dims, stage=stage, sdk_compatible=sdk_compatible)
+    source = open_model(model_path, key)
+    proto, info = to_onnx(source.model, *dims, stage=stage, sdk_compatible=sdk_compatible, skeleton=source.skeleton)
     onnx = write_exported(proto, output, key)
     log.info("exported %s: input %s (N, %d, %d, 3), stage %d of %d%s", onnx, INPUT_NAME, *dims, info.stage,
              info.stages, ", SDK-compatible deployable model" if sdk_compatible else "")

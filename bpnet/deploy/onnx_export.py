@@ -13,6 +13,7 @@ import numpy as np
 
 from bpnet.errors import ModelError
 from bpnet.model.exported import HEAT_NAME, INPUT_NAME, PAF_NAME, ExportInfo, set_metadata
+from bpnet.pose import BPNET_SKELETON, Skeleton
 from bpnet.specs.base import check_input_shape
 
 OPSET = 17
@@ -51,8 +52,10 @@ def deployable_model(model, stage: int | None = None, sdk_compatible: bool = Fal
     return keras.Model(model.inputs, [heat, paf], name="bpnet_deployable"), chosen, stages
 
 
-def to_onnx(model, height: int, width: int, stage: int | None = None, sdk_compatible: bool = False):
-    """The ONNX ModelProto of ``model``'s chosen stage for (H, W) inputs, any batch."""
+def to_onnx(model, height: int, width: int, stage: int | None = None, sdk_compatible: bool = False,
+            skeleton: Skeleton = BPNET_SKELETON):
+    """The ONNX ModelProto of ``model``'s chosen stage for (H, W) inputs, any batch; the metadata
+    records ``skeleton`` (the model file's)."""
     import tensorflow as tf
     import tf2onnx
 
@@ -66,6 +69,6 @@ def to_onnx(model, height: int, width: int, stage: int | None = None, sdk_compat
         return {HEAT_NAME: tf.identity(heat, name=HEAT_NAME), PAF_NAME: tf.identity(paf, name=PAF_NAME)}
 
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
-    info = ExportInfo(height, width, chosen, stages, sdk_compatible)
+    info = ExportInfo(height, width, chosen, stages, sdk_compatible, skeleton=skeleton)
     set_metadata(proto, info)
     return proto, info

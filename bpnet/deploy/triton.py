@@ -22,6 +22,7 @@ from pathlib import Path
 from bpnet.deploy import triton_model
 from bpnet.errors import ModelError, UsageError
 from bpnet.infer.decode import DecodeParams
+from bpnet.pose import Skeleton
 
 ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 6: "TYPE_INT32", 7: "TYPE_INT64",
                   10: "TYPE_FP16", 11: "TYPE_FP64", 9: "TYPE_BOOL"}
@@ -97,26 +98,26 @@ def write_network_model(repo: Path, name: str, io: NetworkIO, max_batch_size: in
     return folder
 
 
-def people_outputs(max_people: int, num_joints: int) -> tuple[TensorSpec, ...]:
+def people_outputs(max_people: int, skeleton: Skeleton) -> tuple[TensorSpec, ...]:
     """What the decoder (and so every ensemble) answers: up to ``max_people`` people."""
-    return (TensorSpec(triton_model.KEYPOINTS, "TYPE_FP32", (max_people, num_joints, 3)),
+    return (TensorSpec(triton_model.KEYPOINTS, "TYPE_FP32", (max_people, skeleton.num_joints, 3)),
             TensorSpec(triton_model.SCORES, "TYPE_FP32", (max_people,)),
             TensorSpec(triton_model.PEOPLE, "TYPE_INT32", (1,)))
 
 
 def write_python_models(repo: Path, io: NetworkIO, max_batch_size: int, params: DecodeParams,
                         image_scale: tuple[float, ...], image_offset: tuple[float, ...], max_people: int,
-                        heatmap_name: str, paf_name: str, num_joints: int) -> None:
+                        heatmap_name: str, paf_name: str, skeleton: Skeleton) -> None:
     """The preprocess and decode models (one source, ``stage`` parameter)."""
     net_in = io.inputs[0]
     settings = triton_model.settings_from(params, image_scale, image_offset, (net_in.dims[0], net_in.dims[1]),
                                           {"input_name": net_in.name, "heatmap_name": heatmap_name,
-                                           "paf_name": paf_name}, max_people)
+                                           "paf_name": paf_name}, max_people, skeleton)
     plan = TensorSpec(triton_model.PLAN, "TYPE_INT32", (6,))
     stages = {
         PREPROCESS: ("preprocess", [TensorSpec(triton_model.IMAGE, "TYPE_UINT8", (-1, -1, 3))], [net_in, plan]),
         DECODE: ("decode", [io.by_name(heatmap_name), io.by_name(paf_name), plan],
-                 list(people_outputs(max_people, num_joints)))}
+                 list(people_outputs(max_people, skeleton)))}
     source = inspect.getsource(triton_model)
     for name, (stage, inputs, outputs) in stages.items():
         folder = repo / name
@@ -165,7 +166,7 @@ class Network:
 
 def build_repository(repo: Path, onnx_bytes: bytes, networks: list[Network], params: DecodeParams,
                      image_scale: tuple[float, ...], image_offset: tuple[float, ...], max_people: int,
-                     heatmap_name: str, paf_name: str, num_joints: int) -> list[str]:
+                     heatmap_name: str, paf_name: str, skeleton: Skeleton) -> list[str]:
     """The whole repository; returns the ensemble names (what clients call)."""
     if not networks:
         raise UsageError("no network to serve: no engine target was built and release.plain_onnx is false")
@@ -173,7 +174,7 @@ def build_repository(repo: Path, onnx_bytes: bytes, networks: list[Network], par
     for network in networks:
         write_network_model(repo, network.name, io, network.max_batch_size, network.model_file, network.platform)
     write_python_models(repo, io, max(n.max_batch_size for n in networks), params, image_scale, image_offset,
-                        max_people, heatmap_name, paf_name, num_joints)
+                        max_people, heatmap_name, paf_name, skeleton)
     people = NetworkIO((TensorSpec(triton_model.IMAGE, "TYPE_UINT8", (-1, -1, 3)),),
-                       people_outputs(max_people, num_joints))
+                       people_outputs(max_people, skeleton))
     return [write_ensemble(repo, n.name, io, n.max_batch_size, heatmap_name, paf_name, people) for n in networks]

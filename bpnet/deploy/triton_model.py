@@ -9,8 +9,8 @@ parameter ``stage`` picks the part:
   (6 INT32: image h, w, network h, w, resized h, w) to map keypoints back;
 - ``decode``: the network's heatmaps and PAFs + ``PLAN`` -> ``KEYPOINTS`` (max_people, J, 3:
   x, y, score in image pixels; 0 = missing), ``SCORES`` (max_people) and ``PEOPLE`` (1 INT32),
-  decoded by ``bpnet.infer.decode`` with the inference spec's parameters (parameter ``bpnet``,
-  JSON), exactly as ``bpnet inference`` does.
+  decoded by ``bpnet.infer.decode`` with the inference spec's parameters and the model's skeleton
+  (parameter ``bpnet``, JSON), exactly as ``bpnet inference`` does.
 
 Triton's model directory cannot hold the library, so the Triton image needs ``bpnet`` installed
 (``pip install`` of this project; see docs/deploy.md). ``triton_python_backend_utils`` exists
@@ -28,17 +28,20 @@ import numpy as np
 from bpnet.infer.decode import DecodeParams, decode
 from bpnet.infer.network_input import InputPlan, plan, to_network_input
 from bpnet.layout import EXPORTED_MODE
+from bpnet.pose import Skeleton, parse_pose_config
 
 IMAGE, PLAN, KEYPOINTS, SCORES, PEOPLE = "IMAGE", "PLAN", "KEYPOINTS", "SCORES", "PEOPLE"
 
 
 def settings_from(params: DecodeParams, image_scale: tuple[float, ...], image_offset: tuple[float, ...],
-                  input_shape: tuple[int, int], network_io: dict[str, str], max_people: int) -> dict[str, Any]:
+                  input_shape: tuple[int, int], network_io: dict[str, str], max_people: int,
+                  skeleton: Skeleton) -> dict[str, Any]:
     """The ``bpnet`` parameter of both stages: the decoder parameters (from the inference spec),
-    the training normalization, the exported input size and the network's tensor names."""
+    the training normalization, the exported input size, the network's tensor names and the
+    model's skeleton (its pose config)."""
     return {"input_shape": list(input_shape), "keep_aspect_ratio_mode": EXPORTED_MODE,
             "image_scale": list(image_scale), "image_offset": list(image_offset),
-            "decode": asdict(params), "max_people": max_people, **network_io}
+            "decode": asdict(params), "max_people": max_people, "skeleton": skeleton.to_config(), **network_io}
 
 
 def decode_params(settings: dict[str, Any]) -> DecodeParams:
@@ -60,6 +63,7 @@ class TritonPythonModel:
             raise ValueError(f"parameter stage: '{self.stage}' is not preprocess or decode")
         self.settings = json.loads(params["bpnet"])
         self.params = decode_params(self.settings)
+        self.skeleton = parse_pose_config(self.settings["skeleton"], "parameter bpnet: skeleton")
 
     def _preprocess(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = self.settings
@@ -71,9 +75,9 @@ class TritonPythonModel:
     def _decode(self, heat: np.ndarray, paf: np.ndarray, shape: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = InputPlan(*(int(v) for v in shape))
-        people = decode(heat, paf, self.params, p.net_h)
+        people = decode(heat, paf, self.params, p.net_h, self.skeleton)
         limit = self.settings["max_people"]
-        keypoints = np.zeros((limit, heat.shape[-1] - 1, 3), np.float32)
+        keypoints = np.zeros((limit, self.skeleton.num_joints, 3), np.float32)
         scores = np.zeros(limit, np.float32)
         for i, person in enumerate(people[:limit]):
             kps = person.keypoints.copy()

@@ -475,15 +475,16 @@ def _limb_scores(pafs: _UpsampledPafs, seg: _Segments, length: np.ndarray, param
 def assembly_plan(skeleton: Skeleton) -> tuple[tuple[int, ...], frozenset[int]]:
     """Limb processing order and the redundant limbs, from the skeleton's graph alone.
 
-    Limbs are taken outwards from the best-connected joint (the neck), by the graph distance of
-    their nearer joint (ties in PAF channel order), so a person grows from its torso; a limb
+    Limbs are taken outwards from the pose config's ``assembly_start`` joints (by default the
+    best-connected joint, the default skeleton's neck), by the graph distance of their nearer joint
+    (ties in PAF channel order), so a person grows from its torso; a limb
     closing a cycle in that order (e.g. eye-ear, once ear and eye hang off shoulder and nose)
     is redundant: it can confirm or join people but never start one. Nothing depends on the
     skeleton's limb (channel) order beyond tie-breaking.
     """
     degree = np.bincount(np.asarray(skeleton.limbs).ravel(), minlength=skeleton.num_joints)
     depth = np.full(skeleton.num_joints, skeleton.num_joints)
-    depth[int(degree.argmax())] = 0
+    depth[list(skeleton.assembly_start) or [int(degree.argmax())]] = 0
     for _ in range(skeleton.num_joints):  # Bellman-Ford on unit edges: enough rounds for any tree
         for a, b in skeleton.limbs:
             depth[a] = min(depth[a], depth[b] + 1)

@@ -3,7 +3,7 @@
 A backend turns a batch of network inputs into heatmaps and PAFs of every stage it has: Keras
 model files (every stage) and exported ONNX files through ONNX Runtime (the one exported stage).
 ``Predictor`` adds what the inference spec says: preprocessing and its inverse, the output stage,
-multi-scale averaging and decoding.
+multi-scale averaging and decoding over the skeleton the model records.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from bpnet.errors import ModelError
 from bpnet.infer.decode import DecodeParams, Person, decode
 from bpnet.infer.network_input import STRIDE, InputPlan, plan, to_network_input
 from bpnet.model.exported import HEAT_NAME, INPUT_NAME, PAF_NAME, ExportInfo, read_exported
+from bpnet.pose import BPNET_SKELETON, Skeleton
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams, TrainSpec
 
@@ -39,6 +40,7 @@ class Backend(Protocol):
     stages: int
     heat_channels: int
     paf_channels: int
+    skeleton: Skeleton  # the one the model file records
     export_info: ExportInfo | None  # the exported file's metadata (fixed input size, one stage); None: Keras
 
     def predict(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -48,8 +50,8 @@ class Backend(Protocol):
 class KerasBackend:
     """A Keras model, from a file (``load``) or in memory (the trainer's learning curve)."""
 
-    def __init__(self, model: keras.Model, name: str = "model"):
-        self.model = model
+    def __init__(self, model: keras.Model, name: str = "model", skeleton: Skeleton = BPNET_SKELETON):
+        self.model, self.skeleton = model, skeleton
         outputs = self.model.outputs
         if len(outputs) % 2:
             raise ModelMismatchError(f"{name}: {len(outputs)} outputs; a BodyPoseNet model has heatmaps and "
@@ -65,9 +67,10 @@ class KerasBackend:
 
     @classmethod
     def load(cls, path: str | Path, key: str | None) -> KerasBackend:
-        from bpnet.model.io import load_model
+        from bpnet.model.io import open_model
 
-        return cls(load_model(path, key), str(path))
+        loaded = open_model(path, key)
+        return cls(loaded.model, str(path), loaded.skeleton)
 
 
 class OnnxBackend:
@@ -89,7 +92,7 @@ class OnnxBackend:
         if set(self.outputs) - set(by_name):
             raise ModelMismatchError(f"{path}: outputs {sorted(by_name)}, expected {self.outputs}")
         heat, paf = by_name[HEAT_NAME], by_name[PAF_NAME]
-        self.stages, self.export_info = 1, info
+        self.stages, self.export_info, self.skeleton = 1, info, info.skeleton
         self.heat_channels, self.paf_channels = int(heat.shape[-1]), int(paf.shape[-1])
 
     def predict(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -114,6 +117,23 @@ def open_backend(path: str | Path, key: str | None) -> Backend:
     return KerasBackend.load(path, key) if plain[:2] == b"PK" else OnnxBackend(path, key)
 
 
+def check_train_spec_skeleton(backend: Backend, train_spec: TrainSpec) -> None:
+    """The model's skeleton must be the train spec's (its pose config, when that file is here: the
+    data a train spec names need not be) and the channel counts the model section sets."""
+    m = train_spec.model
+    for name, have in (("heat_channels", backend.heat_channels), ("paf_channels", backend.paf_channels)):
+        if getattr(m, name) is not None and getattr(m, name) != have:
+            raise ModelMismatchError(f"model outputs {backend.heat_channels} heatmap / {backend.paf_channels} PAF "
+                                     f"channels, the train spec's model.{name} says {getattr(m, name)}")
+    if Path(train_spec.dataloader.pose_config.pose_config_path).is_file():
+        spec = train_spec.skeleton
+        if spec != backend.skeleton:
+            raise ModelMismatchError(
+                f"the model records the skeleton '{backend.skeleton.name}' ({backend.skeleton.num_joints} joints), "
+                f"the train spec's pose config {train_spec.dataloader.pose_config.pose_config_path} is "
+                f"'{spec.name}' ({spec.num_joints} joints)")
+
+
 def decode_params(spec: InferenceSpec) -> DecodeParams:
     """Every decoder threshold comes from the inference spec."""
     return DecodeParams(
@@ -132,12 +152,9 @@ class Predictor:
     def __init__(self, backend: Backend, spec: InferenceSpec, train_spec: TrainSpec | None = None):
         self.backend, self.spec = backend, spec
         self.norm = train_spec.dataloader.normalization_params if train_spec else NormalizationParams()
+        self.skeleton = backend.skeleton
         if train_spec is not None:
-            m = train_spec.model
-            if (m.heat_channels, m.paf_channels) != (backend.heat_channels, backend.paf_channels):
-                raise ModelMismatchError(
-                    f"model outputs {backend.heat_channels} heatmap / {backend.paf_channels} PAF channels, "
-                    f"the train spec says {m.heat_channels} / {m.paf_channels}")
+            check_train_spec_skeleton(backend, train_spec)
         stage = spec.output_stage_to_use
         info = backend.export_info
         if info is not None:
@@ -180,7 +197,7 @@ class Predictor:
 
     def __call__(self, image: np.ndarray) -> Prediction:
         heat, paf, p = self.maps(image)
-        people = decode(heat, paf, self.params, p.net_h)
+        people = decode(heat, paf, self.params, p.net_h, self.skeleton)
         for person in people:
             found = person.keypoints[:, 2] > 0
             person.keypoints[found, :2] = p.to_image(person.keypoints[found, :2])

@@ -3,11 +3,11 @@
 detection.json::
 
     {"format": "bpnet-detections/1",
-     "keypoint_names": [18 names, BodyPoseNet order],
+     "keypoint_names": [the model skeleton's J joint names, heatmap channel order],
      "images": [{"image": "<path as given>", "image_id": <COCO id or null>, "width": W, "height": H,
                  "annotated": "images_annotated/<name>.jpg" (with --dump_visualizations),
                  "people": [{"score": s, "num_parts": n,
-                             "keypoints": [[x, y, score], ... 18]}]}],
+                             "keypoints": [[x, y, score], ... J]}]}],
      "errors": [{"image": "<path>", "error": "<why>"}]}
 
 Coordinates are pixels of the original image; a keypoint that was not found is [0, 0, 0].
@@ -28,7 +28,6 @@ from bpnet.errors import DataError
 from bpnet.infer.predict import Predictor
 from bpnet.infer.visualize import write_drawing
 from bpnet.layout import ANNOTATED_DIR, DETECTIONS_FILE
-from bpnet.pose import BPNET_SKELETON
 from bpnet.preprocess import IMAGE_SUFFIXES, read_image
 
 log = logging.getLogger(__name__)
@@ -109,8 +108,8 @@ def run_inference(predictor: Predictor, inputs: list[InferenceInput], results_di
             name = item.path.stem if item.path.stem not in drawn else f"{item.path.stem}_{index}"  # a.jpg, a.png
             drawn.add(name)
             images[-1]["annotated"] = f"{ANNOTATED_DIR}/{name}.jpg"
-            write_drawing(rgb, prediction.people, results / images[-1]["annotated"])
-    doc = {"format": FORMAT, "keypoint_names": list(BPNET_SKELETON.joints), "images": images,
+            write_drawing(rgb, prediction.people, results / images[-1]["annotated"], predictor.skeleton)
+    doc = {"format": FORMAT, "keypoint_names": list(predictor.skeleton.joints), "images": images,
            "errors": report.errors}
     atomic_write_text(results / DETECTIONS_FILE, json.dumps(doc) + "\n")
     return report

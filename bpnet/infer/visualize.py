@@ -9,7 +9,7 @@ import numpy as np
 
 from bpnet.artifacts import atomic_write_bytes
 from bpnet.infer.decode import Person
-from bpnet.pose import BPNET_SKELETON, Skeleton
+from bpnet.pose import Skeleton
 
 
 def _colour(index: int) -> tuple[int, int, int]:
@@ -18,7 +18,7 @@ def _colour(index: int) -> tuple[int, int, int]:
     return int(bgr[0]), int(bgr[1]), int(bgr[2])
 
 
-def draw_people(image_bgr: np.ndarray, people: list[Person], skeleton: Skeleton = BPNET_SKELETON) -> np.ndarray:
+def draw_people(image_bgr: np.ndarray, people: list[Person], skeleton: Skeleton) -> np.ndarray:
     """A copy of the image with each person's limbs (one colour per limb) and joints drawn."""
     out = image_bgr.copy()
     thickness = max(2, round(min(out.shape[:2]) / 200))
@@ -34,9 +34,9 @@ def draw_people(image_bgr: np.ndarray, people: list[Person], skeleton: Skeleton 
     return out
 
 
-def write_drawing(rgb: np.ndarray, people: list[Person], dest: str | Path) -> None:
+def write_drawing(rgb: np.ndarray, people: list[Person], dest: str | Path, skeleton: Skeleton) -> None:
     """Save the people drawn over an RGB image as a JPEG at ``dest`` (atomically)."""
-    ok, buf = cv2.imencode(".jpg", draw_people(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), people))
+    ok, buf = cv2.imencode(".jpg", draw_people(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), people, skeleton))
     if not ok:
         raise ValueError(f"{dest}: could not encode the drawing as JPEG")
     atomic_write_bytes(dest, buf.tobytes())

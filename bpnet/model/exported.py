@@ -3,8 +3,9 @@ a key is given, that describes itself in ONNX metadata.
 
 The graph has one input, ``input_1`` (N, H, W, 3) float32 with a dynamic batch, and the heatmap
 and PAF outputs of one stage (the last by default), named ``heatmap_out`` and ``paf_out``. The
-metadata records the input size, the stage, the precision and whether the file is the
-SDK-compatible deployable model (PAFs upsampled for DeepStream; for deployment only).
+metadata records the input size, the stage, the precision, whether the file is the
+SDK-compatible deployable model (PAFs upsampled for DeepStream; for deployment only) and the
+skeleton (the pose config JSON: a file exported before skeletons were recorded is the default).
 
 This is the format both sides agree on: ``bpnet.deploy`` writes it (export, INT8 QDQ), and
 ``bpnet.infer`` reads it (the ONNX Runtime backend), so neither imports the other for it.
@@ -18,6 +19,7 @@ from pathlib import Path
 from bpnet.artifacts import atomic_write_bytes
 from bpnet.crypto import MAGIC, decrypt, encrypt
 from bpnet.errors import ModelError
+from bpnet.pose import BPNET_SKELETON, Skeleton, skeleton_from_json
 
 INPUT_NAME = "input_1"
 HEAT_NAME, PAF_NAME = "heatmap_out", "paf_out"
@@ -34,9 +36,11 @@ class ExportInfo:
     stages: int
     sdk_compatible: bool
     precision: str = "fp32"  # fp32 | int8 (QDQ)
+    skeleton: Skeleton = BPNET_SKELETON
 
     def props(self) -> dict[str, str]:
-        return {f"{META_PREFIX}{k}": str(v) for k, v in self.__dict__.items()}
+        return {f"{META_PREFIX}{k}": v.to_json() if isinstance(v, Skeleton) else str(v)
+                for k, v in self.__dict__.items()}
 
     @classmethod
     def from_props(cls, props: dict[str, str], where: str) -> ExportInfo:
@@ -44,7 +48,9 @@ class ExportInfo:
             return cls(height=int(props["bpnet.height"]), width=int(props["bpnet.width"]),
                        stage=int(props["bpnet.stage"]), stages=int(props["bpnet.stages"]),
                        sdk_compatible=props["bpnet.sdk_compatible"] == "True",
-                       precision=props.get("bpnet.precision", "fp32"))
+                       precision=props.get("bpnet.precision", "fp32"),
+                       skeleton=skeleton_from_json(props["bpnet.skeleton"], f"{where}: bpnet.skeleton")
+                       if "bpnet.skeleton" in props else BPNET_SKELETON)
         except KeyError as exc:
             raise ModelError(f"{where}: not an ONNX model exported by bpnet (no {exc.args[0]} metadata)") from None
 

@@ -3,6 +3,10 @@
 A model file is a Keras ``.keras`` archive; with a key it is encrypted by ``bpnet.crypto``
 (AES-256-GCM, PBKDF2-HMAC-SHA256 key derivation); a wrong key is reported as such. The
 architecture is read back from the layers themselves, so a pruned model reloads with no spec.
+The archive also holds the skeleton the model was trained for (``SKELETON_ENTRY``, the pose
+config with every declaration), so inference, evaluation, export and release read the joints
+from the model; a file without it (written before skeletons were recorded) is the default
+18-joint skeleton when its heads have that skeleton's channel counts.
 Training checkpoints (tf.train, ``ckpt-<epoch>``) are read back whole before a resume trusts them.
 """
 
@@ -12,6 +16,7 @@ import io
 import logging
 import re
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +27,7 @@ from bpnet.artifacts import atomic_write_bytes
 from bpnet.crypto import MAGIC, ModelKeyError, decrypt, encrypt  # noqa: F401 - ModelKeyError: part of this API
 from bpnet.errors import ModelError
 from bpnet.model.architecture import C128_CONV, FULL, LITE, Architecture, default_filters
+from bpnet.pose import BPNET_SKELETON, Skeleton, skeleton_from_json
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +76,44 @@ def latest_readable_checkpoint(directory: str | Path, name: str = "ckpt") -> str
     return None
 
 
-def model_bytes(model: keras.Model) -> bytes:
+SKELETON_ENTRY = "bpnet_skeleton.json"  # inside the .keras archive, beside Keras' own entries
+
+
+def model_bytes(model: keras.Model, skeleton: Skeleton = BPNET_SKELETON) -> bytes:
+    """The .keras archive of ``model`` with ``skeleton`` recorded in it."""
+    if (skeleton.heat_channels, skeleton.paf_channels) != _head_channels(model):
+        raise ModelError(f"the model's heads have {_head_channels(model)} heatmap / PAF channels, the skeleton "
+                         f"'{skeleton.name}' needs {skeleton.heat_channels} / {skeleton.paf_channels}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         model.save(path)
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(SKELETON_ENTRY, skeleton.to_json())
         return path.read_bytes()
 
 
-def save_model(model: keras.Model, path: str | Path, key: str | None = None) -> Path:
-    """Save atomically; encrypted when a key is given."""
-    data = model_bytes(model)
+def _head_channels(model: keras.Model) -> tuple[int, int]:
+    conv = {layer.name: layer for layer in model.layers}
+    return conv["heatmap_out"].filters, conv["paf_out"].filters
+
+
+def save_model(model: keras.Model, path: str | Path, key: str | None = None,
+               skeleton: Skeleton = BPNET_SKELETON) -> Path:
+    """Save atomically with its skeleton; encrypted when a key is given."""
+    data = model_bytes(model, skeleton)
     atomic_write_bytes(path, encrypt(data, key) if key else data)
     return Path(path)
 
 
-def load_model(path: str | Path, key: str | None = None, compile: bool = False) -> keras.Model:
+@dataclass(frozen=True)
+class ModelFile:
+    """A loaded model file: the Keras model and the skeleton it records."""
+
+    model: keras.Model
+    skeleton: Skeleton
+
+
+def open_model(path: str | Path, key: str | None = None, compile: bool = False) -> ModelFile:
     path = Path(path)
     try:
         blob = path.read_bytes()
@@ -95,9 +124,27 @@ def load_model(path: str | Path, key: str | None = None, compile: bool = False) 
         plain = Path(tmp) / "model.keras"
         plain.write_bytes(data)
         try:
-            return keras.saving.load_model(plain, compile=compile)
-        except (ValueError, OSError, KeyError) as exc:
+            model = keras.saving.load_model(plain, compile=compile)
+            with zipfile.ZipFile(plain) as archive:
+                recorded = archive.read(SKELETON_ENTRY).decode() if SKELETON_ENTRY in archive.namelist() else None
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
             raise ModelError(f"{path}: not a bpnet model file ({exc})") from exc
+    if recorded is not None:
+        skeleton = skeleton_from_json(recorded, f"{path}: {SKELETON_ENTRY}")
+    elif _head_channels(model) == (BPNET_SKELETON.heat_channels, BPNET_SKELETON.paf_channels):
+        skeleton = BPNET_SKELETON  # written before skeletons were recorded: all were the default
+    else:
+        raise ModelError(f"{path}: records no skeleton and its heads ({_head_channels(model)} channels) are not "
+                         "the default skeleton's")
+    if (skeleton.heat_channels, skeleton.paf_channels) != _head_channels(model):
+        raise ModelError(f"{path}: its heads have {_head_channels(model)} heatmap / PAF channels, its recorded "
+                         f"skeleton '{skeleton.name}' needs {skeleton.heat_channels} / {skeleton.paf_channels}")
+    return ModelFile(model, skeleton)
+
+
+def load_model(path: str | Path, key: str | None = None, compile: bool = False) -> keras.Model:
+    """The Keras model of a model file (``open_model`` also gives its skeleton)."""
+    return open_model(path, key, compile).model
 
 
 def architecture_of(model: keras.Model) -> Architecture:

@@ -6,11 +6,14 @@ Fields and defaults follow the guide's "Create a Configuration File for the Data
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from bpnet.specs.base import CrossFieldError, InputDir, SpecModel
+from bpnet.specs.base import CrossFieldError, InputDir, PoseConfigFile, SpecModel
+
+if TYPE_CHECKING:
+    from bpnet.pose import Skeleton
 
 BpNetVisibility = Literal["visible", "occluded", "not_labeled"]
 
@@ -90,6 +93,10 @@ class DataFilteringParams(SpecModel):
     overlap a labeled person) and people with no labeled keypoint; ``below_min_kpts`` also masks
     people with fewer than ``min_acceptable_kpts`` (their few labels are not trusted as ground
     truth, nor is the rest of their body taught as background), crowds whole.
+
+    "Person" means one annotation of the converted categories, whatever they are: a hand, an
+    animal; the size and distance rules then apply to that object's box (set the minimums for
+    the dataset's objects: hands are small, and a 21-joint hand has more keypoints to count).
     """
 
     min_acceptable_height: float = Field(32, ge=0)
@@ -101,7 +108,13 @@ class DataFilteringParams(SpecModel):
 
 
 class DatasetSpec(SpecModel):
-    """The whole dataset spec file."""
+    """The whole dataset spec file.
+
+    ``pose_config`` (inline, the pose config JSON in either form) or ``pose_config_path`` (a file,
+    relative to this spec) names the model skeleton the dataset's keypoints are converted to (the
+    default: BodyPoseNet's 18 joints); ``keypoint_map`` renames dataset keypoints to the pose
+    config's joint names where they differ. Every category listed is converted, as one class: they
+    must share their keypoints (e.g. AP-10K's 54 animal species)."""
 
     dataset: str = "coco"
     root_directory_path: InputDir
@@ -111,6 +124,51 @@ class DatasetSpec(SpecModel):
     categories: list[CategoryConfig] = Field(min_length=1, max_length=64)
     visibility_flags: VisibilityFlagsConfig = Field(default_factory=VisibilityFlagsConfig)
     data_filtering_params: DataFilteringParams = Field(default_factory=DataFilteringParams)
+    pose_config: dict[str, Any] | None = None
+    pose_config_path: PoseConfigFile | None = None
+    keypoint_map: dict[str, str] = Field(default_factory=dict, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_skeleton(self) -> DatasetSpec:
+        if self.pose_config is not None and self.pose_config_path is not None:
+            raise CrossFieldError("give the pose config inline or as a file, not both", "pose_config",
+                                  "pose_config_path", source=self)
+        if self.pose_config is not None:
+            from bpnet.pose import PoseConfigError, parse_pose_config
+
+            try:
+                parse_pose_config(self.pose_config, "pose_config")
+            except PoseConfigError as exc:
+                raise CrossFieldError(str(exc).removeprefix("pose_config: "), "pose_config", source=self) from None
+        first = self.categories[0]
+        for k, other in enumerate(self.categories[1:], 1):
+            if other.keypoints != first.keypoints:
+                raise CrossFieldError(f"categories[{k}] ('{other.name}') has other keypoints than categories[0] "
+                                      f"('{first.name}'); the categories converted together must share them",
+                                      "categories", source=self)
+        unknown = sorted(set(self.keypoint_map) - set(first.keypoints))
+        if unknown:
+            raise CrossFieldError(f"renames {unknown}, which are not keypoints of the dataset", "keypoint_map",
+                                  source=self)
+        return self
+
+    @property
+    def skeleton(self) -> Skeleton:
+        """The model skeleton this dataset is converted to."""
+        from bpnet.pose import BPNET_SKELETON, load_pose_config, parse_pose_config
+
+        if self.pose_config is not None:
+            return parse_pose_config(self.pose_config, "dataset spec pose_config")
+        return load_pose_config(self.pose_config_path) if self.pose_config_path else BPNET_SKELETON
+
+    @property
+    def keypoint_names(self) -> list[str]:
+        """The dataset's keypoints under the pose config's joint names (``keypoint_map`` applied)."""
+        return [self.keypoint_map.get(n, n) for n in self.categories[0].keypoints]
+
+    @property
+    def category_ids(self) -> set[int]:
+        return {c.id for c in self.categories}
 
     def split(self, mode: Literal["train", "test"]) -> DataSplitConfig:
         return self.train_data if mode == "train" else self.test_data

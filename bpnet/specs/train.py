@@ -7,10 +7,11 @@ same model serves ``train`` and the ``retrain`` of a pruned model (``load_graph:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
+from bpnet.errors import SpecError
 from bpnet.specs.base import (
     MAX_BATCH,
     MAX_COUNT,
@@ -25,6 +26,9 @@ from bpnet.specs.base import (
     check_input_shape,
     inputs_checked,
 )
+
+if TYPE_CHECKING:
+    from bpnet.pose import Skeleton
 
 
 class FinetuningConfig(SpecModel):
@@ -58,8 +62,14 @@ class ModelConfig(SpecModel):
                     "separate heatmap and PAF trunks in every stage)")
     backbone_attributes: BackboneAttributes = Field(default_factory=BackboneAttributes)
     stages: int = Field(3, ge=2, le=6)
-    heat_channels: Literal[19] = 19
-    paf_channels: Literal[38] = 38
+    heat_channels: int | None = Field(
+        None, ge=3, le=1001,
+        description="the pose config's joints + 1 (background); unset: taken from the pose config, "
+                    "which it must match when set (19 for the default skeleton)")
+    paf_channels: int | None = Field(
+        None, ge=2, le=20_000,
+        description="2 x the pose config's limbs; unset: taken from the pose config, which it must match "
+                    "when set (38 for the default skeleton)")
     use_self_attention: bool = False
     data_format: Literal["channels_last"] = "channels_last"
     use_bias: bool = True
@@ -370,6 +380,21 @@ class TrainSpec(SpecModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optimizer: AnyOptimizerConfig = Field(default_factory=OptimizerConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+
+    @property
+    def skeleton(self) -> Skeleton:
+        """The pose config's skeleton; the model section's channel counts, when set, must match it."""
+        from bpnet.pose import load_pose_config
+
+        path = self.dataloader.pose_config.pose_config_path
+        skeleton = load_pose_config(path)
+        for name, need in (("heat_channels", skeleton.heat_channels), ("paf_channels", skeleton.paf_channels)):
+            given = getattr(self.model, name)
+            if given is not None and given != need:
+                raise SpecError([f"spec error: model.{name}: {given}, but the pose config {path} "
+                                 f"('{skeleton.name}', {skeleton.num_joints} joints, {len(skeleton.limbs)} limbs) "
+                                 f"needs {need}; leave it unset to follow the pose config"])
+        return skeleton
 
     @model_validator(mode="before")
     @classmethod

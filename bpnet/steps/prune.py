@@ -33,11 +33,12 @@ def prune(model: str | Path, output: str | Path, key: str | None, settings: Prun
     """Prune ``model`` into ``output`` (FLOPs counted at ``flops_shape``); the report goes beside it."""
     key = model_key(key)
     output = output_file("output_file", output)
-    from bpnet.model.io import load_model, save_model
+    from bpnet.model.io import open_model, save_model
     from bpnet.prune import prune as run
 
-    result = run(load_model(model, key), settings, flops_shape)
-    save_model(result.model, output, key)
+    source = open_model(model, key)
+    result = run(source.model, settings, flops_shape)
+    save_model(result.model, output, key, source.skeleton)  # pruning keeps the heads: same skeleton
     report = {"model": str(model), "output_file": str(output), **result.report}
     atomic_write_text(prune_report(output), json.dumps(report, indent=2) + "\n")
     return Pruned(output, prune_report(output), report)
