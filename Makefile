@@ -44,8 +44,8 @@ test-all: $(STAMP)
 
 # The container tests (marked `containers`; not in make test): build bpnet-cpu:local and run the DAG
 # with every step in its own container. Sets up podman first (Debian's packages; root or sudo).
-test-containers: $(STAMP) container-engine
-	@$(CONTAINER_ENV) $(BIN)/python -m pytest -q -m containers $(PYTEST_ARGS)
+test-containers: $(STAMP)
+	@$(WITH_ENGINE) $(BIN)/python -m pytest -q -m containers $(PYTEST_ARGS)
 
 # pyproject.toml's ranges -> requirements/*.txt (pinned, hashed; UPGRADE=1 moves the pins).
 lock: $(STAMP)
@@ -98,22 +98,23 @@ pipeline-unschedule: $(STAMP)
 # Containers on this machine (docs/pipeline.md): podman from Debian's packages serving the Docker
 # API on a socket (a machine with a Docker engine keeps its own), a debootstrapped base image unless
 # BASE_IMAGE names one, and a wheelhouse made from the lock: the build itself needs no network.
+# WITH_ENGINE prefixes a command with the DOCKER_HOST of the engine the script found or set up.
 CONTAINER_SOCKET ?= /run/podman/podman.sock
-CONTAINER_ENV = DOCKER_HOST=$${DOCKER_HOST:-unix://$(CONTAINER_SOCKET)}
+WITH_ENGINE = engine=$$(BPNET_CONTAINER_SOCKET=$(CONTAINER_SOCKET) bash images/podman-setup.sh) || exit 1; export $$engine;
 BASE_IMAGE ?=
 container-engine:
-	@BPNET_CONTAINER_SOCKET=$(CONTAINER_SOCKET) bash images/podman-setup.sh >/dev/null
+	@BPNET_CONTAINER_SOCKET=$(CONTAINER_SOCKET) bash images/podman-setup.sh
 
-image-cpu: $(STAMP) container-engine
-	$(BIN)/python tools/image_build.py --flavour cpu $(if $(BASE_IMAGE),--base $(BASE_IMAGE),)
+image-cpu: $(STAMP)
+	$(WITH_ENGINE) $(BIN)/python tools/image_build.py --flavour cpu $(if $(BASE_IMAGE),--base $(BASE_IMAGE),)
 
-image-gpu: $(STAMP) container-engine
-	$(BIN)/python tools/image_build.py --flavour gpu $(if $(BASE_IMAGE),--base $(BASE_IMAGE),)
+image-gpu: $(STAMP)
+	$(WITH_ENGINE) $(BIN)/python tools/image_build.py --flavour gpu $(if $(BASE_IMAGE),--base $(BASE_IMAGE),)
 
 # make run with every step in its own bpnet-cpu:local container, the data and the release on a local
 # S3 server (moto on 127.0.0.1); the release is copied to runs/releases-containers/ at the end.
 run-containers: demo-data image-cpu
-	$(CONTAINER_ENV) $(BIN)/python -m pipelines local --spec specs/pipeline/local.yaml --image bpnet-cpu:local $(SET_ARGS)
+	$(WITH_ENGINE) $(BIN)/python -m pipelines local --spec specs/pipeline/local.yaml --image bpnet-cpu:local $(SET_ARGS)
 
 # For a registry: a Docker engine with buildx (and QEMU or an arm64 builder for the Jetson image).
 # The wheelhouses come from the host first (tools/image_build.py), as for image-cpu.
