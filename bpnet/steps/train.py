@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpnet.layout import TRAIN_SUMMARY_FILE
+from bpnet.cluster import cluster_from_env
 from bpnet.lock import exclusive
 from bpnet.settings import TrainSettings
 from bpnet.specs import TrainSpec
@@ -40,12 +41,16 @@ def train(spec: TrainSpec, results_dir: str | Path, key: str | None, settings: T
     results = output_dir("results_dir", results_dir)
     from bpnet.train import train as run
 
-    with exclusive(results, "bpnet train"):
-        try:
-            r = run(spec, results, key, gpus=settings.gpus, gpu_index=settings.gpu_index)
-        except BaseException:
-            _remove_partial_checkpoints(results)
-            raise
+    cluster = cluster_from_env()
+    if cluster and not cluster.is_chief:  # writes nothing into results_dir (the chief's): no lock, no clean-up
+        r = run(spec, results, key, gpus=settings.gpus, gpu_index=settings.gpu_index)
+    else:
+        with exclusive(results, "bpnet train"):
+            try:
+                r = run(spec, results, key, gpus=settings.gpus, gpu_index=settings.gpu_index)
+            except BaseException:
+                _remove_partial_checkpoints(results)
+                raise
     return Trained(results, Path(r.model_path), results / TRAIN_SUMMARY_FILE, r.epochs, r.steps, r.parameters,
                    r.gflops_per_image, r.images_per_second, r.first_loss, r.last_loss)
 
