@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpnet.layout import TRAIN_SUMMARY_FILE
 from bpnet.cluster import cluster_from_env
+from bpnet.layout import TRAIN_SUMMARY_FILE
 from bpnet.lock import exclusive
 from bpnet.settings import TrainSettings
 from bpnet.specs import TrainSpec
