@@ -321,9 +321,10 @@ def write_serving(release: Path, release_uri: str, release_id: str, models: Serv
 
 # ---- the pipeline's release: gates, model card and assembly (bpnet.steps.publish calls these) ----
 
-MODEL_LABELS = ("unpruned", "pruned", "retrained", "Keras (export mode)", "ONNX fp32", "ONNX INT8")
-"""The models a run evaluates, as the DAG, the release's metrics.json and the run summary name them."""
-UNPRUNED, PRUNED, RETRAINED, KERAS_EXPORT, ONNX_FP32, ONNX_INT8 = MODEL_LABELS
+RETRAINED = "retrained"
+"""The evaluation the release is about: its metrics are ``latest``'s, the promotion rule reads its
+AP. A release takes the evaluations keyed by label (the pipeline's are declared in
+``pipelines.outputs``) and records every one of them."""
 RELEASE_MODEL = f"model/{MODEL_FILE}"
 RELEASE_UNPRUNED = f"model/unpruned/{MODEL_FILE}"  # what warm starts train from (the graph before pruning)
 RELEASE_INT8 = "onnx/bpnet_model.int8.etlt"

@@ -35,31 +35,13 @@ from pydantic import BaseModel
 from bpnet.artifacts import atomic_write_text
 from bpnet.errors import StepError, UsageError
 from bpnet.layout import EXPORTED_MODE
-from bpnet.release import KERAS_EXPORT, MODEL_LABELS, ONNX_FP32, ONNX_INT8, PROMOTE, PRUNED, RETRAINED, UNPRUNED
+from bpnet.release import PROMOTE
 from pipelines.arguments import load_run_spec, pipeline_arguments
 from pipelines.dag import build_pipeline
+from pipelines.outputs import EVALUATED, GATED, KERAS_EXPORT, ONNX_FP32, ONNX_INT8, UNPRUNED, Evaluated, summary_rows
 
 log = logging.getLogger(__name__)
 
-STEPS = (  # step, its main output, the metadata worth a column
-    ("dataset_convert", "train_data", ("train_samples", "val_images")),
-    ("train", "model", ("epochs", "last_loss", "images_per_second")),
-    (f"evaluate {UNPRUNED}", "evaluation_unpruned", ("AP",)),
-    ("prune", "pruned_model", ("parameters_kept",)),
-    (f"evaluate {PRUNED}", "evaluation_pruned", ("AP",)),
-    ("retrain", "retrained_model", ("epochs", "last_loss", "images_per_second")),
-    (f"evaluate {RETRAINED}", "evaluation", ("AP",)),
-    (f"evaluate {KERAS_EXPORT}", "evaluation_keras_export", ("AP",)),
-    ("export", "exported_model", ("input_shape", "bytes")),
-    (f"evaluate {ONNX_FP32}", "evaluation_fp32", ("AP",)),
-    ("calibrate", "int8_model", ("cal_images", "calibrated_tensors")),
-    (f"evaluate {ONNX_INT8}", "evaluation_int8", ("AP",)),
-    ("inference", "detections", ("images", "people")),
-)
-MODELS = tuple(zip(MODEL_LABELS, ("model", "pruned_model", "retrained_model", "retrained_model", "exported_model",
-                                  "int8_model"),
-                   ("metrics_unpruned", "metrics_pruned", "metrics", "metrics_keras_export", "metrics_fp32",
-                    "metrics_int8"), strict=True))  # label, the model's output, its metrics' output
 ENGINE_TARGETS = ("gpu_engine_targets", "jetson_engine_targets")  # outputs: the targets the INT8 gate kept, per pool
 
 
@@ -236,13 +218,14 @@ def run_local(spec_path: str | Path, overrides: BaseModel | None = None) -> dict
     return summary
 
 
-def run_summary(outputs: dict[str, Any], seconds: float, engines_enabled: bool, release_root: str) -> dict[str, Any]:
+def run_summary(outputs: dict[str, Any], seconds: float, engines_enabled: bool, release_root: str,
+                evaluated: tuple[Evaluated, ...] = EVALUATED) -> dict[str, Any]:
     """``summarize`` and what the run decided, from its outputs (so the values the run used, run
     parameters included): the gates' verdicts, the aspect-ratio mode the exported models were
     evaluated at, the release, the engine targets built."""
     from bpnet.release import read_latest
 
-    summary = summarize(outputs, seconds)
+    summary = summarize(outputs, seconds, evaluated)
     summary["promotion"] = outputs["promotion"]
     summary["int8"] = outputs["int8_verdict"]
     summary["same_mode"] = same_mode(summary["models"], outputs["exported_model"].metadata["input_shape"])
@@ -272,23 +255,27 @@ def engines_built(enabled: bool, promotion: str, targets: list[str]) -> str:
     return "built: " + ", ".join(targets)
 
 
-def summarize(outputs: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """Per step: time, figures and where its artifacts are; the evaluation's metrics."""
+def summarize(outputs: dict[str, Any], seconds: float, evaluated: tuple[Evaluated, ...] = EVALUATED
+              ) -> dict[str, Any]:
+    """Per step: time, figures and where its artifacts are (``pipelines.outputs.summary_rows``);
+    per evaluated model its size and AP; the gated model's metrics."""
     steps = []
-    for name, key, fields in STEPS:
-        artifact = outputs[key]
-        steps.append({"step": name, "seconds": artifact.metadata.get("seconds"), "output": artifact.uri,
-                      **{f: artifact.metadata[f] for f in fields if f in artifact.metadata}})
+    for row in summary_rows(evaluated):
+        artifact = outputs[row.output]
+        steps.append({"step": row.label, "seconds": artifact.metadata.get("seconds"), "output": artifact.uri,
+                      **{f: artifact.metadata[f] for f in row.figures if f in artifact.metadata}})
     pruned = outputs["pruned_model"].metadata
     models = []
-    for name, model, metrics in MODELS:
-        flops = pruned.get("gflops_before") if name == UNPRUNED else pruned.get("gflops")
-        parameters = outputs[model].metadata.get("parameters", outputs["retrained_model"].metadata.get("parameters"))
-        models.append({"model": name, "parameters": parameters,
+    for e in evaluated:
+        flops = pruned.get("gflops_before") if e.label == UNPRUNED else pruned.get("gflops")
+        model = outputs[e.model]
+        parameters = model.metadata.get("parameters", outputs["retrained_model"].metadata.get("parameters"))
+        models.append({"model": e.label, "parameters": parameters,
                        f"gflops_at_{pruned.get('flops_input_shape', '?')}": flops,
-                       **{k: outputs[metrics].metadata.get(k) for k in ("AP", "AP50")}, "file": outputs[model].uri})
+                       **{k: outputs[e.metrics].metadata.get(k) for k in ("AP", "AP50")}, "file": model.uri})
+    gated = {e.label: e for e in evaluated}[GATED]
     return {"seconds": round(seconds, 1), "steps": steps, "models": models,
-            "metrics": dict(outputs["metrics"].metadata),
+            "metrics": dict(outputs[gated.metrics].metadata),
             "reports": {"evaluation": outputs["evaluation_report"].uri,
                         "inference": outputs["inference_report"].uri}}
 
