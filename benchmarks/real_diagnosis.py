@@ -43,6 +43,7 @@ from bpnet.evaluate import coco_metrics, ground_truth, to_coco_keypoints  # noqa
 from bpnet.infer.decode import DecodeParams, decode  # noqa: E402
 from bpnet.infer.network_input import plan  # noqa: E402
 from bpnet.specs import DatasetSpec, TrainSpec, load_spec  # noqa: E402
+from bpnet.specs.train import FocalLossParams  # noqa: E402
 
 # The issue's recipes and the overfit one: (name, overfit_spec geometry, input size, target_person_scale)
 RECIPES = (("demo crop 128", "augmented", (128, 128), 0.75),
@@ -126,7 +127,23 @@ def loss_shares(spec: TrainSpec, recs: list[records.PoseSample]) -> dict[str, fl
     constant = 0.5 * float((mask * (heat - heat.mean(axis=(0, 1, 2))) ** 2).sum()
                            + (mask * (paf - paf.mean(axis=(0, 1, 2))) ** 2).sum())
     n = len(recs)
-    return {**{k: v / n for k, v in zero.items()}, "constant_map": constant / n}
+    return {**{k: v / n for k, v in zero.items()}, "constant_map": constant / n,
+            "joint_share_at_constant": joint_share(heat, paf, mask, None),
+            "joint_share_at_constant_focal": joint_share(heat, paf, mask, FocalLossParams(use_focal_loss=True))}
+
+
+def joint_share(heat: np.ndarray, paf: np.ndarray, mask: np.ndarray, focal: FocalLossParams | None) -> float:
+    """The joint channels' share of the loss when the prediction is the best constant map (each
+    channel its mean): what is left to learn once the background is, with plain or focal L2."""
+    from bpnet.model.loss import stage_losses
+
+    pred_heat, pred_paf = np.broadcast_to(heat.mean(axis=(0, 1, 2)), heat.shape), np.broadcast_to(
+        paf.mean(axis=(0, 1, 2)), paf.shape)
+    joints_only = heat.copy()
+    joints_only[..., -1] = pred_heat[..., -1]  # background residual 0: the joints' part alone
+    (total,), (paf_loss,) = stage_losses([pred_heat], [pred_paf], heat, paf, mask, len(heat), focal)
+    (joints,), _ = stage_losses([pred_heat], [pred_paf], joints_only, paf, mask, len(heat), focal)
+    return float(joints) / float(total + paf_loss)
 
 
 GROUPS = {"block1_conv1": "first conv", "block4_conv3": "last backbone conv", "stage1_heat_conv": "stage 1 heat conv",
@@ -229,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
             total = s["background"] + s["joints"] + s["pafs"]
             print(f"  {name:16s} zero prediction {total:7.1f} = background {s['background'] / total:.0%}, "
                   f"joints {s['joints'] / total:.1%}, PAFs {s['pafs'] / total:.1%}; best constant map "
-                  f"{s['constant_map']:.1f} per stage")
+                  f"{s['constant_map']:.1f} per stage, of which joints {s['joint_share_at_constant']:.1%} "
+                  f"(focal L2: {s['joint_share_at_constant_focal']:.1%})")
         print("\n4. the demo schedule (Adam 1e-3, soft_start 0.05, annealing 0.7) on the issue's short runs")
         for total in (600, 2000):
             print(f"  {total} steps: " + ", ".join(f"step {s}: {r:.2g}" for s, r in schedule_at(total).items()))
