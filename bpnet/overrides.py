@@ -21,14 +21,14 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from bpnet.errors import SpecError
-from bpnet.settings import DeploySettings, PromotionSettings, PruneSettings
+from bpnet.settings import ExportCalibrationSettings, PromotionSettings, PruneSettings
 from bpnet.specs.base import DEFAULT_INPUT_SHAPE, MODEL_STRIDE, SpecModel
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.loader import problem
 from bpnet.specs.train import DataloaderConfig, ImageDims, LearningRateSchedule, TrainSpec, base_rate_field
 
 SPEC_MODELS: dict[str, type[BaseModel]] = {"train": TrainSpec, "retrain": TrainSpec, "inference": InferenceSpec,
-                                           "prune": PruneSettings, "export": DeploySettings}
+                                           "prune": PruneSettings, "export": ExportCalibrationSettings}
 """The specs a run carries, by role, and the model that validates each."""
 
 Key = str | int | Callable[[dict], str]

@@ -12,9 +12,9 @@ def evaluate(val_data: Input[Dataset], model: Input[Model], inference_spec: str,
     so its AP compares like with like against ONNX fp32 and INT8."""
     from components import runtime
 
-    spec = runtime.at_export_mode(inference_spec, export_settings) if export_settings else inference_spec
     with runtime.timed(results.metadata):
-        scores = runtime.evaluate(val_data.path, model.path, spec, results.path, report.path, report_images, label)
+        scores = runtime.evaluate(val_data.path, model.path, inference_spec, results.path, report.path, report_images,
+                                  label, export_settings)
     for name in ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"):
         metrics.log_metric(name, scores[name])
     results.metadata["AP"] = scores["AP"]

@@ -56,6 +56,6 @@ def release(inputs: dict[str, Any], evaluated: Mapping[str, str]) -> str:
                               {"dataset_uri": inputs["dataset_uri"], "data_version": inputs["data_version"]},
                               {"prune": json.loads(inputs["prune_settings"]),
                                "export": json.loads(inputs["export_settings"])},
-                              [e.path for e in engines], inputs["inference_spec"], json.loads(inputs["serving"]),
+                              [e.path for e in engines], inputs["inference_spec"], inputs["serving"],
                               inputs["int8_verdict"], inputs["min_ap"])
     return pointer["release"]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bpnet.data.synth import generate
 
@@ -134,3 +135,44 @@ def tiny_model(synth_dir: Path, converted: Path, tmp_path_factory: pytest.TempPa
     spec_path = write_train_spec(root / "train.yaml", synth_dir, converted, num_epoch=1)
     result = train(load_spec(spec_path, TrainSpec), root / "run", key="tiny")
     return Path(result.model_path), spec_path
+
+
+def cluster_spec(tmp_path: Path, **changes) -> Path:
+    """specs/pipeline/cluster.yaml with its relative paths made absolute, plus ``changes``."""
+    spec_dir = REPO / "specs" / "pipeline"
+    data = yaml.safe_load((spec_dir / "cluster.yaml").read_text())
+    data["specs"] = {k: str((spec_dir / v).resolve()) for k, v in data["specs"].items()}
+    data["path_map"] = [f"/workspace/examples/bpnet/model_pose_config={REPO / 'specs'}"]
+    data["kfp"].pop("host")
+    data["dataset"]["version"] = "v7"
+    for key, value in changes.items():
+        data[key] = value if not isinstance(value, dict) else {**data.get(key, {}), **value}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def local_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
+    """A run spec over the session dataset with a one-epoch tiny model."""
+    train = write_train_spec(tmp_path / "train.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
+                             **{"model.kernel_regularization_factor": 1e-3})
+    retrain = write_train_spec(tmp_path / "retrain.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
+                               load_graph=True, pretrained_weights="bound/by/the/pipeline.tlt")
+    infer = tmp_path / "infer.yaml"
+    infer.write_text(yaml.safe_dump({"model_path": "bound/by/the/pipeline.tlt", "train_spec": "bound.yaml",
+                                     "input_shape": [64, 64], "heatmap_threshold": 0.1}))
+    data = {"name": "test", "pipeline_root": str(tmp_path / "root"), "images": {"gpu": "bpnet:test"},
+            "dataset": {"uri": str(synth_dir)},
+            "specs": {"dataset": str(synth_dir / "coco_spec.json"), "train": str(train), "retrain": str(retrain),
+                      "inference": str(infer)},
+            "prune": {"pruning_threshold": 0.9, "pruning_granularity": 2, "min_num_filters": 4},
+            "export": {"input_shape": [64, 64], "cal_batches": 2, "cal_batch_size": 2},
+            "release": {"root": str(tmp_path / "releases"), "min_ap": 0.0, "plain_onnx": True,
+                        "max_int8_ap_drop": -1.0},  # INT8 would have to beat fp32 by 1.0: the INT8 gate trips
+            "engines": {"enabled": False},
+            "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "prune", "retrain", "export", "calibrate",
+                                               "evaluate", "inference")},
+            "report_images": 2, **changes}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -11,7 +11,7 @@ import yaml
 
 from pipelines.arguments import load_run_spec
 from pipelines.submit import compile_pipeline
-from tests.test_pipeline_submit import cluster_spec
+from tests.conftest import cluster_spec
 
 EVALUATIONS = ("evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "evaluate-6")
 GPU_STEPS = ("train", "retrain", *EVALUATIONS, "inference")
@@ -195,7 +195,7 @@ def test_engine_builds_fan_out_per_pool_with_their_images_and_node_pools(compile
         source = promoted[name]["parameterIterator"]["items"]["inputParameter"]  # the INT8 gate's kept targets
         pool = source.removeprefix("pipelinechannel--int8-gate-")
         assert gate[pool] == _resolved(pool)
-        loops[task["componentRef"]["name"]] = (pool, [(i["target"], i["serves"])
+        loops[task["componentRef"]["name"]] = (pool, [(i["name"], i["serves"])
                                                       for i in offered[pool]["runtimeValue"]["constant"]])
     assert loops == {"comp-build-engine": ("gpu_targets", [("gpu-fp16", "triton"), ("gpu-int8", "triton")]),
                      "comp-build-engine-2": ("jetson_targets", [("jetson-fp16", "deepstream"),

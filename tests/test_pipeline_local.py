@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bpnet import folders
 from bpnet.layout import TRAIN_SPEC_FILE
 from bpnet.specs import SpecError
 from bpnet.storage import open_store
@@ -15,33 +16,7 @@ from components import runtime
 from pipelines.__main__ import main
 from pipelines.arguments import load_run_spec, pipeline_arguments
 from pipelines.cron import to_kfp_cron
-from tests.conftest import REPO, write_train_spec
-
-
-def local_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
-    """A run spec over the session dataset with a one-epoch tiny model."""
-    train = write_train_spec(tmp_path / "train.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
-                             **{"model.kernel_regularization_factor": 1e-3})
-    retrain = write_train_spec(tmp_path / "retrain.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
-                               load_graph=True, pretrained_weights="bound/by/the/pipeline.tlt")
-    infer = tmp_path / "infer.yaml"
-    infer.write_text(yaml.safe_dump({"model_path": "bound/by/the/pipeline.tlt", "train_spec": "bound.yaml",
-                                     "input_shape": [64, 64], "heatmap_threshold": 0.1}))
-    data = {"name": "test", "pipeline_root": str(tmp_path / "root"), "images": {"gpu": "bpnet:test"},
-            "dataset": {"uri": str(synth_dir)},
-            "specs": {"dataset": str(synth_dir / "coco_spec.json"), "train": str(train), "retrain": str(retrain),
-                      "inference": str(infer)},
-            "prune": {"pruning_threshold": 0.9, "pruning_granularity": 2, "min_num_filters": 4},
-            "export": {"input_shape": [64, 64], "cal_batches": 2, "cal_batch_size": 2},
-            "release": {"root": str(tmp_path / "releases"), "min_ap": 0.0, "plain_onnx": True,
-                        "max_int8_ap_drop": -1.0},  # INT8 would have to beat fp32 by 1.0: the INT8 gate trips
-            "engines": {"enabled": False},
-            "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "prune", "retrain", "export", "calibrate",
-                                               "evaluate", "inference")},
-            "report_images": 2, **changes}
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+from tests.conftest import REPO, local_spec
 
 
 def test_repository_run_specs_load():
@@ -139,7 +114,7 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
     summary = runtime.dataset_convert("s3://datasets/demo", spec_text, train_out, val_out, generate_masks=True,
                                       num_shards=2)
     assert summary["train_images"] > 0 and summary["val_images"] == 8
-    train = runtime.record_summary(train_out, "train")  # what the train pod reads from the artifact
+    train = folders.record_summary(train_out, "train")  # what the train pod reads from the artifact
     assert train["shards"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
     assert (summary["train_samples"], summary["train_images"]) == (train["samples_written"], train["images_written"])
     for out in (train_out, val_out):
@@ -151,8 +126,7 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
     assert not list((val_out / "records").glob("train-*"))
 
     model_dir = tmp_path / "model"
-    bound = yaml.safe_load(runtime.bind_train_spec("{}", "{}", train_out, model_dir, tmp_path,
-                                                   pretrained=tmp_path / "pruned.tlt").read_text())
+    bound = folders.bind_train_spec({}, "{}", train_out, model_dir, pretrained=tmp_path / "pruned.tlt")
     config = bound["dataloader"]["dataset_config"]
     assert config["train_records_path"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
     assert config["root_data_path"] == str(train_out / "raw") and config["dataset_specs"] == {
@@ -160,8 +134,7 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
     assert bound["dataloader"]["pose_config"]["pose_config_path"] == str(model_dir / "pose_config.json")
     assert (bound["pretrained_weights"], bound["load_graph"]) == (str(tmp_path / "pruned.tlt"), True)
     # with the val artifact, the learning curve scores its split (the train artifact holds no val images)
-    bound = yaml.safe_load(runtime.bind_train_spec("{}", "{}", train_out, model_dir, tmp_path, val_dir=val_out)
-                           .read_text())
+    bound = folders.bind_train_spec({}, "{}", train_out, model_dir, val_dir=val_out)
     assert bound["dataloader"]["dataset_config"]["dataset_specs"] == {"coco": str(val_out / "dataset_spec.json")}
     assert bound["dataloader"]["dataset_config"]["root_data_path"] == str(train_out / "raw")
 
@@ -357,7 +330,7 @@ def _run_outputs(tmp_path: Path, export_shape: str, promotion: str, gpu_targets:
                    inference_report=artifact("inference_report"),
                    exported_model=artifact("exported_model", input_shape=export_shape), promotion=promotion,
                    int8_verdict="hold: INT8 AP below fp32 AP", jetson_engine_targets=[],
-                   gpu_engine_targets=[{"target": name, "precision": "fp16"} for name in gpu_targets])
+                   gpu_engine_targets=[{"name": name, "precision": "fp16"} for name in gpu_targets])
     return outputs
 
 

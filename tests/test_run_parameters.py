@@ -12,14 +12,14 @@ import yaml
 
 from bpnet.errors import SpecError
 from bpnet.overrides import RunOverrides, resolve
-from bpnet.settings import DeploySettings, PruneSettings
+from bpnet.settings import ExportCalibrationSettings, PruneSettings
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import TrainSpec
 from components import runtime
 from components.resolve_specs import resolve_specs
 from pipelines.__main__ import main
 from pipelines.arguments import load_run_spec, parse_overrides, pipeline_arguments
-from tests.test_pipeline_submit import cluster_spec
+from tests.conftest import cluster_spec
 
 KFP_TYPES = {int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", str: "STRING"}
 SET = {"num_epoch": 5, "batch_size": 4, "base_learning_rate": 3e-4, "input_height": 256, "input_width": 320,
@@ -75,10 +75,10 @@ def test_overrides_land_in_the_train_and_retrain_specs_and_the_input_size_everyw
         assert (dims.height, dims.width) == (256, 320), name
         assert trained.dataloader.pose_config.target_shape == (32, 40), name  # input / stride, as required
     assert InferenceSpec.model_validate(json.loads(texts["inference_spec"])).input_shape == (256, 320)
-    assert DeploySettings(**json.loads(texts["export_settings"])).input_shape == (256, 320)
+    assert ExportCalibrationSettings(**json.loads(texts["export_settings"])).input_shape == (256, 320)
     assert PruneSettings(**json.loads(texts["prune_settings"])).pruning_threshold == 0.3
     assert min_ap == 0.25
-    assert {pool: [t["target"] for t in ts] for pool, ts in targets.items()} == {
+    assert {pool: [t["name"] for t in ts] for pool, ts in targets.items()} == {
         "gpu": ["gpu-fp16"], "jetson": ["jetson-int8-dla0"]}
     written = yaml.safe_load(open(spec.specs.train).read())
     resolved = json.loads(texts["train_spec"])
@@ -86,14 +86,17 @@ def test_overrides_land_in_the_train_and_retrain_specs_and_the_input_size_everyw
         k: v for k, v in written.items() if k not in ("num_epoch", "dataloader", "optimizer")}  # the rest as written
 
 
-def test_unset_parameters_pass_the_specs_on_as_written(cluster):
+def test_unset_parameters_pass_the_specs_on_unchanged(cluster):
     spec, _ = cluster
     texts = _texts(spec)
     resolved, min_ap, targets = runtime.resolve_specs(texts, RunOverrides(), spec.release.min_ap,
                                                       spec.engines.by_pool())
-    assert resolved == texts and min_ap == spec.release.min_ap == 0.5 and targets == spec.engines.by_pool()
+    as_given = {name: runtime.spec_mapping(text, name) for name, text in texts.items()}
+    assert {name: json.loads(text) for name, text in resolved.items()} == as_given  # the same specs, as JSON
+    assert min_ap == spec.release.min_ap == 0.5 and targets == spec.engines.by_pool()
     only_prune, _, _ = runtime.resolve_specs(texts, RunOverrides(pruning_threshold=0.0), 0.5, {})
-    assert {n for n in texts if only_prune[n] != texts[n]} == {"prune_settings"}  # 0.0 is a value, -1.0 unset
+    changed = {n for n in texts if json.loads(only_prune[n]) != as_given[n]}
+    assert changed == {"prune_settings"}  # 0.0 is a value, -1.0 unset
     assert json.loads(only_prune["prune_settings"])["pruning_threshold"] == 0.0
 
 
@@ -168,7 +171,7 @@ def test_the_component_resolves_in_its_own_process_through_kfp_local(cluster):
             **{**RunOverrides().model_dump(), "num_epoch": 7, "engine_targets": "gpu-int8"})
     assert TrainSpec.model_validate(json.loads(task.outputs["retrain_spec"])).num_epoch == 7
     assert task.outputs["min_ap"] == 0.5
-    assert [t["target"] for t in task.outputs["gpu_targets"]] == ["gpu-int8"] and task.outputs["jetson_targets"] == []
+    assert [t["name"] for t in task.outputs["gpu_targets"]] == ["gpu-int8"] and task.outputs["jetson_targets"] == []
 
 
 def test_the_pipeline_signature_is_derived_from_run_overrides(cluster):

@@ -26,15 +26,15 @@ def calibrate(model: str | Path, output: str | Path | None, key: str | None, cal
               norm: NormalizationParams) -> Calibrated:
     """Tensorfile (built or reused), cache (computed unless it exists) and the QDQ INT8 model
     (``output``, default ``<model stem>.int8.etlt``)."""
+    from bpnet.deploy import export as deployment
     from bpnet.deploy.calibration import read_trt_cache
-    from bpnet.deploy.export import calibrate as run
     from bpnet.deploy.export import int8_path
 
     key = model_key(key)
     if not (calibration.image_dir or Path(calibration.data_file).is_file()):
         raise UsageError("missing — needs --cal_image_dir (or an existing --cal_data_file)", field="cal_image_dir")
     output = output_file("output_file", output or int8_path(model))
-    tensorfile, cache, int8 = run(model, key, calibration, norm, output)
+    tensorfile, cache, int8 = deployment.calibrate(model, key, calibration, norm, output)
     _, scales = read_trt_cache(cache)
     return Calibrated(int8, cache, tensorfile, len(scales), calibration.settings.cal_method,
                       calibration.settings.images)

@@ -34,9 +34,9 @@ def train(spec: TrainSpec, results_dir: str | Path, key: str | None, settings: T
     """Train as the spec says; re-running into the same folder resumes from its latest checkpoint."""
     key = model_key(key)
     results = output_dir("results_dir", results_dir)
-    from bpnet.train import train as run
+    from bpnet import train as trainer
 
-    r = run(spec, results, key, gpus=settings.gpus, gpu_index=settings.gpu_index)
+    r = trainer.train(spec, results, key, gpus=settings.gpus, gpu_index=settings.gpu_index)
     return Trained(results, Path(r.model_path), results / TRAIN_SUMMARY_FILE, r.epochs, r.steps, r.parameters,
                    r.gflops_per_image, r.images_per_second, r.first_loss, r.last_loss)
 
