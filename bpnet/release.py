@@ -354,13 +354,14 @@ def promotion_gate(ap: float, min_ap: float, release_root: str) -> str:
     return PROMOTE if promote else f"hold: {reason}"
 
 
-def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list[dict], jetson_targets: list[dict]
-              ) -> tuple[str, list[dict], list[dict]]:
-    """("release int8" | "hold: <why>", the GPU and Jetson engine targets to build): INT8 targets
-    are dropped unless INT8 AP >= fp32 AP - ``max_drop``."""
+def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list[dict], jetson_targets: list[dict],
+              chosen: list[str]) -> tuple[str, list[dict], list[dict]]:
+    """("release int8" | "hold: <why>", the GPU and Jetson engine targets to build): of the
+    targets, those named in ``chosen``, INT8 ones dropped unless INT8 AP >= fp32 AP - ``max_drop``."""
     ok, why = int8_decision(fp32_ap, int8_ap, max_drop)
     log.info("INT8 gate: %s", why)
-    keep = [[t for t in targets if ok or t["precision"] != "int8"] for targets in (gpu_targets, jetson_targets)]
+    keep = [[t for t in targets if t["name"] in chosen and (ok or t["precision"] != "int8")]
+            for targets in (gpu_targets, jetson_targets)]
     return (RELEASE_INT8_VERDICT if ok else f"hold: {why}", *keep)
 
 

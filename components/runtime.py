@@ -13,7 +13,6 @@ Artifact layouts (the contract between steps) are ``bpnet.layout``'s.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from bpnet import folders
 from bpnet.artifacts import atomic_write_text
 from bpnet.errors import BpnetError
 from bpnet.layout import DATASET_SPEC, ENGINE_SUFFIX, MODEL_FILE, engine_sources
-from bpnet.overrides import resolve, set_values
+from bpnet.overrides import RunOverrides, lay_over, resolve, set_values
 from bpnet.release import RELEASE_INT8_VERDICT
 from bpnet.settings import (
     ConvertSettings,
@@ -47,6 +46,7 @@ from bpnet.specs.loader import spec_mapping
 log = logging.getLogger("bpnet.components")
 P = ParamSpec("P")
 R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
 
 
 def logs_failure(step: Callable[P, R]) -> Callable[P, R]:
@@ -82,19 +82,28 @@ SPEC_PARAMETERS = {"train_spec": "train", "retrain_spec": "retrain", "inference_
 
 
 @logs_failure
-def resolve_specs(texts: dict[str, str], overrides: BaseModel, min_ap: float, targets: dict[str, list[dict]]
-                  ) -> tuple[dict[str, str], float, dict[str, list[dict]]]:
-    """The spec parameters (``SPEC_PARAMETERS``: YAML/JSON text) with the typed run parameters laid
-    over them (``bpnet.overrides``) as JSON, the payload every later step parses once; the gate's
-    minimum and the engine targets to build by pool."""
+def resolve_specs(texts: dict[str, str], overrides: RunOverrides, min_ap: float, targets: list[str]
+                  ) -> tuple[str, float, list[str]]:
+    """Every spec parameter (``SPEC_PARAMETERS``: YAML/JSON text) checked with the typed run
+    parameters laid over it (``bpnet.overrides``), before any work; returns the set parameters as
+    the JSON every later step lays over its own spec, the gate's minimum and the names of the
+    engine targets to build."""
     parsed = {role: spec_mapping(texts[name], name) for name, role in SPEC_PARAMETERS.items()}
-    resolved = resolve(parsed, overrides, min_ap, [t["name"] for pool in targets.values() for t in pool])
+    resolved = resolve(parsed, overrides, min_ap, targets)
     for name, value in set_values(overrides).items():
         log.info("run parameter %s = %s (overrides the spec)", name, value)
-    out = {name: json.dumps(resolved.specs[role]) for name, role in SPEC_PARAMETERS.items()}
-    chosen = {pool: [t for t in pool_targets if t["name"] in resolved.targets]
-              for pool, pool_targets in targets.items()}
-    return out, resolved.min_ap, chosen
+    return overrides.model_dump_json(exclude_defaults=True), resolved.min_ap, list(resolved.targets)
+
+
+def spec_for(role: str, text: str, overrides: str, name: str) -> dict[str, Any]:
+    """A step's spec: the spec parameter (its text as the run holds it) with the run parameters
+    that land in it (``overrides``: resolve_specs' JSON) laid over (``bpnet.overrides.lay_over``)."""
+    return lay_over(role, spec_mapping(text, name), RunOverrides.model_validate_json(overrides))
+
+
+def settings_for(model: type[M], role: str, text: str, overrides: str, name: str) -> M:
+    """A step's settings (``model``) from its settings parameter with the run parameters laid over."""
+    return build(model, **spec_for(role, text, overrides, name))
 
 
 def data_version(dataset_uri: str, requested: str) -> str:
@@ -116,14 +125,15 @@ def dataset_convert(dataset_uri: str, dataset_spec: str, train_dir: str, val_dir
 
 @logs_failure
 def train(dataset_dir: str, train_spec: str, pose_config: str, model_dir: str, gpus: int,
-          pretrained_dir: str | None = None, warm_start: str = "", val_dir: str | None = None) -> dict[str, Any]:
+          pretrained_dir: str | None = None, warm_start: str = "", val_dir: str | None = None,
+          overrides: str = "{}", role: str = "train") -> dict[str, Any]:
     """``bpnet train`` into the Model artifact folder, from where ``bpnet.folders.train_spec_for``
     says. ``gpus`` is the pod's GPU request; none (0) trains on the CPU, one device."""
     from bpnet.steps.train import train as train_step
 
     with folders.workdir() as work:
-        spec, release = folders.train_spec_for(spec_mapping(train_spec, "train_spec"), pose_config, dataset_dir,
-                                               model_dir, work, pretrained_dir, warm_start, val_dir)
+        spec, release = folders.train_spec_for(spec_for(role, train_spec, overrides, f"{role}_spec"), pose_config,
+                                               dataset_dir, model_dir, work, pretrained_dir, warm_start, val_dir)
         trained = train_step(spec, model_dir, None, TrainSettings(gpus=max(1, gpus)))
     started_from = {"warm_start": release} if release else {}
     keep = ("epochs", "steps", "parameters", "gflops_per_image", "images_per_second", "first_loss", "last_loss")
@@ -131,16 +141,17 @@ def train(dataset_dir: str, train_spec: str, pose_config: str, model_dir: str, g
 
 
 @logs_failure
-def prune(model_dir: str, prune_settings: str, inference_spec: str, out_dir: str) -> dict[str, Any]:
+def prune(model_dir: str, prune_settings: str, inference_spec: str, out_dir: str,
+          overrides: str = "{}") -> dict[str, Any]:
     """Prune the Model artifact into ``out_dir`` (FLOPs counted at the inference spec's input
     shape); returns parameters and FLOPs before and after."""
     from bpnet.steps.prune import prune as prune_step
 
     model, out = Path(model_dir), Path(out_dir)
-    shape = from_json(InferenceSpec, inference_spec, "inference_spec").input_shape
+    shape = settings_for(InferenceSpec, "inference", inference_spec, overrides, "inference_spec").input_shape
+    settings = settings_for(PruneSettings, "prune", prune_settings, overrides, "prune_settings")
     out.mkdir(parents=True, exist_ok=True)
-    pruned = prune_step(model / MODEL_FILE, out / MODEL_FILE, None, from_json(PruneSettings, prune_settings,
-                                                                             "prune_settings"), shape)
+    pruned = prune_step(model / MODEL_FILE, out / MODEL_FILE, None, settings, shape)
     folders.copy_spec_files(model, out)
     p, f = pruned.parameters, pruned.flops
     return {"parameters": p["after"], "parameters_before": p["before"], "parameters_kept": p["kept"],
@@ -149,18 +160,19 @@ def prune(model_dir: str, prune_settings: str, inference_spec: str, out_dir: str
 
 
 @logs_failure
-def export(model_dir: str, export_settings: str, out_dir: str) -> dict[str, Any]:
+def export(model_dir: str, export_settings: str, out_dir: str, overrides: str = "{}") -> dict[str, Any]:
     """Export the Model artifact, standard and SDK-compatible (``bpnet.folders.export_folder``)."""
-    settings = from_json(ExportCalibrationSettings, export_settings, "export_settings")
+    settings = settings_for(ExportCalibrationSettings, "export", export_settings, overrides, "export_settings")
     exported = folders.export_folder(Path(model_dir), Path(out_dir), settings)
     return {"input_shape": "x".join(map(str, exported.input_shape)), "precision": exported.info.precision,
             "bytes": exported.bytes}
 
 
 @logs_failure
-def calibrate(exported_dir: str, dataset_dir: str, export_settings: str, out_dir: str) -> dict[str, Any]:
+def calibrate(exported_dir: str, dataset_dir: str, export_settings: str, out_dir: str,
+              overrides: str = "{}") -> dict[str, Any]:
     """Calibrate an exported Model artifact on the train split's images (``bpnet.folders.calibrate_folder``)."""
-    settings = from_json(ExportCalibrationSettings, export_settings, "export_settings")
+    settings = settings_for(ExportCalibrationSettings, "export", export_settings, overrides, "export_settings")
     calibrated, fitted = folders.calibrate_folder(Path(exported_dir), Path(dataset_dir), Path(out_dir), settings)
     return {"precision": "int8", "calibrated_tensors": calibrated.tensors, "cal_method": calibrated.method,
             "cal_images": calibrated.images, "sdk_cache_tensors": fitted.tensors}
@@ -168,7 +180,7 @@ def calibrate(exported_dir: str, dataset_dir: str, export_settings: str, out_dir
 
 @logs_failure
 def evaluate(dataset_dir: str, model_dir: str, inference_spec: str, results_dir: str, report_path: str,
-             report_images: int, label: str = "", export_settings: str = "") -> dict[str, Any]:
+             report_images: int, label: str = "", export_settings: str = "", overrides: str = "{}") -> dict[str, Any]:
     """Evaluate on the Dataset's val split; writes an HTML report; returns the metrics. With
     ``export_settings`` a Keras model is fed as the exported models are (their input size, padded)."""
     from bpnet.report import evaluation_report
@@ -179,10 +191,11 @@ def evaluate(dataset_dir: str, model_dir: str, inference_spec: str, results_dir:
     dataset_file = Path(dataset_dir) / DATASET_SPEC
     dataset = load_spec(dataset_file, DatasetSpec, default_path_context(dataset_file, check_inputs=True))
     with folders.workdir() as work:
-        spec = folders.inference_spec_for(spec_mapping(inference_spec, "inference_spec"), model_dir, work)
+        spec = folders.inference_spec_for(spec_for("inference", inference_spec, overrides, "inference_spec"),
+                                          model_dir, work)
         if export_settings:
-            spec = fed_as_exported(spec, from_json(ExportCalibrationSettings, export_settings,
-                                                 "export_settings").input_shape)
+            spec = fed_as_exported(spec, settings_for(ExportCalibrationSettings, "export", export_settings, overrides,
+                                                      "export_settings").input_shape)
         evaluation = evaluate_step(spec, dataset, None, None, results,
                                    EvaluateSettings(num_visualizations=report_images))
     atomic_write_text(report_path, evaluation_report(evaluation, label, Path(model_dir), report_images))
@@ -191,7 +204,7 @@ def evaluate(dataset_dir: str, model_dir: str, inference_spec: str, results_dir:
 
 @logs_failure
 def inference(dataset_dir: str, model_dir: str, inference_spec: str, results_dir: str, report_path: str,
-              report_images: int) -> dict[str, Any]:
+              report_images: int, overrides: str = "{}") -> dict[str, Any]:
     """Inference with drawings on the Dataset's val images; writes an HTML gallery."""
     from bpnet.report import inference_report
     from bpnet.steps.inference import inference as inference_step
@@ -199,7 +212,8 @@ def inference(dataset_dir: str, model_dir: str, inference_spec: str, results_dir
     results = Path(results_dir)
     dataset = load_spec(Path(dataset_dir) / DATASET_SPEC, DatasetSpec)
     with folders.workdir() as work:
-        spec = folders.inference_spec_for(spec_mapping(inference_spec, "inference_spec"), model_dir, work)
+        spec = folders.inference_spec_for(spec_for("inference", inference_spec, overrides, "inference_spec"),
+                                          model_dir, work)
         detected = inference_step(spec, dataset.under_root(dataset.test_data.images_root_dir_path), None, None,
                                   results, InferenceSettings(input_type="dir", dump_visualizations=True))
     counts = {"images": detected.images, "people": detected.people, "unreadable": detected.unreadable}
@@ -228,14 +242,15 @@ def build_engine(exported_dir: str, int8_dir: str, target: dict[str, Any], works
 def publish(release_root: str, trained_dir: str, retrained_dir: str, exported_dir: str, int8_dir: str,
             evaluations: dict[str, dict], data: dict[str, Any], settings: dict[str, Any],
             engine_dirs: list[str] = (), inference_spec: str = "{}", serving: str = "{}",
-            int8_gate: str = RELEASE_INT8_VERDICT, min_ap: float = 0.0) -> dict[str, Any]:
+            int8_gate: str = RELEASE_INT8_VERDICT, min_ap: float = 0.0, overrides: str = "{}") -> dict[str, Any]:
     """Publish the release of these Model artifacts (``bpnet.steps.publish``): the inference
     spec's decoder settings (its paths were the pipeline's) and the serving options go with it;
     ``int8_gate`` is the INT8 gate's verdict. Returns the ``latest`` pointer (with ``promoted``)."""
     from bpnet.release import ReleaseInputs
     from bpnet.steps.publish import publish as publish_step
 
-    decoder = InferenceSpec.model_validate({k: v for k, v in spec_mapping(inference_spec, "inference_spec").items()
+    decoder = InferenceSpec.model_validate({k: v for k, v in spec_for("inference", inference_spec, overrides,
+                                                                      "inference_spec").items()
                                             if k not in ("model_path", "train_spec")})
     inputs = ReleaseInputs(Path(trained_dir), Path(retrained_dir), Path(exported_dir), Path(int8_dir),
                            tuple(Path(d) for d in engine_dirs))

@@ -63,8 +63,9 @@ def pipeline_arguments(spec: RunSpec, overrides: BaseModel | None = None) -> dic
         **overrides.model_dump(),
     }
     # the step's function without its pod-log wrapper: here the command reports the SpecError itself
+    names = [t["name"] for targets in spec.engines.by_pool().values() for t in targets]
     resolve_specs.__wrapped__({name: arguments[name] for name in SPEC_PARAMETERS}, overrides, spec.release.min_ap,
-                              spec.engines.by_pool())
+                              names)
     return arguments
 
 

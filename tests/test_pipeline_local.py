@@ -400,8 +400,7 @@ def test_a_seventh_evaluated_model_is_one_declaration(tmp_path, synth_dir, monke
     tasks = pipeline["root"]["dag"]["tasks"]
     [task] = [t for t in tasks.values() if t["taskInfo"]["name"] == "evaluate pruned (export mode)"]
     assert task["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "prune"
-    assert task["inputs"]["parameters"]["export_settings"]["taskOutputParameter"]["outputParameterKey"] == (
-        "export_settings")
+    assert task["inputs"]["parameters"]["export_settings"] == {"componentInputParameter": "export_settings"}
     promoted = pipeline["components"][tasks["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
     assert promoted["publish"]["inputs"]["artifacts"]["metrics_pruned_export"]["componentInputArtifact"]
     assert {"evaluation_pruned_export", "metrics_pruned_export"} <= set(
@@ -422,7 +421,8 @@ def test_a_seventh_evaluated_model_is_one_declaration(tmp_path, synth_dir, monke
     inputs = {name: SimpleNamespace(**artifact) for name in ("trained", "retrained", "exported", "int8")}
     inputs.update({e.metrics: SimpleNamespace(metadata={"AP": 0.25 + k / 100}) for k, e in enumerate(evaluated)})
     assert publish(release_root="r", dataset_uri="d", data_version="v", prune_settings="{}", export_settings="{}",
-                   inference_spec="{}", serving="{}", int8_verdict="release int8", min_ap=0.0, **inputs) == "r"
+                   inference_spec="{}", serving="{}", int8_verdict="release int8", min_ap=0.0, overrides="{}",
+                   **inputs) == "r"
     assert published["evaluations"][seventh.label] == {"AP": 0.31} and RETRAINED in published["evaluations"]
     card = model_card("r", {}, {}, published["evaluations"], {}, "", {"engines": {}, "served": {"note": "-"}})
     assert "| pruned (export mode) | 0.3100 |" in card

@@ -45,9 +45,9 @@ settings field it replaces, and a set value is checked by the models of the spec
 parameter at its **unset** value keeps the spec's: KFP 2.17 compiles an optional parameter
 (`Optional[int] = None`, `isOptional: true`) for the cluster, but kfp.local, which `make run`
 uses, cannot run one left at None, so the unset value is a concrete one of the parameter's type.
-The first step, `resolve_specs`, lays the set parameters over the specs (every field a parameter
-replaces, e.g. the input size in the train, retrain, inference and export settings) and checks
-them all before any work."""
+The first step, `resolve_specs`, checks every spec with the set parameters laid over it before
+any work; each later step lays them over the spec it reads (every field a parameter replaces, e.g.
+the input size in the train, retrain, inference and export settings)."""
 
 
 def _type(annotation: Any) -> str:
