@@ -152,8 +152,9 @@ def cluster_spec(tmp_path: Path, **changes) -> Path:
     return path
 
 
-def local_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
-    """A run spec over the session dataset with a one-epoch tiny model."""
+def local_run_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
+    """A run spec over the session dataset with a one-epoch tiny model (``changes``: top-level
+    fields replaced), as the whole-DAG tests run it, on the host or in containers."""
     train = write_train_spec(tmp_path / "train.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
                              **{"model.kernel_regularization_factor": 1e-3})
     retrain = write_train_spec(tmp_path / "retrain.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,

@@ -16,7 +16,7 @@ from components import runtime
 from pipelines.__main__ import main
 from pipelines.arguments import load_run_spec, pipeline_arguments
 from pipelines.cron import to_kfp_cron
-from tests.conftest import REPO, local_spec
+from tests.conftest import REPO, local_run_spec
 
 
 def test_repository_run_specs_load():
@@ -45,7 +45,7 @@ def test_repository_run_specs_load():
     ({"serving": {"name": "Bad_Name"}}, "serving.name: \"Bad_Name\" — String should match pattern"),
 ])
 def test_bad_run_spec_names_field_value_and_expectation(tmp_path, synth_dir, capsys, change, expected):
-    spec = local_spec(tmp_path, synth_dir, **change)
+    spec = local_run_spec(tmp_path, synth_dir, **change)
     assert main(["compile", "--spec", str(spec), "--build_dir", str(tmp_path / "build")]) == 2
     err = capsys.readouterr().err
     assert f"spec error: {spec}: {expected}" in err or (expected in err and f"spec error: {spec}: -: " in err)
@@ -67,14 +67,14 @@ def test_invalid_cron_is_rejected(cron):
 
 
 def test_a_bad_step_spec_stops_before_anything_runs(tmp_path, synth_dir):
-    spec = load_run_spec(local_spec(tmp_path, synth_dir))
+    spec = load_run_spec(local_run_spec(tmp_path, synth_dir))
     Path(spec.specs.train).write_text(Path(spec.specs.train).read_text() + "num_epochs: 3\n")
     with pytest.raises(SpecError, match="num_epochs: 3 — unknown key \\(did you mean 'num_epoch'\\?\\)"):
         pipeline_arguments(spec)
 
 
 def test_missing_pose_config_is_a_spec_error(tmp_path, synth_dir):
-    spec = load_run_spec(local_spec(tmp_path, synth_dir))
+    spec = load_run_spec(local_run_spec(tmp_path, synth_dir))
     train = yaml.safe_load(Path(spec.specs.train).read_text())
     train["dataloader"]["pose_config"]["pose_config_path"] = "/nowhere/bpnet_18joints.json"
     Path(spec.specs.train).write_text(yaml.safe_dump(train))
@@ -92,7 +92,7 @@ def test_data_version_follows_the_data(tmp_path, synth_dir):
     (data / "val2017" / "extra.jpg").write_bytes(b"new image")
     assert runtime.data_version(str(data), "") != first
     assert runtime.data_version(str(data), "2026-11") == "2026-11"  # a pinned version wins
-    spec = load_run_spec(local_spec(tmp_path, synth_dir, dataset={"uri": str(data), "version": "2026-11"}))
+    spec = load_run_spec(local_run_spec(tmp_path, synth_dir, dataset={"uri": str(data), "version": "2026-11"}))
     assert pipeline_arguments(spec)["data_version"] == "2026-11"
 
 
@@ -183,7 +183,7 @@ def test_a_failing_step_says_why_in_the_pod_log(synth_dir, tmp_path, caplog):
 
 def test_make_run_without_a_model_key_exits_2_naming_it(tmp_path, synth_dir, monkeypatch, caplog):
     monkeypatch.setenv("BPNET_MODEL_KEY", "")  # make run's ?= keeps a variable set to empty
-    assert main(["local", "--spec", str(local_spec(tmp_path, synth_dir))]) == 2
+    assert main(["local", "--spec", str(local_run_spec(tmp_path, synth_dir))]) == 2
     assert "$BPNET_MODEL_KEY: not set (or empty)" in caplog.text
     assert not (tmp_path / "root").exists()  # stopped before the run started
 
@@ -206,7 +206,7 @@ def test_a_failed_local_run_is_one_line_and_a_driver_bug_a_traceback(tmp_path, s
             raise self.error
 
     monkeypatch.setenv("BPNET_MODEL_KEY", "k")
-    spec = str(local_spec(tmp_path, synth_dir))
+    spec = str(local_run_spec(tmp_path, synth_dir))
     for error, bug in ((RuntimeError("Pipeline test finished with status FAILURE. Inner task failed: train."), False),
                        (KeyError("planted"), True)):
         monkeypatch.setattr(pipelines.local_run, "build_pipeline", lambda spec, arguments, e=error: Pipeline(e))
@@ -224,7 +224,7 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     from pipelines.local_run import format_summary, run_local
 
     monkeypatch.setenv("BPNET_MODEL_KEY", "local-dag-test")
-    summary = run_local(local_spec(tmp_path, synth_dir), RunOverrides(batch_size=2))  # the specs say 4
+    summary = run_local(local_run_spec(tmp_path, synth_dir), RunOverrides(batch_size=2))  # the specs say 4
 
     assert [s["step"] for s in summary["steps"]] == [
         "dataset_convert", "train", "evaluate unpruned", "prune", "evaluate pruned", "retrain", "evaluate retrained",
@@ -394,7 +394,7 @@ def test_a_seventh_evaluated_model_is_one_declaration(tmp_path, synth_dir, monke
 
     seventh = Evaluated("pruned (export mode)", "pruned_export", "pruned_model", "export")
     evaluated = (*EVALUATED, seventh)
-    spec = load_run_spec(local_spec(tmp_path, synth_dir))
+    spec = load_run_spec(local_run_spec(tmp_path, synth_dir))
     compiler.Compiler().compile(build_pipeline(spec, pipeline_arguments(spec), evaluated), str(tmp_path / "p.yaml"))
     pipeline = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
     tasks = pipeline["root"]["dag"]["tasks"]
