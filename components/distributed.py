@@ -42,6 +42,8 @@ class WorkerTask:
     gpus: int = 0
     pretrained: str = ""  # the pruned Model artifact (retrain)
     warm_start: str = ""
+    overrides: str = "{}"  # the run parameters resolve_specs checked
+    role: str = "train"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -4,19 +4,21 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 
 def retrain(train_data: Input[Dataset], val_data: Input[Dataset], pruned: Input[Model], retrain_spec: str,
-            pose_config: str, model: Output[Model], gpus: int, workers: int = 1, job: str = "", run_id: str = "",
-            task_name: str = ""):
+            pose_config: str, model: Output[Model], gpus: int, overrides: str, workers: int = 1, job: str = "",
+            run_id: str = "", task_name: str = ""):
     """Run ``bpnet train`` with ``pretrained_weights`` = the pruned model and ``load_graph: true``:
     the narrower graph comes from the file, regularization is off unless the spec turns it on.
-    ``val_data``: the learning curve's AP images. ``workers`` > 1: the launcher of a multi-worker
-    job, as in components.train."""
+    ``val_data``: the learning curve's AP images; ``overrides``: the run parameters (JSON).
+    ``workers`` > 1: the launcher of a multi-worker job, as in components.train."""
     from components import runtime
 
     with runtime.timed(model.metadata):
         if workers > 1:
             model.metadata.update(runtime.train_on_workers(job, run_id, task_name, model.path, model.uri,
                                                            train_data.uri, val_data.uri, retrain_spec, pose_config,
-                                                           gpus, pretrained_uri=pruned.uri))
+                                                           gpus, pretrained_uri=pruned.uri, overrides=overrides,
+                                                           role="retrain"))
         else:
             model.metadata.update(runtime.train(train_data.path, retrain_spec, pose_config, model.path, gpus,
-                                                pretrained_dir=pruned.path, val_dir=val_data.path))
+                                                pretrained_dir=pruned.path, val_dir=val_data.path,
+                                                overrides=overrides, role="retrain"))

@@ -4,14 +4,15 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 
 def train(train_data: Input[Dataset], val_data: Input[Dataset], train_spec: str, pose_config: str,
-          model: Output[Model], gpus: int, warm_start: str = "", workers: int = 1, job: str = "",
+          model: Output[Model], gpus: int, overrides: str, warm_start: str = "", workers: int = 1, job: str = "",
           run_id: str = "", task_name: str = ""):
     """Run ``bpnet train`` with the spec's data paths bound to ``train_data`` (``val_data``: the
     learning curve's AP images).
 
     ``train_spec`` is the YAML text of the train spec, ``pose_config`` the JSON text of the file its
     ``pose_config_path`` named (empty: keep that path). ``warm_start`` (a release root) starts from
-    the latest release's model when one exists. The model key comes from $BPNET_MODEL_KEY.
+    the latest release's model when one exists. ``overrides``: the run parameters resolve_specs
+    checked (JSON), laid over the spec. The model key comes from $BPNET_MODEL_KEY.
     With ``workers`` > 1 this step is the launcher of a multi-worker job (``job``: its template;
     ``run_id``/``task_name`` name it): components.distributed.
     """
@@ -21,7 +22,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], train_spec: str,
         if workers > 1:
             model.metadata.update(runtime.train_on_workers(job, run_id, task_name, model.path, model.uri,
                                                            train_data.uri, val_data.uri, train_spec, pose_config,
-                                                           gpus, warm_start=warm_start))
+                                                           gpus, warm_start=warm_start, overrides=overrides))
         else:
             model.metadata.update(runtime.train(train_data.path, train_spec, pose_config, model.path, gpus,
-                                                warm_start=warm_start, val_dir=val_data.path))
+                                                warm_start=warm_start, val_dir=val_data.path, overrides=overrides))

@@ -40,7 +40,7 @@ def run_worker(task: WorkerTask, work: Path) -> dict[str, Any]:
     try:
         metadata = runtime.train(inputs["train_data"], task.train_spec, task.pose_config, results, task.gpus,
                                  pretrained_dir=inputs.get("pretrained"), warm_start=task.warm_start,
-                                 val_dir=inputs.get("val_data"))
+                                 val_dir=inputs.get("val_data"), overrides=task.overrides, role=task.role)
     finally:
         if chief and (results / "checkpoints").is_dir():
             checkpoints.upload_tree(results / "checkpoints")
