@@ -1,5 +1,5 @@
-# Every target bootstraps .venv from the pinned requirements first (idempotent: the stamp
-# file is rebuilt only when requirements.txt or pyproject.toml change).
+# Every target bootstraps .venv from the locked requirements first (idempotent: the stamp
+# file is rebuilt only when requirements/dev.txt or pyproject.toml change).
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -21,15 +21,15 @@ FUZZ_SECONDS ?= 60
 # The demo's model key; real runs take theirs from the environment (never from a spec or a file).
 export BPNET_MODEL_KEY ?= bpnet-demo-key
 
-.PHONY: venv test test-all docs fuzz lint bench demo-data run pipeline-compile pipeline-run pipeline-schedule \
-        pipeline-unschedule images clean
+.PHONY: venv test test-all test-containers docs fuzz lint bench demo-data run run-containers lock image-cpu \
+        image-gpu container-engine pipeline-compile pipeline-run pipeline-schedule pipeline-unschedule images clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements/dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
@@ -41,6 +41,15 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	@$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS); rc=$$?; $(NO_TESTS_OK) exit $$rc
+
+# The container tests (marked `containers`; not in make test): build bpnet-cpu:local and run the DAG
+# with every step in its own container. Sets up podman first (Debian's packages; root or sudo).
+test-containers: $(STAMP)
+	@$(WITH_ENGINE) $(BIN)/python -m pytest -q -m containers $(PYTEST_ARGS)
+
+# pyproject.toml's ranges -> requirements/*.txt (pinned, hashed; UPGRADE=1 moves the pins).
+lock: $(STAMP)
+	$(BIN)/python tools/lock.py $(if $(UPGRADE),--upgrade,)
 
 # The CLI reference docs/cli.md is generated from argparse (tests/test_docs.py checks it is current).
 docs: $(STAMP)
@@ -86,10 +95,34 @@ pipeline-schedule: $(STAMP)
 pipeline-unschedule: $(STAMP)
 	$(BIN)/python -m pipelines unschedule --spec $(SPEC)
 
-# Needs a Docker engine with buildx (and QEMU or an arm64 builder for the Jetson image).
-images:
+# Containers on this machine (docs/pipeline.md): podman from Debian's packages serving the Docker
+# API on a socket (a machine with a Docker engine keeps its own), a debootstrapped base image unless
+# BASE_IMAGE names one, and a wheelhouse made from the lock: the build itself needs no network.
+# WITH_ENGINE prefixes a command with the DOCKER_HOST of the engine the script found or set up.
+CONTAINER_SOCKET ?= /run/podman/podman.sock
+WITH_ENGINE = engine=$$(BPNET_CONTAINER_SOCKET=$(CONTAINER_SOCKET) bash images/podman-setup.sh) || exit 1; export $$engine;
+BASE_IMAGE ?=
+container-engine:
+	@BPNET_CONTAINER_SOCKET=$(CONTAINER_SOCKET) bash images/podman-setup.sh
+
+image-cpu: $(STAMP)
+	$(WITH_ENGINE) $(BIN)/python tools/image_build.py --flavour cpu $(if $(BASE_IMAGE),--base $(BASE_IMAGE),)
+
+image-gpu: $(STAMP)
+	$(WITH_ENGINE) $(BIN)/python tools/image_build.py --flavour gpu $(if $(BASE_IMAGE),--base $(BASE_IMAGE),)
+
+# make run with every step in its own bpnet-cpu:local container, the data and the release on a local
+# S3 server (moto on 127.0.0.1); the release is copied to runs/releases-containers/ at the end.
+run-containers: demo-data image-cpu
+	$(WITH_ENGINE) $(BIN)/python -m pipelines local --spec specs/pipeline/local.yaml --image bpnet-cpu:local $(SET_ARGS)
+
+# For a registry: a Docker engine with buildx (and QEMU or an arm64 builder for the Jetson image).
+# The wheelhouses come from the host first (tools/image_build.py), as for image-cpu.
+images: $(STAMP)
 	@command -v docker >/dev/null || { echo "error: make images needs docker with buildx"; exit 1; }
-	docker buildx build --platform linux/amd64 -f images/gpu/Dockerfile -t $(REGISTRY)/bpnet-gpu:$(TAG) --push .
+	$(BIN)/python tools/image_build.py --flavour gpu --wheelhouse_only
+	docker buildx build --platform linux/amd64 -f images/x86_64/Dockerfile --build-arg FLAVOUR=gpu \
+	  -t $(REGISTRY)/bpnet-gpu:$(TAG) --push .
 	docker buildx build --platform linux/arm64 -f images/jetson/Dockerfile -t $(REGISTRY)/bpnet-jetson:$(TAG) --push .
 
 clean:

@@ -124,6 +124,19 @@ def swap_into_place(staging: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def staged_dir(dest: str | Path) -> Iterator[Path]:
+    """Yield a staging folder that replaces ``dest`` only if the block succeeds; on failure (a
+    full disk half-way) it is removed and ``dest`` stays as it was."""
+    dest = Path(dest)
+    staging = staging_dir(dest)
+    try:
+        yield staging
+        swap_into_place(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def list_files(root: str | Path) -> list[str]:
     """Relative posix paths of all files under ``root`` (sorted), excluding the manifest."""
     root = Path(root)

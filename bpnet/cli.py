@@ -24,11 +24,13 @@ from bpnet import __version__
 from bpnet.errors import EXIT_FAILED, BpnetError, SpecError, UsageError
 from bpnet.settings import (
     EXPORT_MAX_WORKSPACE,
+    CacheReuse,
     CalibrationSettings,
     ConvertSettings,
     EngineSettings,
     EvaluateSettings,
     InferenceSettings,
+    OutputSettings,
     PruneSettings,
     SynthSettings,
     TrainSettings,
@@ -176,6 +178,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
                                    "dataset_convert accepts.")
     p.add_argument("-o", "--output_dir", required=True, help="directory to write the dataset to")
     add_settings(p, SynthSettings)
+    add_settings(p, OutputSettings, overrides={"overwrite": {"help": "replace an existing folder that is not a "
+                                                                     "synth dataset (all its files are removed)"}})
     _common(p, spec_paths=False)
     p.set_defaults(func=_run_synth)
 
@@ -183,7 +187,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 def _run_synth(args: argparse.Namespace) -> int:
     from bpnet.data.synth import generate
 
-    counts = generate(args.output_dir, **settings_of(SynthSettings, args).model_dump())
+    counts = generate(args.output_dir, **settings_of(SynthSettings, args).model_dump(), overwrite=args.overwrite)
     for split, c in counts.items():
         log.info("%s: %d images, %d annotations", split, c["images"], c["annotations"])
     log.info("dataset spec: %s/coco_spec.json", args.output_dir)
@@ -234,6 +238,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     add_settings(p, PruneSettings, PRUNE_FLAGS)
     p.add_argument("--input_shape", type=_hw, default=SHAPE, metavar="H,W",
                    help=f"input size for the FLOPs in the report (extension; default: {SHAPE})")
+    add_settings(p, OutputSettings)
     _common(p, spec_paths=False)
     p.set_defaults(func=_run_prune)
 
@@ -241,7 +246,8 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
 def _run_prune(args: argparse.Namespace) -> int:
     from bpnet.steps.prune import prune
 
-    result = prune(args.model, args.output_file, args.key, settings_of(PruneSettings, args), args.input_shape)
+    result = prune(args.model, args.output_file, args.key, settings_of(PruneSettings, args), args.input_shape,
+                   args.overwrite)
     for layer in result.report["layers"]:
         log.info("%-24s %5d -> %5d", layer["layer"], layer["before"], layer["after"])
     p, f = result.parameters, result.flops
@@ -258,13 +264,14 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cal_cache_file", default="./cal.bin",
                    help="TensorRT calibration cache; calibration is skipped if it exists (default: ./cal.bin)")
     add_settings(p, CalibrationSettings, CALIBRATION_FLAGS)
+    add_settings(p, CacheReuse)
 
 
 def _calibration_data(args: argparse.Namespace, output: str):
     from bpnet.deploy.export import CalibrationData
 
     return CalibrationData(args.cal_image_dir, args.cal_data_file or f"{output}.tensorfile.npy", args.cal_cache_file,
-                           settings_of(CalibrationSettings, args))
+                           settings_of(CalibrationSettings, args), foreign_cache=args.foreign_cal_cache)
 
 
 def _train_norm(spec_file: str | None, args: argparse.Namespace):
@@ -319,6 +326,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="input layout: NHWC (channels_last) only")
     p.add_argument("--output_stage", type=int, default=None, help="stage to export (extension; default: last)")
     p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    add_settings(p, OutputSettings)
     _common(p)
     p.set_defaults(func=_run_export)
 
@@ -343,7 +351,7 @@ def _run_export(args: argparse.Namespace) -> int:
     output = args.output_file or str(Path(args.model).with_suffix(".etlt"))
     calibration = _calibration_data(args, output) if args.data_type == "int8" else None
     result = export(args.model, output, args.key, settings, norm, engine.data_type, args.output_stage,
-                    args.sdk_compatible_model, calibration, args.engine_file, engine)
+                    args.sdk_compatible_model, calibration, args.engine_file, engine, args.overwrite)
     if result.engine_skipped:
         log.warning("the ONNX model%s written; no engine: %s",
                     " and calibration outputs were" if calibration else " was", result.engine_skipped)
@@ -359,6 +367,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output_file", default=None, help="QDQ INT8 model (default: <model stem>.int8.etlt)")
     p.add_argument("-e", "--experiment_spec", default=None, help="the train spec (normalization)")
     _calibration_arguments(p)
+    add_settings(p, OutputSettings)
     _common(p)
     p.set_defaults(func=_run_calibrate)
 
@@ -367,7 +376,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from bpnet.steps.calibrate import calibrate
 
     norm, _ = _train_norm(args.experiment_spec, args)
-    calibrate(args.model, args.output_file, args.key, _calibration_data(args, args.model), norm)
+    calibrate(args.model, args.output_file, args.key, _calibration_data(args, args.model), norm, args.overwrite)
     return 0
 
 
@@ -470,6 +479,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by SIGINT
+INTERRUPTED = {"": "outputs are written whole or not at all: rerun the command",
+               "train": "rerun the same command to resume from the last checkpoint"}
+_FULL = ("No space left on device", "File too large", "Disk quota exceeded")
+
+
+def storage_full(exc: BaseException) -> str | None:
+    """One line for a write that failed because the disk (or a quota or file-size limit) is full,
+    whatever library raised it; None for anything else."""
+    text = str(exc)
+    reason = next((r for r in _FULL if r in text), None)
+    if reason is None:
+        return None
+    where = next((line.strip() for line in text.splitlines() if reason in line), text)
+    return f"cannot write: {reason}: {where[:300]}; nothing half-written was kept: free space and rerun"
+
+
 def _failed(parser: argparse.ArgumentParser, args: argparse.Namespace, exc: BpnetError) -> int:
     """Report a BpnetError as the user reads it: usage and spec errors on stderr (exit 2), other
     failures as one log line (exit 1)."""
@@ -503,7 +529,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         log.error("out of memory")
         return EXIT_FAILED
-    except Exception:  # anything else is a bug: its traceback is what a report needs
+    except KeyboardInterrupt:
+        log.error("bpnet %s: interrupted; %s", args.sub_task, INTERRUPTED.get(args.sub_task, INTERRUPTED[""]))
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # anything else is a bug: its traceback is what a report needs
+        if full := storage_full(exc):  # TensorFlow's writers report a full disk as their own error types
+            log.error("%s", full)
+            return EXIT_FAILED
         log.exception("bpnet %s failed (a bug, not a data or settings problem)", args.sub_task)
         return EXIT_FAILED
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bpnet.artifacts import atomic_write_text
+from bpnet.artifacts import atomic_write_text, staged_dir
 from bpnet.data.coco import load_coco, visibility_lookup
 from bpnet.errors import DataError
 from bpnet.infer.predict import Predictor
@@ -47,6 +47,9 @@ def ground_truth(spec: DatasetSpec, skeleton: Skeleton) -> dict:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise DataError(f"{path}: invalid ground truth: {'; '.join(map(str, problems[:3]))}{more}")
     doc = json.loads(path.read_text())
+    if not doc.get("images"):
+        raise DataError(f"{path}: the test split has no images; there is nothing to evaluate (an AP over no "
+                        "image would read as 0.0)")
     lookup = visibility_lookup(spec.visibility_flags)
     for ann in doc.get("annotations", []):
         if ann.get("category_id") in spec.category_ids:
@@ -122,13 +125,15 @@ def coco_metrics(gt_doc: dict, detections: list[dict], category_id: int, sigmas:
 
 def evaluate(predictor: Predictor, spec: DatasetSpec, results_dir: str | Path, num_visualizations: int = 0) -> dict:
     """Score the predictor on ``spec``'s test split; write metrics.json, detections_coco.json and,
-    for the first ``num_visualizations`` images, drawings in images_annotated/ (for reports)."""
+    for the first ``num_visualizations`` images, drawings in images_annotated/ (for reports: built
+    aside and swapped in whole, so a failure half-way leaves the earlier ones)."""
     results = Path(results_dir)
     skeleton = predictor.skeleton
     gt_doc = ground_truth(spec, skeleton)
     image_dir = spec.under_root(spec.test_data.images_root_dir_path)
-    detections, errors = detect(predictor, gt_doc, image_dir, spec.person_category.id, spec.keypoint_names,
-                                results / ANNOTATED_DIR, num_visualizations)
+    with staged_dir(results / ANNOTATED_DIR) if num_visualizations else contextlib.nullcontext() as drawings:
+        detections, errors = detect(predictor, gt_doc, image_dir, spec.person_category.id, spec.keypoint_names,
+                                    drawings, num_visualizations)
     atomic_write_text(results / "detections_coco.json", json.dumps(detections) + "\n")
     metrics, report = coco_metrics(gt_doc, detections, spec.person_category.id,
                                    skeleton.sigmas_for(spec.keypoint_names))

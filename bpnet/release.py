@@ -48,7 +48,7 @@ from bpnet.layout import (
 from bpnet.settings import Server, ServingOptions
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams
-from bpnet.storage import MANIFEST_NAME, StorageError, open_store
+from bpnet.storage import MANIFEST_NAME, LocalStore, StorageError, open_store, remove_abandoned
 
 if TYPE_CHECKING:
     from bpnet.infer.decode import DecodeParams
@@ -72,7 +72,11 @@ def new_release_id(model_digest: str) -> str:
 def read_latest(release_root: str) -> dict[str, Any] | None:
     """The ``latest`` pointer, or None when nothing was released yet; an unreadable pointer is an
     ArtifactError (the promotion gate must not compare against a guess)."""
-    raw = open_store(release_root).read_bytes(LATEST)
+    return _pointer(open_store(release_root).read_bytes(LATEST), release_root)
+
+
+def _pointer(raw: bytes | None, release_root: str) -> dict[str, Any] | None:
+    """``latest.json``'s content checked (None when there is none)."""
     if raw is None:
         return None
     try:
@@ -82,6 +86,10 @@ def read_latest(release_root: str) -> dict[str, Any] | None:
                             "releases listed beside it or remove it to release afresh") from exc
     if not isinstance(latest, dict) or "release" not in latest:
         raise ArtifactError(f"{release_root}/{LATEST}: not a release pointer (no 'release' key)")
+    metrics = latest.get("metrics", {})
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("AP", 0.0), int | float):
+        raise ArtifactError(f"{release_root}/{LATEST}: not a release pointer ('metrics' is not an object of "
+                            "numbers)")
     return latest
 
 
@@ -110,12 +118,6 @@ def int8_decision(fp32_ap: float, int8_ap: float, max_drop: float) -> tuple[bool
                    "(export.cal_batches) or add test images (a small val split makes AP noisy)")
 
 
-def _refuse_existing(dest: str) -> None:
-    if open_store(dest).exists():
-        raise StorageError(f"{dest}: a release with this id exists already; a published release is never "
-                           "overwritten (ids are unique per publish: publish again)")
-
-
 def advance_latest(release_root: str, pointer: dict[str, Any], min_ap: float = 0.0,
                    metric: str = "AP") -> tuple[bool, str]:
     """Point ``latest`` at ``pointer``'s release if the promotion rule holds against the pointer
@@ -125,7 +127,7 @@ def advance_latest(release_root: str, pointer: dict[str, Any], min_ap: float = 0
     store = open_store(release_root)
     for attempt in range(1, SWAP_ATTEMPTS + 1):
         found = store.read_versioned(LATEST)
-        current, version = (json.loads(found[0]), found[1]) if found else (None, None)
+        current, version = (_pointer(found[0], release_root), found[1]) if found else (None, None)
         ok, reason = promotion_decision(ap, min_ap, current, metric)
         if not ok:
             return False, reason
@@ -142,11 +144,15 @@ def publish_release(src_dir: str | Path, release_root: str, release_id: str, met
                     min_ap: float = 0.0, metadata: dict[str, Any] | None = None) -> dict:
     """Publish ``src_dir`` as the new release ``release_id`` (``metadata`` joins the manifest's),
     then move ``latest`` to it if the promotion rule still holds. The returned pointer has
-    ``promoted`` and ``reason``."""
+    ``promoted`` and ``reason``. An unreadable ``latest`` stops it before anything is uploaded; a
+    release id already taken (published, or being published by another writer) is refused.
+    Releases a killed local publish left incomplete are removed first."""
+    read_latest(release_root)
+    if isinstance(open_store(release_root), LocalStore):
+        remove_abandoned(release_root)
     dest = _join(release_root, release_id)
-    _refuse_existing(dest)
-    manifest = open_store(dest).upload_tree(src_dir, metadata={"release": release_id, "metrics": metrics,
-                                                                **(metadata or {})})
+    manifest = open_store(dest).create_tree(src_dir, metadata={"release": release_id, "metrics": metrics,
+                                                               **(metadata or {})})
     pointer = {"release": release_id, "uri": dest, "metrics": metrics,
                "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     promoted, reason = advance_latest(release_root, pointer, min_ap)
@@ -321,9 +327,10 @@ def write_serving(release: Path, release_uri: str, release_id: str, models: Serv
 
 # ---- the pipeline's release: gates, model card and assembly (bpnet.steps.publish calls these) ----
 
-MODEL_LABELS = ("unpruned", "pruned", "retrained", "Keras (export mode)", "ONNX fp32", "ONNX INT8")
-"""The models a run evaluates, as the DAG, the release's metrics.json and the run summary name them."""
-UNPRUNED, PRUNED, RETRAINED, KERAS_EXPORT, ONNX_FP32, ONNX_INT8 = MODEL_LABELS
+RETRAINED = "retrained"
+"""The evaluation the release is about: its metrics are ``latest``'s, the promotion rule reads its
+AP. A release takes the evaluations keyed by label (the pipeline's are declared in
+``pipelines.outputs``) and records every one of them."""
 RELEASE_MODEL = f"model/{MODEL_FILE}"
 RELEASE_UNPRUNED = f"model/unpruned/{MODEL_FILE}"  # what warm starts train from (the graph before pruning)
 RELEASE_INT8 = "onnx/bpnet_model.int8.etlt"

@@ -118,6 +118,21 @@ class CalibrationSettings(SpecModel):
         return self.cal_batches * self.cal_batch_size
 
 
+class OutputSettings(SpecModel):
+    """How a command treats an existing output file that bpnet did not write (an input is never
+    replaced; an artifact of the same kind bpnet wrote always is)."""
+
+    overwrite: bool = Field(False, description="replace an existing output that is not an artifact of the same "
+                                                "kind bpnet wrote (an input is never replaced)")
+
+
+class CacheReuse(SpecModel):
+    """Whether an existing calibration cache must be of the model being calibrated."""
+
+    foreign_cal_cache: bool = Field(False, description="use an existing --cal_cache_file although its sidecar "
+                                                       "does not name this model (another or an unknown one)")
+
+
 class DeploySettings(ExportSettings, CalibrationSettings):
     """The pipeline's export and calibrate steps: the input size and the calibration data."""
 

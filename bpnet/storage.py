@@ -22,9 +22,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import json
 import logging
 import os
+import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +51,7 @@ from bpnet.artifacts import (
     write_manifest,
 )
 from bpnet.errors import StepError
+from bpnet.lock import BusyError, exclusive
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -57,8 +61,31 @@ _TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestT
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
 
 
+CLAIM_NAME = ".bpnet-claim.json"
+"""The first object of a folder ``create_tree`` publishes: who claimed it (not in its manifest)."""
+
+
 class StorageError(StepError, RuntimeError):
     """A storage operation failed for a reason worth telling the user plainly."""
+
+
+def _taken(uri: str, claim: bytes | None) -> StorageError:
+    holder = ""
+    if claim:
+        try:
+            found = json.loads(claim)
+            holder = f" (claimed by {found.get('command')}, pid {found.get('pid')} on host {found.get('host')}, " \
+                     f"{found.get('started')})"
+        except (ValueError, AttributeError):
+            pass
+    return StorageError(f"{uri}: exists already; a published release is never overwritten{holder} (ids are "
+                        "unique per publish: publish again)")
+
+
+def _claim() -> bytes:
+    return (json.dumps({"command": "bpnet publish", "host": socket.gethostname(), "pid": os.getpid(),
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "token": secrets.token_hex(8)}) + "\n").encode()
 
 
 def _env(*names: str, default: str | None = None) -> str | None:
@@ -130,6 +157,11 @@ class Store(Protocol):
     def upload_tree(self, local_dir: str | Path, on_file: OnFile | None = None,
                     metadata: dict[str, Any] | None = None) -> dict:
         """Publish ``local_dir`` here with its manifest (complete only once the manifest is there)."""
+
+    def create_tree(self, local_dir: str | Path, metadata: dict[str, Any] | None = None) -> dict:
+        """Publish ``local_dir`` here only if nothing is here yet: of writers racing for the same
+        root exactly one succeeds, the others get a StorageError before they write anything.
+        The root is claimed first (``CLAIM_NAME``), the manifest comes last."""
 
     def fetch(self, local_dir: str | Path) -> dict:
         """Copy the published folder here to ``local_dir``, verified against its manifest."""
@@ -283,6 +315,31 @@ class LocalStore(_Reader):
             shutil.rmtree(staging, ignore_errors=True)
         return manifest
 
+    def create_tree(self, local_dir: str | Path, metadata: dict[str, Any] | None = None) -> dict:
+        """Claimed by ``mkdir`` (one writer wins) under the folder's lock, built in place, manifest
+        last. A folder a killed writer left (its claim, no manifest, its lock free) is removed by
+        ``remove_abandoned``."""
+        local_dir = _existing_dir(local_dir)
+        manifest = build_manifest(local_dir, metadata=metadata)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with exclusive(self.root, "bpnet publish"):
+                try:
+                    self.root.mkdir()
+                except FileExistsError:
+                    raise _taken(self.uri, self.read_bytes(CLAIM_NAME)) from None
+                try:
+                    atomic_write_bytes(self.root / CLAIM_NAME, _claim())
+                    for entry in manifest["files"]:
+                        self.upload_file(local_dir / entry["path"], entry["path"])
+                    write_manifest(self.root / MANIFEST_NAME, manifest)
+                except BaseException:
+                    shutil.rmtree(self.root, ignore_errors=True)  # ours, and never complete
+                    raise
+        except BusyError as exc:
+            raise StorageError(str(exc)) from None
+        return manifest
+
     def list_objects(self) -> list[tuple[str, int, str]]:
         """The version tag is the modification time in ns: cheap for a large dataset."""
         if not self.root.is_dir():
@@ -296,6 +353,26 @@ class LocalStore(_Reader):
 
     def exists(self) -> bool:
         return self.root.exists()
+
+
+def remove_abandoned(root: str | Path) -> list[Path]:
+    """Remove the folders under ``root`` that ``LocalStore.create_tree`` claimed and a killed
+    writer left: a claim, no manifest and nobody holding the folder's lock. Folders without our
+    claim are never touched. Returns those removed."""
+    removed = []
+    root = Path(root)
+    for folder in sorted(root.iterdir()) if root.is_dir() else ():
+        if not (folder / CLAIM_NAME).is_file() or (folder / MANIFEST_NAME).exists():
+            continue
+        try:
+            with exclusive(folder, "bpnet publish (removing an abandoned release)"):
+                if (folder / CLAIM_NAME).is_file() and not (folder / MANIFEST_NAME).exists():
+                    log.warning("%s: removing the incomplete release a killed publish left", folder)
+                    shutil.rmtree(folder)
+                    removed.append(folder)
+        except BusyError:
+            continue  # being published right now
+    return removed
 
 
 def _existing_dir(local_dir: str | Path) -> Path:
@@ -335,7 +412,7 @@ class S3Store(_Reader):
 
     def _call(self, what: str, fn: Callable[[], R]) -> R:
         """Run ``fn`` with retries on transient errors; translate the rest into StorageError."""
-        from minio.error import S3Error
+        from minio.error import InvalidResponseError, S3Error
 
         delay = self.settings.backoff_s
         for attempt in range(1, self.settings.retries + 1):
@@ -351,6 +428,11 @@ class S3Store(_Reader):
                 if exc.code not in _TRANSIENT_CODES or attempt == self.settings.retries:
                     raise StorageError(f"{what}: {exc.code}: {exc.message}") from None
                 reason = exc.code
+            except InvalidResponseError as exc:  # e.g. a 403 without a body: no (or wrong) credentials
+                keys = "set" if self.settings.access_key and self.settings.secret_key else "not set"
+                raise StorageError(f"{what}: {self.settings.endpoint} refused the request (HTTP "
+                                   f"{exc._code}, no S3 error document); BPNET_S3_ACCESS_KEY / BPNET_S3_SECRET_KEY "
+                                   f"are {keys}: check them and the endpoint") from None  # noqa: SLF001
             except Exception as exc:  # urllib3/minio transport errors share no narrower base
                 if not _is_transient(exc):
                     raise
@@ -417,6 +499,19 @@ class S3Store(_Reader):
         self.write_bytes(manifest_bytes(manifest), MANIFEST_NAME)
         return manifest
 
+    def create_tree(self, local_dir: str | Path, metadata: dict[str, Any] | None = None) -> dict:
+        """Claimed by a conditional create of ``CLAIM_NAME`` (``If-None-Match: *``: of racing
+        writers exactly one gets it), then the files, the manifest last and conditional too."""
+        local_dir = _existing_dir(local_dir)
+        manifest = build_manifest(local_dir, metadata=metadata)
+        if self.exists() or not self.write_if(_claim(), CLAIM_NAME, None):
+            raise _taken(self.uri, self.read_bytes(CLAIM_NAME))
+        for entry in manifest["files"]:
+            self.upload_file(local_dir / entry["path"], entry["path"])
+        if not self.write_if(manifest_bytes(manifest), MANIFEST_NAME, None):
+            raise _taken(self.uri, self.read_bytes(CLAIM_NAME))
+        return manifest
+
     def read_versioned(self, relative: str) -> tuple[bytes, str] | None:
         from minio.error import S3Error
 
@@ -476,4 +571,4 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
-__all__ = ["LocalStore", "S3Settings", "S3Store", "StorageError", "Store", "open_store"]
+__all__ = ["LocalStore", "S3Settings", "S3Store", "StorageError", "Store", "open_store", "remove_abandoned"]

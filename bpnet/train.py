@@ -37,6 +37,7 @@ from bpnet.errors import DataError, ModelError, SpecError, StepError
 from bpnet.layout import ARCHITECTURE_FILE, MODEL_FILE, TRAIN_SPEC_FILE, TRAIN_SUMMARY_FILE
 from bpnet.model.architecture import Architecture, default_filters
 from bpnet.model.bpnet import Regularization, build_model, count_flops, count_params, split_outputs
+from bpnet.model.exported import HEAT_NAME
 from bpnet.model.io import architecture_of, latest_readable_checkpoint, load_weights_by_name, open_model, save_model
 from bpnet.model.loss import stage_losses, total_loss
 from bpnet.model.optimizer import layer_rates, make_optimizer
@@ -113,6 +114,12 @@ def initial_model(spec: TrainSpec, key: str | None) -> keras.Model:
     model = build_model(spec_architecture(spec), reg, seed=spec.random_seed)
     if spec.pretrained_weights:
         report = load_weights_by_name(model, spec.pretrained_weights, key)
+        if report.not_in_source and HEAT_NAME not in report.not_in_source and not spec.partial_pretrained_weights:
+            raise ModelError(  # a bpnet model of another architecture: those layers would start from scratch
+                f"pretrained_weights: {spec.pretrained_weights}: a model of another architecture: "
+                f"{len(report.not_in_source)} layer(s) of the spec's model are not in it "
+                f"({', '.join(report.not_in_source[:8])}{', ...' if len(report.not_in_source) > 8 else ''}) and "
+                "would train from scratch; set partial_pretrained_weights: true if that is intended")
         if report.shape_mismatch:  # training on would silently start those layers from scratch
             raise ModelError(
                 f"pretrained_weights: {spec.pretrained_weights}: {len(report.shape_mismatch)} layer(s) differ in "

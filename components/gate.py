@@ -1,14 +1,14 @@
-"""gate: promote a model only if its AP reaches the minimum and the latest release's AP; and the
+"""The gates: promote a model only if its AP reaches the minimum and the latest release's AP; the
 INT8 quality gate, which decides which engine targets are built."""
 
 from typing import NamedTuple
 
 
-def gate(ap: float, min_ap: float, release_root: str) -> str:
+def promotion_gate(ap: float, min_ap: float, release_root: str) -> str:
     """``"promote"``, or ``"hold: <why>"`` (the pipeline publishes under ``dsl.If(... == "promote")``)."""
-    from bpnet.release import promotion_gate
+    from bpnet import release
 
-    return promotion_gate(ap, min_ap, release_root)
+    return release.promotion_gate(ap, min_ap, release_root)
 
 
 def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list, jetson_targets: list
@@ -18,7 +18,7 @@ def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list
     build (INT8 ones dropped on hold; the engine loops iterate over these lists)."""
     from collections import namedtuple
 
-    from bpnet.release import int8_gate as decide
+    from bpnet import release
 
     result = namedtuple("Int8Gate", ["verdict", "gpu_targets", "jetson_targets"])
-    return result(*decide(fp32_ap, int8_ap, max_drop, gpu_targets, jetson_targets))
+    return result(*release.int8_gate(fp32_ap, int8_ap, max_drop, gpu_targets, jetson_targets))

@@ -1,35 +1,61 @@
 """publish: the promoted model's release (models, calibration, metrics, specs, serving configs,
-model card)."""
+model card).
 
-from typing import List  # noqa: UP035 - kfp reads List[...] annotations
+The step takes one Metrics input per evaluated model, so its signature follows the pipeline's
+declaration of what it evaluates (``pipelines.outputs.EVALUATED``): ``publish_component`` writes
+that signature (kfp reads a component's inputs from its function's signature, and ships the
+function's source into the pod) around one call to ``release``, which does the work.
+"""
 
-from kfp.dsl import Input, Metrics, Model
+import linecache
+from collections.abc import Callable, Mapping
+from typing import Any
+
+_SOURCE = '''def publish(release_root: str, trained: Input[Model], retrained: Input[Model], exported: Input[Model],
+            int8: Input[Model], dataset_uri: str, data_version: str, prune_settings: str, export_settings: str,
+            inference_spec: str, serving: str, int8_verdict: str, min_ap: float,
+            {metrics}gpu_engines: Input[List[Model]] = None, jetson_engines: Input[List[Model]] = None) -> str:
+    """Publish ``<release_root>/<release_id>/`` and move ``latest`` to it (components.publish.release)."""
+    from components.publish import release
+
+    return release(dict(locals()), {labels!r})
+'''
 
 
-def publish(release_root: str, trained: Input[Model], retrained: Input[Model], exported: Input[Model],
-            int8: Input[Model],
-            metrics_unpruned: Input[Metrics], metrics_pruned: Input[Metrics], metrics: Input[Metrics],
-            metrics_keras_export: Input[Metrics],
-            metrics_fp32: Input[Metrics], metrics_int8: Input[Metrics], dataset_uri: str, data_version: str,
-            prune_settings: str, export_settings: str, inference_spec: str, serving: str, int8_verdict: str,
-            min_ap: float,
-            gpu_engines: Input[List[Model]] = None,  # noqa: UP006 - kfp reads typing.List
-            jetson_engines: Input[List[Model]] = None) -> str:  # noqa: UP006
-    """Publish ``<release_root>/<release_id>/`` through bpnet.storage and move ``latest`` to it
-    (only after the release is complete, engines included, and only if the promotion rule still
-    holds at that moment). ``int8_verdict`` is the INT8 gate's; ``serving`` the run spec's serving
-    options (JSON). Returns the release id."""
+def publish_component(evaluated: Mapping[str, str]) -> Callable[..., str]:
+    """The publish function for these evaluations (Metrics input name -> the model's label): a
+    ``metrics_*`` input per evaluated model beside the fixed ones. Its source is registered with
+    ``linecache``, where ``inspect.getsource`` (what kfp ships into the pod) finds it."""
+
+    from kfp.dsl import Input, Metrics, Model
+
+    source = _SOURCE.format(metrics="".join(f"{name}: Input[Metrics], " for name in evaluated),
+                            labels=dict(evaluated))
+    filename = f"<bpnet publish: {', '.join(evaluated.values())}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    namespace = {"Input": Input, "Metrics": Metrics, "Model": Model, "List": list}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own template, names from the declaration
+    return namespace["publish"]
+
+
+def release(inputs: dict[str, Any], evaluated: Mapping[str, str]) -> str:
+    """What the publish step does with its inputs: the release of the Model artifacts through
+    bpnet.storage, ``latest`` moved to it only after it is complete (engines included) and only if
+    the promotion rule still holds then. ``int8_verdict`` is the INT8 gate's; ``serving`` the run
+    spec's serving options (JSON). Returns the release id."""
     import json
 
-    from bpnet.release import MODEL_LABELS, RETRAINED
+    from bpnet.release import RETRAINED
     from components import runtime
 
-    evaluations = {name: dict(m.metadata) for name, m in zip(MODEL_LABELS, (
-        metrics_unpruned, metrics_pruned, metrics, metrics_keras_export, metrics_fp32, metrics_int8), strict=True)}
-    evaluations[RETRAINED]["parameters"] = retrained.metadata.get("parameters")
-    pointer = runtime.publish(release_root, trained.path, retrained.path, exported.path, int8.path, evaluations,
-                              {"dataset_uri": dataset_uri, "data_version": data_version},
-                              {"prune": json.loads(prune_settings), "export": json.loads(export_settings)},
-                              [e.path for e in [*(gpu_engines or []), *(jetson_engines or [])]],
-                              inference_spec, json.loads(serving), int8_verdict, min_ap)
+    evaluations = {label: dict(inputs[name].metadata) for name, label in evaluated.items()}
+    evaluations[RETRAINED]["parameters"] = inputs["retrained"].metadata.get("parameters")
+    engines = [*(inputs["gpu_engines"] or []), *(inputs["jetson_engines"] or [])]
+    pointer = runtime.publish(inputs["release_root"], inputs["trained"].path, inputs["retrained"].path,
+                              inputs["exported"].path, inputs["int8"].path, evaluations,
+                              {"dataset_uri": inputs["dataset_uri"], "data_version": inputs["data_version"]},
+                              {"prune": json.loads(inputs["prune_settings"]),
+                               "export": json.loads(inputs["export_settings"])},
+                              [e.path for e in engines], inputs["inference_spec"], json.loads(inputs["serving"]),
+                              inputs["int8_verdict"], inputs["min_ap"])
     return pointer["release"]

@@ -1,7 +1,8 @@
 """``python -m pipelines <command> --spec RUN_SPEC``: the Makefile's pipeline targets.
 
-Commands: ``local`` (make run), ``compile`` (make pipeline-compile), ``run`` (make pipeline-run),
-``schedule`` / ``unschedule`` (make pipeline-schedule / pipeline-unschedule).
+Commands: ``local`` (make run; with ``--image``, make run-containers), ``compile`` (make
+pipeline-compile), ``run`` (make pipeline-run), ``schedule`` / ``unschedule`` (make pipeline-schedule /
+pipeline-unschedule).
 Exit codes as ``bpnet``: 0 success, 1 the work or the server failed, 2 a bad run spec, step spec or
 setting ($BPNET_MODEL_KEY unset included); a bug is logged with its traceback (exit 1).
 """
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                            help="a typed run parameter overriding the specs (repeatable): "
                            + "; ".join(f"{n} ({f.description})" for n, f in RunOverrides.model_fields.items()))
+        if name == "local":
+            p.add_argument("--image", help="run every step in its own container of this image (make "
+                           "run-containers: bpnet-cpu:local), with the dataset and the release on a local S3 "
+                           "server; default: every step as a process of this Python environment (make run)")
         if name in ("compile", "run", "schedule"):
             p.add_argument("--build_dir", default="build", help="where compiled YAML is written (default: build)")
         p.add_argument("-l", "--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -48,7 +53,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "local":
         from pipelines.local_run import format_summary, run_local
 
-        print(format_summary(run_local(args.spec, overrides)))
+        print(format_summary(run_local(args.spec, overrides, args.image)))
     elif args.command == "compile":
         path = submit.compile_pipeline(spec, f"{args.build_dir}/{spec.kfp.pipeline_name}.yaml",
                                        arguments=pipeline_arguments(spec, overrides))

@@ -71,13 +71,29 @@ def pipeline_arguments(spec: RunSpec, overrides: BaseModel | None = None) -> dic
 
 def parse_overrides(assignments: list[str]) -> BaseModel:
     """``NAME=VALUE`` items (``--set``) as RunOverrides; a bad name or value is a SpecError naming it."""
-    values = {}
+    values: dict[str, str] = {}
     for item in assignments:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise SpecError([f"--set {item}: expected NAME=VALUE, NAME one of {', '.join(RunOverrides.model_fields)}"])
-        values[name.strip()] = value.strip()
+        name, value = name.strip(), value.strip()
+        if name in values:
+            raise SpecError([f"--set {item}: {name} is set twice ({name}={values[name]} first); give it once"])
+        values[name] = value
+        if unclear := _unclear(name, value):
+            raise SpecError([f"--set {item}: {unclear}"])
     try:
         return RunOverrides(**values)
     except ValidationError as exc:
         raise SpecError(["--set {}={} — {}".format(*problem(RunOverrides, e)) for e in exc.errors()]) from None
+
+
+def _unclear(name: str, value: str) -> str | None:
+    """What would be read otherwise than meant: ``5_0`` (Python reads 50), a list of engine targets
+    that names none (``,``)."""
+    field = RunOverrides.model_fields.get(name)
+    if field is not None and field.annotation in (int, float) and "_" in value:
+        return f"{value!r} — expected a plain number: '_' is not a digit separator here"
+    if name == "engine_targets" and value and not value.replace(",", "").strip():
+        return f"{value!r} — names no target; leave it empty to build all of them"
+    return None

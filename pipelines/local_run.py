@@ -3,6 +3,8 @@
 kfp.local's SubprocessRunner executes each lightweight component as a subprocess of this Python
 environment (``use_venv=False``: bpnet is already installed here), in dependency order, writing
 artifacts under the run spec's ``pipeline_root``. Kubernetes-side settings are ignored locally.
+``make run-containers`` runs the same DAG with every step in its own container of the step image
+(``pipelines.containers``; kfp.local's DockerRunner), the data and the release on a local S3 server.
 
 Interruption and reruns (``RunGuard``): every process a run starts inherits a run token in its
 environment, so the driver can find its whole step tree (grandchildren such as ``bpnet train``
@@ -17,6 +19,7 @@ would mix outputs of different code; a demo run must be reproducible from scratc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,31 +38,25 @@ from pydantic import BaseModel
 from bpnet.artifacts import atomic_write_text
 from bpnet.errors import StepError, UsageError
 from bpnet.layout import EXPORTED_MODE
-from bpnet.release import KERAS_EXPORT, MODEL_LABELS, ONNX_FP32, ONNX_INT8, PROMOTE, PRUNED, RETRAINED, UNPRUNED
+from bpnet.release import PROMOTE
+from bpnet.storage import open_store
 from pipelines.arguments import load_run_spec, pipeline_arguments
+from pipelines.containers import (
+    StepContainers,
+    check_image,
+    docker_client,
+    prepare_mounts,
+    remove_run_containers,
+    runner_args,
+    step_environment,
+)
 from pipelines.dag import build_pipeline
+from pipelines.local_s3 import LocalS3, local_s3
+from pipelines.outputs import EVALUATED, GATED, KERAS_EXPORT, ONNX_FP32, ONNX_INT8, UNPRUNED, Evaluated, summary_rows
+from pipelines.run_spec import RunSpec
 
 log = logging.getLogger(__name__)
 
-STEPS = (  # step, its main output, the metadata worth a column
-    ("dataset_convert", "train_data", ("train_samples", "val_images")),
-    ("train", "model", ("epochs", "last_loss", "images_per_second")),
-    (f"evaluate {UNPRUNED}", "evaluation_unpruned", ("AP",)),
-    ("prune", "pruned_model", ("parameters_kept",)),
-    (f"evaluate {PRUNED}", "evaluation_pruned", ("AP",)),
-    ("retrain", "retrained_model", ("epochs", "last_loss", "images_per_second")),
-    (f"evaluate {RETRAINED}", "evaluation", ("AP",)),
-    (f"evaluate {KERAS_EXPORT}", "evaluation_keras_export", ("AP",)),
-    ("export", "exported_model", ("input_shape", "bytes")),
-    (f"evaluate {ONNX_FP32}", "evaluation_fp32", ("AP",)),
-    ("calibrate", "int8_model", ("cal_images", "calibrated_tensors")),
-    (f"evaluate {ONNX_INT8}", "evaluation_int8", ("AP",)),
-    ("inference", "detections", ("images", "people")),
-)
-MODELS = tuple(zip(MODEL_LABELS, ("model", "pruned_model", "retrained_model", "retrained_model", "exported_model",
-                                  "int8_model"),
-                   ("metrics_unpruned", "metrics_pruned", "metrics", "metrics_keras_export", "metrics_fp32",
-                    "metrics_int8"), strict=True))  # label, the model's output, its metrics' output
 ENGINE_TARGETS = ("gpu_engine_targets", "jetson_engine_targets")  # outputs: the targets the INT8 gate kept, per pool
 
 
@@ -127,10 +124,13 @@ def _start_time(pid: int) -> str | None:
 
 
 class RunGuard:
-    """One local run of ``pipeline_name`` under ``root``: lock, run token, scratch, signal handling."""
+    """One local run of ``pipeline_name`` under ``root``: lock, run token, scratch, signal handling.
 
-    def __init__(self, root: str | Path, pipeline_name: str, grace: float = GRACE_SECONDS):
-        self.root, self.name, self.grace = Path(root), pipeline_name, grace
+    ``containers``: the steps run in containers (labelled with the token), which are not processes
+    of this machine's process tree: stopping the run also removes them."""
+
+    def __init__(self, root: str | Path, pipeline_name: str, grace: float = GRACE_SECONDS, containers: bool = False):
+        self.root, self.name, self.grace, self.containers = Path(root), pipeline_name, grace, containers
         self.token = uuid.uuid4().hex
         self.scratch = self.root / f".scratch-{self.token}"
         self.lock = self.root / LOCK_FILE
@@ -156,6 +156,8 @@ class RunGuard:
             raise StepError(f"{self.lock}: another local run (pid {old['pid']}) is using {self.root}; "
                             "wait for it or stop it first")
         stopped = stop_processes(old["token"], self.grace) if old.get("token") else 0
+        if old.get("containers") and old.get("token"):
+            stopped += remove_run_containers(old["token"])
         removed = self.new_unfinished(old["before"]) if "before" in old else []  # unreadable lock: keep all
         for path in [*removed, Path(old.get("scratch", self.scratch))]:
             shutil.rmtree(path, ignore_errors=True)
@@ -170,7 +172,7 @@ class RunGuard:
         (self.scratch / "workspace").mkdir(parents=True)
         atomic_write_text(self.lock, json.dumps({
             "pid": os.getpid(), "start_time": _start_time(os.getpid()), "token": self.token,
-            "scratch": str(self.scratch), "before": self.before}) + "\n")
+            "scratch": str(self.scratch), "before": self.before, "containers": self.containers}) + "\n")
         self._saved = {name: os.environ.get(name) for name in (RUN_TOKEN_ENV, "TMPDIR")}
         os.environ[RUN_TOKEN_ENV], os.environ["TMPDIR"] = self.token, str(self.scratch)
         if threading.current_thread() is threading.main_thread():  # Python delivers signals there only
@@ -182,7 +184,12 @@ class RunGuard:
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
             signal.signal(sig, signal.SIG_IGN)
         log.warning("%s: stopping the run's processes", signal.Signals(signum).name)
-        raise Interrupted(signum, stop_processes(self.token, self.grace))
+        raise Interrupted(signum, self.stop())
+
+    def stop(self) -> int:
+        """Stop every process (and container) of the run; returns how many."""
+        stopped = stop_processes(self.token, self.grace)
+        return stopped + (remove_run_containers(self.token) if self.containers else 0)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         for sig, handler in self._saved.pop("handlers", {}).items():
@@ -193,7 +200,7 @@ class RunGuard:
             else:
                 os.environ[name] = value
         if exc_type is not None and not issubclass(exc_type, Exception):  # interrupted: nothing to keep
-            stop_processes(self.token, self.grace)
+            self.stop()
             removed = self.new_unfinished(self.before)
             for path in removed:
                 shutil.rmtree(path, ignore_errors=True)
@@ -204,31 +211,74 @@ class RunGuard:
         self.lock.unlink(missing_ok=True)
 
 
-def run_local(spec_path: str | Path, overrides: BaseModel | None = None) -> dict[str, Any]:
+def run_local(spec_path: str | Path, overrides: BaseModel | None = None, image: str | None = None) -> dict[str, Any]:
     """Run the pipeline locally (with the typed run parameters ``overrides``, a RunOverrides);
-    return (and write beside the run) the summary."""
-    from kfp import local
+    return (and write beside the run) the summary.
 
+    ``image``: every step in its own container of that image (``make run-containers``), with the
+    dataset and the release on a local S3 server; else every step as a host process (``make run``)."""
     spec = load_run_spec(spec_path).for_local_run(spec_path)
     if not os.environ.get("BPNET_MODEL_KEY"):
         raise UsageError("not set (or empty) — the model key is taken from the environment only; export it",
                          field="$BPNET_MODEL_KEY")
+    if image is None:
+        return _run(spec, overrides)
+    check_image(docker_client(), image)
+    with local_s3() as s3:
+        local_releases = Path(spec.release.root)
+        spec = in_containers(spec, image, s3)
+        summary = _run(spec, overrides, s3)
+        if summary["release"]:  # moto keeps it in memory: copy it out, verified against its manifest
+            target = local_releases.with_name(local_releases.name + "-containers") / summary["release"]
+            open_store(summary["release_uri"]).fetch(target)
+            summary["release_uri"] = str(target)
+    return summary
+
+
+def in_containers(spec: RunSpec, image: str, s3: LocalS3) -> RunSpec:
+    """``spec`` as its container run uses it: every step on ``image``, the dataset folder uploaded to
+    the local S3 server and the release root there (a cluster's run spec names s3:// URIs itself)."""
+    dataset = spec.dataset
+    if "://" not in dataset.uri:
+        dataset = dataset.model_copy(update={"uri": s3.upload(dataset.uri, f"datasets/{Path(dataset.uri).name}")})
+    release = spec.release
+    if "://" not in release.root:
+        release = release.model_copy(update={"root": f"{s3.root}/releases"})
+    images = spec.images.model_copy(update={"gpu": image})
+    return spec.model_copy(update={"images": images, "dataset": dataset, "release": release})
+
+
+def _run(spec: RunSpec, overrides: BaseModel | None, s3: LocalS3 | None = None) -> dict[str, Any]:
+    """The DAG through kfp.local: steps as host processes, or in containers when ``s3`` is given."""
+    from kfp import local
+
     arguments = pipeline_arguments(spec, overrides)
     pipeline = build_pipeline(spec, arguments)
     start = time.perf_counter()
-    with RunGuard(spec.pipeline_root, pipeline.pipeline_spec.pipeline_info.name) as guard, warnings.catch_warnings():
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=spec.pipeline_root,
-                   workspace_root=str(guard.scratch / "workspace"))
+    containers = s3 is not None
+    with (RunGuard(spec.pipeline_root, pipeline.pipeline_spec.pipeline_info.name, containers=containers) as guard,
+          warnings.catch_warnings()):
+        workspace = guard.scratch / "workspace"
+        steps = StepContainers(guard.token)
+        if containers:
+            uid = spec.run_as_user or 1000
+            prepare_mounts(uid, Path(spec.pipeline_root), workspace)
+            runner = local.DockerRunner(**runner_args(uid, step_environment(s3.environment)))
+        else:
+            runner = local.SubprocessRunner(use_venv=False)
+        local.init(runner=runner, pipeline_root=spec.pipeline_root, workspace_root=str(workspace))
         # kfp warns when an image name lacks "python"; locally the image is not used at all.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # ... and that Kubernetes-side settings (display names included) do nothing locally: documented.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         try:
-            task = pipeline()
+            with steps.installed() if containers else contextlib.nullcontext():
+                task = pipeline()
         except RuntimeError as exc:  # kfp.local's "... finished with status FAILURE": the step logged why
             if "finished with status" not in str(exc):
                 raise
-            raise StepError(f"{exc} Its log above says why.") from None
+            said = f" Its container: {steps.failures[-1]}" if steps.failures else " Its log above says why."
+            raise StepError(f"{exc}{said}") from None
     summary = run_summary(task.outputs, time.perf_counter() - start, spec.engines.enabled, spec.release.root)
     run_dir = Path(task.outputs["model"].uri).parents[1]  # <root>/<run>/<task>/<output>
     write_summary(run_dir, summary)
@@ -236,13 +286,14 @@ def run_local(spec_path: str | Path, overrides: BaseModel | None = None) -> dict
     return summary
 
 
-def run_summary(outputs: dict[str, Any], seconds: float, engines_enabled: bool, release_root: str) -> dict[str, Any]:
+def run_summary(outputs: dict[str, Any], seconds: float, engines_enabled: bool, release_root: str,
+                evaluated: tuple[Evaluated, ...] = EVALUATED) -> dict[str, Any]:
     """``summarize`` and what the run decided, from its outputs (so the values the run used, run
     parameters included): the gates' verdicts, the aspect-ratio mode the exported models were
     evaluated at, the release, the engine targets built."""
     from bpnet.release import read_latest
 
-    summary = summarize(outputs, seconds)
+    summary = summarize(outputs, seconds, evaluated)
     summary["promotion"] = outputs["promotion"]
     summary["int8"] = outputs["int8_verdict"]
     summary["same_mode"] = same_mode(summary["models"], outputs["exported_model"].metadata["input_shape"])
@@ -272,23 +323,27 @@ def engines_built(enabled: bool, promotion: str, targets: list[str]) -> str:
     return "built: " + ", ".join(targets)
 
 
-def summarize(outputs: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """Per step: time, figures and where its artifacts are; the evaluation's metrics."""
+def summarize(outputs: dict[str, Any], seconds: float, evaluated: tuple[Evaluated, ...] = EVALUATED
+              ) -> dict[str, Any]:
+    """Per step: time, figures and where its artifacts are (``pipelines.outputs.summary_rows``);
+    per evaluated model its size and AP; the gated model's metrics."""
     steps = []
-    for name, key, fields in STEPS:
-        artifact = outputs[key]
-        steps.append({"step": name, "seconds": artifact.metadata.get("seconds"), "output": artifact.uri,
-                      **{f: artifact.metadata[f] for f in fields if f in artifact.metadata}})
+    for row in summary_rows(evaluated):
+        artifact = outputs[row.output]
+        steps.append({"step": row.label, "seconds": artifact.metadata.get("seconds"), "output": artifact.uri,
+                      **{f: artifact.metadata[f] for f in row.figures if f in artifact.metadata}})
     pruned = outputs["pruned_model"].metadata
     models = []
-    for name, model, metrics in MODELS:
-        flops = pruned.get("gflops_before") if name == UNPRUNED else pruned.get("gflops")
-        parameters = outputs[model].metadata.get("parameters", outputs["retrained_model"].metadata.get("parameters"))
-        models.append({"model": name, "parameters": parameters,
+    for e in evaluated:
+        flops = pruned.get("gflops_before") if e.label == UNPRUNED else pruned.get("gflops")
+        model = outputs[e.model]
+        parameters = model.metadata.get("parameters", outputs["retrained_model"].metadata.get("parameters"))
+        models.append({"model": e.label, "parameters": parameters,
                        f"gflops_at_{pruned.get('flops_input_shape', '?')}": flops,
-                       **{k: outputs[metrics].metadata.get(k) for k in ("AP", "AP50")}, "file": outputs[model].uri})
+                       **{k: outputs[e.metrics].metadata.get(k) for k in ("AP", "AP50")}, "file": model.uri})
+    gated = {e.label: e for e in evaluated}[GATED]
     return {"seconds": round(seconds, 1), "steps": steps, "models": models,
-            "metrics": dict(outputs["metrics"].metadata),
+            "metrics": dict(outputs[gated.metrics].metadata),
             "reports": {"evaluation": outputs["evaluation_report"].uri,
                         "inference": outputs["inference_report"].uri}}
 

@@ -134,3 +134,32 @@ def tiny_model(synth_dir: Path, converted: Path, tmp_path_factory: pytest.TempPa
     spec_path = write_train_spec(root / "train.yaml", synth_dir, converted, num_epoch=1)
     result = train(load_spec(spec_path, TrainSpec), root / "run", key="tiny")
     return Path(result.model_path), spec_path
+
+
+def local_run_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
+    """A run spec over the session dataset with a one-epoch tiny model (``changes``: top-level
+    fields replaced), as the whole-DAG tests run it, on the host or in containers."""
+    import yaml
+
+    train = write_train_spec(tmp_path / "train.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
+                             **{"model.kernel_regularization_factor": 1e-3})
+    retrain = write_train_spec(tmp_path / "retrain.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
+                               load_graph=True, pretrained_weights="bound/by/the/pipeline.tlt")
+    infer = tmp_path / "infer.yaml"
+    infer.write_text(yaml.safe_dump({"model_path": "bound/by/the/pipeline.tlt", "train_spec": "bound.yaml",
+                                     "input_shape": [64, 64], "heatmap_threshold": 0.1}))
+    data = {"name": "test", "pipeline_root": str(tmp_path / "root"), "images": {"gpu": "bpnet:test"},
+            "dataset": {"uri": str(synth_dir)},
+            "specs": {"dataset": str(synth_dir / "coco_spec.json"), "train": str(train), "retrain": str(retrain),
+                      "inference": str(infer)},
+            "prune": {"pruning_threshold": 0.9, "pruning_granularity": 2, "min_num_filters": 4},
+            "export": {"input_shape": [64, 64], "cal_batches": 2, "cal_batch_size": 2},
+            "release": {"root": str(tmp_path / "releases"), "min_ap": 0.0, "plain_onnx": True,
+                        "max_int8_ap_drop": -1.0},  # INT8 would have to beat fp32 by 1.0: the INT8 gate trips
+            "engines": {"enabled": False},
+            "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "prune", "retrain", "export", "calibrate",
+                                               "evaluate", "inference")},
+            "report_images": 2, **changes}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -15,33 +15,7 @@ from components import runtime
 from pipelines.__main__ import main
 from pipelines.arguments import load_run_spec, pipeline_arguments
 from pipelines.cron import to_kfp_cron
-from tests.conftest import REPO, write_train_spec
-
-
-def local_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
-    """A run spec over the session dataset with a one-epoch tiny model."""
-    train = write_train_spec(tmp_path / "train.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
-                             **{"model.kernel_regularization_factor": 1e-3})
-    retrain = write_train_spec(tmp_path / "retrain.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
-                               load_graph=True, pretrained_weights="bound/by/the/pipeline.tlt")
-    infer = tmp_path / "infer.yaml"
-    infer.write_text(yaml.safe_dump({"model_path": "bound/by/the/pipeline.tlt", "train_spec": "bound.yaml",
-                                     "input_shape": [64, 64], "heatmap_threshold": 0.1}))
-    data = {"name": "test", "pipeline_root": str(tmp_path / "root"), "images": {"gpu": "bpnet:test"},
-            "dataset": {"uri": str(synth_dir)},
-            "specs": {"dataset": str(synth_dir / "coco_spec.json"), "train": str(train), "retrain": str(retrain),
-                      "inference": str(infer)},
-            "prune": {"pruning_threshold": 0.9, "pruning_granularity": 2, "min_num_filters": 4},
-            "export": {"input_shape": [64, 64], "cal_batches": 2, "cal_batch_size": 2},
-            "release": {"root": str(tmp_path / "releases"), "min_ap": 0.0, "plain_onnx": True,
-                        "max_int8_ap_drop": -1.0},  # INT8 would have to beat fp32 by 1.0: the INT8 gate trips
-            "engines": {"enabled": False},
-            "steps": {s: {"gpus": 0} for s in ("dataset_convert", "train", "prune", "retrain", "export", "calibrate",
-                                               "evaluate", "inference")},
-            "report_images": 2, **changes}
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+from tests.conftest import REPO, local_run_spec
 
 
 def test_repository_run_specs_load():
@@ -70,7 +44,7 @@ def test_repository_run_specs_load():
     ({"serving": {"name": "Bad_Name"}}, "serving.name: \"Bad_Name\" — String should match pattern"),
 ])
 def test_bad_run_spec_names_field_value_and_expectation(tmp_path, synth_dir, capsys, change, expected):
-    spec = local_spec(tmp_path, synth_dir, **change)
+    spec = local_run_spec(tmp_path, synth_dir, **change)
     assert main(["compile", "--spec", str(spec), "--build_dir", str(tmp_path / "build")]) == 2
     err = capsys.readouterr().err
     assert f"spec error: {spec}: {expected}" in err or (expected in err and f"spec error: {spec}: -: " in err)
@@ -92,14 +66,14 @@ def test_invalid_cron_is_rejected(cron):
 
 
 def test_a_bad_step_spec_stops_before_anything_runs(tmp_path, synth_dir):
-    spec = load_run_spec(local_spec(tmp_path, synth_dir))
+    spec = load_run_spec(local_run_spec(tmp_path, synth_dir))
     Path(spec.specs.train).write_text(Path(spec.specs.train).read_text() + "num_epochs: 3\n")
     with pytest.raises(SpecError, match="num_epochs: 3 — unknown key \\(did you mean 'num_epoch'\\?\\)"):
         pipeline_arguments(spec)
 
 
 def test_missing_pose_config_is_a_spec_error(tmp_path, synth_dir):
-    spec = load_run_spec(local_spec(tmp_path, synth_dir))
+    spec = load_run_spec(local_run_spec(tmp_path, synth_dir))
     train = yaml.safe_load(Path(spec.specs.train).read_text())
     train["dataloader"]["pose_config"]["pose_config_path"] = "/nowhere/bpnet_18joints.json"
     Path(spec.specs.train).write_text(yaml.safe_dump(train))
@@ -117,7 +91,7 @@ def test_data_version_follows_the_data(tmp_path, synth_dir):
     (data / "val2017" / "extra.jpg").write_bytes(b"new image")
     assert runtime.data_version(str(data), "") != first
     assert runtime.data_version(str(data), "2026-11") == "2026-11"  # a pinned version wins
-    spec = load_run_spec(local_spec(tmp_path, synth_dir, dataset={"uri": str(data), "version": "2026-11"}))
+    spec = load_run_spec(local_run_spec(tmp_path, synth_dir, dataset={"uri": str(data), "version": "2026-11"}))
     assert pipeline_arguments(spec)["data_version"] == "2026-11"
 
 
@@ -210,7 +184,7 @@ def test_a_failing_step_says_why_in_the_pod_log(synth_dir, tmp_path, caplog):
 
 def test_make_run_without_a_model_key_exits_2_naming_it(tmp_path, synth_dir, monkeypatch, caplog):
     monkeypatch.setenv("BPNET_MODEL_KEY", "")  # make run's ?= keeps a variable set to empty
-    assert main(["local", "--spec", str(local_spec(tmp_path, synth_dir))]) == 2
+    assert main(["local", "--spec", str(local_run_spec(tmp_path, synth_dir))]) == 2
     assert "$BPNET_MODEL_KEY: not set (or empty)" in caplog.text
     assert not (tmp_path / "root").exists()  # stopped before the run started
 
@@ -233,7 +207,7 @@ def test_a_failed_local_run_is_one_line_and_a_driver_bug_a_traceback(tmp_path, s
             raise self.error
 
     monkeypatch.setenv("BPNET_MODEL_KEY", "k")
-    spec = str(local_spec(tmp_path, synth_dir))
+    spec = str(local_run_spec(tmp_path, synth_dir))
     for error, bug in ((RuntimeError("Pipeline test finished with status FAILURE. Inner task failed: train."), False),
                        (KeyError("planted"), True)):
         monkeypatch.setattr(pipelines.local_run, "build_pipeline", lambda spec, arguments, e=error: Pipeline(e))
@@ -251,7 +225,7 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     from pipelines.local_run import format_summary, run_local
 
     monkeypatch.setenv("BPNET_MODEL_KEY", "local-dag-test")
-    summary = run_local(local_spec(tmp_path, synth_dir), RunOverrides(batch_size=2))  # the specs say 4
+    summary = run_local(local_run_spec(tmp_path, synth_dir), RunOverrides(batch_size=2))  # the specs say 4
 
     assert [s["step"] for s in summary["steps"]] == [
         "dataset_convert", "train", "evaluate unpruned", "prune", "evaluate pruned", "retrain", "evaluate retrained",
@@ -314,12 +288,13 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
 def test_summary_columns_stay_aligned_after_the_longest_label():
     """Every step's seconds and every model's figures end in the same column, whatever the label
     length ("evaluate Keras (export mode)" is longer than the other step names)."""
-    from pipelines.local_run import MODELS, STEPS, format_summary
+    from pipelines.local_run import format_summary
+    from pipelines.outputs import EVALUATED, summary_rows
 
-    steps = [{"step": name, "seconds": 12.5 * (k + 1), "output": f"/runs/{name}"} for k, (name, _, _) in
-             enumerate(STEPS)]
-    models = [{"model": name, "parameters": 412_554, "gflops_at_128x128": 0.4292, "AP": 0.078, "AP50": 0.354}
-              for name, _, _ in MODELS]
+    steps = [{"step": row.label, "seconds": 12.5 * (k + 1), "output": f"/runs/{row.label}"} for k, row in
+             enumerate(summary_rows())]
+    models = [{"model": e.label, "parameters": 412_554, "gflops_at_128x128": 0.4292, "AP": 0.078, "AP50": 0.354}
+              for e in EVALUATED]
     text = format_summary({"metrics": {"AP": 0.1}, "steps": steps, "seconds": 859.2, "models": models,
                            "reports": {}})
     lines = text.splitlines()
@@ -337,20 +312,22 @@ def test_summary_columns_stay_aligned_after_the_longest_label():
     assert len({row.index("/runs/") for row in artifacts}) == 1  # paths in one column, after the longest label
 
 
-def _run_outputs(tmp_path: Path, export_shape: str, promotion: str, gpu_targets: list[str]) -> dict:
+def _run_outputs(tmp_path: Path, export_shape: str, promotion: str, gpu_targets: list[str],
+                 evaluated: tuple = ()) -> dict:
     """A run's outputs as kfp.local hands them over (artifacts with uri and metadata, parameters),
-    with made-up figures; the export reports the input size it exported at."""
+    with made-up figures; the export reports the input size it exported at. ``evaluated``: the
+    evaluations (pipelines.outputs.Evaluated), EVALUATED by default."""
     from types import SimpleNamespace
 
-    from pipelines.local_run import MODELS, STEPS
+    from pipelines.outputs import EVALUATED, STEP_OUTPUTS
 
     def artifact(name: str, **metadata) -> SimpleNamespace:
         return SimpleNamespace(uri=str(tmp_path / "run" / name / "out"), metadata=metadata)
 
-    outputs = {key: artifact(key) for _, key, _ in STEPS}
-    outputs.update({model: artifact(model) for _, model, _ in MODELS})
-    outputs.update({metrics: artifact(metrics, AP=0.5, AP50=0.7) for _, _, metrics in MODELS})
-    outputs.update(metrics=artifact("metrics", AP=0.5), evaluation_report=artifact("evaluation_report"),
+    outputs = {o.name: artifact(o.name) for o in STEP_OUTPUTS}
+    for e in evaluated or EVALUATED:
+        outputs.update({e.results: artifact(e.results), e.metrics: artifact(e.metrics, AP=0.5, AP50=0.7)})
+    outputs.update(evaluation_report=artifact("evaluation_report"),
                    inference_report=artifact("inference_report"),
                    exported_model=artifact("exported_model", input_shape=export_shape), promotion=promotion,
                    int8_verdict="hold: INT8 AP below fp32 AP", jetson_engine_targets=[],
@@ -397,3 +374,56 @@ def test_summary_json_the_finished_marker_is_written_atomically(tmp_path, monkey
     assert list(run.iterdir()) == [] and guard.new_unfinished([]) == [run]
     write_summary(run, {"seconds": 1.0})
     assert json.loads((run / SUMMARY_FILE).read_text()) == {"seconds": 1.0} and guard.new_unfinished([]) == []
+
+
+def test_a_seventh_evaluated_model_is_one_declaration(tmp_path, synth_dir, monkeypatch):
+    """One more ``Evaluated`` entry, nothing else: its evaluate task reads the declared model at the
+    declared input mode and feeds the publish step; the run summary has its row after the step
+    that made its model and its AP; the release records its figures (metrics.json, model card)."""
+    from types import SimpleNamespace
+
+    import yaml
+    from kfp import compiler
+
+    from bpnet.release import RETRAINED, model_card
+    from components import runtime
+    from components.publish import publish_component
+    from pipelines.arguments import load_run_spec, pipeline_arguments
+    from pipelines.dag import build_pipeline
+    from pipelines.local_run import format_summary, run_summary
+    from pipelines.outputs import EVALUATED, Evaluated
+
+    seventh = Evaluated("pruned (export mode)", "pruned_export", "pruned_model", "export")
+    evaluated = (*EVALUATED, seventh)
+    spec = load_run_spec(local_run_spec(tmp_path, synth_dir))
+    compiler.Compiler().compile(build_pipeline(spec, pipeline_arguments(spec), evaluated), str(tmp_path / "p.yaml"))
+    pipeline = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    tasks = pipeline["root"]["dag"]["tasks"]
+    [task] = [t for t in tasks.values() if t["taskInfo"]["name"] == "evaluate pruned (export mode)"]
+    assert task["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "prune"
+    assert task["inputs"]["parameters"]["export_settings"]["taskOutputParameter"]["outputParameterKey"] == (
+        "export_settings")
+    promoted = pipeline["components"][tasks["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert promoted["publish"]["inputs"]["artifacts"]["metrics_pruned_export"]["componentInputArtifact"]
+    assert {"evaluation_pruned_export", "metrics_pruned_export"} <= set(
+        pipeline["root"]["outputDefinitions"]["artifacts"])
+
+    outputs = _run_outputs(tmp_path, "64x64", "promote", [], evaluated)
+    summary = run_summary(outputs, 1.0, False, str(tmp_path / "releases"), evaluated)
+    steps = [s["step"] for s in summary["steps"]]
+    assert steps[steps.index("prune") + 1:steps.index("prune") + 3] == ["evaluate pruned",
+                                                                       "evaluate pruned (export mode)"]
+    assert [m["model"] for m in summary["models"]][-1] == seventh.label
+    assert "pruned (export mode)" in format_summary(summary).split("model ")[1]
+
+    published = {}
+    monkeypatch.setattr(runtime, "publish", lambda *args: published.update(evaluations=args[5]) or {"release": "r"})
+    publish = publish_component({e.metrics: e.label for e in evaluated})  # the function the DAG's step runs
+    artifact = {"metadata": {}, "path": str(tmp_path)}
+    inputs = {name: SimpleNamespace(**artifact) for name in ("trained", "retrained", "exported", "int8")}
+    inputs.update({e.metrics: SimpleNamespace(metadata={"AP": 0.25 + k / 100}) for k, e in enumerate(evaluated)})
+    assert publish(release_root="r", dataset_uri="d", data_version="v", prune_settings="{}", export_settings="{}",
+                   inference_spec="{}", serving="{}", int8_verdict="release int8", min_ap=0.0, **inputs) == "r"
+    assert published["evaluations"][seventh.label] == {"AP": 0.31} and RETRAINED in published["evaluations"]
+    card = model_card("r", {}, {}, published["evaluations"], {}, "", {"engines": {}, "served": {"note": "-"}})
+    assert "| pruned (export mode) | 0.3100 |" in card

@@ -192,7 +192,7 @@ def test_prune_command_writes_model_and_report_and_refuses_bad_input(tiny_model,
 
     assert main(["prune", "-m", str(model), "-o", str(out), "-k", "tiny", "-pth", "1.5"]) == 2
     assert "-pth/--pruning_threshold: 1.5 — expected less than or equal to 1" in capsys.readouterr().err
-    assert main(["prune", "-m", str(model), "-o", str(out), "-k", "wrong"]) == 1
+    assert main(["prune", "-m", str(model), "-o", str(tmp_path / "new.tlt"), "-k", "wrong"]) == 1
     assert main(["prune", "-m", str(model), "-o", str(out), "-k", "tiny", "-el", "block9_conv9"]) == 1
     not_a_model = tmp_path / "x.tlt"
     not_a_model.write_bytes(b"PK\x03\x04 not really")

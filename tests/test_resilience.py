@@ -224,9 +224,9 @@ def _runs(root: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_make_run_killed_during_training_leaves_nothing_and_a_rerun_completes(tmp_path, synth_dir):
-    from tests.test_pipeline_local import local_spec
+    from tests.conftest import local_run_spec
 
-    spec = local_spec(tmp_path, synth_dir)
+    spec = local_run_spec(tmp_path, synth_dir)
     root = tmp_path / "root"
     cmd = [sys.executable, "-m", "pipelines", "local", "--spec", str(spec)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "BPNET_MODEL_KEY": "resilience"}

@@ -338,11 +338,15 @@ def _stand_in_pb_utils() -> types.ModuleType:
             return self.array
 
     class InferenceResponse:
-        def __init__(self, output_tensors):
-            self.outputs = {t.name: t.array for t in output_tensors}
+        def __init__(self, output_tensors, error=None):
+            self.outputs, self.error = {t.name: t.array for t in output_tensors}, error
 
-    pb.Tensor, pb.InferenceResponse = Tensor, InferenceResponse
-    pb.get_input_tensor_by_name = lambda request, name: request[name]
+    class TritonError:
+        def __init__(self, message: str):
+            self.message = message
+
+    pb.Tensor, pb.InferenceResponse, pb.TritonError = Tensor, InferenceResponse, TritonError
+    pb.get_input_tensor_by_name = lambda request, name: request.get(name)
     return pb
 
 

@@ -128,6 +128,9 @@ def load_coco(annotation_file: str | Path, category: CategoryConfig, flags: Visi
     lookup = visibility_lookup(flags)
     ours = category_ids or {category.id}  # converted together as one class (bpnet.specs.dataset)
     known_categories = {c.get("id") for c in entries["categories"] if isinstance(c, dict)} | ours
+    problems += _keypoint_names_differ(path, entries["categories"], category)
+    if problems:
+        return CocoData([], problems)
     seen: dict[int, int | None] = {}  # annotation id -> its image id
     for index, ann in enumerate(entries["annotations"]):
         if not isinstance(ann, dict):
@@ -206,6 +209,25 @@ def _parse_image(index: int, img: Any, problems: list[InputProblem]) -> ImageEnt
     except ArtifactError as exc:
         problems.append(InputProblem(f"file_name: {exc}", image_id=image_id))
     return ImageEntry(image_id, file_name, height, width)
+
+
+def _keypoint_names_differ(path: Path, categories: list, category: CategoryConfig) -> list[InputProblem]:
+    """The annotation file's own person category must name the keypoints in the spec's order:
+    keypoints are stored by position, so another order (left and right swapped) would convert
+    into mirrored labels without a word."""
+    own = next((c for c in categories if isinstance(c, dict) and c.get("id") == category.id), None)
+    names = own.get("keypoints") if own else None
+    if names is None or names == list(category.keypoints):
+        return []
+    if not isinstance(names, list):
+        return [InputProblem(f"annotation file {path}: category {category.id}: keypoints is {_kind(names)}, "
+                             "expected a list of names")]
+    first = next((i for i, (a, b) in enumerate(zip(names, category.keypoints, strict=False)) if a != b),
+                 min(len(names), len(category.keypoints)))
+    return [InputProblem(f"annotation file {path}: category {category.id} names its keypoints otherwise than the "
+                         f"dataset spec (position {first}: {_show(names[first] if first < len(names) else None)} "
+                         f"in the file, {_show(category.keypoints[first] if first < len(category.keypoints) else None)}"
+                         " in the spec); the spec's categories must list the file's keypoints in its order")]
 
 
 def _parse_annotation(ann: dict, ann_id: int, images: dict[int, ImageEntry], category: CategoryConfig,

@@ -164,6 +164,7 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertSetti
     images = [im for im in data.images if im.image_id not in bad]
     summary.images_skipped_invalid = len(data.images) - len(images)
 
+    _check_shards(options.num_shards, len(images), "images")
     manifest_path, spec_path = output_paths(output)
     manifest_path.unlink(missing_ok=True)  # from here on, the old output no longer counts as finished
     _remove_stale_temporaries(output.parent, f".{output.name}-fold-*.tmp")
@@ -177,6 +178,7 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertSetti
                     "(run with --generate_masks)", summary.masks_missing)
     summary.images_written = len({s.image_id for s in samples})
     summary.samples_written = len(samples)
+    _check_shards(options.num_shards, len(samples), "samples")
     summary.shards, shard_samples = _write_shards(samples, output, options.num_shards)
     write_resolved_spec(spec, spec_path)
     manifest = build_manifest(output.parent, files=summary.shards, metadata={
@@ -184,6 +186,13 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertSetti
         "shard_samples": shard_samples, "skeleton": skeleton.to_config()})
     write_manifest(manifest_path, manifest)
     return summary
+
+
+def _check_shards(num_shards: int, available: int, what: str) -> None:
+    """Every shard must hold a sample: more shards than samples would write empty files."""
+    if num_shards > max(available, 1):
+        raise DataError(f"num_shards: {num_shards} — more shards than the {available} {what} to convert (each "
+                        "shard must hold at least one sample); no shard was written")
 
 
 def _check_files(spec: DatasetSpec, images: list[ImageEntry], options: ConvertSettings) -> list[InputProblem]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +32,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from bpnet.artifacts import atomic_write_bytes, atomic_write_text
+from bpnet.artifacts import atomic_write_bytes, atomic_write_text, staging_dir, swap_into_place
 from bpnet.data.synth_figures import FigureLayout, joint_colors, painter, skeleton_category
+from bpnet.errors import UsageError
+from bpnet.lock import exclusive
 from bpnet.pose import Skeleton, load_pose_config
 from bpnet.settings import SynthSettings
 
@@ -53,6 +56,7 @@ COCO_SKELETON: tuple[tuple[int, int], ...] = (
 
 J = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
 SPLITS = ("train2017", "val2017")
+DESCRIPTION = "bpnet synthetic demo dataset"  # how a synth dataset is told from the user's own data
 _DEFAULTS = SynthSettings()  # generate() defaults to what `bpnet synth` does
 
 
@@ -364,20 +368,50 @@ def dataset_spec_dict(root: str = ".", skeleton: Skeleton | None = None) -> dict
     }
 
 
+def is_synth_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds a dataset ``generate`` wrote (its annotation file says so)."""
+    try:
+        doc = json.loads((folder / "annotations" / f"person_keypoints_{SPLITS[0]}.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    info = doc.get("info") if isinstance(doc, dict) else None
+    return isinstance(info, dict) and str(info.get("description", "")).startswith(DESCRIPTION)
+
+
 def generate(out_dir: str | Path, seed: int = _DEFAULTS.seed, train_images: int = _DEFAULTS.train_images,
              val_images: int = _DEFAULTS.val_images, image_size: tuple[int, int] | None = None,
-             hard_scenes: bool = _DEFAULTS.hard_scenes, skeleton: str | Path | None = None) -> dict:
-    """Write the demo dataset under ``out_dir``; returns counts per split.
+             hard_scenes: bool = _DEFAULTS.hard_scenes, skeleton: str | Path | None = None,
+             overwrite: bool = False) -> dict:
+    """Write the demo dataset as the folder ``out_dir``; returns counts per split.
 
+    The folder is built beside ``out_dir`` and renamed into place, replacing a synth dataset
+    there; a folder holding anything else is the user's and is refused unless ``overwrite``.
     ``image_size`` (width, height) fixes the image size (e.g. COCO's typical 640x480 for
     benchmarks); by default sizes vary between 320x240 and 480x400. ``hard_scenes``: crowds,
     occlusion, clutter and unlabeled people instead of the demo's plain scenes (module docstring).
     ``skeleton``: a pose config file; figures of its skeleton instead of people (plain scenes)."""
-    out = Path(out_dir)
-    counts = {}
     pose = load_pose_config(skeleton) if skeleton else None
     if pose is not None and hard_scenes:
         raise ValueError("hard_scenes draws people; figures of another skeleton come in plain scenes only")
+    final = Path(out_dir)
+    if final.exists() and not final.is_dir():
+        raise UsageError(f"{final} — is a file; expected a folder", field="output_dir")
+    if final.is_dir() and any(final.iterdir()) and not overwrite and not is_synth_dataset(final):
+        raise UsageError(f"{final} — holds files that are not a synth dataset; write elsewhere or pass --overwrite "
+                         "to replace the whole folder", field="output_dir")
+    with exclusive(final, "bpnet synth"):
+        out = staging_dir(final)
+        try:
+            counts = _write(out, seed, train_images, val_images, image_size, hard_scenes, pose)
+            swap_into_place(out, final)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    return counts
+
+
+def _write(out: Path, seed: int, train_images: int, val_images: int, image_size: tuple[int, int] | None,
+           hard_scenes: bool, pose: Skeleton | None) -> dict:
+    counts = {}
     scene = _skeleton_scene(FigureLayout.of(pose)) if pose else _hard_scene if hard_scenes else _plain_scene
     category = skeleton_category(pose) if pose else coco_category()
     for split, n, split_seed in (("train2017", train_images, seed), ("val2017", val_images, seed + 1_000_003)):
@@ -393,7 +427,7 @@ def generate(out_dir: str | Path, seed: int = _DEFAULTS.seed, train_images: int 
             images.append(image)
             annotations.extend(anns)
         kind = ", hard scenes" if hard_scenes else f", {pose.name} figures" if pose else ""
-        doc = {"info": {"description": f"bpnet synthetic demo dataset, seed {seed}{kind}"}, "licenses": [],
+        doc = {"info": {"description": f"{DESCRIPTION}, seed {seed}{kind}"}, "licenses": [],
                "images": images, "annotations": annotations, "categories": [category]}
         atomic_write_text(out / "annotations" / f"person_keypoints_{split}.json", json.dumps(doc))
         counts[split] = {"images": len(images), "annotations": len(annotations)}

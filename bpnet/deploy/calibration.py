@@ -37,6 +37,7 @@ when an existing cache was reused (it must fit the graph, or it is refused).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import string
@@ -223,6 +224,48 @@ def read_trt_cache(path: str | Path) -> tuple[str, dict[str, float]]:
             raise ModelError(f"{path}: line {number}: expected '<tensor>: <8 hex digits>', got {line!r}")
         scales[name] = struct.unpack(">f", bytes.fromhex(value))[0]
     return lines[0], scales
+
+
+def model_fingerprint(onnx_bytes: bytes) -> str:
+    """What identifies the weights of an exported graph whatever tf2onnx named its tensors: a
+    digest of the sorted digests of its initializers (two exports of one model share it; another
+    model of the same architecture does not)."""
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_model_from_string(onnx_bytes).graph
+    parts = sorted(hashlib.sha256(numpy_helper.to_array(t).tobytes()).hexdigest() + str(list(t.dims))
+                   for t in graph.initializer)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def cache_record(cache: str | Path) -> Path:
+    """The sidecar of a calibration cache, ``<cache>.json``: the fingerprint of the model it is of."""
+    return Path(f"{cache}.json")
+
+
+def write_cache_record(cache: str | Path, onnx_bytes: bytes) -> None:
+    atomic_write_text(cache_record(cache), json.dumps({"model_fingerprint": model_fingerprint(onnx_bytes)}) + "\n")
+
+
+def check_cache_model(cache: str | Path, onnx_bytes: bytes, foreign: bool = False) -> None:
+    """A cache reused must be of this model (its sidecar says so): a cache of another model of the
+    same architecture fits the graph and would be used without a word (a lower INT8 AP). ``foreign``
+    accepts a cache of another or an unknown model, with a warning."""
+    try:
+        recorded = json.loads(cache_record(cache).read_text()).get("model_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded == model_fingerprint(onnx_bytes):
+        return
+    whose = "of another model" if recorded else f"of an unknown model (no readable {cache_record(cache).name})"
+    if foreign:
+        log.warning("--cal_cache_file %s: a cache %s, used as asked (--foreign_cal_cache)", cache, whose)
+        return
+    raise ModelError(f"--cal_cache_file {cache}: a cache {whose}; remove it to calibrate this model, or pass "
+                     "--foreign_cal_cache to use it anyway")
 
 
 def check_cache_fits(scales: dict[str, float], onnx_bytes: bytes, where: str) -> None:

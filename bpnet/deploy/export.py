@@ -36,6 +36,7 @@ class CalibrationData:
     cache_file: str
     settings: CalibrationSettings = field(default_factory=CalibrationSettings)
     mode: str | None = EXPORTED_MODE
+    foreign_cache: bool = False  # accept an existing cache of another (or an unknown) model
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,12 @@ def calibration_cache(onnx_bytes: bytes, info: ExportInfo, cal: CalibrationData,
     if cache.is_file():
         _, scales = calibration.read_trt_cache(cache)
         calibration.check_cache_fits(scales, onnx_bytes, str(cache))
+        calibration.check_cache_model(cache, onnx_bytes, cal.foreign_cache)
         log.info("calibration cache %s exists: calibration skipped (its scales are used)", cache)
     else:
         ranges = calibration.activation_ranges(onnx_bytes, INPUT_NAME, tensors, settings.cal_method)
         calibration.write_trt_cache(ranges, cache)
+        calibration.write_cache_record(cache, onnx_bytes)
         _, scales = calibration.read_trt_cache(cache)
         log.info("wrote TensorRT calibration cache %s (%d tensors, %s%s)", cache, len(ranges), settings.cal_method,
                  ", SDK-compatible graph" if info.sdk_compatible else "")
@@ -123,6 +126,7 @@ def fit_cache(onnx_path: str | Path, sdk_path: str | Path, key: str | None, cach
     calibration.check_cache_fits(scales, standard, str(cache))
     fitted = calibration.derive_scales(standard, scales, sdk)
     calibration.write_scales(fitted.scales, dest, header)
+    calibration.write_cache_record(dest, sdk)
     log.info("fitted %s to the SDK-compatible model %s -> %s: %d tensors (%d matched under another name, %d "
              "added by the PAF upsampling: %s)", cache, sdk_path, dest, len(fitted.scales), fitted.renamed,
              len(fitted.derived), ", ".join(sorted(fitted.derived)))

@@ -20,6 +20,7 @@ only inside Triton: it is imported when the model is loaded, never at import tim
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from typing import Any
 
@@ -31,6 +32,7 @@ from bpnet.layout import EXPORTED_MODE
 from bpnet.pose import Skeleton, parse_pose_config
 
 IMAGE, PLAN, KEYPOINTS, SCORES, PEOPLE = "IMAGE", "PLAN", "KEYPOINTS", "SCORES", "PEOPLE"
+log = logging.getLogger(__name__)
 
 
 def settings_from(params: DecodeParams, image_scale: tuple[float, ...], image_offset: tuple[float, ...],
@@ -67,6 +69,9 @@ class TritonPythonModel:
 
     def _preprocess(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = self.settings
+        _require(image.ndim == 3 and image.shape[2] == 3 and image.shape[0] >= 1 and image.shape[1] >= 1,
+                 IMAGE, f"an image is {image.shape}; expected (height >= 1, width >= 1, 3)")
+        _require(image.dtype == np.uint8, IMAGE, f"is {image.dtype}; expected UINT8 RGB")
         p = plan(image.shape[0], image.shape[1], s["input_shape"], s["keep_aspect_ratio_mode"])
         net = to_network_input(image, p, s["image_scale"], s["image_offset"])
         shape = np.array([p.image_h, p.image_w, p.net_h, p.net_w, p.resized_h, p.resized_w], np.int32)
@@ -74,7 +79,7 @@ class TritonPythonModel:
 
     def _decode(self, heat: np.ndarray, paf: np.ndarray, shape: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = InputPlan(*(int(v) for v in shape))
+        p = self._checked_plan(heat, paf, shape)
         people = decode(heat, paf, self.params, p.net_h, self.skeleton)
         limit = self.settings["max_people"]
         keypoints = np.zeros((limit, self.skeleton.num_joints, 3), np.float32)
@@ -86,22 +91,80 @@ class TritonPythonModel:
             keypoints[i], scores[i] = kps, person.score
         return keypoints, scores, np.array([min(len(people), limit)], np.int32)
 
+    def _checked_plan(self, heat: np.ndarray, paf: np.ndarray, shape: np.ndarray) -> InputPlan:
+        """The request's PLAN, checked against the maps and the exported size, so a mismatch is an
+        error instead of people placed outside the image."""
+        s, skeleton = self.settings, self.skeleton
+        _require(heat.ndim == 3 and heat.shape[-1] == skeleton.heat_channels and min(heat.shape[:2]) >= 1,
+                 s["heatmap_name"], f"is {heat.shape} per image; expected (height, width, {skeleton.heat_channels})")
+        _require(paf.ndim == 3 and paf.shape[-1] == skeleton.paf_channels and paf.shape[:2] == heat.shape[:2],
+                 s["paf_name"], f"is {paf.shape} per image; expected {heat.shape[:2] + (skeleton.paf_channels,)}")
+        _require(np.isfinite(heat).all(), s["heatmap_name"], "holds NaN or infinite values")
+        _require(np.isfinite(paf).all(), s["paf_name"], "holds NaN or infinite values")
+        _require(shape.shape == (6,) and np.issubdtype(shape.dtype, np.integer), PLAN,
+                 f"is {shape.shape} {shape.dtype} per image; expected 6 integers")
+        p = InputPlan(*(int(v) for v in shape))
+        net = tuple(s["input_shape"])
+        _require((p.net_h, p.net_w) == net, PLAN, f"names a {p.net_h}x{p.net_w} network input; the model's is "
+                                                   f"{net[0]}x{net[1]}")
+        _require(p.image_h >= 1 and p.image_w >= 1 and 1 <= p.resized_h <= p.net_h and 1 <= p.resized_w <= p.net_w,
+                 PLAN, f"{shape.tolist()} is not a plan of preprocess (image h, w, network h, w, resized h, w)")
+        for name, maps in ((s["heatmap_name"], heat), (s["paf_name"], paf)):
+            h, w = maps.shape[:2]
+            _require(p.net_h % h == 0 and p.net_w % w == 0 and p.net_h // h == p.net_w // w, name,
+                     f"is {h}x{w}; expected the {net[0]}x{net[1]} input divided by one stride")
+        return p
+
     def execute(self, requests: list[Any]) -> list[Any]:
-        """One response per request; every request may carry a batch (first axis)."""
-        pb, s = self.pb, self.settings
+        """One response per request (every request may carry a batch: first axis); a bad request
+        gets an error response naming its tensor, the others in the same call are answered."""
         responses = []
         for request in requests:
-            if self.stage == "preprocess":
-                images = pb.get_input_tensor_by_name(request, IMAGE).as_numpy()
-                outs = [self._preprocess(image) for image in images]
-                tensors = [pb.Tensor(s["input_name"], np.stack([o[0] for o in outs])),
-                           pb.Tensor(PLAN, np.stack([o[1] for o in outs]))]
-            else:
-                heats = pb.get_input_tensor_by_name(request, s["heatmap_name"]).as_numpy()
-                pafs = pb.get_input_tensor_by_name(request, s["paf_name"]).as_numpy()
-                shapes = pb.get_input_tensor_by_name(request, PLAN).as_numpy()
-                outs = [self._decode(h, f, p) for h, f, p in zip(heats, pafs, shapes, strict=True)]
-                tensors = [pb.Tensor(name, np.stack([o[i] for o in outs]))
-                           for i, name in enumerate((KEYPOINTS, SCORES, PEOPLE))]
-            responses.append(pb.InferenceResponse(output_tensors=tensors))
+            try:
+                tensors = self._answer(request)
+            except RequestError as exc:
+                responses.append(self._error(str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - one request's bug must not fail the others in the call
+                log.exception("bpnet %s: a request failed", self.stage)
+                responses.append(self._error(f"bpnet {self.stage}: cannot answer ({type(exc).__name__}: {exc})"))
+                continue
+            responses.append(self.pb.InferenceResponse(output_tensors=tensors))
         return responses
+
+    def _error(self, message: str) -> Any:
+        return self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(message))
+
+    def _answer(self, request: Any) -> list[Any]:
+        pb, s = self.pb, self.settings
+        if self.stage == "preprocess":
+            images = _input(pb, request, IMAGE, 4)
+            outs = [self._preprocess(image) for image in images]
+            return [pb.Tensor(s["input_name"], np.stack([o[0] for o in outs])),
+                    pb.Tensor(PLAN, np.stack([o[1] for o in outs]))]
+        heats = _input(pb, request, s["heatmap_name"], 4)
+        pafs = _input(pb, request, s["paf_name"], 4)
+        shapes = _input(pb, request, PLAN, 2)
+        _require(len(heats) == len(pafs) == len(shapes), PLAN, f"batches differ: {len(heats)} heatmaps, "
+                                                             f"{len(pafs)} PAFs, {len(shapes)} plans")
+        outs = [self._decode(h, f, p) for h, f, p in zip(heats, pafs, shapes, strict=True)]
+        return [pb.Tensor(name, np.stack([o[i] for o in outs])) for i, name in enumerate((KEYPOINTS, SCORES, PEOPLE))]
+
+
+class RequestError(ValueError):
+    """A request that cannot be answered; the message names the tensor."""
+
+
+def _require(ok: bool, tensor: str, problem: str) -> None:
+    if not ok:
+        raise RequestError(f"input {tensor}: {problem}")
+
+
+def _input(pb: Any, request: Any, name: str, ndim: int) -> np.ndarray:
+    """The named input as an array with a batch axis and at least one item."""
+    tensor = pb.get_input_tensor_by_name(request, name)
+    _require(tensor is not None, name, "missing")
+    array = np.asarray(tensor.as_numpy())
+    _require(array.ndim == ndim and len(array) >= 1, name, f"is {array.shape}; expected {ndim} axes, a batch "
+                                                          "of at least one")
+    return array

@@ -15,15 +15,17 @@ Coordinates are pixels of the original image; a keypoint that was not found is [
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from tqdm import tqdm
 
-from bpnet.artifacts import atomic_write_text
+from bpnet.artifacts import atomic_write_text, staged_dir
 from bpnet.errors import DataError
 from bpnet.infer.predict import Predictor
 from bpnet.infer.visualize import write_drawing
@@ -77,7 +79,11 @@ def list_inputs(kind: Literal["image", "dir", "json"], source: str | Path,
             raise DataError(f"--input {source}: images[{index}] has no file_name string: {str(entry)[:80]}")
         if image_id is not None and (not isinstance(image_id, int) or isinstance(image_id, bool)):
             raise DataError(f"--input {source}: images[{index}] has a non-integer id {str(image_id)[:40]}")
-        inputs.append(InferenceInput(root / name, image_id))
+        path = Path(os.path.normpath(root / name))
+        if os.path.commonpath([path, os.path.normpath(root)]) != os.path.normpath(root):
+            raise DataError(f"--input {source}: images[{index}] {name!r:.80} lies outside the image root {root} "
+                            "(--image_root_path, else the JSON's folder); images are only read under it")
+        inputs.append(InferenceInput(path, image_id))
     if not inputs:
         raise DataError(f"--input {source}: the file lists no images")
     return inputs
@@ -86,6 +92,17 @@ def list_inputs(kind: Literal["image", "dir", "json"], source: str | Path,
 def run_inference(predictor: Predictor, inputs: list[InferenceInput], results_dir: str | Path,
                   dump_visualizations: bool = False) -> InferenceReport:
     results = Path(results_dir)
+    with staged_dir(results / ANNOTATED_DIR) if dump_visualizations else contextlib.nullcontext() as drawings:
+        report, images = _detect(predictor, inputs, drawings)
+    doc = {"format": FORMAT, "keypoint_names": list(predictor.skeleton.joints), "images": images,
+           "errors": report.errors}
+    atomic_write_text(results / DETECTIONS_FILE, json.dumps(doc) + "\n")
+    return report
+
+
+def _detect(predictor: Predictor, inputs: list[InferenceInput], drawings: Path | None
+            ) -> tuple[InferenceReport, list[dict]]:
+    """The report and detection.json's images; each drawn into ``drawings`` unless it is None."""
     report = InferenceReport()
     images = []
     drawn: set[str] = set()
@@ -104,12 +121,9 @@ def run_inference(predictor: Predictor, inputs: list[InferenceInput], results_di
             "people": [{"score": round(p.score, 5), "num_parts": p.num_parts,
                         "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 5)]
                                       for x, y, s in p.keypoints]} for p in prediction.people]})
-        if dump_visualizations:
+        if drawings is not None:
             name = item.path.stem if item.path.stem not in drawn else f"{item.path.stem}_{index}"  # a.jpg, a.png
             drawn.add(name)
             images[-1]["annotated"] = f"{ANNOTATED_DIR}/{name}.jpg"
-            write_drawing(rgb, prediction.people, results / images[-1]["annotated"], predictor.skeleton)
-    doc = {"format": FORMAT, "keypoint_names": list(predictor.skeleton.joints), "images": images,
-           "errors": report.errors}
-    atomic_write_text(results / DETECTIONS_FILE, json.dumps(doc) + "\n")
-    return report
+            write_drawing(rgb, prediction.people, drawings / f"{name}.jpg", predictor.skeleton)
+    return report, images

@@ -373,6 +373,9 @@ class TrainSpec(SpecModel):
     max_ckpt_to_keep: int = Field(100, ge=1, le=10_000)
     random_seed: int = Field(42, ge=0, le=2**31 - 1, description="seeds numpy, Python and TensorFlow alike")
     pretrained_weights: InputFile | None = None
+    partial_pretrained_weights: bool = Field(
+        False, description="extension: a bpnet model as pretrained_weights may lack layers of this model (another "
+                           "architecture); they train from scratch. Off: such a load is an error naming them")
     load_graph: bool = False
     finetuning_config: FinetuningConfig = Field(default_factory=FinetuningConfig)
     use_stagewise_lr_multipliers: bool = False

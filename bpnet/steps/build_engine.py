@@ -21,6 +21,7 @@ from pathlib import Path
 from bpnet.artifacts import atomic_write_text
 from bpnet.errors import UsageError
 from bpnet.layout import engine_record, engine_target
+from bpnet.lock import exclusive
 from bpnet.model.exported import HEAT_NAME, PAF_NAME, ExportInfo, read_exported
 from bpnet.settings import EngineSettings, Server
 from bpnet.steps._common import model_key, output_file
@@ -75,7 +76,8 @@ def build_engine(exported: str | Path, engine_file: str | Path, key: str | None,
     data, info = read_exported(exported, model_key(key, required=False))
     dims = input_shape or (info.height, info.width)
     log.info("engine plan: %s, input %dx%d", plan.describe(), *dims)
-    run(data, plan, (dims[0], dims[1], 3), engine_file)
-    record = write_engine_record(engine_file, settings, info)
+    with exclusive(engine_file, "bpnet build_engine"):  # the engine and its record are one writer's
+        run(data, plan, (dims[0], dims[1], 3), engine_file)
+        record = write_engine_record(engine_file, settings, info)
     return EngineBuilt(engine_file, settings.data_type, settings.max_batch_size, dims, engine_file.stat().st_size,
                        plan.describe(), serves_of(info), record)

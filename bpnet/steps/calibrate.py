@@ -8,8 +8,9 @@ from pathlib import Path
 
 from bpnet.deploy.export import CalibrationData
 from bpnet.errors import UsageError
+from bpnet.lock import exclusive
 from bpnet.specs.train import NormalizationParams
-from bpnet.steps._common import model_key, output_file
+from bpnet.steps._common import is_exported_file, model_key, output_file, replaceable_output
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,10 @@ class Calibrated:
 
 
 def calibrate(model: str | Path, output: str | Path | None, key: str | None, calibration: CalibrationData,
-              norm: NormalizationParams) -> Calibrated:
+              norm: NormalizationParams, overwrite: bool = False) -> Calibrated:
     """Tensorfile (built or reused), cache (computed unless it exists) and the QDQ INT8 model
-    (``output``, default ``<model stem>.int8.etlt``)."""
+    (``output``, default ``<model stem>.int8.etlt``: never the model, nor, without ``overwrite``,
+    a file that is not an exported model)."""
     from bpnet.deploy.calibration import read_trt_cache
     from bpnet.deploy.export import calibrate as run
     from bpnet.deploy.export import int8_path
@@ -33,8 +35,11 @@ def calibrate(model: str | Path, output: str | Path | None, key: str | None, cal
     key = model_key(key)
     if not (calibration.image_dir or Path(calibration.data_file).is_file()):
         raise UsageError("missing — needs --cal_image_dir (or an existing --cal_data_file)", field="cal_image_dir")
-    output = output_file("output_file", output or int8_path(model))
-    tensorfile, cache, int8 = run(model, key, calibration, norm, output)
+    inputs = {"model": model, "cal_data_file": calibration.data_file, "cal_cache_file": calibration.cache_file}
+    output = replaceable_output("output_file", output or int8_path(model), inputs, "an exported model",
+                                is_exported_file(key), overwrite)
+    with exclusive(output, "bpnet calibrate"):
+        tensorfile, cache, int8 = run(model, key, calibration, norm, output)
     _, scales = read_trt_cache(cache)
     return Calibrated(int8, cache, tensorfile, len(scales), calibration.settings.cal_method,
                       calibration.settings.images)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from bpnet.errors import DataError
 from bpnet.layout import METRICS_FILE
+from bpnet.lock import exclusive
 from bpnet.settings import EvaluateSettings
 from bpnet.specs import DatasetSpec, InferenceSpec, PathContext
+from bpnet.steps._common import output_dir
 from bpnet.steps._predictor import open_predictor
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,9 @@ def evaluate(spec: InferenceSpec, dataset: DatasetSpec, model: str | Path | None
     DataError once the metrics of the rest are written."""
     from bpnet.evaluate import evaluate as run
 
-    predictor = open_predictor(spec, model, key, results_dir, paths)
-    metrics = run(predictor, dataset, results_dir, settings.num_visualizations)
+    with exclusive(output_dir("results_dir", results_dir), "bpnet evaluate"):
+        predictor = open_predictor(spec, model, key, results_dir, paths)
+        metrics = run(predictor, dataset, results_dir, settings.num_visualizations)
     result = Evaluation(Path(results_dir), Path(results_dir) / METRICS_FILE, metrics)
     log.info("AP %.4f AP50 %.4f AP75 %.4f APm %.4f APl %.4f AR %.4f -> %s", metrics["AP"], metrics["AP50"],
              metrics["AP75"], metrics["AP_medium"], metrics["AP_large"], metrics["AR"], result.metrics_file)

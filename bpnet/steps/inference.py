@@ -8,8 +8,10 @@ from pathlib import Path
 
 from bpnet.errors import DataError
 from bpnet.layout import DETECTIONS_FILE
+from bpnet.lock import exclusive
 from bpnet.settings import InferenceSettings
 from bpnet.specs import InferenceSpec, PathContext
+from bpnet.steps._common import output_dir
 from bpnet.steps._predictor import open_predictor
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,10 @@ def inference(spec: InferenceSpec, source: str | Path, model: str | Path | None,
     says); unreadable images are a DataError once detection.json lists them under 'errors'."""
     from bpnet.infer.run import list_inputs, run_inference
 
-    predictor = open_predictor(spec, model, key, results_dir, paths)
-    report = run_inference(predictor, list_inputs(settings.input_type, source, image_root), results_dir,
-                           settings.dump_visualizations)
+    with exclusive(output_dir("results_dir", results_dir), "bpnet inference"):
+        predictor = open_predictor(spec, model, key, results_dir, paths)
+        report = run_inference(predictor, list_inputs(settings.input_type, source, image_root), results_dir,
+                               settings.dump_visualizations)
     result = Detections(Path(results_dir), Path(results_dir) / DETECTIONS_FILE, report.images, report.people,
                         len(report.errors))
     log.info("%d images, %d people -> %s", result.images, result.people, result.detections_file)
