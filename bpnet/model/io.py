@@ -26,7 +26,7 @@ import numpy as np
 from bpnet.artifacts import atomic_write_bytes
 from bpnet.crypto import MAGIC, ModelKeyError, decrypt, encrypt  # noqa: F401 - ModelKeyError: part of this API
 from bpnet.errors import ModelError
-from bpnet.model.architecture import C128_CONV, FULL, LITE, Architecture, default_filters
+from bpnet.model.architecture import BACKBONE_LAYERS, C128_CONV, FULL, LITE, Architecture, default_filters
 from bpnet.pose import BPNET_SKELETON, Skeleton, skeleton_from_json
 
 log = logging.getLogger(__name__)
@@ -174,11 +174,33 @@ class WeightLoadReport:
     shape_mismatch: list[str] = field(default_factory=list)
     not_in_source: list[str] = field(default_factory=list)
     unused_in_source: list[str] = field(default_factory=list)
+    keras_vgg19: bool = False  # the source is keras.applications' VGG19 (see keras_vgg19_backbone)
 
     def summary(self) -> str:
-        return (f"weights by layer name: {len(self.loaded)} loaded, {len(self.partial)} partially "
+        kind = "keras.applications VGG19 " if self.keras_vgg19 else ""
+        return (f"{kind}weights by layer name: {len(self.loaded)} loaded, {len(self.partial)} partially "
                 f"(extra source arrays dropped), {len(self.shape_mismatch)} shape mismatch, "
                 f"{len(self.not_in_source)} not in source, {len(self.unused_in_source)} unused source layers")
+
+
+# The layers keras.applications' VGG19 shares with the bpnet backbone. VGG19's block4_conv3 (512 filters)
+# is another layer than the backbone's 256-filter block4_conv3 (OpenPose's conv4_3_CPM), which starts
+# from scratch; block5 only VGG19 has, so it tells such a file from a bpnet one.
+KERAS_VGG19_SHARED = tuple(name for name, _ in BACKBONE_LAYERS if name != "block4_conv3")
+KERAS_VGG19_MARKER = "block5_conv1"
+
+
+def keras_vgg19_backbone(source: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """keras.applications VGG19 weights as the bpnet backbone takes them: the shared layers only, and
+    the first kernel's input channels reversed. Those weights expect BGR input ('caffe' preprocessing)
+    and bpnet feeds RGB, so reversing them makes the first conv see each colour as it was trained to.
+    The input scale and mean differ too (``image_scale``/``image_offset``); the batch norm after every
+    backbone conv absorbs that, as it does the dropped biases."""
+    shared = {name: source[name] for name in KERAS_VGG19_SHARED if name in source}
+    if "block1_conv1" in shared:
+        kernel, *rest = shared["block1_conv1"]
+        shared["block1_conv1"] = [kernel[:, :, ::-1, :], *rest]
+    return shared
 
 
 def read_weights(path: str | Path, key: str | None = None) -> dict[str, list[np.ndarray]]:
@@ -213,7 +235,10 @@ def read_weights(path: str | Path, key: str | None = None) -> dict[str, list[np.
 
 def load_weights_by_name(model: keras.Model, path: str | Path, key: str | None = None) -> WeightLoadReport:
     source = read_weights(path, key)
-    report = WeightLoadReport()
+    report = WeightLoadReport(keras_vgg19=KERAS_VGG19_MARKER in source)
+    unused = set(source)
+    if report.keras_vgg19:
+        source = keras_vgg19_backbone(source)
     for layer in model.layers:
         if not layer.weights:
             continue
@@ -230,7 +255,6 @@ def load_weights_by_name(model: keras.Model, path: str | Path, key: str | None =
             report.partial.append(layer.name)
         else:
             report.shape_mismatch.append(layer.name)
-    names = {layer.name for layer in model.layers}
-    report.unused_in_source = sorted(set(source) - names)
+    report.unused_in_source = sorted(unused - {layer.name for layer in model.layers if layer.name in source})
     log.info("%s: %s", path, report.summary())
     return report

@@ -1,0 +1,137 @@
+"""Does training learn people from real photos? AP on the photos it trained on, through the CLI.
+
+Two cases, each converted, trained and evaluated with ``bpnet dataset_convert / train / evaluate``
+as a user runs them (recipe: ``real_subset.overfit_spec``; inference at input height 256,
+``adjust_network_input``):
+
+- ``4``: the four 640x480 photos of ``real_subset.MEMORISE_IDS`` (tests/data/real_people), no
+  augmentation, trained at the whole-image geometry. Goal AP >= 0.8 within 20 CPU-minutes
+  (their perfect label maps decode to AP 0.916 at this geometry: benchmarks/real_diagnosis.py);
+- ``16``: 16 photos of coco-mini-train (those four first), the guide's person-centric augmentation
+  with zoom, 256x256 crops. Goal AP >= 0.4 within 40 CPU-minutes.
+
+Printed per case: AP / AP50 (also with the first stage's maps and with ``pad_image_input`` for
+the first case), the joint heatmap maxima per photo (labels peak at 1), the train loss, and the
+CPU minutes of training (children's user + system time, whatever the load). Run it under
+``nice -n 15`` on a shared machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from real_subset import (  # noqa: E402
+    MEMORISE_IDS,
+    bpnet,
+    coco_root,
+    convert,
+    infer_spec,
+    labelled_ids,
+    make_subset,
+    overfit_spec,
+)
+
+KEY = "overfit-real"
+CASES = {"4": dict(images=4, geometry="whole", each_person=False, num_epoch=400, goal=(0.8, 20)),
+         "16": dict(images=16, geometry="augmented", each_person=True, num_epoch=150, goal=(0.4, 40))}
+
+
+def child_cpu_minutes() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) / 60.0
+
+
+def evaluate(infer: Path, dataset: Path, model: Path, out: Path, **changes) -> dict:
+    """``bpnet evaluate``'s metrics with the inference spec's fields ``changes`` set."""
+    if changes:
+        spec = yaml.safe_load(infer.read_text()) | changes
+        infer = out.with_suffix(".yaml")
+        infer.write_text(yaml.safe_dump(spec))
+    bpnet("evaluate", "-i", str(infer), "-d", str(dataset), "-m", str(model), "-r", str(out), "-k", KEY)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def joint_maxima(model: Path, infer: Path, train_spec: Path, dataset: Path) -> dict[int, float]:
+    """Per photo: the highest joint heatmap value (background channel excluded) of the last stage."""
+    from bpnet.infer.predict import KerasBackend, Predictor
+    from bpnet.preprocess import read_image
+    from bpnet.specs import InferenceSpec, TrainSpec, load_spec
+
+    predictor = Predictor(KerasBackend.load(model, KEY), load_spec(infer, InferenceSpec),
+                          load_spec(train_spec, TrainSpec))
+    images = json.loads((dataset.parent / "annotations/person_keypoints_train2017.json").read_text())["images"]
+    folder = dataset.parent / "train2017"
+    return {im["id"]: float(predictor.maps(read_image(folder / im["file_name"]))[0][..., :-1].max()) for im in images}
+
+
+def run_case(name: str, coco: Path | None, work: Path, num_epoch: int | None, recipe: dict) -> bool:
+    case = CASES[name]
+    source = coco_root(coco, case["images"])
+    out = work / f"case{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    ids = MEMORISE_IDS if case["images"] == len(MEMORISE_IDS) else labelled_ids(source, case["images"], MEMORISE_IDS)
+    dataset = make_subset(source, ids, out / "dataset", each_person=case["each_person"])
+    convert(dataset, out / "records")
+    epochs = num_epoch or case["num_epoch"]
+    spec = overfit_spec(dataset, out / "records", out, geometry=case["geometry"], num_epoch=epochs,
+                        validate_every=max(1, epochs // 4), **recipe)
+    infer = infer_spec(spec, out)
+    cpu0 = child_cpu_minutes()
+    bpnet("train", "-e", str(spec), "-r", str(out / "train"), "-k", KEY)
+    cpu = child_cpu_minutes() - cpu0
+    summary = json.loads((out / "train" / "train_summary.json").read_text())
+    model = out / "train" / "bpnet_model.tlt"
+    metrics = evaluate(infer, dataset, model, out / "eval")
+    maxima = joint_maxima(model, infer, spec, dataset)
+    goal_ap, goal_minutes = case["goal"]
+    curve = json.loads((out / "train" / "learning_curve.json").read_text())
+    print(f"\n== {name} images ({case['geometry']}, {summary['steps']} steps, {recipe}): "
+          f"loss {summary['first_loss']:.1f} -> {summary['last_loss']:.2f}")
+    print("learning curve AP: " + ", ".join(f"step {p['step']}: {p['ap']:.3f}" for p in curve if p["ap"] is not None))
+    print(f"AP {metrics['AP']:.3f}  AP50 {metrics['AP50']:.3f}  AR {metrics['AR']:.3f}  "
+          f"({metrics['detections']} people found)")
+    if name == "4":
+        first = evaluate(infer, dataset, model, out / "eval_stage1", output_stage_to_use=1)
+        padded = evaluate(infer, dataset, model, out / "eval_pad", keep_aspect_ratio_mode="pad_image_input",
+                          input_shape=[256, 344])
+        print(f"first stage's maps: AP {first['AP']:.3f};  pad_image_input 256x344: AP {padded['AP']:.3f}")
+    print("joint heatmap maxima: " + ", ".join(f"{k}: {v:.2f}" for k, v in maxima.items())
+          + f"  (min {min(maxima.values()):.2f}, median {np.median(list(maxima.values())):.2f})")
+    print(f"training CPU minutes: {cpu:.1f}")
+    met = metrics["AP"] >= goal_ap and cpu <= goal_minutes
+    print(f"goal AP >= {goal_ap} within {goal_minutes} CPU-minutes: {'met' if met else 'NOT met'}")
+    return met
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["4", "16"])
+    parser.add_argument("--coco", type=Path, default=None, help="COCO folder (default: the repo's "
+                        "tests/data/real_people for the 4 photos, /work/shared/data/coco-mini-train for 16)")
+    parser.add_argument("--num_epoch", type=int, default=None, help="override the case's epochs")
+    parser.add_argument("--width", type=float, default=0.25, help="width_multiplier")
+    parser.add_argument("--learning_rate", type=float, default=5e-4, help="Adam's base rate")
+    parser.add_argument("--no_focal", action="store_true", help="plain L2 instead of TAO's focal L2")
+    parser.add_argument("--work", type=Path, default=None, help="keep everything here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases:
+            recipe = dict(width=args.width, learning_rate=args.learning_rate, focal=not args.no_focal)
+            try:
+                run_case(name, args.coco, args.work or Path(tmp), args.num_epoch, recipe)
+            except FileNotFoundError as exc:  # 16 photos need coco-mini-train (or --coco)
+                print(f"\n== {name} images: skipped ({exc})")
+
+
+if __name__ == "__main__":
+    main()
