@@ -51,9 +51,11 @@ test-containers: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/python tools/lock.py $(if $(UPGRADE),--upgrade,)
 
-# The CLI reference docs/cli.md is generated from argparse (tests/test_docs.py checks it is current).
+# The references docs/cli.md (from argparse) and docs/run-spec.md (from the run spec's models) are
+# generated (tests/test_docs.py checks they are current).
 docs: $(STAMP)
 	$(BIN)/python tools/cli_docs.py
+	$(BIN)/python tools/run_spec_docs.py
 
 # Every fuzz target (tests/fuzz/fuzz_*.py: fuzz_one(data) + main(seconds)) for FUZZ_SECONDS each;
 # failing inputs are saved under build/fuzz-crashes (FUZZ_CRASH_DIR).

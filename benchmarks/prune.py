@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from bpnet.model.architecture import Architecture  # noqa: E402
 from bpnet.model.bpnet import build_model, count_params  # noqa: E402
-from bpnet.prune import PruneSettings, prune  # noqa: E402
+from bpnet.prune import PruneSettings, prune_model  # noqa: E402
 
 HEIGHT, WIDTH = 224, 320
 
@@ -38,7 +38,7 @@ def main() -> None:
     # Random weights have flat filter norms: raise the threshold until about half the parameters go.
     for threshold in (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98):
         start = time.perf_counter()
-        result = prune(model, PruneSettings(pruning_threshold=threshold), flops_shape=(HEIGHT, WIDTH))
+        result = prune_model(model, PruneSettings(pruning_threshold=threshold), flops_shape=(HEIGHT, WIDTH))
         took = time.perf_counter() - start
         if result.report["parameters"]["kept"] <= 0.55:
             break

@@ -21,14 +21,14 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from bpnet.errors import SpecError
-from bpnet.settings import DeploySettings, PromotionSettings, PruneSettings
+from bpnet.settings import ExportCalibrationSettings, PromotionSettings, PruneSettings
 from bpnet.specs.base import DEFAULT_INPUT_SHAPE, MODEL_STRIDE, SpecModel
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.loader import problem
 from bpnet.specs.train import DataloaderConfig, ImageDims, LearningRateSchedule, TrainSpec, base_rate_field
 
 SPEC_MODELS: dict[str, type[BaseModel]] = {"train": TrainSpec, "retrain": TrainSpec, "inference": InferenceSpec,
-                                           "prune": PruneSettings, "export": DeploySettings}
+                                           "prune": PruneSettings, "export": ExportCalibrationSettings}
 """The specs a run carries, by role, and the model that validates each."""
 
 Key = str | int | Callable[[dict], str]
@@ -148,6 +148,31 @@ def _select(names: str, available: Sequence[str]) -> tuple[tuple[str, ...], list
                 f"unknown: {', '.join(unknown)}"]
 
 
+def _lay(specs: dict[str, dict[str, Any]], chosen: Mapping[str, Any]) -> dict[tuple[str, str], list[str]]:
+    """The set overrides ``chosen`` put into ``specs`` (by role; the roles absent are skipped), the
+    label shape derived from a new input size; returns (role, dotted field) -> the parameters set there."""
+    landed: dict[tuple[str, str], list[str]] = {}
+    for name, value in chosen.items():
+        override = OVERRIDES.get(name)
+        for role, path in override.lands if override else ():
+            if role in specs:
+                landed.setdefault((role, _put(specs[role], path, value)), []).append(name)
+    if {"input_height", "input_width"} & chosen.keys():
+        for role in _TRAINING:
+            if role in specs:
+                _derive_target_shape(specs[role])
+    return landed
+
+
+def lay_over(role: str, spec: Mapping[str, Any], overrides: BaseModel) -> dict[str, Any]:
+    """The spec of ``role`` (SPEC_MODELS) with the set ``overrides`` that land in it laid over: what
+    a step does with its own spec. Not validated here: the step's model checks it, and
+    ``resolve`` has checked every spec with the same overrides before any step ran."""
+    out = {role: copy.deepcopy(dict(spec))}
+    _lay(out, set_values(overrides))
+    return out[role]
+
+
 def resolve(specs: Mapping[str, Mapping[str, Any]], overrides: BaseModel, min_ap: float,
             targets: Sequence[str]) -> Resolved:
     """``specs`` (mappings by role, see SPEC_MODELS) with the set ``overrides`` laid over them and
@@ -156,17 +181,12 @@ def resolve(specs: Mapping[str, Mapping[str, Any]], overrides: BaseModel, min_ap
     value and what was expected, so a bad value stops the run before any work."""
     chosen = set_values(overrides)
     out = {role: copy.deepcopy(dict(data)) for role, data in specs.items()}
-    landed: dict[tuple[str, str], list[str]] = {}  # (role, dotted field) -> the parameters set there
+    landed = _lay(out, chosen)  # (role, dotted field) -> the parameters set there
     lines: list[str] = []
     for name, value in chosen.items():
         override = OVERRIDES.get(name)
-        for role, path in override.lands if override else ():
-            landed.setdefault((role, _put(out[role], path, value)), []).append(name)
         if override and not override.lands:
             lines += _problems(override.source, {override.field: value}, "", {(override.field,): [name]}, chosen)
-    if {"input_height", "input_width"} & chosen.keys():
-        for role in _TRAINING:
-            _derive_target_shape(out[role])
     for role, data in out.items():
         lines += _problems(SPEC_MODELS[role], data, role, {(d,): n for (r, d), n in landed.items() if r == role},
                            chosen)

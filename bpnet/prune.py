@@ -159,7 +159,7 @@ class PruneResult:
     report: dict
 
 
-def prune(model: keras.Model, settings: PruneSettings,
+def prune_model(model: keras.Model, settings: PruneSettings,
           flops_shape: tuple[int, int] = DEFAULT_INPUT_SHAPE) -> PruneResult:
     arch = architecture_of(model)
     prunable = set(arch.filters)

@@ -45,7 +45,7 @@ from bpnet.layout import (
     TRAIN_SPEC_FILE,
     engine_record,
 )
-from bpnet.settings import Server, ServingOptions
+from bpnet.settings import ReleaseServing, Server
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import NormalizationParams
 from bpnet.storage import MANIFEST_NAME, LocalStore, StorageError, open_store, remove_abandoned
@@ -184,6 +184,18 @@ def fetch_latest_file(release_root: str, relative: str, local: str | Path) -> di
     return pointer
 
 
+def warm_start(release_root: str, dest: str | Path) -> str | None:
+    """The latest release's unpruned model (the graph before pruning: what a scheduled run trains
+    from, so it does not prune an already pruned graph again) downloaded to ``dest``; its release
+    id, or None when nothing was released yet."""
+    if read_latest(release_root) is None:
+        log.info("warm start: no release under %s yet; training from the spec", release_root)
+        return None
+    pointer = fetch_latest_file(release_root, RELEASE_UNPRUNED, dest)
+    log.info("warm start from release %s (AP %s)", pointer["release"], pointer["metrics"].get("AP"))
+    return pointer["release"]
+
+
 # ---- what makes a release deployable: triton/, deepstream/, kserve/, check_runtime.py -----------
 
 TRITON_DIR, DEEPSTREAM_DIR, KSERVE_FILE, CHECK_SCRIPT = "triton", "deepstream", "kserve/inferenceservice.yaml", \
@@ -234,7 +246,7 @@ class ServedModels:
 
 def _write_triton(release: Path, release_uri: str, release_id: str, models: ServedModels,
                   engines: list[EngineBuild], params: DecodeParams, norm: NormalizationParams,
-                  options: ServingOptions) -> dict[str, list[str]]:
+                  options: ReleaseServing) -> dict[str, list[str]]:
     """``triton/`` (a network model per Triton engine, the plain ONNX if allowed, the decoder and
     ensembles) and ``kserve/`` serving it; returns the served model names."""
     import yaml
@@ -265,7 +277,7 @@ def _write_triton(release: Path, release_uri: str, release_id: str, models: Serv
 
 
 def _write_deepstream(release: Path, models: ServedModels, engines: list[EngineBuild], params: DecodeParams,
-                      norm: NormalizationParams, options: ServingOptions) -> list[str]:
+                      norm: NormalizationParams, options: ReleaseServing) -> list[str]:
     """``deepstream/<target>/`` for each DeepStream engine (``../../engines/<target>.engine``) and,
     if allowed, ``deepstream/onnx/`` with the plain SDK-compatible ONNX; returns the targets."""
     from bpnet.deploy import deepstream, triton
@@ -295,7 +307,7 @@ def _write_deepstream(release: Path, models: ServedModels, engines: list[EngineB
 
 def write_serving(release: Path, release_uri: str, release_id: str, models: ServedModels,
                   engines: list[EngineBuild], inference: InferenceSpec, norm: NormalizationParams,
-                  options: ServingOptions) -> dict[str, Any]:
+                  options: ReleaseServing) -> dict[str, Any]:
     """Write ``triton/`` and ``kserve/`` (when an engine serves Triton or the plain ONNX is allowed),
     ``deepstream/`` (when an engine serves DeepStream or the plain ONNX is allowed) and
     ``check_runtime.py`` into the release folder; returns what the manifest records (what is
@@ -348,13 +360,14 @@ def promotion_gate(ap: float, min_ap: float, release_root: str) -> str:
     return PROMOTE if promote else f"hold: {reason}"
 
 
-def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list[dict], jetson_targets: list[dict]
-              ) -> tuple[str, list[dict], list[dict]]:
-    """("release int8" | "hold: <why>", the GPU and Jetson engine targets to build): INT8 targets
-    are dropped unless INT8 AP >= fp32 AP - ``max_drop``."""
+def int8_gate(fp32_ap: float, int8_ap: float, max_drop: float, gpu_targets: list[dict], jetson_targets: list[dict],
+              chosen: list[str]) -> tuple[str, list[dict], list[dict]]:
+    """("release int8" | "hold: <why>", the GPU and Jetson engine targets to build): of the
+    targets, those named in ``chosen``, INT8 ones dropped unless INT8 AP >= fp32 AP - ``max_drop``."""
     ok, why = int8_decision(fp32_ap, int8_ap, max_drop)
     log.info("INT8 gate: %s", why)
-    keep = [[t for t in targets if ok or t["precision"] != "int8"] for targets in (gpu_targets, jetson_targets)]
+    keep = [[t for t in targets if t["name"] in chosen and (ok or t["precision"] != "int8")]
+            for targets in (gpu_targets, jetson_targets)]
     return (RELEASE_INT8_VERDICT if ok else f"hold: {why}", *keep)
 
 
@@ -437,7 +450,7 @@ def release_files(inputs: ReleaseInputs, int8_ok: bool) -> tuple[dict[str, Path]
 
 def assemble_and_publish(release_root: str, inputs: ReleaseInputs, evaluations: dict[str, dict],
                          data: dict[str, Any], settings: dict[str, Any], decoder: InferenceSpec,
-                         serving: ServingOptions, int8_verdict: str = RELEASE_INT8_VERDICT, min_ap: float = 0.0,
+                         serving: ReleaseServing, int8_verdict: str = RELEASE_INT8_VERDICT, min_ap: float = 0.0,
                          key: str | None = None) -> dict[str, Any]:
     """Assemble the release folder (models, calibration, metrics, resolved specs, serving configs,
     model card) and publish it; ``latest`` moves only once the release is complete, and only if

@@ -52,3 +52,29 @@ def html_report(title: str, tables: Mapping[str, Mapping[str, Any]], images: Seq
              ".gallery{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}img{max-width:320px}img.chart{max-width:none}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def _annotated(results: Path, limit: int) -> list[Path]:
+    from bpnet.layout import ANNOTATED_DIR
+
+    return sorted((results / ANNOTATED_DIR).glob("*.jpg"))[:limit]
+
+
+def evaluation_report(evaluation: Any, label: str, model_dir: Path, images: int) -> str:
+    """An evaluation's page (``bpnet.steps.evaluate.Evaluation``): scores, counts, the model's
+    learning curve when its folder has one (a trained or retrained model's, bpnet.curves) and
+    ``images`` annotated val images."""
+    from bpnet.curves import CURVE_PNG
+
+    metrics = evaluation.metrics
+    title = f"BodyPoseNet evaluation — {label} model" if label else "BodyPoseNet evaluation"
+    tables = {"COCO keypoints (person), val split": evaluation.scores,
+              "Counts": {"images": metrics["images"], "detections": metrics["detections"]}}
+    curve = model_dir / CURVE_PNG
+    charts = {"Learning curve (training)": curve} if curve.is_file() else {}
+    return html_report(title, tables, _annotated(evaluation.results_dir, images), charts=charts)
+
+
+def inference_report(counts: Mapping[str, Any], results: Path, images: int) -> str:
+    """An inference run's gallery: the counts and ``images`` annotated images."""
+    return html_report("BodyPoseNet inference", {"Detections": counts}, _annotated(results, images))

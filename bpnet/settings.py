@@ -43,6 +43,16 @@ def build(model: type[S], **values: Any) -> S:
         raise UsageError(f"{value} — {expected}", field=dotted) from None
 
 
+def from_json(model: type[S], text: str, name: str) -> S:
+    """``model`` from its JSON (a step's settings as one pipeline parameter), parsed once; a bad
+    value is a UsageError naming the parameter and the field."""
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        dotted, value, expected = problem(model, exc.errors()[0])
+        raise UsageError(f"{value} — {expected}", field=f"{name}: {dotted}") from None
+
+
 class ConvertSettings(SpecModel):
     """``dataset_convert``: which split, masks, checks, shards."""
 
@@ -133,8 +143,9 @@ class CacheReuse(SpecModel):
                                                        "does not name this model (another or an unknown one)")
 
 
-class DeploySettings(ExportSettings, CalibrationSettings):
-    """The pipeline's export and calibrate steps: the input size and the calibration data."""
+class ExportCalibrationSettings(ExportSettings, CalibrationSettings):
+    """The pipeline's export and calibrate steps (the run spec's ``export``): the input size and the
+    calibration data."""
 
 
 # The guide gives two workspace defaults: tlt-converter's ``-w`` 1 << 30 (EngineSettings) and
@@ -150,6 +161,36 @@ class EngineSettings(SpecModel):
     max_workspace_size: int = Field(1 << 30, ge=1 << 20, le=1 << 40, description="TensorRT workspace bytes")
     strict_type_constraints: bool = Field(False, description="obey precision constraints")
     dla_core: int | None = Field(None, ge=0, le=1, description="DLA core (Jetson), with GPU fallback")
+
+
+class EngineTarget(SpecModel):
+    """One TensorRT engine the pipeline builds (the run spec's ``engines.targets``): where (the GPU
+    pool or the Jetson pool), how precise, DLA, and what serves it (which export it is built from).
+    It travels to the build step as it is and becomes that step's ``EngineSettings`` there."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="the target's name: <name>.engine, and what "
+                      "the engine_targets run parameter chooses by")
+    pool: Literal["gpu", "jetson"] = Field(description="gpu: the GPU pool and image; jetson: the Jetson pool and "
+                                           "image")
+    precision: Precision = Field("fp16", description="engine precision (int8: only if the INT8 gate passes)")
+    max_batch_size: int = EngineSettings.model_fields["max_batch_size"]
+    dla_core: int | None = EngineSettings.model_fields["dla_core"]
+    serves: Server = Field("triton", description="triton: built from the standard export, in the release's "
+                           "Triton repository; deepstream: built from the SDK-compatible export for the bodypose2d "
+                           "app. Unset: triton on the gpu pool, deepstream on the jetson pool")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serves_by_pool(cls, data: object) -> object:
+        """Jetson engines go to DeepStream unless the spec says otherwise (the field's default is the GPU pool's)."""
+        if isinstance(data, dict) and data.get("pool") == "jetson" and data.get("serves") is None:
+            return {**data, "serves": "deepstream"}
+        return data
+
+    def settings(self, workspace_bytes: int) -> EngineSettings:
+        """The build step's settings for this target."""
+        return EngineSettings(data_type=self.precision, max_batch_size=self.max_batch_size,
+                              max_workspace_size=workspace_bytes, dla_core=self.dla_core)
 
 
 class EvaluateSettings(SpecModel):
@@ -205,17 +246,20 @@ MemoryQuantity = Annotated[str, _quantity("'16Gi', '1.5Gi' or '512M'"),
 
 
 class Toleration(SpecModel):
-    key: str = Field(min_length=1)
-    operator: Literal["Exists", "Equal"] = "Exists"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+    """A Kubernetes toleration of a node taint."""
+
+    key: str = Field(min_length=1, description="the taint's key")
+    operator: Literal["Exists", "Equal"] = Field("Exists", description="Exists: any value; Equal: ``value``")
+    value: str | None = Field(None, description="the taint's value (with Equal)")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        "NoSchedule", description="the taint's effect; null: any")
 
 
 class NodePool(SpecModel):
     """How pods land on a pool: node labels to select and taints to tolerate."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict, description="node labels the pods require")
+    tolerations: list[Toleration] = Field(default_factory=list, description="node taints the pods tolerate")
 
 
 def gpu_pool() -> NodePool:
@@ -229,8 +273,8 @@ class ServingSettings(SpecModel):
 
     name: str = Field("bpnet", min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
                       description="InferenceService name")
-    namespace: str | None = None
-    gpus: int = Field(1, ge=0, le=16)
+    namespace: str | None = Field(None, description="namespace of the InferenceService; unset: kubectl's")
+    gpus: int = Field(1, ge=0, le=16, description="GPUs of the predictor (requested as gpu.accelerator_type)")
     cpu: CpuQuantity | None = Field(None, description="CPU request and limit, e.g. '4' or '.5'")
     memory: MemoryQuantity | None = Field(None, description="memory request and limit, e.g. '8Gi' or '1.5Gi'")
     pool: NodePool = Field(default_factory=gpu_pool, description="node selector and tolerations of the predictor")
@@ -240,7 +284,7 @@ class ServingSettings(SpecModel):
     max_people: int = Field(20, ge=1, le=1000, description="people per image the Triton ensemble answers")
 
 
-class ServingOptions(ServingSettings):
+class ReleaseServing(ServingSettings):
     """What a release's serving files are written from (``bpnet.release``): the serving settings,
     whether the plain ONNX is shipped, and the resource name GPUs are requested by."""
 

@@ -3,11 +3,14 @@
 from kfp.dsl import Dataset, Input, Model, Output
 
 
-def calibrate(exported: Input[Model], train_data: Input[Dataset], export_settings: str, int8: Output[Model]):
+def calibrate(exported: Input[Model], train_data: Input[Dataset], export_settings: str, overrides: str,
+              int8: Output[Model]):
     """Run ``bpnet calibrate`` on ``cal_batches x cal_batch_size`` train images: the tensorfile, the
     TensorRT cache (``calibration.bin``), the ONNX Runtime QDQ INT8 model and the cache fitted to the
-    SDK-compatible export (``calibration.sdk.bin``), in one artifact."""
+    SDK-compatible export (``calibration.sdk.bin``), in one artifact; ``export_settings`` with the
+    run parameters ``overrides`` laid over."""
     from components import runtime
 
     with runtime.timed(int8.metadata):
-        int8.metadata.update(runtime.calibrate(exported.path, train_data.path, export_settings, int8.path))
+        int8.metadata.update(runtime.calibrate(exported.path, train_data.path, export_settings, int8.path,
+                                                       overrides))

@@ -4,11 +4,11 @@ SDK-compatible)."""
 from kfp.dsl import Input, Model, Output
 
 
-def export(model: Input[Model], export_settings: str, exported: Output[Model]):
-    """Run ``bpnet export -t tfonnx`` at ``export_settings``' input shape (JSON: input_shape,
-    cal_batches, cal_batch_size, cal_method), and again with ``--sdk_compatible_model`` (for
-    DeepStream engines). The model key comes from $BPNET_MODEL_KEY."""
+def export(model: Input[Model], export_settings: str, overrides: str, exported: Output[Model]):
+    """Run ``bpnet export -t tfonnx`` at ``export_settings``' input shape (``ExportCalibrationSettings``
+    as JSON, the run parameters ``overrides`` laid over), and again with ``--sdk_compatible_model``
+    (for DeepStream engines). The model key comes from $BPNET_MODEL_KEY."""
     from components import runtime
 
     with runtime.timed(exported.metadata):
-        exported.metadata.update(runtime.export(model.path, export_settings, exported.path))
+        exported.metadata.update(runtime.export(model.path, export_settings, exported.path, overrides))

@@ -13,7 +13,7 @@ from typing import Any
 
 _SOURCE = '''def publish(release_root: str, trained: Input[Model], retrained: Input[Model], exported: Input[Model],
             int8: Input[Model], dataset_uri: str, data_version: str, prune_settings: str, export_settings: str,
-            inference_spec: str, serving: str, int8_verdict: str, min_ap: float,
+            inference_spec: str, serving: str, int8_verdict: str, min_ap: float, overrides: str,
             {metrics}gpu_engines: Input[List[Model]] = None, jetson_engines: Input[List[Model]] = None) -> str:
     """Publish ``<release_root>/<release_id>/`` and move ``latest`` to it (components.publish.release)."""
     from components.publish import release
@@ -26,7 +26,6 @@ def publish_component(evaluated: Mapping[str, str]) -> Callable[..., str]:
     """The publish function for these evaluations (Metrics input name -> the model's label): a
     ``metrics_*`` input per evaluated model beside the fixed ones. Its source is registered with
     ``linecache``, where ``inspect.getsource`` (what kfp ships into the pod) finds it."""
-
     from kfp.dsl import Input, Metrics, Model
 
     source = _SOURCE.format(metrics="".join(f"{name}: Input[Metrics], " for name in evaluated),
@@ -43,8 +42,6 @@ def release(inputs: dict[str, Any], evaluated: Mapping[str, str]) -> str:
     bpnet.storage, ``latest`` moved to it only after it is complete (engines included) and only if
     the promotion rule still holds then. ``int8_verdict`` is the INT8 gate's; ``serving`` the run
     spec's serving options (JSON). Returns the release id."""
-    import json
-
     from bpnet.release import RETRAINED
     from components import runtime
 
@@ -54,8 +51,8 @@ def release(inputs: dict[str, Any], evaluated: Mapping[str, str]) -> str:
     pointer = runtime.publish(inputs["release_root"], inputs["trained"].path, inputs["retrained"].path,
                               inputs["exported"].path, inputs["int8"].path, evaluations,
                               {"dataset_uri": inputs["dataset_uri"], "data_version": inputs["data_version"]},
-                              {"prune": json.loads(inputs["prune_settings"]),
-                               "export": json.loads(inputs["export_settings"])},
-                              [e.path for e in engines], inputs["inference_spec"], json.loads(inputs["serving"]),
-                              inputs["int8_verdict"], inputs["min_ap"])
+                              {role: runtime.spec_for(role, inputs[f"{role}_settings"], inputs["overrides"],
+                                                      f"{role}_settings") for role in ("prune", "export")},
+                              [e.path for e in engines], inputs["inference_spec"], inputs["serving"],
+                              inputs["int8_verdict"], inputs["min_ap"], inputs["overrides"])
     return pointer["release"]

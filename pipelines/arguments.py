@@ -7,7 +7,6 @@ makes a run self-describing: the Kubeflow UI shows, and lets a user edit, the ex
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +55,17 @@ def pipeline_arguments(spec: RunSpec, overrides: BaseModel | None = None) -> dic
         "pose_config": pose_path.read_text(),
         "retrain_spec": Path(specs.retrain).read_text(),
         "inference_spec": Path(specs.inference).read_text(),
-        "prune_settings": json.dumps(spec.prune.model_dump()),
-        "export_settings": json.dumps(spec.export.model_dump()),
+        "prune_settings": spec.prune.model_dump_json(),
+        "export_settings": spec.export.model_dump_json(),
         "generate_masks": spec.dataset.generate_masks,
         "num_shards": spec.dataset.num_shards,
         "report_images": spec.report_images,
         **overrides.model_dump(),
     }
     # the step's function without its pod-log wrapper: here the command reports the SpecError itself
+    names = [t["name"] for targets in spec.engines.by_pool().values() for t in targets]
     resolve_specs.__wrapped__({name: arguments[name] for name in SPEC_PARAMETERS}, overrides, spec.release.min_ap,
-                              spec.engines.by_pool())
+                              names)
     return arguments
 
 

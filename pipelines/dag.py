@@ -1,17 +1,15 @@
 """The BodyPoseNet DAG: data_version → dataset_convert → train → prune → retrain → export →
-calibrate, with evaluate on the unpruned, pruned, retrained, ONNX fp32 and ONNX INT8 models (and
-the retrained Keras model once more at the exported models' input size and padding mode, so the
-export and INT8 losses read like with like) and inference with the retrained model; then the
-promotion gate, the INT8 quality gate (INT8 engine targets are built only if INT8 AP >= fp32 AP -
-``release.max_int8_ap_drop``), engine builds and the release.
+calibrate, an evaluation of every model ``pipelines.outputs.EVALUATED`` declares and inference
+with the retrained model; then the promotion gate, the INT8 quality gate (INT8 engine targets are
+built only if INT8 AP >= fp32 AP - ``release.max_int8_ap_drop``), engine builds and the release.
 
 ``build_pipeline`` returns the ``@dsl.pipeline`` function for a run spec: images, GPU requests,
-node pools, secrets, retries, timeouts and caching are compile-time choices taken from the spec;
-the step specs, prune settings and data settings are run-time parameters (their defaults are the
-spec's, so the compiled YAML can be run from the UI as is), and so are the typed run parameters
-of ``bpnet.overrides`` (num_epoch, input size, min_ap ...), which the first step, resolve_specs,
-lays over the specs every later step reads. The promotion gate, engine builds and releases slot
-in after the evaluations.
+node pools, secrets, retries, timeouts and caching are compile-time choices taken from the spec
+(applied in one place, ``Steps``); the step specs, prune settings and data settings are run-time
+parameters (their defaults are the spec's, so the compiled YAML can be run from the UI as is),
+and so are the typed run parameters of ``bpnet.overrides`` (num_epoch, input size, min_ap ...).
+The first step, resolve_specs, checks them against every spec before any work; each later step
+takes its spec as the run holds it and lays the checked parameters over it itself.
 
 Caching: every step's output is fully determined by its inputs once the raw data behind
 ``dataset_uri`` is identified. The first step after resolve_specs, data_version (never cached), returns the
@@ -49,7 +47,6 @@ from components.prune import prune
 from components.publish import publish_component
 from components.resolve_specs import resolve_specs
 from components.retrain import retrain
-from components.runtime import SPEC_PARAMETERS
 from components.train import train
 from pipelines.outputs import (
     EVALUATED,
@@ -175,42 +172,42 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any], evaluated: tuple[Ev
                        report_images: int = a["report_images"], **overrides: Any) -> outputs:
         resolved = run("resolve_specs", "resolve specs", train_spec=train_spec, retrain_spec=retrain_spec,
                        inference_spec=inference_spec, prune_settings=prune_settings, export_settings=export_settings,
-                       spec_min_ap=spec.release.min_ap, gpu_targets=targets["gpu"], jetson_targets=targets["jetson"],
+                       spec_min_ap=spec.release.min_ap, target_names=[t["name"] for ts in targets.values() for t in ts],
                        **overrides)
-        # every later step reads the specs as resolved (the run parameters laid over them)
-        train_spec, retrain_spec, inference_spec, prune_settings, export_settings, min_ap = (
-            resolved.outputs[name] for name in (*SPEC_PARAMETERS, "min_ap"))
+        # every later step lays the checked run parameters over the spec it reads
+        ran, min_ap = resolved.outputs["overrides"], resolved.outputs["min_ap"]
 
         version = run("data_version", dataset_uri=dataset_uri, requested=data_version).after(resolved)
         convert = run("dataset_convert", dataset_uri=dataset_uri, data_version=version.output,
                       dataset_spec=dataset_spec, generate_masks=generate_masks, num_shards=num_shards)
         train_data, val_data = convert.outputs["train_data"], convert.outputs["val_data"]
         trained = run("train", train_data=train_data, val_data=val_data, train_spec=train_spec,  # val: curve's AP
-                      pose_config=pose_config, gpus=spec.steps.train.gpus, warm_start=run.warm_start)
+                      pose_config=pose_config, gpus=spec.steps.train.gpus, overrides=ran, warm_start=run.warm_start)
         pruned = run("prune", model=trained.outputs["model"], prune_settings=prune_settings,
-                     inference_spec=inference_spec)
+                     inference_spec=inference_spec, overrides=ran)
         retrained = run("retrain", train_data=train_data, val_data=val_data, pruned=pruned.outputs["pruned"],
-                        retrain_spec=retrain_spec, pose_config=pose_config, gpus=spec.steps.retrain.gpus)
-        exported = run("export", model=retrained.outputs["model"], export_settings=export_settings)
+                        retrain_spec=retrain_spec, pose_config=pose_config, gpus=spec.steps.retrain.gpus,
+                        overrides=ran)
+        exported = run("export", model=retrained.outputs["model"], export_settings=export_settings, overrides=ran)
         calibrated = run("calibrate", exported=exported.outputs["exported"], train_data=train_data,
-                         export_settings=export_settings)
+                         export_settings=export_settings, overrides=ran)
         tasks = {"dataset_convert": convert, "train": trained, "prune": pruned, "retrain": retrained,
                  "export": exported, "calibrate": calibrated}
         out = {o.name: tasks[o.step].outputs[o.key] for o in STEP_OUTPUTS if o.step in tasks}
 
         scores = {e.label: run("evaluate", f"evaluate {e.label}", val_data=val_data, model=out[e.model],
-                               inference_spec=inference_spec, report_images=report_images, label=e.label,
-                               export_settings=export_settings if e.mode == "export" else "")
+                               inference_spec=inference_spec, report_images=report_images, overrides=ran,
+                               label=e.label, export_settings=export_settings if e.mode == "export" else "")
                   for e in evaluated}
         tasks["inference"] = run("inference", val_data=val_data, model=out["retrained_model"],
-                                 inference_spec=inference_spec, report_images=report_images)
+                                 inference_spec=inference_spec, report_images=report_images, overrides=ran)
         tasks["promotion_gate"] = decision = run(
             "promotion_gate", "promotion gate", ap=scores[GATED].outputs["Output"], min_ap=min_ap,
             release_root=spec.release.root)
         tasks["int8_gate"] = quality = run(
             "int8_gate", "INT8 gate", fp32_ap=scores[ONNX_FP32].outputs["Output"],
             int8_ap=scores[ONNX_INT8].outputs["Output"], max_drop=spec.release.max_int8_ap_drop,
-            gpu_targets=resolved.outputs["gpu_targets"], jetson_targets=resolved.outputs["jetson_targets"])
+            gpu_targets=targets["gpu"], jetson_targets=targets["jetson"], chosen=resolved.outputs["engine_targets"])
         out.update({o.name: tasks[o.step].outputs[o.key] for o in STEP_OUTPUTS})
         for e in evaluated:
             out.update({e.results: scores[e.label].outputs["results"], e.metrics: scores[e.label].outputs["metrics"]})
@@ -230,7 +227,7 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any], evaluated: tuple[Ev
                 exported=out["exported_model"], int8=out["int8_model"], dataset_uri=dataset_uri,
                 data_version=version.output, prune_settings=prune_settings, export_settings=export_settings,
                 inference_spec=inference_spec, serving=spec.serving_options().model_dump_json(),
-                int8_verdict=quality.outputs["verdict"], min_ap=min_ap,
+                int8_verdict=quality.outputs["verdict"], min_ap=min_ap, overrides=ran,
                 **{e.metrics: out[e.metrics] for e in evaluated}, **built)
 
         return outputs(**out)

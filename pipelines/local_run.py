@@ -301,7 +301,7 @@ def run_summary(outputs: dict[str, Any], seconds: float, engines_enabled: bool, 
     summary["release"] = latest["release"] if latest else None
     summary["release_uri"] = latest["uri"] if latest else None
     summary["engines"] = engines_built(engines_enabled, summary["promotion"],
-                                       [t["target"] for key in ENGINE_TARGETS for t in outputs[key]])
+                                       [t["name"] for key in ENGINE_TARGETS for t in outputs[key]])
     return summary
 
 

@@ -19,19 +19,18 @@ from pydantic.fields import FieldInfo
 from bpnet.settings import (
     ConvertSettings,
     CpuQuantity,
-    DeploySettings,
+    EngineSettings,
+    EngineTarget,
+    ExportCalibrationSettings,
     MemoryQuantity,
     NodePool,
-    Precision,
     PromotionSettings,
     PruneSettings,
-    Server,
-    ServingOptions,
+    ReleaseServing,
     ServingSettings,
     Toleration,
     gpu_pool,
 )
-from bpnet.settings import EngineSettings as BuildSettings
 from bpnet.specs.base import CrossFieldError, PathContext, SpecModel, SpecPath
 from bpnet.specs.loader import SpecError
 from pipelines.cron import to_kfp_cron
@@ -40,16 +39,17 @@ from pipelines.cron import to_kfp_cron
 class KfpSettings(SpecModel):
     """The Kubeflow Pipelines endpoint; unset ``host`` falls back to $KF_PIPELINES_ENDPOINT."""
 
-    host: str | None = None
+    host: str | None = Field(None, description="KFP API endpoint; unset: $KF_PIPELINES_ENDPOINT")
     namespace: str | None = Field(None, description="profile namespace on multi-user clusters")
-    experiment: str = Field("bpnet", min_length=1)
-    pipeline_name: str = Field("bpnet", min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    experiment: str = Field("bpnet", min_length=1, description="the experiment runs are made in")
+    pipeline_name: str = Field("bpnet", min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$",
+                               description="the pipeline's name (a new version per upload)")
 
 
 class Images(SpecModel):
     """Container images (pinned tags). ``gpu`` runs every x86_64 step, on GPU nodes or not."""
 
-    gpu: str = Field(min_length=1)
+    gpu: str = Field(min_length=1, description="x86_64 image every step runs (GPU nodes or not)")
     jetson: str | None = Field(None, description="arm64 image for Jetson engine builds")
 
 
@@ -59,24 +59,34 @@ def _jetson_pool() -> NodePool:
 
 
 class GpuSettings(SpecModel):
-    accelerator_type: str = ServingOptions.model_fields["accelerator_type"]
-    pool: NodePool = Field(default_factory=gpu_pool)
-    jetson_pool: NodePool = Field(default_factory=_jetson_pool)
+    """Where GPU steps and Jetson engine builds run. KFP adds no node selector by itself: put the
+    GPU pool's labels in ``pool.node_selector``; Jetson nodes carry a label and taint the cluster
+    admin applies (the GPU Operator does not manage Jetson)."""
+
+    accelerator_type: str = ReleaseServing.model_fields["accelerator_type"]
+    pool: NodePool = Field(default_factory=gpu_pool, description="GPU steps' pool (default: tolerate the GPU "
+                           "Operator's nvidia.com/gpu taint, no selector)")
+    jetson_pool: NodePool = Field(default_factory=_jetson_pool, description="Jetson engine builds' pool (default: "
+                                  "kubernetes.io/arch arm64 and a nvidia.com/jetson toleration)")
 
 
 class StepSettings(SpecModel):
     """Per-step scheduling: GPUs (0 = CPU node), retries, timeout, caching, resource requests."""
 
-    gpus: int = Field(0, ge=0, le=16)
-    retries: int = Field(1, ge=0, le=10)
-    timeout_seconds: int = Field(4 * 3600, ge=60, le=30 * 86400)
-    caching: bool = True
-    cpu: CpuQuantity | None = None
-    memory: MemoryQuantity | None = None
+    gpus: int = Field(0, ge=0, le=16, description="GPUs requested (0: a CPU node); train's and retrain's also "
+                      "their --gpus")
+    retries: int = Field(1, ge=0, le=10, description="retries, 30 s backoff doubling")
+    timeout_seconds: int = Field(4 * 3600, ge=60, le=30 * 86400, description="the pod's deadline")
+    caching: bool = Field(True, description="KFP caching of the step's outputs")
+    cpu: CpuQuantity | None = Field(None, description="CPU request, a Kubernetes quantity ('4', '.5', '500m'); "
+                                    "passed to kfp in millicores")
+    memory: MemoryQuantity | None = Field(None, description="memory request and limit ('16Gi', '1.5Gi'); passed "
+                                          "to kfp in bytes")
 
 
 class Steps(SpecModel):
-    """Per step; ``evaluate`` applies to every evaluation (unpruned, pruned, retrained, ONNX fp32, INT8)."""
+    """Scheduling per step (retries back off 30 s, doubling); ``evaluate`` applies to every evaluation
+    (``pipelines/outputs.py`` ``EVALUATED``). Kubernetes settings do not apply to ``make run``."""
 
     resolve_specs: StepSettings = Field(
         default_factory=lambda: StepSettings(retries=0, timeout_seconds=600),
@@ -85,15 +95,25 @@ class Steps(SpecModel):
         default_factory=lambda: StepSettings(retries=2, timeout_seconds=600, caching=False),
         description="the first step after resolve_specs: fingerprints the dataset URI (never cached: it "
                     "detects new data)")
-    dataset_convert: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
-    train: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
-    prune: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
-    retrain: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400))
-    export: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600))
-    publish: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=7200, caching=False))
-    build_engine: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=7200))
-    calibrate: StepSettings = Field(default_factory=lambda: StepSettings(retries=2))
-    evaluate: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
+    dataset_convert: StepSettings = Field(default_factory=lambda: StepSettings(retries=2),
+                                          description="fetches the raw data, converts both splits")
+    train: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400),
+                                description="trains the unpruned model")
+    prune: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600),
+                                description="removes filters")
+    retrain: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400),
+                                  description="retrains the pruned model")
+    export: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600),
+                                 description="exports the retrained model (ONNX, standard and SDK-compatible)")
+    publish: StepSettings = Field(default_factory=lambda: StepSettings(retries=2, timeout_seconds=7200, caching=False),
+                                  description="publishes the release and moves latest.json (never cached)")
+    build_engine: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=1, timeout_seconds=7200),
+                                       description="one TensorRT engine per target (Jetson targets request no GPU "
+                                       "resource)")
+    calibrate: StepSettings = Field(default_factory=lambda: StepSettings(retries=2),
+                                    description="INT8 calibration of the export")
+    evaluate: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2),
+                                   description="every evaluation (pipelines/outputs.py EVALUATED)")
     promotion_gate: StepSettings = Field(
         default_factory=lambda: StepSettings(retries=2, timeout_seconds=600, caching=False),
         description="compares the retrained model's AP with the gate and the latest release (never cached)")
@@ -101,29 +121,8 @@ class Steps(SpecModel):
         default_factory=lambda: StepSettings(retries=0, timeout_seconds=600, caching=False),
         description="keeps the INT8 engine targets only if INT8 AP >= fp32 AP - release.max_int8_ap_drop "
                     "(never cached; not retried: the same figures give the same verdict)")
-    inference: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2))
-
-
-class EngineTarget(SpecModel):
-    """One TensorRT engine to build: where (the GPU pool or the Jetson pool), how precise, DLA, and
-    what serves it (which export it is built from)."""
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    pool: Literal["gpu", "jetson"]
-    precision: Precision = "fp16"
-    max_batch_size: int = BuildSettings.model_fields["max_batch_size"]
-    dla_core: int | None = BuildSettings.model_fields["dla_core"]
-    serves: Server = Field("triton", description="triton: built from the standard export, in the release's "
-                           "Triton repository; deepstream: built from the SDK-compatible export for the bodypose2d "
-                           "app. Unset: triton on the gpu pool, deepstream on the jetson pool")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _serves_by_pool(cls, data: object) -> object:
-        """Jetson engines go to DeepStream unless the spec says otherwise (the field's default is the GPU pool's)."""
-        if isinstance(data, dict) and data.get("pool") == "jetson" and data.get("serves") is None:
-            return {**data, "serves": "deepstream"}
-        return data
+    inference: StepSettings = Field(default_factory=lambda: StepSettings(gpus=1, retries=2),
+                                    description="inference with drawings on the val images")
 
 
 def _default_targets() -> list[EngineTarget]:
@@ -131,20 +130,24 @@ def _default_targets() -> list[EngineTarget]:
             for p in ("fp16", "int8")]
 
 
-class EngineSettings(SpecModel):
+class EngineBuilds(SpecModel):
     """Engine builds after the gate (only promoted models), fanned out with dsl.ParallelFor: GPU
     targets on the GPU pool with the GPU image, Jetson targets on the Jetson pool with its image.
     Off locally: kfp.local has no TensorRT and no GPU."""
 
-    enabled: bool = True
-    workspace_bytes: int = BuildSettings.model_fields["max_workspace_size"]
-    targets: list[EngineTarget] = Field(default_factory=_default_targets, max_length=64)
+    enabled: bool = Field(True, description="build engines of promoted models (false locally: kfp.local has no "
+                          "TensorRT)")
+    workspace_bytes: int = EngineSettings.model_fields["max_workspace_size"]
+    targets: list[EngineTarget] = Field(default_factory=_default_targets, max_length=64,
+                                        description="the engines to build (default: fp16 and int8 on both pools); "
+                                        "Jetson targets need images.jetson")
 
     def by_pool(self) -> dict[str, list[dict]]:
-        """The targets to build as the build_engine component takes them, per pool (none when off)."""
-        return {pool: [{"target": t.name, "precision": t.precision, "max_batch_size": t.max_batch_size,
-                        "dla_core": -1 if t.dla_core is None else t.dla_core, "serves": t.serves}
-                       for t in self.targets if t.pool == pool] if self.enabled else []
+        """The targets to build, per pool (none when off), as the build step takes them: each
+        EngineTarget as JSON, its fields unrenamed, an unset one (dla_core) left out: a KFP
+        constant cannot hold a null."""
+        return {pool: [t.model_dump(mode="json", exclude_none=True) for t in self.targets if t.pool == pool]
+                if self.enabled else []
                 for pool in ("gpu", "jetson")}
 
 
@@ -156,7 +159,7 @@ class ReleaseSettings(SpecModel):
     warm_start: Literal["none", "latest"] = Field("none", description="latest: train starts from the latest release")
     max_int8_ap_drop: float = Field(0.02, ge=-1.0, le=1.0, description="INT8 engines only if INT8 AP >= fp32 AP - "
                                     "this (negative: INT8 must beat fp32 by that much)")
-    plain_onnx: bool = ServingOptions.model_fields["plain_onnx"]
+    plain_onnx: bool = ReleaseServing.model_fields["plain_onnx"]
 
     @field_validator("root")
     @classmethod
@@ -168,17 +171,20 @@ class StorageSettings(SpecModel):
     """MinIO/S3 for the dataset URI (and releases later). Keys come from ``credentials_secret``."""
 
     endpoint: str | None = Field(None, description="host:port or URL; unset = take $BPNET_S3_ENDPOINT as is")
-    secure: bool = False
-    credentials_secret: str = "mlpipeline-minio-artifact"
-    access_key_field: str = "accesskey"
-    secret_key_field: str = "secretkey"
-    model_key_secret: str = "bpnet-model-key"
-    model_key_field: str = "key"
+    secure: bool = Field(False, description="TLS to the endpoint")
+    credentials_secret: str = Field("mlpipeline-minio-artifact", description="Kubernetes secret with the MinIO keys")
+    access_key_field: str = Field("accesskey", description="its key holding the access key")
+    secret_key_field: str = Field("secretkey", description="its key holding the secret key")
+    model_key_secret: str = Field("bpnet-model-key", description="Kubernetes secret with the model key")
+    model_key_field: str = Field("key", description="its key holding the model key")
 
 
 class DatasetSource(SpecModel):
+    """The raw dataset a run converts, and its cache key."""
+
     uri: str = Field(min_length=1, description="s3://bucket/prefix of a COCO dataset, or a folder")
-    version: str = Field("", description="cache key of the data; empty = fingerprint of the listing at submit")
+    version: str = Field("", description="cache key of the data; empty = the data_version step fingerprints the "
+                         "listing (names, sizes, etags) when the run starts")
     # masks on: the pipeline trains, and unmasked crowds would teach the model that unlabeled people are background
     generate_masks: bool = FieldInfo.merge_field_infos(ConvertSettings.model_fields["generate_masks"], default=True)
     num_shards: int = ConvertSettings.model_fields["num_shards"]
@@ -192,10 +198,11 @@ class DatasetSource(SpecModel):
 class StepSpecs(SpecModel):
     """The TLT-format specs of the steps, inlined as pipeline parameters when a run is made."""
 
-    dataset: SpecPath
-    train: SpecPath
+    dataset: SpecPath = Field(description="dataset spec (JSON); its root becomes the fetched copy of dataset.uri")
+    train: SpecPath = Field(description="train spec; its data paths are bound to the converted dataset")
     retrain: SpecPath = Field(description="train spec of the retrain; pretrained_weights/load_graph are bound")
-    inference: SpecPath
+    inference: SpecPath = Field(description="inference spec of the evaluations and inference; model_path and "
+                                "train_spec are bound to each model")
     pose_config: SpecPath | None = Field(
         None, description="the pose config train and retrain use (docs/skeletons.md); unset: the one the train "
                           "spec's pose_config_path names")
@@ -204,10 +211,10 @@ class StepSpecs(SpecModel):
 class Schedule(SpecModel):
     """A recurring run (``make pipeline-schedule``); ``cron`` takes 5 or 6 fields."""
 
-    cron: str
-    name: str = Field("bpnet-scheduled", min_length=1)
-    max_concurrency: int = Field(1, ge=1, le=10)
-    catchup: bool = False
+    cron: str = Field(description="5 fields ('0 2 * * *') or KFP's 6 (seconds first); descriptors like @daily")
+    name: str = Field("bpnet-scheduled", min_length=1, description="the recurring run's name")
+    max_concurrency: int = Field(1, ge=1, le=10, description="runs at a time")
+    catchup: bool = Field(False, description="catch up missed runs")
 
     @field_validator("cron")
     @classmethod
@@ -227,10 +234,10 @@ class RunSpec(SpecModel):
     specs: StepSpecs
     steps: Steps = Field(default_factory=Steps)
     prune: PruneSettings = Field(default_factory=PruneSettings)
-    export: DeploySettings = Field(default_factory=DeploySettings)
+    export: ExportCalibrationSettings = Field(default_factory=ExportCalibrationSettings)
     release: ReleaseSettings
     serving: ServingSettings = Field(default_factory=ServingSettings)
-    engines: EngineSettings = Field(default_factory=EngineSettings)
+    engines: EngineBuilds = Field(default_factory=EngineBuilds)
     run_as_user: int | None = Field(1000, ge=1, description="uid of step containers (runAsNonRoot); null = image's")
     report_images: int = Field(4, ge=0, le=64, description="annotated images in the HTML reports")
     path_map: list[str] = Field(default_factory=list,
@@ -244,10 +251,10 @@ class RunSpec(SpecModel):
                                   "false)", "images.jetson", "engines.targets", source=self)
         return self
 
-    def serving_options(self) -> ServingOptions:
+    def serving_options(self) -> ReleaseServing:
         """What the release's serving files are written from: ``serving``, ``release.plain_onnx``
         and the GPU resource name of ``gpu.accelerator_type``."""
-        return ServingOptions(**self.serving.model_dump(), plain_onnx=self.release.plain_onnx,
+        return ReleaseServing(**self.serving.model_dump(), plain_onnx=self.release.plain_onnx,
                               accelerator_type=self.gpu.accelerator_type)
 
     def for_local_run(self, spec_file: str | Path) -> RunSpec:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bpnet.data.synth import generate
 
@@ -136,11 +137,24 @@ def tiny_model(synth_dir: Path, converted: Path, tmp_path_factory: pytest.TempPa
     return Path(result.model_path), spec_path
 
 
+def cluster_spec(tmp_path: Path, **changes) -> Path:
+    """specs/pipeline/cluster.yaml with its relative paths made absolute, plus ``changes``."""
+    spec_dir = REPO / "specs" / "pipeline"
+    data = yaml.safe_load((spec_dir / "cluster.yaml").read_text())
+    data["specs"] = {k: str((spec_dir / v).resolve()) for k, v in data["specs"].items()}
+    data["path_map"] = [f"/workspace/examples/bpnet/model_pose_config={REPO / 'specs'}"]
+    data["kfp"].pop("host")
+    data["dataset"]["version"] = "v7"
+    for key, value in changes.items():
+        data[key] = value if not isinstance(value, dict) else {**data.get(key, {}), **value}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def local_run_spec(tmp_path: Path, synth_dir: Path, **changes) -> Path:
     """A run spec over the session dataset with a one-epoch tiny model (``changes``: top-level
     fields replaced), as the whole-DAG tests run it, on the host or in containers."""
-    import yaml
-
     train = write_train_spec(tmp_path / "train.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,
                              **{"model.kernel_regularization_factor": 1e-3})
     retrain = write_train_spec(tmp_path / "retrain.yaml", synth_dir, tmp_path / "unbound", num_epoch=1,

@@ -29,7 +29,7 @@ from bpnet.layout import (
 )
 from bpnet.model.exported import read_exported
 from bpnet.model.io import ModelKeyError, load_model
-from bpnet.settings import EngineSettings
+from bpnet.settings import EngineSettings, EngineTarget
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -152,13 +152,39 @@ def test_inference_and_evaluate_run_exported_fp32_and_int8_models(exported, synt
     ({"input_shape": [96, 96]}, "the model was exported for 64x96"),
     ({"output_stage_to_use": 1}, "carries stage 2 only"),
 ])
-def test_exported_models_refuse_what_they_cannot_do(exported, synth_dir, tmp_path, caplog, change, message):
+def test_exported_models_without_export_json_refuse_what_they_cannot_do(exported, synth_dir, tmp_path, caplog,
+                                                                        change, message):
+    """An exported file away from its export.json is fed as the spec says, and refuses what it cannot do."""
+    alone = tmp_path / "alone" / "m.etlt"
+    alone.parent.mkdir()
+    alone.write_bytes(exported["fp32"].read_bytes())
     spec = tmp_path / "infer.yaml"
     spec.write_text(yaml.safe_dump({"input_shape": [64, 96], "keep_aspect_ratio_mode": "pad_image_input",
                                     **change}))
-    code = main(["inference", "-i", str(spec), "-m", str(exported["fp32"]), "-k", "tiny", "--input_type", "dir",
+    code = main(["inference", "-i", str(spec), "-m", str(alone), "-k", "tiny", "--input_type", "dir",
                  "--input", str(synth_dir / "val2017"), "-r", str(tmp_path / "out")])
     assert code == 1 and message in caplog.text
+
+
+def test_evaluate_and_inference_feed_an_exported_model_as_its_export_json_says(exported, synth_dir, tmp_path,
+                                                                              caplog):
+    """``bpnet evaluate`` and ``inference`` of an exported model take its input size and padding mode
+    from the export.json beside it (the spec here says 368x368, adjust_network_input, multi-scale,
+    stage 1: none of which the 64x96 export can do), as the pipeline's steps do."""
+    spec = tmp_path / "infer.yaml"
+    spec.write_text(yaml.safe_dump({"train_spec": str(exported["train_spec"]), "multi_scale_inference": True,
+                                    "output_stage_to_use": 1, "heatmap_threshold": 0.2}))
+    caplog.set_level("INFO")
+    assert main(["evaluate", "-i", str(spec), "-d", str(synth_dir / "coco_spec.json"), "-m", str(exported["fp32"]),
+                 "-r", str(tmp_path / "eval"), "-k", "tiny"]) == 0
+    assert main(["inference", "-i", str(spec), "-m", str(exported["int8"]), "-k", "tiny", "--input_type", "dir",
+                 "--input", str(synth_dir / "val2017"), "-r", str(tmp_path / "inf")]) == 0
+    for out in ("eval", "inf"):
+        used = yaml.safe_load((tmp_path / out / "inference_spec.resolved.yaml").read_text())
+        assert (used["input_shape"], used["keep_aspect_ratio_mode"]) == ([64, 96], EXPORTED_MODE), out
+        assert (used["multi_scale_inference"], used["output_stage_to_use"], used["heatmap_threshold"]) == (
+            False, None, 0.2), out  # the spec's other fields apply
+    assert "fed as" in caplog.text and "export.json" in caplog.text
 
 
 @pytest.fixture(scope="module")
@@ -528,8 +554,9 @@ def test_build_engine_builds_what_serves_it_from_its_export_and_cache(tmp_path, 
     (tmp_path / "int8").mkdir()
     for name in (CALIBRATION_CACHE, SDK_CALIBRATION_CACHE):
         (tmp_path / "int8" / name).write_text("TRT-8600-EntropyCalibration2\n")
-    out = runtime.build_engine(tmp_path / "exported", tmp_path / "int8", "t", precision, 2, 1 << 30, -1,
-                               tmp_path / "out", serves)
+    target = EngineTarget(name="t", pool="gpu", precision=precision, max_batch_size=2, serves=serves)
+    out = runtime.build_engine(tmp_path / "exported", tmp_path / "int8", target.model_dump(mode="json"), 1 << 30,
+                               tmp_path / "out")
     [(plan, built_dims)] = calls
     assert built_dims == dims and (plan.calibration_cache and Path(plan.calibration_cache).name) == cache
     assert out["serves"] == serves

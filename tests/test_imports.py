@@ -125,6 +125,12 @@ def test_no_layer_imports_the_layers_above_it(graph, layer, above):
     assert upward == []
 
 
+def test_the_kfp_layers_call_the_steps_never_the_cli(graph):
+    """Components and pipelines call ``bpnet.steps`` (typed), not the command line."""
+    assert sorted(m for m, targets in graph.items() if m.split(".")[0] in ("components", "pipelines")
+                  and "bpnet.cli" in targets) == []
+
+
 def test_the_cycle_finder_finds_a_planted_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c", "d"}, "c": set(), "d": {"b"}}) == ["b", "d", "b"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a", "c"}}) is None

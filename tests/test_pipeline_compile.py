@@ -11,7 +11,7 @@ import yaml
 
 from pipelines.arguments import load_run_spec
 from pipelines.submit import compile_pipeline
-from tests.test_pipeline_submit import cluster_spec
+from tests.conftest import cluster_spec
 
 EVALUATIONS = ("evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "evaluate-6")
 GPU_STEPS = ("train", "retrain", *EVALUATIONS, "inference")
@@ -74,7 +74,7 @@ def test_edges_follow_the_dag(compiled):
                          "evaluate Keras (export mode)": "retrain", "evaluate ONNX fp32": "export",
                          "evaluate ONNX INT8": "calibrate"}
     at_export = {t: tasks[t]["inputs"]["parameters"]["export_settings"] for t in EVALUATIONS}
-    assert at_export.pop("evaluate-4") == _resolved("export_settings")  # Keras as exported
+    assert at_export.pop("evaluate-4") == {"componentInputParameter": "export_settings"}  # Keras as exported
     assert all(v == {"runtimeValue": {"constant": ""}} for v in at_export.values())
     gate = tasks["int8-gate"]["inputs"]["parameters"]
     assert (gate["fp32_ap"]["taskOutputParameter"]["producerTask"], gate["int8_ap"]["taskOutputParameter"][
@@ -89,13 +89,13 @@ def test_edges_follow_the_dag(compiled):
     resolve = tasks["resolve-specs"]["inputs"]["parameters"]
     for name in ("train_spec", "retrain_spec", "inference_spec", "prune_settings", "export_settings"):
         assert resolve[name] == {"componentInputParameter": name}  # the run's specs, as the form holds them
-    assert tasks["train"]["inputs"]["parameters"]["train_spec"] == _resolved("train_spec")  # with the overrides
-    assert tasks["retrain"]["inputs"]["parameters"]["retrain_spec"] == _resolved("retrain_spec")
-    assert tasks["prune"]["inputs"]["parameters"]["prune_settings"] == _resolved("prune_settings")
-    assert tasks["export"]["inputs"]["parameters"]["export_settings"] == _resolved("export_settings")
-    assert tasks["calibrate"]["inputs"]["parameters"]["export_settings"] == _resolved("export_settings")
-    for step in (*EVALUATIONS, "inference"):
-        assert tasks[step]["inputs"]["parameters"]["inference_spec"] == _resolved("inference_spec")
+    reads = {"train": ("train_spec",), "retrain": ("retrain_spec",), "prune": ("prune_settings", "inference_spec"),
+             "export": ("export_settings",), "calibrate": ("export_settings",),
+             **{step: ("inference_spec",) for step in (*EVALUATIONS, "inference")}}
+    for step, names in reads.items():  # its spec as the run holds it, and the checked run parameters to lay over
+        params = tasks[step]["inputs"]["parameters"]
+        assert params["overrides"] == _resolved("overrides"), step
+        assert all(params[name] == {"componentInputParameter": name} for name in names), step
 
 
 def test_every_step_runs_the_project_image_without_installing_anything(compiled):
@@ -187,16 +187,15 @@ def test_publish_runs_only_under_the_gate_and_train_warm_starts(compiled):
 def test_engine_builds_fan_out_per_pool_with_their_images_and_node_pools(compiled):
     pipeline, k8s, _, spec = compiled
     promoted = pipeline["components"]["comp-condition-1"]["dag"]["tasks"]
-    gate = _tasks(pipeline)["int8-gate"]["inputs"]["parameters"]
-    offered = _tasks(pipeline)["resolve-specs"]["inputs"]["parameters"]  # the spec's targets, engine_targets picks
+    gate = _tasks(pipeline)["int8-gate"]["inputs"]["parameters"]  # the spec's targets, engine_targets picks
+    assert gate["chosen"] == _resolved("engine_targets")
     loops = {}
     for name in ("for-loop-2", "for-loop-3"):
         [task] = pipeline["components"][promoted[name]["componentRef"]["name"]]["dag"]["tasks"].values()
         source = promoted[name]["parameterIterator"]["items"]["inputParameter"]  # the INT8 gate's kept targets
         pool = source.removeprefix("pipelinechannel--int8-gate-")
-        assert gate[pool] == _resolved(pool)
-        loops[task["componentRef"]["name"]] = (pool, [(i["target"], i["serves"])
-                                                      for i in offered[pool]["runtimeValue"]["constant"]])
+        loops[task["componentRef"]["name"]] = (pool, [(i["name"], i["serves"])
+                                                      for i in gate[pool]["runtimeValue"]["constant"]])
     assert loops == {"comp-build-engine": ("gpu_targets", [("gpu-fp16", "triton"), ("gpu-int8", "triton")]),
                      "comp-build-engine-2": ("jetson_targets", [("jetson-fp16", "deepstream"),
                                                                 ("jetson-int8-dla0", "deepstream")])}

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bpnet import folders
 from bpnet.layout import TRAIN_SPEC_FILE
 from bpnet.specs import SpecError
-from bpnet.storage import open_store
+from bpnet.storage import CLAIM_NAME, open_store
 from components import runtime
 from pipelines.__main__ import main
 from pipelines.arguments import load_run_spec, pipeline_arguments
@@ -113,7 +114,7 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
     summary = runtime.dataset_convert("s3://datasets/demo", spec_text, train_out, val_out, generate_masks=True,
                                       num_shards=2)
     assert summary["train_images"] > 0 and summary["val_images"] == 8
-    train = runtime.record_summary(train_out, "train")  # what the train pod reads from the artifact
+    train = folders.record_summary(train_out, "train")  # what the train pod reads from the artifact
     assert train["shards"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
     assert (summary["train_samples"], summary["train_images"]) == (train["samples_written"], train["images_written"])
     for out in (train_out, val_out):
@@ -125,8 +126,7 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
     assert not list((val_out / "records").glob("train-*"))
 
     model_dir = tmp_path / "model"
-    bound = yaml.safe_load(runtime.bind_train_spec("{}", "{}", train_out, model_dir, tmp_path,
-                                                   pretrained=tmp_path / "pruned.tlt").read_text())
+    bound = folders.bind_train_spec({}, "{}", train_out, model_dir, pretrained=tmp_path / "pruned.tlt")
     config = bound["dataloader"]["dataset_config"]
     assert config["train_records_path"] == ["train-fold-000-of-002", "train-fold-001-of-002"]
     assert config["root_data_path"] == str(train_out / "raw") and config["dataset_specs"] == {
@@ -134,8 +134,7 @@ def test_convert_adapter_reads_a_raw_dataset_from_minio(moto_server, synth_dir, 
     assert bound["dataloader"]["pose_config"]["pose_config_path"] == str(model_dir / "pose_config.json")
     assert (bound["pretrained_weights"], bound["load_graph"]) == (str(tmp_path / "pruned.tlt"), True)
     # with the val artifact, the learning curve scores its split (the train artifact holds no val images)
-    bound = yaml.safe_load(runtime.bind_train_spec("{}", "{}", train_out, model_dir, tmp_path, val_dir=val_out)
-                           .read_text())
+    bound = folders.bind_train_spec({}, "{}", train_out, model_dir, val_dir=val_out)
     assert bound["dataloader"]["dataset_config"]["dataset_specs"] == {"coco": str(val_out / "dataset_spec.json")}
     assert bound["dataloader"]["dataset_config"]["root_data_path"] == str(train_out / "raw")
 
@@ -272,7 +271,7 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     # the release is exactly its manifest (every file listed, sizes and sha256 verified)
     fetched = open_store(str(release)).fetch(tmp_path / "fetched")
     assert {f["path"] for f in fetched["files"]} == {p.relative_to(release).as_posix() for p in release.rglob("*")
-                                                      if p.is_file() and p.name != "MANIFEST.json"}
+                                                      if p.is_file() and p.name not in ("MANIFEST.json", CLAIM_NAME)}
     # the INT8 gate tripped (limit -1): no INT8 file released, and the card and summary say why with both figures
     fp32, int8 = models["ONNX fp32"]["AP"], models["ONNX INT8"]["AP"]
     assert not (release / "onnx/bpnet_model.int8.etlt").exists() and not (release / "calibration").exists()
@@ -331,7 +330,7 @@ def _run_outputs(tmp_path: Path, export_shape: str, promotion: str, gpu_targets:
                    inference_report=artifact("inference_report"),
                    exported_model=artifact("exported_model", input_shape=export_shape), promotion=promotion,
                    int8_verdict="hold: INT8 AP below fp32 AP", jetson_engine_targets=[],
-                   gpu_engine_targets=[{"target": name, "precision": "fp16"} for name in gpu_targets])
+                   gpu_engine_targets=[{"name": name, "precision": "fp16"} for name in gpu_targets])
     return outputs
 
 
@@ -401,8 +400,7 @@ def test_a_seventh_evaluated_model_is_one_declaration(tmp_path, synth_dir, monke
     tasks = pipeline["root"]["dag"]["tasks"]
     [task] = [t for t in tasks.values() if t["taskInfo"]["name"] == "evaluate pruned (export mode)"]
     assert task["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "prune"
-    assert task["inputs"]["parameters"]["export_settings"]["taskOutputParameter"]["outputParameterKey"] == (
-        "export_settings")
+    assert task["inputs"]["parameters"]["export_settings"] == {"componentInputParameter": "export_settings"}
     promoted = pipeline["components"][tasks["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
     assert promoted["publish"]["inputs"]["artifacts"]["metrics_pruned_export"]["componentInputArtifact"]
     assert {"evaluation_pruned_export", "metrics_pruned_export"} <= set(
@@ -423,7 +421,8 @@ def test_a_seventh_evaluated_model_is_one_declaration(tmp_path, synth_dir, monke
     inputs = {name: SimpleNamespace(**artifact) for name in ("trained", "retrained", "exported", "int8")}
     inputs.update({e.metrics: SimpleNamespace(metadata={"AP": 0.25 + k / 100}) for k, e in enumerate(evaluated)})
     assert publish(release_root="r", dataset_uri="d", data_version="v", prune_settings="{}", export_settings="{}",
-                   inference_spec="{}", serving="{}", int8_verdict="release int8", min_ap=0.0, **inputs) == "r"
+                   inference_spec="{}", serving="{}", int8_verdict="release int8", min_ap=0.0, overrides="{}",
+                   **inputs) == "r"
     assert published["evaluations"][seventh.label] == {"AP": 0.31} and RETRAINED in published["evaluations"]
     card = model_card("r", {}, {}, published["evaluations"], {}, "", {"engines": {}, "served": {"note": "-"}})
     assert "| pruned (export mode) | 0.3100 |" in card

@@ -3,31 +3,13 @@ recording stand-in of the KFP v2beta1 REST API on 127.0.0.1."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 
 from pipelines.__main__ import main
+from tests.conftest import REPO, cluster_spec
 from tests.kfp_server import FakeKfpServer
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "tok-3e9f1b77-not-for-yaml"
-
-
-def cluster_spec(tmp_path: Path, **changes) -> Path:
-    """specs/pipeline/cluster.yaml with its relative paths made absolute, plus ``changes``."""
-    spec_dir = REPO / "specs" / "pipeline"
-    data = yaml.safe_load((spec_dir / "cluster.yaml").read_text())
-    data["specs"] = {k: str((spec_dir / v).resolve()) for k, v in data["specs"].items()}
-    data["path_map"] = [f"/workspace/examples/bpnet/model_pose_config={REPO / 'specs'}"]
-    data["kfp"].pop("host")
-    data["dataset"]["version"] = "v7"
-    for key, value in changes.items():
-        data[key] = value if not isinstance(value, dict) else {**data.get(key, {}), **value}
-    path = tmp_path / "cluster.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 @pytest.fixture
@@ -162,7 +144,7 @@ def test_server_refusal_is_reported_not_raised(kfp_server, tmp_path, caplog):
 
 
 def test_unreachable_server_is_reported(tmp_path, monkeypatch, caplog):
-    from tests.conftest import free_port
+    from tests.conftest import cluster_spec, free_port
 
     monkeypatch.setenv("KF_PIPELINES_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -14,7 +14,7 @@ from bpnet.errors import ModelError
 from bpnet.model.architecture import Architecture, default_filters, output_names
 from bpnet.model.bpnet import build_model, count_params
 from bpnet.model.io import architecture_of, load_model, save_model
-from bpnet.prune import PruneSettings, channel_graph, equalize, filter_norms, kept_channels, normalize, prune
+from bpnet.prune import PruneSettings, channel_graph, equalize, filter_norms, kept_channels, normalize, prune_model
 
 EXACT = dict(pruning_granularity=1, min_num_filters=1, pruning_threshold=1e-6)
 
@@ -97,7 +97,7 @@ def test_pruning_zeroed_filters_is_exact_through_batch_norm_and_concatenation():
     silence(model, "block3_conv2", [1, 5, 6])          # backbone conv + batch norm
     silence(model, "channel_reduction_conv", [0, 9])   # feeds stage 1 and, via a concatenation, stage 2
     silence(model, "stage2_conv3", [2, 3, 4, 10])      # a 7x7 head conv with bias
-    result = prune(model, PruneSettings(**EXACT), flops_shape=(64, 96))
+    result = prune_model(model, PruneSettings(**EXACT), flops_shape=(64, 96))
     before, after = architecture_of(model).filters, result.architecture.filters
     changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
     assert changed == {"block3_conv2": (32, 29), "channel_reduction_conv": (16, 14), "stage2_conv3": (16, 12)}
@@ -107,11 +107,11 @@ def test_pruning_zeroed_filters_is_exact_through_batch_norm_and_concatenation():
 def test_pruning_an_elementwise_group_is_exact_and_keeps_it_aligned():
     model = small_model(attention=True)
     silence(model, "stage2_heat_conv", [3, 7])  # the attention gate multiplies these zeros: removable
-    result = prune(model, PruneSettings(equalization_criterion="intersection", **EXACT), flops_shape=(64, 96))
+    result = prune_model(model, PruneSettings(equalization_criterion="intersection", **EXACT), flops_shape=(64, 96))
     after = result.architecture.filters
     assert after["stage2_heat_conv"] == after["stage2_heat_attention"] == 14
     assert max_output_difference(model, result.model) < 1e-5
-    union = prune(model, PruneSettings(equalization_criterion="union", **EXACT), flops_shape=(64, 96))
+    union = prune_model(model, PruneSettings(equalization_criterion="union", **EXACT), flops_shape=(64, 96))
     assert union.architecture.filters["stage2_heat_conv"] == 16  # the gate's filters there are not small
 
 
@@ -124,7 +124,7 @@ def test_pruning_the_full_model_is_exact_per_branch_and_reloads(tmp_path):
     silence(model, "backbone_c128_conv", [0, 4])      # backbone conv + batch norm, feeds the reduction conv
     silence(model, "stage1_paf_conv2", [1, 2, 3])     # one branch's trunk only
     silence(model, "stage2_heat_conv5", [7])          # a 7x7 trunk conv of a later stage
-    result = prune(model, PruneSettings(**EXACT), flops_shape=(64, 96))
+    result = prune_model(model, PruneSettings(**EXACT), flops_shape=(64, 96))
     before, after = architecture_of(model).filters, result.architecture.filters
     changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
     assert changed == {"backbone_c128_conv": (16, 14), "stage1_paf_conv2": (16, 13), "stage2_heat_conv5": (16, 15)}
@@ -141,7 +141,7 @@ def test_threshold_sweep_removes_parameters_monotonically_and_rules_hold_per_lay
     counts = []
     for threshold in (0.0, 0.5, 0.7, 0.8, 0.9, 1.0):
         settings = PruneSettings(pruning_threshold=threshold, pruning_granularity=4, min_num_filters=8)
-        result = prune(model, settings, (64, 64))
+        result = prune_model(model, settings, (64, 64))
         counts.append(result.report["parameters"]["after"])
         for name, width in result.architecture.filters.items():
             assert width == before[name] or (width % 4 == 0 and width >= min(8, before[name])), name
@@ -154,7 +154,7 @@ def test_excluded_layers_and_heads_keep_their_widths():
     excluded = ("block4_conv2", "stage1_conv1")
     settings = PruneSettings(pruning_threshold=1.0, pruning_granularity=1, min_num_filters=1,
                              excluded_layers=excluded)
-    result = prune(model, settings, (64, 64))
+    result = prune_model(model, settings, (64, 64))
     before = architecture_of(model)
     for name in excluded:
         assert result.architecture.filters[name] == before.filters[name]
@@ -166,13 +166,13 @@ def test_excluded_layers_and_heads_keep_their_widths():
 
 def test_unknown_excluded_layer_is_named():
     with pytest.raises(ModelError, match=r"excluded layers \['heatmap_out', 'nope'\] are not prunable"):
-        prune(small_model(), PruneSettings(excluded_layers=("nope", "heatmap_out")))
+        prune_model(small_model(), PruneSettings(excluded_layers=("nope", "heatmap_out")))
 
 
 def test_full_default_model_prunes_and_reloads_without_a_spec(tmp_path):
     model = build_model(Architecture(stages=3))
     assert count_params(model) == 16_777_835
-    result = prune(model, PruneSettings(pruning_threshold=0.85), flops_shape=(224, 320))
+    result = prune_model(model, PruneSettings(pruning_threshold=0.85), flops_shape=(224, 320))
     assert result.report["parameters"]["after"] < 16_777_835
     path = save_model(result.model, tmp_path / "pruned.tlt", key="k")
     reloaded = load_model(path, key="k")

@@ -196,13 +196,13 @@ def test_concurrent_publishers_leave_the_best_release_in_latest(request, tmp_pat
 @pytest.mark.slow  # trains a model: make test-all
 def test_warm_start_trains_from_the_latest_release(s3, tiny_model, synth_dir, tmp_path, monkeypatch):
     from bpnet.model.io import architecture_of, load_model
-    from bpnet.prune import PruneSettings, prune
+    from bpnet.prune import PruneSettings, prune_model
     from tests.conftest import write_train_spec
 
     monkeypatch.setenv("BPNET_MODEL_KEY", "tiny")
     model_file, _ = tiny_model
-    released = prune(load_model(model_file, key="tiny"), PruneSettings(pruning_threshold=0.95, pruning_granularity=2,
-                                                                        min_num_filters=4), (64, 64))
+    released = prune_model(load_model(model_file, key="tiny"),
+                           PruneSettings(pruning_threshold=0.95, pruning_granularity=2, min_num_filters=4), (64, 64))
     release = tmp_path / "release"
     (release / "model").mkdir(parents=True)
     from bpnet.model.io import save_model

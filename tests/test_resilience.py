@@ -224,6 +224,7 @@ def _runs(root: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_make_run_killed_during_training_leaves_nothing_and_a_rerun_completes(tmp_path, synth_dir):
+    from pipelines.outputs import summary_rows
     from tests.conftest import local_run_spec
 
     spec = local_run_spec(tmp_path, synth_dir)
@@ -255,5 +256,8 @@ def test_make_run_killed_during_training_leaves_nothing_and_a_rerun_completes(tm
     rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     (run,) = _runs(root)
-    assert json.loads((run / "summary.json").read_text())["metrics"]["AP"] >= 0.0
+    summary = json.loads((run / "summary.json").read_text())  # the rerun is a whole run: every step, its figures
+    assert [s["step"] for s in summary["steps"]] == [row.label for row in summary_rows()]
+    [scored] = [s for s in summary["steps"] if s["step"] == "evaluate retrained"]
+    assert summary["metrics"]["AP"] == json.loads((Path(scored["output"]) / "metrics.json").read_text())["AP"]
     assert not list(root.glob(".scratch-*")) and not (root / LOCK_FILE).exists()

@@ -12,14 +12,14 @@ import yaml
 
 from bpnet.errors import SpecError
 from bpnet.overrides import RunOverrides, resolve
-from bpnet.settings import DeploySettings, PruneSettings
+from bpnet.settings import ExportCalibrationSettings, PruneSettings
 from bpnet.specs.inference import InferenceSpec
 from bpnet.specs.train import TrainSpec
 from components import runtime
 from components.resolve_specs import resolve_specs
 from pipelines.__main__ import main
 from pipelines.arguments import load_run_spec, parse_overrides, pipeline_arguments
-from tests.test_pipeline_submit import cluster_spec
+from tests.conftest import cluster_spec
 
 KFP_TYPES = {int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", str: "STRING"}
 SET = {"num_epoch": 5, "batch_size": 4, "base_learning_rate": 3e-4, "input_height": 256, "input_width": 320,
@@ -63,38 +63,48 @@ def test_the_compiled_yaml_offers_them_typed_with_the_set_values_and_no_secret(t
     assert not [v for v in planted.values() if v in text]
 
 
+def _names(spec) -> list[str]:
+    return [t["name"] for targets in spec.engines.by_pool().values() for t in targets]
+
+
+def _laid(texts: dict[str, str], ran: str) -> dict[str, dict]:
+    """Each spec as its step reads it: the run's text with resolve_specs' run parameters laid over."""
+    return {name: runtime.spec_for(role, texts[name], ran, name) for name, role in runtime.SPEC_PARAMETERS.items()}
+
+
 def test_overrides_land_in_the_train_and_retrain_specs_and_the_input_size_everywhere(cluster):
     spec, _ = cluster
-    texts, min_ap, targets = runtime.resolve_specs(_texts(spec), RunOverrides(**SET), spec.release.min_ap,
-                                                   spec.engines.by_pool())
+    texts = _texts(spec)
+    ran, min_ap, targets = runtime.resolve_specs(texts, RunOverrides(**SET), spec.release.min_ap, _names(spec))
+    laid = _laid(texts, ran)
     for name in ("train_spec", "retrain_spec"):
-        trained = TrainSpec.model_validate(json.loads(texts[name]))
+        trained = TrainSpec.model_validate(laid[name])
         assert trained.num_epoch == 5 and trained.dataloader.batch_size == 4, name
         assert trained.optimizer.learning_rate_schedule.base_learning_rate == 3e-4, name
         dims = trained.dataloader.image_config.image_dims
         assert (dims.height, dims.width) == (256, 320), name
         assert trained.dataloader.pose_config.target_shape == (32, 40), name  # input / stride, as required
-    assert InferenceSpec.model_validate(json.loads(texts["inference_spec"])).input_shape == (256, 320)
-    assert DeploySettings(**json.loads(texts["export_settings"])).input_shape == (256, 320)
-    assert PruneSettings(**json.loads(texts["prune_settings"])).pruning_threshold == 0.3
-    assert min_ap == 0.25
-    assert {pool: [t["target"] for t in ts] for pool, ts in targets.items()} == {
-        "gpu": ["gpu-fp16"], "jetson": ["jetson-int8-dla0"]}
+    assert InferenceSpec.model_validate(laid["inference_spec"]).input_shape == (256, 320)
+    assert ExportCalibrationSettings(**laid["export_settings"]).input_shape == (256, 320)
+    assert PruneSettings(**laid["prune_settings"]).pruning_threshold == 0.3
+    assert min_ap == 0.25 and targets == ["gpu-fp16", "jetson-int8-dla0"]
     written = yaml.safe_load(open(spec.specs.train).read())
-    resolved = json.loads(texts["train_spec"])
+    resolved = laid["train_spec"]
     assert {k: v for k, v in resolved.items() if k not in ("num_epoch", "dataloader", "optimizer")} == {
         k: v for k, v in written.items() if k not in ("num_epoch", "dataloader", "optimizer")}  # the rest as written
 
 
-def test_unset_parameters_pass_the_specs_on_as_written(cluster):
+def test_unset_parameters_leave_the_specs_as_written(cluster):
     spec, _ = cluster
     texts = _texts(spec)
-    resolved, min_ap, targets = runtime.resolve_specs(texts, RunOverrides(), spec.release.min_ap,
-                                                      spec.engines.by_pool())
-    assert resolved == texts and min_ap == spec.release.min_ap == 0.5 and targets == spec.engines.by_pool()
-    only_prune, _, _ = runtime.resolve_specs(texts, RunOverrides(pruning_threshold=0.0), 0.5, {})
-    assert {n for n in texts if only_prune[n] != texts[n]} == {"prune_settings"}  # 0.0 is a value, -1.0 unset
-    assert json.loads(only_prune["prune_settings"])["pruning_threshold"] == 0.0
+    ran, min_ap, targets = runtime.resolve_specs(texts, RunOverrides(), spec.release.min_ap, _names(spec))
+    as_given = {name: runtime.spec_mapping(text, name) for name, text in texts.items()}
+    assert ran == "{}" and _laid(texts, ran) == as_given  # nothing to lay over
+    assert min_ap == spec.release.min_ap == 0.5 and targets == _names(spec)
+    only_prune, _, _ = runtime.resolve_specs(texts, RunOverrides(pruning_threshold=0.0), 0.5, [])
+    changed = {n for n, laid in _laid(texts, only_prune).items() if laid != as_given[n]}
+    assert changed == {"prune_settings"}  # 0.0 is a value, -1.0 unset
+    assert _laid(texts, only_prune)["prune_settings"]["pruning_threshold"] == 0.0
 
 
 def test_the_exponential_schedule_gets_its_own_rate_field(cluster):
@@ -151,7 +161,7 @@ def test_set_parses_typed_values_and_names_a_bad_one(item, expected):
 
 def test_the_component_resolves_in_its_own_process_through_kfp_local(cluster):
     """The first step as kfp.local runs it (its source alone in a subprocess): typed inputs in,
-    resolved specs, the gate's minimum and the targets out."""
+    the checked run parameters, the gate's minimum and the chosen targets out."""
     import warnings
 
     from kfp import local
@@ -160,15 +170,15 @@ def test_the_component_resolves_in_its_own_process_through_kfp_local(cluster):
 
     spec, tmp = cluster
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp / "root"))
-    targets = spec.engines.by_pool()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         task = component(resolve_specs, "bpnet:test")(
-            **_texts(spec), spec_min_ap=0.5, gpu_targets=targets["gpu"], jetson_targets=targets["jetson"],
+            **_texts(spec), spec_min_ap=0.5, target_names=_names(spec),
             **{**RunOverrides().model_dump(), "num_epoch": 7, "engine_targets": "gpu-int8"})
-    assert TrainSpec.model_validate(json.loads(task.outputs["retrain_spec"])).num_epoch == 7
-    assert task.outputs["min_ap"] == 0.5
-    assert [t["target"] for t in task.outputs["gpu_targets"]] == ["gpu-int8"] and task.outputs["jetson_targets"] == []
+    assert json.loads(task.outputs["overrides"]) == {"num_epoch": 7, "engine_targets": "gpu-int8"}
+    retrain = runtime.spec_for("retrain", _texts(spec)["retrain_spec"], task.outputs["overrides"], "retrain_spec")
+    assert TrainSpec.model_validate(retrain).num_epoch == 7
+    assert task.outputs["min_ap"] == 0.5 and task.outputs["engine_targets"] == ["gpu-int8"]
 
 
 def test_the_pipeline_signature_is_derived_from_run_overrides(cluster):

@@ -122,13 +122,13 @@ EVALS = {name: {"AP": ap, "AP50": ap, "AP75": ap, "AP_medium": ap, "AP_large": a
 def publish(built, root: Path, monkeypatch, int8_gate: str = "release int8", engines=("engines", "ds_engines"),
             **serving) -> Path:
     monkeypatch.setenv("BPNET_MODEL_KEY", "tiny")
+    serving_options = {"plain_onnx": True, "memory": "4Gi", "accelerator_type": "gpu.example.com/a100",
+                       "pool": {"node_selector": {"pool": "gpu"}, "tolerations": [
+                           {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+                       **serving}
     pointer = runtime.publish(str(root), built["trained"], built["trained"], built["exported"], built["int8"], EVALS,
                               {"dataset_uri": "s3://d/coco"}, {}, [built[e] for e in engines], json.dumps(INFER),
-                              {"plain_onnx": True, "memory": "4Gi", "accelerator_type": "gpu.example.com/a100",
-                               "pool": {
-                                  "node_selector": {"pool": "gpu"},
-                                  "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                                   "effect": "NoSchedule"}]}, **serving}, int8_gate)
+                              json.dumps(serving_options), int8_gate)
     assert pointer["promoted"]
     return Path(pointer["uri"])
 
@@ -449,7 +449,7 @@ def test_no_plain_onnx_by_default(built, tmp_path, monkeypatch):
 def test_without_engines_or_plain_onnx_the_release_says_it_is_not_servable(built, tmp_path, monkeypatch):
     monkeypatch.setenv("BPNET_MODEL_KEY", "tiny")
     pointer = runtime.publish(str(tmp_path / "releases"), built["trained"], built["trained"], built["exported"],
-                              built["int8"], EVALS, {}, {}, [], json.dumps(INFER), {"plain_onnx": False})
+                              built["int8"], EVALS, {}, {}, [], json.dumps(INFER), '{"plain_onnx": false}')
     release = Path(pointer["uri"])
     assert not any((release / d).exists() for d in ("triton", "deepstream", "kserve"))
     assert "not servable as released: no Triton/DeepStream/KServe files" in (release / "MODEL_CARD.md").read_text()

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import re
 from decimal import Decimal
-from pathlib import Path
+from types import SimpleNamespace
 from typing import get_args
 
 import pytest
+import yaml
 
 from bpnet import settings
 from bpnet.cli import build_parser
-from bpnet.errors import UsageError
+from bpnet.errors import SpecError, UsageError
 from bpnet.specs.base import DEFAULT_INPUT_SHAPE
 from bpnet.specs.inference import InferenceSpec
 from pipelines import run_spec
 
-REPO = Path(__file__).resolve().parents[1]
 # The guide's CLI defaults (tlt bpnet prune / export), written out once here as the reference.
 GUIDE_PRUNE = {"normalizer": "max", "equalization_criterion": "union", "pruning_granularity": 8,
                "pruning_threshold": 0.1, "min_num_filters": 16, "excluded_layers": []}
@@ -66,54 +65,77 @@ def test_export_and_prune_flags_keep_their_tlt_names():
     assert _actions("build_engine")["max_workspace_size"].option_strings == ["-w", "--max_workspace_size"]
 
 
-def test_the_run_spec_embeds_the_library_models():
-    assert run_spec.PruneSettings is settings.PruneSettings
-    fields = run_spec.RunSpec.model_fields
-    assert fields["prune"].default_factory is settings.PruneSettings
-    assert fields["export"].default_factory is settings.DeploySettings
-    assert issubclass(settings.DeploySettings, settings.ExportSettings)
-    assert issubclass(settings.DeploySettings, settings.CalibrationSettings)
-    assert (run_spec.EngineSettings().workspace_bytes ==
-            settings.EngineSettings.model_fields["max_workspace_size"].default)
-    assert get_args(run_spec.EngineTarget.model_fields["precision"].annotation) == get_args(settings.Precision)
+def _refusal(model, **values) -> str:
+    """The message a settings model refuses ``values`` with (bpnet.settings.build's UsageError)."""
+    with pytest.raises(UsageError) as caught:
+        settings.build(model, **values)
+    return str(caught.value).split(": ", 1)[1]
 
 
-def test_the_default_input_shape_is_one_object():
-    assert settings.ExportSettings.model_fields["input_shape"].default is DEFAULT_INPUT_SHAPE
-    assert InferenceSpec.model_fields["input_shape"].default is DEFAULT_INPUT_SHAPE
-    from bpnet.prune import prune
-    from bpnet.steps.prune import prune as prune_step
+def _run_spec_refusal(tmp_path, section: str, field: str, value) -> str:
+    """The message loading a run spec with ``section.field: value`` stops with (its value and expectation)."""
+    from pipelines.arguments import load_run_spec
+    from tests.conftest import cluster_spec
 
-    for func in (prune, prune_step):
-        assert inspect.signature(func).parameters["flops_shape"].default is DEFAULT_INPUT_SHAPE
+    with pytest.raises(SpecError) as caught:
+        load_run_spec(cluster_spec(tmp_path, **{section: {field: value}}))
+    [line] = [line for line in str(caught.value).splitlines() if f"{section}.{field}" in line]
+    return line.split(f"{section}.{field}: ", 1)[1]
 
 
-def test_the_calibration_methods_and_precisions_are_the_literals():
+@pytest.mark.parametrize("section, field, model, value", [
+    ("prune", "pruning_threshold", settings.PruneSettings, 1.5),
+    ("export", "cal_batches", settings.ExportCalibrationSettings, 0),
+    ("export", "input_shape", settings.ExportCalibrationSettings, [130, 128]),
+    ("dataset", "num_shards", settings.ConvertSettings, 0),
+])
+def test_the_run_spec_refuses_what_the_library_refuses_with_its_message(tmp_path, section, field, model, value):
+    assert _run_spec_refusal(tmp_path, section, field, value) == _refusal(model, **{field: value})
+
+
+def test_the_run_spec_defaults_are_the_library_defaults():
+    spec = run_spec.RunSpec(images={"gpu": "x", "jetson": "y"}, dataset={"uri": "s3://d/p"}, release={"root": "s3://r/p"},
+                            specs={k: "x" for k in ("dataset", "train", "retrain", "inference")})
+    assert spec.prune == settings.PruneSettings() and spec.export == settings.ExportCalibrationSettings()
+    assert spec.engines.workspace_bytes == settings.EngineSettings().max_workspace_size
+    assert spec.release.min_ap == settings.PromotionSettings().min_ap
+    assert (spec.dataset.num_shards, spec.dataset.generate_masks) == (settings.ConvertSettings().num_shards, True)
+    serving = spec.serving_options()  # what the release writes its serving files from
+    assert serving == settings.ReleaseServing(**settings.ServingSettings().model_dump())
+    assert (serving.plain_onnx, serving.accelerator_type) == (False, settings.NVIDIA_GPU)
+
+
+def test_an_engine_target_is_checked_as_the_engine_settings_it_becomes():
+    for field, value in (("max_batch_size", 0), ("dla_core", 2)):
+        target = _refusal(settings.EngineTarget, name="t", pool="gpu", **{field: value})
+        assert target == _refusal(settings.EngineSettings, **{field: value}), field
+    target = settings.EngineTarget(name="t", pool="jetson", precision="int8", max_batch_size=4, dla_core=0)
+    assert target.serves == "deepstream"  # the Jetson pool's default server
+    assert target.settings(1 << 30) == settings.EngineSettings(data_type="int8", max_batch_size=4,
+                                                               max_workspace_size=1 << 30, dla_core=0)
+
+
+def test_every_input_size_is_checked_by_the_one_stride_rule(tmp_path):
+    """The guide's 368x368 is the default of the export and the inference spec alike, and a size
+    that is no multiple of the stride is refused with one message wherever it is given."""
+    from bpnet.overrides import RunOverrides, resolve
+    from bpnet.specs.train import ImageDims
+
+    assert settings.ExportSettings().input_shape == InferenceSpec().input_shape == DEFAULT_INPUT_SHAPE == (368, 368)
+    expected = _refusal(settings.ExportSettings, input_shape=(130, 128)).split(" — ", 1)[1]
+    assert expected == "height and width must be positive multiples of the model stride 8"
+    for model, values in ((InferenceSpec, {"input_shape": (130, 128)}), (ImageDims, {"height": 130})):
+        assert _refusal(model, **values).split(" — ", 1)[1] == expected, model.__name__
+    with pytest.raises(SpecError) as caught:
+        resolve({role: {} for role in ("train", "retrain", "inference", "prune", "export")},
+                RunOverrides(input_height=130), 0.0, [])
+    assert str(caught.value).splitlines()[0] == f"input_height: 130 — {expected}"
+
+
+def test_the_calibration_methods_are_the_literals():
     from bpnet.deploy.calibration import METHODS
-    from bpnet.deploy.engine import EnginePlan
 
     assert METHODS == get_args(settings.CalibrationMethod)
-    # the engine plan takes the settings as they are: precision, batch, workspace, DLA checked once
-    assert EnginePlan.__dataclass_fields__["settings"].type in ("EngineSettings", settings.EngineSettings)
-
-
-def _sources() -> list[Path]:
-    return [p for folder in ("bpnet", "components", "pipelines") for p in (REPO / folder).rglob("*.py")]
-
-
-def test_no_module_declares_the_input_shape_or_the_stride_check_again():
-    own = {REPO / "bpnet/specs/base.py"}
-    for path in _sources():
-        if path in own:
-            continue
-        text = path.read_text()
-        assert not re.search(r"\(368, 368\)|if [^\n]*% (8\b|MODEL_STRIDE)", text), path
-
-
-def test_components_and_pipelines_never_call_the_cli():
-    for path in _sources():
-        if path.parts[-2] in ("components", "pipelines"):
-            assert "bpnet.cli" not in path.read_text() and "cli.main" not in path.read_text(), path
 
 
 def test_a_bad_setting_names_its_field():
@@ -121,28 +143,6 @@ def test_a_bad_setting_names_its_field():
         settings.build(settings.PruneSettings, pruning_threshold=1.5)
     assert caught.value.field == "pruning_threshold" and caught.value.exit_code == 2
     assert str(caught.value) == "pruning_threshold: 1.5 — expected less than or equal to 1"
-
-
-def _same_field(derived, source) -> bool:
-    """pydantic copies a FieldInfo used as a default: the same default, constraints and help."""
-    return (derived.default, derived.metadata, derived.description) == (source.default, source.metadata,
-                                                                         source.description)
-
-
-def test_serving_is_one_library_model_the_run_spec_embeds():
-    from bpnet import release
-
-    assert run_spec.ServingSettings is settings.ServingSettings and release.ServingOptions is settings.ServingOptions
-    assert run_spec.RunSpec.model_fields["serving"].default_factory is settings.ServingSettings
-    assert issubclass(settings.ServingOptions, settings.ServingSettings)
-    assert _same_field(run_spec.ReleaseSettings.model_fields["plain_onnx"],
-                       settings.ServingOptions.model_fields["plain_onnx"])
-    assert _same_field(run_spec.GpuSettings.model_fields["accelerator_type"],
-                       settings.ServingOptions.model_fields["accelerator_type"])
-    assert run_spec.NodePool is settings.NodePool and run_spec.Toleration is settings.Toleration
-    steps, serving = run_spec.StepSettings.model_fields, settings.ServingSettings.model_fields
-    assert steps["cpu"].annotation == serving["cpu"].annotation  # one quantity type for pods and the service
-    assert steps["memory"].annotation == serving["memory"].annotation
 
 
 @pytest.mark.parametrize("text, value", [("4", 4), (".5", Decimal("0.5")), ("0.5", Decimal("0.5")),
@@ -162,35 +162,29 @@ def test_what_is_not_a_positive_quantity_is_refused_alike(text):
                 model(**{name: text})
 
 
-def test_engine_targets_and_the_dataset_take_their_fields_from_the_library():
-    target, engine = run_spec.EngineTarget.model_fields, settings.EngineSettings.model_fields
-    for name in ("max_batch_size", "dla_core"):
-        assert _same_field(target[name], engine[name]), name
-    assert "serves" in target
-    source, convert = run_spec.DatasetSource.model_fields, settings.ConvertSettings.model_fields
-    assert _same_field(source["num_shards"], convert["num_shards"])
-    assert source["generate_masks"].description == convert["generate_masks"].description
-    assert source["generate_masks"].default is True  # the pipeline's own choice: it trains on the masks
+def test_the_pipeline_steps_get_the_run_spec_values(tmp_path):
+    """What the DAG passes from the run spec reaches the steps as the run spec says: GPUs (train's
+    and retrain's --gpus too), report_images, generate_masks, num_shards."""
+    from kfp import compiler
 
+    from pipelines.arguments import load_run_spec, pipeline_arguments
+    from pipelines.dag import build_pipeline
+    from tests.conftest import cluster_spec
 
-def test_the_pipeline_steps_take_their_parameters_from_the_run_spec_alone():
-    """No component (nor the runtime behind it) declares a default of its own for what the DAG
-    passes from the run spec: report_images, gpus, generate_masks, num_shards."""
-    from components import dataset_convert, evaluate, inference, retrain, runtime, train
-
-    for func, names in ((dataset_convert.dataset_convert, ("generate_masks", "num_shards")),
-                        (runtime.dataset_convert, ("generate_masks", "num_shards")),
-                        (evaluate.evaluate, ("report_images",)), (runtime.evaluate, ("report_images",)),
-                        (inference.inference, ("report_images",)), (runtime.inference, ("report_images",)),
-                        (train.train, ("gpus",)), (retrain.retrain, ("gpus",)), (runtime.train, ("gpus",))):
-        params = inspect.signature(func).parameters
-        for name in names:
-            assert params[name].default is inspect.Parameter.empty, (func.__module__, name)
-    # a CPU pod's 0 GPUs becomes one training device in one place: runtime.train
-    assert [p.name for p in _sources() if p.parts[-2] in ("components", "pipelines")
-            and "max(1, " in p.read_text()] == ["runtime.py"]
-    assert "StepSettings(" not in (REPO / "pipelines/dag.py").read_text()  # every step's settings are the spec's
-    assert "int8_gate" in run_spec.Steps.model_fields
+    spec = load_run_spec(cluster_spec(tmp_path, steps={"train": {"gpus": 3}, "retrain": {"gpus": 0}},
+                                      report_images=7, dataset={"num_shards": 5, "generate_masks": False}))
+    compiler.Compiler().compile(build_pipeline(spec, pipeline_arguments(spec)), str(tmp_path / "p.yaml"))
+    pipeline = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    tasks, inputs = pipeline["root"]["dag"]["tasks"], pipeline["root"]["inputDefinitions"]["parameters"]
+    assert [tasks[t]["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] for t in ("train", "retrain")] == [
+        3, 0]
+    executors = pipeline["deploymentSpec"]["executors"]
+    assert executors["exec-train"]["container"]["resources"]["accelerator"]["resourceCount"] == "3"
+    assert "accelerator" not in executors["exec-retrain"]["container"].get("resources", {})
+    assert (inputs["report_images"]["defaultValue"], inputs["num_shards"]["defaultValue"],
+            inputs["generate_masks"]["defaultValue"]) == (7, 5, False)
+    for task in ("evaluate", "inference"):
+        assert tasks[task]["inputs"]["parameters"]["report_images"] == {"componentInputParameter": "report_images"}
 
 
 def test_cli_defaults_come_from_the_library():
@@ -207,14 +201,16 @@ def test_cli_defaults_come_from_the_library():
         assert params[name].default == field.default, name
 
 
-def test_the_exported_padding_mode_is_one_constant():
-    from bpnet.deploy import calibration, export, triton_model
-    from bpnet.layout import EXPORTED_MODE
+def test_the_exported_padding_mode_is_the_one_every_deployment_reader_uses():
+    """export.json, the calibration images and the Triton preprocessing feed an exported model the
+    same way, and the inference spec accepts that mode."""
+    from bpnet.deploy import export, triton_model
+    from bpnet.infer.decode import DecodeParams
+    from bpnet.pose import BPNET_SKELETON
+    from bpnet.steps.export import export_record
 
-    assert EXPORTED_MODE in get_args(get_args(InferenceSpec.model_fields["keep_aspect_ratio_mode"].annotation)[0])
-    assert export.CalibrationData.__dataclass_fields__["mode"].default is EXPORTED_MODE
-    assert inspect.signature(calibration.build_tensorfile).parameters["mode"].default is EXPORTED_MODE
-    assert triton_model.EXPORTED_MODE is EXPORTED_MODE  # the Triton model imports bpnet, so not a literal
-    for folder in ("bpnet/deploy", "components", "pipelines"):
-        for path in (REPO / folder).rglob("*.py"):
-            assert '"pad_image_input"' not in path.read_text(), path
+    recorded = export_record(SimpleNamespace(input_shape=(64, 96)))["keep_aspect_ratio_mode"]
+    triton = triton_model.settings_from(DecodeParams(), (1.0,), (0.0,), (64, 96), {}, 1, BPNET_SKELETON)
+    assert recorded == export.CalibrationData("i", "t", "c", settings.CalibrationSettings()).mode == triton[
+        "keep_aspect_ratio_mode"]
+    assert InferenceSpec(keep_aspect_ratio_mode=recorded).keep_aspect_ratio_mode == recorded

@@ -146,11 +146,11 @@ def test_loss_falls_on_the_demo_data(converted, synth_dir, tmp_path):
 
 @pytest.mark.slow  # prunes, retrains and resumes: make test-all
 def test_retraining_a_pruned_model_resumes_like_training(tiny_model, converted, synth_dir, tmp_path):
-    from bpnet.prune import PruneSettings, prune
+    from bpnet.prune import PruneSettings, prune_model
 
     model_file, _ = tiny_model
-    pruned = prune(load_model(model_file, key="tiny"), PruneSettings(pruning_threshold=0.95, pruning_granularity=2,
-                                                                      min_num_filters=4), (64, 64))
+    pruned = prune_model(load_model(model_file, key="tiny"),
+                           PruneSettings(pruning_threshold=0.95, pruning_granularity=2, min_num_filters=4), (64, 64))
     pruned_file = save_model(pruned.model, tmp_path / "pruned.tlt", key="tiny")
     out = tmp_path / "retrain"
 

@@ -48,7 +48,7 @@ POOL_AFTER = {"block1_conv2", "block2_conv2", "block3_conv4"}
 C128_CONV = "backbone_c128_conv"  # the optional last backbone layer (add_final_c128_conv)
 BRANCHES = ("heat", "paf")
 STAGE1_CONVS, STAGE1_BRANCH = 3, 512
-STAGET_CONVS, STAGET_KERNEL, STAGET_BRANCH = 5, 7, 128
+REFINE_CONVS, REFINE_KERNEL, REFINE_BRANCH = 5, 7, 128
 HIDDEN = 128
 
 
@@ -67,7 +67,7 @@ def trunk_names(class_name: str, stage: int, branch: str) -> list[str]:
     """The k x k convs a stage's ``branch`` goes through before its 1x1 branch conv, in order.
 
     The lite model's trunk is shared by both branches (same names for either branch)."""
-    count = STAGE1_CONVS if stage == 1 else STAGET_CONVS
+    count = STAGE1_CONVS if stage == 1 else REFINE_CONVS
     p = stage_prefix(stage)
     if class_name == LITE:
         return [f"{p}conv{i}" for i in range(1, count + 1)]
@@ -78,7 +78,7 @@ def branch_conv_name(class_name: str, stage: int, branch: str) -> str:
     """The 1x1 conv that ends a branch before the (optional attention and) output conv."""
     if class_name == LITE:
         return f"{stage_prefix(stage)}{branch}_conv"
-    count = STAGE1_CONVS if stage == 1 else STAGET_CONVS
+    count = STAGE1_CONVS if stage == 1 else REFINE_CONVS
     return f"{stage_prefix(stage)}{branch}_conv{count + 1}"
 
 
@@ -104,7 +104,7 @@ def default_filters(stages: int, use_self_attention: bool, width: float = 1.0, *
             for name in trunk_names(class_name, s, branch):
                 filters[name] = w(HIDDEN)
             conv = branch_conv_name(class_name, s, branch)
-            filters[conv] = w(STAGE1_BRANCH if s == 1 else STAGET_BRANCH)
+            filters[conv] = w(STAGE1_BRANCH if s == 1 else REFINE_BRANCH)
             if use_self_attention and s > 1:  # multiplied with the branch conv: must keep its width
                 filters[attention_name(s, branch)] = filters[conv]
     return filters

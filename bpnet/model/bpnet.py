@@ -20,7 +20,7 @@ from bpnet.model.architecture import (
     C128_CONV,
     LITE,
     POOL_AFTER,
-    STAGET_KERNEL,
+    REFINE_KERNEL,
     Architecture,
     attention_name,
     branch_conv_name,
@@ -104,7 +104,7 @@ def build_model(arch: Architecture, regularization: Regularization | None = None
     features = conv(x, "channel_reduction_conv", f["channel_reduction_conv"], 3)
 
     def trunk(x, stage: int, branch: str):
-        kernel = 3 if stage == 1 else STAGET_KERNEL
+        kernel = 3 if stage == 1 else REFINE_KERNEL
         for name in trunk_names(arch.class_name, stage, branch):
             x = conv(x, name, f[name], kernel)
         return x

@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
 from bpnet.artifacts import atomic_write_text
-from bpnet.errors import SpecError
+from bpnet.errors import SpecError, UsageError
 from bpnet.specs.base import CrossFieldError, PathContext, parse_path_map
 
 T = TypeVar("T", bound=BaseModel)
@@ -208,6 +208,21 @@ def load_spec(path: str | Path, model: type[T], paths: PathContext | None = None
         if len(errors) > _MAX_ERROR_LINES:
             lines.append(f"spec error: {path}: -: {len(errors) - _MAX_ERROR_LINES} more problems — not listed")
         raise SpecError(lines) from None
+
+
+def spec_mapping(text: str, name: str) -> dict[str, Any]:
+    """A spec passed as text (a pipeline parameter: YAML or JSON) as a mapping. JSON is tried
+    first: PyYAML reads a JSON number such as 2e-05 as a string (YAML 1.1 floats need a dot)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"not valid YAML/JSON ({exc})", field=f"{name} parameter") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"expected a mapping of spec fields, got {type(data).__name__}", field=f"{name} parameter")
+    return data
 
 
 def spec_to_dict(spec: BaseModel) -> dict:

@@ -65,8 +65,8 @@ def build_engine(exported: str | Path, engine_file: str | Path, key: str | None,
                  input_shape: tuple[int, int] | None = None, outputs: Sequence[str] | None = None) -> EngineBuilt:
     """Build ``engine_file`` (input size: ``input_shape``, else the exported one; ``profiles`` in
     tlt-converter's ``<input>,<min>,<opt>,<max>`` syntax), then its build record."""
+    from bpnet.deploy import engine as tensorrt
     from bpnet.deploy.engine import EnginePlan, parse_profile
-    from bpnet.deploy.engine import build_engine as run
 
     if outputs is not None and list(outputs) != [HEAT_NAME, PAF_NAME]:
         raise UsageError(f"{','.join(outputs)} — the exported model's outputs are {HEAT_NAME},{PAF_NAME}",
@@ -77,7 +77,7 @@ def build_engine(exported: str | Path, engine_file: str | Path, key: str | None,
     dims = input_shape or (info.height, info.width)
     log.info("engine plan: %s, input %dx%d", plan.describe(), *dims)
     with exclusive(engine_file, "bpnet build_engine"):  # the engine and its record are one writer's
-        run(data, plan, (dims[0], dims[1], 3), engine_file)
+        tensorrt.build_engine(data, plan, (dims[0], dims[1], 3), engine_file)
         record = write_engine_record(engine_file, settings, info)
     return EngineBuilt(engine_file, settings.data_type, settings.max_batch_size, dims, engine_file.stat().st_size,
                        plan.describe(), serves_of(info), record)

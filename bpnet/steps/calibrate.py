@@ -28,8 +28,8 @@ def calibrate(model: str | Path, output: str | Path | None, key: str | None, cal
     """Tensorfile (built or reused), cache (computed unless it exists) and the QDQ INT8 model
     (``output``, default ``<model stem>.int8.etlt``: never the model, nor, without ``overwrite``,
     a file that is not an exported model)."""
+    from bpnet.deploy import export as deployment
     from bpnet.deploy.calibration import read_trt_cache
-    from bpnet.deploy.export import calibrate as run
     from bpnet.deploy.export import int8_path
 
     key = model_key(key)
@@ -39,7 +39,7 @@ def calibrate(model: str | Path, output: str | Path | None, key: str | None, cal
     output = replaceable_output("output_file", output or int8_path(model), inputs, "an exported model",
                                 is_exported_file(key), overwrite)
     with exclusive(output, "bpnet calibrate"):
-        tensorfile, cache, int8 = run(model, key, calibration, norm, output)
+        tensorfile, cache, int8 = deployment.calibrate(model, key, calibration, norm, output)
     _, scales = read_trt_cache(cache)
     return Calibrated(int8, cache, tensorfile, len(scales), calibration.settings.cal_method,
                       calibration.settings.images)

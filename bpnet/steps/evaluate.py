@@ -36,11 +36,11 @@ def evaluate(spec: InferenceSpec, dataset: DatasetSpec, model: str | Path | None
              results_dir: str | Path, settings: EvaluateSettings, paths: PathContext | None = None) -> Evaluation:
     """Score the model on ``dataset``'s test split into ``results_dir``; unreadable images are a
     DataError once the metrics of the rest are written."""
-    from bpnet.evaluate import evaluate as run
+    from bpnet import evaluate as coco
 
     with exclusive(output_dir("results_dir", results_dir), "bpnet evaluate"):
         predictor = open_predictor(spec, model, key, results_dir, paths)
-        metrics = run(predictor, dataset, results_dir, settings.num_visualizations)
+        metrics = coco.evaluate(predictor, dataset, results_dir, settings.num_visualizations)
     result = Evaluation(Path(results_dir), Path(results_dir) / METRICS_FILE, metrics)
     log.info("AP %.4f AP50 %.4f AP75 %.4f APm %.4f APl %.4f AR %.4f -> %s", metrics["AP"], metrics["AP50"],
              metrics["AP75"], metrics["AP_medium"], metrics["AP_large"], metrics["AR"], result.metrics_file)

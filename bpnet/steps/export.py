@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from bpnet.artifacts import atomic_write_text
+from bpnet.deploy import export as deployment
 from bpnet.deploy.export import CalibrationData
 from bpnet.deploy.export import ExportResult as Exported  # the library's result is the step's
-from bpnet.deploy.export import export as run
 from bpnet.errors import UsageError
 from bpnet.layout import EXPORT_SETTINGS_FILE, EXPORTED_MODE
 from bpnet.lock import exclusive
@@ -51,8 +51,9 @@ def export(model: str | Path, output: str | Path, key: str | None, settings: Exp
                                                             Path(calibration.data_file).is_file())):
         raise UsageError("int8: needs --cal_image_dir (or an existing --cal_data_file)", field="data_type")
     with exclusive(output, "bpnet export"):  # its files (model, INT8 model, export.json) are one writer's
-        exported = run(model, key, output, settings.input_shape, norm, data_type, stage, sdk_compatible,
-                       calibration if data_type == "int8" else None, engine_file, engine_settings)
+        exported = deployment.export(model, key, output, settings.input_shape, norm, data_type, stage,
+                                     sdk_compatible, calibration if data_type == "int8" else None, engine_file,
+                                     engine_settings)
         atomic_write_text(output.parent / EXPORT_SETTINGS_FILE, json.dumps(export_record(exported)) + "\n")
         if exported.engine is not None:
             write_engine_record(exported.engine, exported.engine_settings, exported.info)

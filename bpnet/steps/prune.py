@@ -39,11 +39,11 @@ def prune(model: str | Path, output: str | Path, key: str | None, settings: Prun
     replaceable_output("output_file", prune_report(output), inputs, "a prune report", is_json_with("output_file"),
                        overwrite)
     from bpnet.model.io import open_model, save_model
-    from bpnet.prune import prune as run
+    from bpnet.prune import prune_model
 
     with exclusive(output, "bpnet prune"):  # the model and its report are one writer's
         source = open_model(model, key)
-        result = run(source.model, settings, flops_shape)
+        result = prune_model(source.model, settings, flops_shape)
         save_model(result.model, output, key, source.skeleton)  # pruning keeps the heads: same skeleton
         report = {"model": str(model), "output_file": str(output), **result.report}
         atomic_write_text(prune_report(output), json.dumps(report, indent=2) + "\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bpnet.release import RELEASE_INT8_VERDICT, ReleaseInputs, ServingOptions, assemble_and_publish
+from bpnet.release import RELEASE_INT8_VERDICT, ReleaseInputs, ReleaseServing, assemble_and_publish
 from bpnet.specs import InferenceSpec
 from bpnet.steps._common import model_key
 
@@ -21,7 +21,7 @@ class Released:
 
 
 def publish(release_root: str, inputs: ReleaseInputs, evaluations: dict[str, dict], data: dict[str, Any],
-            settings: dict[str, Any], decoder: InferenceSpec, serving: ServingOptions,
+            settings: dict[str, Any], decoder: InferenceSpec, serving: ReleaseServing,
             int8_verdict: str = RELEASE_INT8_VERDICT, min_ap: float = 0.0, key: str | None = None) -> Released:
     """Publish the release of ``inputs``; ``evaluations`` are the figures per model label."""
     pointer = assemble_and_publish(release_root, inputs, evaluations, data, settings, decoder, serving, int8_verdict,

@@ -38,11 +38,11 @@ def train(spec: TrainSpec, results_dir: str | Path, key: str | None, settings: T
     """Train as the spec says; re-running into the same folder resumes from its latest checkpoint."""
     key = model_key(key)
     results = output_dir("results_dir", results_dir)
-    from bpnet.train import train as run
+    from bpnet import train as trainer
 
     with exclusive(results, "bpnet train"):
         try:
-            r = run(spec, results, key, gpus=settings.gpus, gpu_index=settings.gpu_index)
+            r = trainer.train(spec, results, key, gpus=settings.gpus, gpu_index=settings.gpu_index)
         except BaseException:
             _remove_partial_checkpoints(results)
             raise
