@@ -504,8 +504,14 @@ class S3Store(_Reader):
         writers exactly one gets it), then the files, the manifest last and conditional too."""
         local_dir = _existing_dir(local_dir)
         manifest = build_manifest(local_dir, metadata=metadata)
-        if self.exists() or not self.write_if(_claim(), CLAIM_NAME, None):
+        claim = _claim()
+        if self.exists() or not self.write_if(claim, CLAIM_NAME, None):
             raise _taken(self.uri, self.read_bytes(CLAIM_NAME))
+        if self.write_if(claim, CLAIM_NAME, None):  # the condition was ignored: a racer would have won too
+            self.remove(CLAIM_NAME)
+            raise StorageError(f"{self.uri}: {self.settings.endpoint} ignores conditional writes (If-None-Match: *), "
+                               "so two publishers of one release id cannot be told apart; publish to a server "
+                               "that supports them (MinIO, AWS S3)")
         for entry in manifest["files"]:
             self.upload_file(local_dir / entry["path"], entry["path"])
         if not self.write_if(manifest_bytes(manifest), MANIFEST_NAME, None):

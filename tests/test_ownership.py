@@ -238,6 +238,27 @@ def test_on_s3_a_release_id_is_taken_by_a_conditional_create_whoever_races(moto_
     assert first.write_if(b"x", "other", None) and not second.write_if(b"y", "other", None)
 
 
+def test_an_s3_server_ignoring_conditional_writes_is_refused_not_raced(moto_server, monkeypatch, tmp_path):
+    from bpnet.storage import CLAIM_NAME, S3Settings, S3Store, StorageError
+
+    settings = S3Settings(moto_server.endpoint, "testing", "testing", secure=False)
+    store = S3Store("s3://plain/r1", settings)
+    store.client.make_bucket("plain")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(b"m")
+    put = store.client._put_object  # noqa: SLF001 - the call write_if makes
+
+    def unconditional(bucket, key, data, headers, *args, **kwargs):
+        headers = {k: v for k, v in headers.items() if not k.startswith("If-")}
+        return put(bucket, key, data, headers, *args, **kwargs)
+
+    monkeypatch.setattr(store.client, "_put_object", unconditional)
+    with pytest.raises(StorageError, match="ignores conditional writes"):
+        store.create_tree(src)
+    assert store.read_bytes(CLAIM_NAME) is None and store.read_bytes("model.bin") is None
+
+
 # ---- silent wrong results ---------------------------------------------------------------------------
 
 def _onnx(weight: float) -> bytes:

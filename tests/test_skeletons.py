@@ -19,7 +19,7 @@ from bpnet.infer.decode import DecodeParams, assembly_plan
 from bpnet.model.exported import ExportInfo
 from bpnet.pose import BPNET_SKELETON, PoseConfigError, load_pose_config
 from bpnet.settings import ConvertSettings
-from bpnet.specs import DatasetSpec, load_spec
+from bpnet.specs import DatasetSpec, InferenceSpec, TrainSpec, load_spec
 from bpnet.specs.loader import SpecError
 from bpnet.steps.dataset_convert import dataset_convert
 
@@ -125,6 +125,7 @@ def test_assembly_starts_where_the_pose_config_says():
 
 
 def test_model_files_and_exports_record_their_skeleton(tmp_path):
+    from bpnet.infer.predict import KerasBackend, ModelMismatchError, Predictor
     from bpnet.model.architecture import Architecture
     from bpnet.model.bpnet import build_model
     from bpnet.model.io import open_model, save_model
@@ -134,6 +135,12 @@ def test_model_files_and_exports_record_their_skeleton(tmp_path):
     model = build_model(arch.with_filters({k: 8 for k in arch.filters}), seed=0)
     path = save_model(model, tmp_path / "hand.tlt", "k", hand)
     assert open_model(path, "k").skeleton == hand
+    backend = KerasBackend.load(path, "k")
+    assert backend.skeleton == hand
+    person_spec = load_spec(REPO / "specs/demo/bpnet_train_demo.yaml", TrainSpec)
+    with pytest.raises(ModelMismatchError, match="records the skeleton 'hand' \\(21 joints\\), the train spec's pose "
+                                                 "config .*bpnet_18joints.json is 'person' \\(18 joints\\)"):
+        Predictor(backend, InferenceSpec(input_shape=(64, 64)), person_spec)
     with pytest.raises(ModelError, match="heads have .*22, 40.* the skeleton 'person' needs 19 / 38"):
         save_model(model, tmp_path / "person.tlt", "k", BPNET_SKELETON)
     info = ExportInfo(64, 64, 2, 2, False, skeleton=hand)
