@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["4", "16"])
     parser.add_argument("--coco", type=Path, default=None, help="COCO folder (default: the repo's "
-                        "tests/data/real_people for the 4 photos, /work/shared/data/coco-mini-train for 16)")
+                        "tests/data/real_people for the 4 photos, ../shared/data/coco-mini-train for 16)")
     parser.add_argument("--num_epoch", type=int, default=None, help="override the case's epochs")
     parser.add_argument("--width", type=float, default=0.25, help="width_multiplier")
     parser.add_argument("--learning_rate", type=float, default=5e-4, help="Adam's base rate")

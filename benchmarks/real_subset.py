@@ -4,7 +4,8 @@ Shared by ``overfit_real.py`` (the AP benchmark), ``real_diagnosis.py`` (the fig
 docs/real_training.md) and the slow tests of tests/test_real_training.py, so all three measure
 the same thing. The images come from a folder in COCO layout (``train2017/`` and
 ``annotations/person_keypoints_train2017.json``): the repository's tests/data/real_people (the
-four 640x480 photos of ``MEMORISE_IDS``) or the 30 photos of /work/shared/data/coco-mini-train.
+four 640x480 photos of ``MEMORISE_IDS``) or the 30 photos of ../shared/data/coco-mini-train
+(beside the checkout; ``$BPNET_COCO_MINI`` names another folder).
 Both splits of the dataset spec are the same images: the benchmark scores the images it trained on.
 
 The overfit recipe (``overfit_spec``) is the demo's (BpNetLiteModel, 2 stages, Adam, from
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,7 +35,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_IMAGES = REPO / "tests" / "data" / "real_people"
-SHARED_IMAGES = Path("/work/shared/data/coco-mini-train")
+# The shared data folder beside the checkout (as CI lays it out); $BPNET_COCO_MINI overrides it.
+SHARED_IMAGES = Path(os.environ.get("BPNET_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini-train"))
 ANNOTATIONS = "annotations/person_keypoints_train2017.json"
 # 640x480 photos with 1, 2, 5 and 1 labelled people, 55 to 356 px tall
 MEMORISE_IDS = (85795, 188388, 451944, 531286)
