@@ -13,16 +13,24 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bpnet.artifacts import atomic_write_text, read_manifest
+from bpnet.artifacts import (
+    MANIFEST_NAME,
+    atomic_write_text,
+    build_manifest,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
 from bpnet.layout import (
     CALIBRATION_CACHE,
+    CALIBRATION_IMAGES_DIR,
     CALIBRATION_TENSORFILE,
     DATASET_SPEC,
     EXPORT_SETTINGS_FILE,
@@ -209,19 +217,57 @@ def export_folder(model_dir: Path, out: Path, settings: ExportCalibrationSetting
     return exported
 
 
-def calibrate_folder(exported_dir: Path, dataset_dir: Path, out: Path, settings: ExportCalibrationSettings):
-    """The INT8 Model folder of an exported Model folder, calibrated on the train Dataset folder's
-    images: tensorfile, TensorRT calibration cache, the ONNX Runtime QDQ INT8 model, the cache
-    fitted to the SDK-compatible export (for DeepStream engines) and export.json. Returns the
-    calibration's and the fitting's results."""
+def split_images_path(spec: dict[str, Any], prefix: str = "train") -> str:
+    """The image folder of a split (``SPLITS`` prefix) relative to the raw dataset's root: where
+    the images are under the dataset URI dataset_convert fetches. The spec is checked as
+    dataset_convert checks it (inputs aside: they are not fetched)."""
+    _, key = SPLITS[prefix]
+    with workdir() as work:
+        dataset = load_bound({**spec, "root_directory_path": RAW_DIR}, DatasetSpec, work / DATASET_SPEC)
+    return getattr(dataset, key).images_root_dir_path
+
+
+def fill_calibration_folder(names: Iterable[str], count: int, fetch: Callable[[str], Path], out: Path,
+                            where: str) -> list[str]:
+    """The calibration-image folder (``bpnet.layout``: ``images/`` + manifest): the ``count``
+    images of ``names`` (an image folder's file names) that calibration takes from that folder
+    (``bpnet.deploy.calibration.calibration_set``), each got with ``fetch`` (a local path to move
+    into ``out``: the caller's download or copy); the manifest comes last. Returns their names."""
+    from bpnet.deploy.calibration import calibration_set
+
+    images = out / CALIBRATION_IMAGES_DIR
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # unfinished until the manifest is written again
+    shutil.rmtree(images, ignore_errors=True)
+    images.mkdir(parents=True)
+    taken = []
+    for path, _ in calibration_set(names, count, fetch, where):
+        shutil.move(path, images / path.name)
+        taken.append(path.name)
+    write_manifest(out / MANIFEST_NAME, build_manifest(out, [f"{CALIBRATION_IMAGES_DIR}/{n}" for n in taken],
+                                                       metadata={"source": where, "images": taken}))
+    log.info("calibration images: %d from %s", len(taken), where)
+    return taken
+
+
+def calibration_images_dir(folder: Path) -> Path:
+    """The images of a calibration-image folder, once its manifest vouches for them."""
+    verify_files(folder, read_manifest(folder / MANIFEST_NAME))
+    return folder / CALIBRATION_IMAGES_DIR
+
+
+def calibrate_folder(exported_dir: Path, image_dir: Path, out: Path, settings: ExportCalibrationSettings):
+    """The INT8 Model folder of an exported Model folder, calibrated on the images of
+    ``image_dir`` (the pipeline's calibration-image folder, ``calibration_images_dir``):
+    tensorfile, TensorRT calibration cache, the ONNX Runtime QDQ INT8 model, the cache fitted to
+    the SDK-compatible export (for DeepStream engines) and export.json. Returns the calibration's
+    and the fitting's results."""
     from bpnet.deploy.export import CalibrationData
     from bpnet.steps.calibrate import calibrate, fit_calibration
 
-    dataset = load_spec(dataset_dir / DATASET_SPEC, DatasetSpec)
     out.mkdir(parents=True, exist_ok=True)
     calibration = CalibrationSettings(**settings.model_dump(include=set(CalibrationSettings.model_fields)))
-    data = CalibrationData(str(dataset.under_root(dataset.train_data.images_root_dir_path)),
-                           str(out / CALIBRATION_TENSORFILE), str(out / CALIBRATION_CACHE), calibration)
+    data = CalibrationData(str(image_dir), str(out / CALIBRATION_TENSORFILE), str(out / CALIBRATION_CACHE),
+                           calibration)
     calibrated = calibrate(exported_dir / EXPORTED_FILE, out / EXPORTED_FILE, None, data,
                            normalization(exported_dir))
     fitted = fit_calibration(exported_dir / EXPORTED_FILE, exported_dir / SDK_EXPORTED_FILE, calibrated.cache,

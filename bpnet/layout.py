@@ -7,6 +7,9 @@ from here, so a rename cannot leave a reader behind.
 - Dataset (pipeline artifact, one per split): ``raw/`` (images, masks, annotations),
   ``dataset_spec.json`` (``root_directory_path: raw``), ``records/<prefix>-fold-NNN-of-NNN`` and
   ``records/<prefix>-manifest.json``.
+- Calibration images (pipeline artifact): ``images/`` holding exactly the images INT8 calibration
+  takes from the train split (``cal_batches x cal_batch_size``, bpnet.deploy.calibration's rule),
+  then ``MANIFEST.json``: calibration reads this small artifact, not the whole train split.
 - Model (``train`` results folder, and what prune/export/calibrate write beside their model):
   ``bpnet_model.tlt``, ``architecture.json``, ``train_spec.resolved.yaml``, ``pose_config.json``,
   ``train_summary.json``, learning curve, checkpoints, ``MANIFEST.json`` (bpnet.artifacts).
@@ -56,6 +59,7 @@ ANNOTATED_DIR = "images_annotated"
 DATASET_SPEC = "dataset_spec.json"
 RAW_DIR = "raw"
 RECORDS_DIR = "records"
+CALIBRATION_IMAGES_DIR = "images"
 
 
 def engine_sources(serves: Server, precision: Precision) -> tuple[str, str | None]:

@@ -185,11 +185,37 @@ def export(model_dir: str, export_settings: str, out_dir: str, overrides: str = 
 
 
 @logs_failure
-def calibrate(exported_dir: str, dataset_dir: str, export_settings: str, out_dir: str,
-              overrides: str = "{}") -> dict[str, Any]:
-    """Calibrate an exported Model artifact on the train split's images (``bpnet.folders.calibrate_folder``)."""
+def calibration_data(dataset_uri: str, dataset_spec: str, export_settings: str, out_dir: str,
+                     overrides: str = "{}") -> dict[str, Any]:
+    """The calibration-image artifact: the ``cal_batches x cal_batch_size`` images calibration
+    takes from the train split (``bpnet.folders.fill_calibration_folder``), fetched one by one
+    from the raw dataset behind ``dataset_uri`` (the train split's images are those of the raw
+    dataset), so neither this step nor calibrate moves the split."""
+    from bpnet.storage import open_store
+
     settings = settings_for(ExportCalibrationSettings, "export", export_settings, overrides, "export_settings")
-    calibrated, fitted = folders.calibrate_folder(Path(exported_dir), Path(dataset_dir), Path(out_dir), settings)
+    where = f"{dataset_uri.rstrip('/')}/{folders.split_images_path(spec_mapping(dataset_spec, 'dataset_spec'))}"
+    store = open_store(where)
+    names = [name for name, _, _ in store.list_objects() if "/" not in name]  # calibration reads the top level
+    out = Path(out_dir)
+    with folders.workdir(out.parent) as work:  # beside the output: moved in, not copied
+
+        def download(name: str) -> Path:
+            store.download_file(name, work / name)
+            return work / name
+
+        taken = folders.fill_calibration_folder(names, settings.images, download, out, where)
+    return {"images": len(taken), "bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
+
+
+@logs_failure
+def calibrate(exported_dir: str, calibration_dir: str, export_settings: str, out_dir: str,
+              overrides: str = "{}") -> dict[str, Any]:
+    """Calibrate an exported Model artifact on the calibration-image artifact's images
+    (``bpnet.folders.calibrate_folder``)."""
+    settings = settings_for(ExportCalibrationSettings, "export", export_settings, overrides, "export_settings")
+    images = folders.calibration_images_dir(Path(calibration_dir))
+    calibrated, fitted = folders.calibrate_folder(Path(exported_dir), images, Path(out_dir), settings)
     return {"precision": "int8", "calibrated_tensors": calibrated.tensors, "cal_method": calibrated.method,
             "cal_images": calibrated.images, "sdk_cache_tensors": fitted.tensors}
 

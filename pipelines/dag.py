@@ -1,7 +1,8 @@
 """The BodyPoseNet DAG: data_version → dataset_convert → train → prune → retrain → export →
-calibrate, an evaluation of every model ``pipelines.outputs.EVALUATED`` declares and inference
-with the retrained model; then the promotion gate, the INT8 quality gate (INT8 engine targets are
-built only if INT8 AP >= fp32 AP - ``release.max_int8_ap_drop``), engine builds and the release.
+calibrate (on the few images calibration_data fetches beside dataset_convert), an evaluation of
+every model ``pipelines.outputs.EVALUATED`` declares and inference with the retrained model; then
+the promotion gate, the INT8 quality gate (INT8 engine targets are built only if INT8 AP >= fp32
+AP - ``release.max_int8_ap_drop``), engine builds and the release.
 
 ``build_pipeline`` returns the ``@dsl.pipeline`` function for a run spec: images, GPU requests,
 node pools, secrets, retries, timeouts and caching are compile-time choices taken from the spec
@@ -14,9 +15,10 @@ takes its spec as the run holds it and lays the checked parameters over it itsel
 Caching: every step's output is fully determined by its inputs once the raw data behind
 ``dataset_uri`` is identified. The first step after resolve_specs, data_version (never cached), returns the
 ``data_version`` parameter if set, else a fingerprint of the data's listing taken in the pod when
-the run starts; dataset_convert has it as an input. The same data reuses a conversion (and, as
-the artifacts are then the same, everything downstream); new data behind the same URI — what a
-scheduled retraining run reads — is converted afresh and invalidates every later step.
+the run starts; dataset_convert (and calibration_data) have it as an input. The same data reuses a
+conversion (and, as the artifacts are then the same, everything downstream); new data behind the
+same URI — what a scheduled retraining run reads — is converted afresh and invalidates every later
+step.
 """
 
 # No ``from __future__ import annotations`` here: kfp reads the pipeline's annotations as types.
@@ -37,6 +39,7 @@ from bpnet.settings import NodePool, quantity_value
 from components import component
 from components.build_engine import build_engine
 from components.calibrate import calibrate
+from components.calibration_data import calibration_data
 from components.data_version import data_version
 from components.dataset_convert import dataset_convert
 from components.evaluate import evaluate
@@ -60,15 +63,16 @@ from pipelines.outputs import (
 )
 from pipelines.run_spec import RunSpec, StepSettings
 
-STEP_COMPONENTS = {f.__name__: f for f in (resolve_specs, data_version, dataset_convert, train, prune, retrain,
-                                           export, calibrate, evaluate, inference, promotion_gate, int8_gate,
-                                           build_engine)}
+STEP_COMPONENTS = {f.__name__: f for f in (resolve_specs, data_version, dataset_convert, calibration_data, train,
+                                           prune, retrain, export, calibrate, evaluate, inference, promotion_gate,
+                                           int8_gate, build_engine)}
 """The steps (named as the run spec's ``steps`` section names them) and their component functions;
 publish's is made per pipeline (``components.publish.publish_component``)."""
 
 STORAGE, MODEL_KEY, NODE_NAME = "storage", "model key", "node name"
-ACCESS = {"data_version": {STORAGE}, "dataset_convert": {STORAGE}, "train": {MODEL_KEY}, "prune": {MODEL_KEY},
-          "retrain": {MODEL_KEY}, "export": {MODEL_KEY}, "calibrate": {MODEL_KEY}, "evaluate": {MODEL_KEY},
+ACCESS = {"data_version": {STORAGE}, "dataset_convert": {STORAGE}, "calibration_data": {STORAGE},
+          "train": {MODEL_KEY}, "prune": {MODEL_KEY}, "retrain": {MODEL_KEY}, "export": {MODEL_KEY},
+          "calibrate": {MODEL_KEY}, "evaluate": {MODEL_KEY},
           "inference": {MODEL_KEY}, "promotion_gate": {STORAGE}, "build_engine": {MODEL_KEY, NODE_NAME},
           "publish": {STORAGE, MODEL_KEY}}  # publish: the Triton model and configs come from the exported model
 """What a step's pod reads besides its inputs: MinIO (the data, the release root), the model key,
@@ -205,6 +209,9 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any], evaluated: tuple[Ev
         convert = run("dataset_convert", dataset_uri=dataset_uri, data_version=version.output,
                       dataset_spec=dataset_spec, generate_masks=generate_masks, num_shards=num_shards)
         train_data, val_data = convert.outputs["train_data"], convert.outputs["val_data"]
+        cal_images = run("calibration_data", "calibration data", dataset_uri=dataset_uri,
+                         data_version=version.output, dataset_spec=dataset_spec, export_settings=export_settings,
+                         overrides=ran)
         trained = run("train", train_data=train_data, val_data=val_data, train_spec=train_spec,  # val: curve's AP
                       pose_config=pose_config, gpus=spec.steps.train.gpus, overrides=ran, warm_start=run.warm_start)
         pruned = run("prune", model=trained.outputs["model"], prune_settings=prune_settings,
@@ -213,10 +220,11 @@ def build_pipeline(spec: RunSpec, arguments: dict[str, Any], evaluated: tuple[Ev
                         retrain_spec=retrain_spec, pose_config=pose_config, gpus=spec.steps.retrain.gpus,
                         overrides=ran)
         exported = run("export", model=retrained.outputs["model"], export_settings=export_settings, overrides=ran)
-        calibrated = run("calibrate", exported=exported.outputs["exported"], train_data=train_data,
+        calibrated = run("calibrate", exported=exported.outputs["exported"],
+                         calibration_images=cal_images.outputs["calibration_images"],
                          export_settings=export_settings, overrides=ran)
-        tasks = {"dataset_convert": convert, "train": trained, "prune": pruned, "retrain": retrained,
-                 "export": exported, "calibrate": calibrated}
+        tasks = {"dataset_convert": convert, "calibration_data": cal_images, "train": trained, "prune": pruned,
+                 "retrain": retrained, "export": exported, "calibrate": calibrated}
         out = {o.name: tasks[o.step].outputs[o.key] for o in STEP_OUTPUTS if o.step in tasks}
 
         scores = {e.label: run("evaluate", f"evaluate {e.label}", val_data=val_data, model=out[e.model],

@@ -60,6 +60,7 @@ UNPRUNED, PRUNED, KERAS_EXPORT, ONNX_FP32, ONNX_INT8 = ("unpruned", "pruned", "K
 STEP_OUTPUTS = (
     StepOutput("train_data", "dataset_convert", "train_data", Dataset, ("train_samples", "val_images")),
     StepOutput("val_data", "dataset_convert", "val_data", Dataset),
+    StepOutput("calibration_images", "calibration_data", "calibration_images", Dataset, ("images", "bytes")),
     StepOutput("model", "train", "model", Model, ("epochs", "last_loss", "images_per_second")),
     StepOutput("pruned_model", "prune", "pruned", Model, ("parameters_kept",)),
     StepOutput("retrained_model", "retrain", "model", Model, ("epochs", "last_loss", "images_per_second")),

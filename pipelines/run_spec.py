@@ -116,6 +116,9 @@ class Steps(SpecModel):
                     "detects new data)")
     dataset_convert: StepSettings = Field(default_factory=lambda: StepSettings(retries=2),
                                           description="fetches the raw data, converts both splits")
+    calibration_data: StepSettings = Field(
+        default_factory=lambda: StepSettings(retries=2, timeout_seconds=3600),
+        description="fetches only the train images INT8 calibration reads (cal_batches x cal_batch_size)")
     train: TrainStepSettings = Field(
         default_factory=lambda: TrainStepSettings(gpus=1, retries=1, timeout_seconds=3 * 86400),
         description="trains the unpruned model")

@@ -16,7 +16,8 @@ from tests.conftest import cluster_spec
 EVALUATIONS = ("evaluate", "evaluate-2", "evaluate-3", "evaluate-4", "evaluate-5", "evaluate-6")
 GPU_STEPS = ("train", "retrain", *EVALUATIONS, "inference")
 MODEL_KEY_STEPS = (*GPU_STEPS, "prune", "export", "calibrate", "build-engine", "build-engine-2", "publish")
-STORAGE_STEPS = ("data-version", "dataset-convert", "promotion-gate", "publish", "train")  # train: warm starts
+STORAGE_STEPS = ("data-version", "dataset-convert", "calibration-data", "promotion-gate", "publish",
+                 "train")  # train: warm starts
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,9 @@ def _producer(task: dict, artifact: str) -> str:
 
 def test_edges_follow_the_dag(compiled):
     tasks = _tasks(compiled[0])
-    assert set(tasks) == {"resolve-specs", "data-version", "dataset-convert", "train", "prune", "retrain", "export",
-                          "calibrate", *EVALUATIONS, "inference", "promotion-gate", "int8-gate", "condition-1"}
+    assert set(tasks) == {"resolve-specs", "data-version", "dataset-convert", "calibration-data", "train", "prune",
+                          "retrain", "export", "calibrate", *EVALUATIONS, "inference", "promotion-gate", "int8-gate",
+                          "condition-1"}
     assert "dependentTasks" not in tasks["resolve-specs"]
     assert tasks["data-version"]["dependentTasks"] == ["resolve-specs"]  # nothing starts before the check
     assert tasks["dataset-convert"]["inputs"]["parameters"]["data_version"]["taskOutputParameter"] == {
@@ -80,8 +82,15 @@ def test_edges_follow_the_dag(compiled):
     assert (gate["fp32_ap"]["taskOutputParameter"]["producerTask"], gate["int8_ap"]["taskOutputParameter"][
         "producerTask"], gate["max_drop"]["runtimeValue"]["constant"]) == ("evaluate-5", "evaluate-6", 0.02)
     assert _producer(tasks["export"], "model") == "retrain"
-    assert (_producer(tasks["calibrate"], "exported"), _producer(tasks["calibrate"], "train_data")) == (
-        "export", "dataset-convert")
+    # calibrate gets the few images it reads, not the train split; they are keyed by the data version
+    assert (_producer(tasks["calibrate"], "exported"), _producer(tasks["calibrate"], "calibration_images")) == (
+        "export", "calibration-data")
+    assert set(tasks["calibrate"]["inputs"]["artifacts"]) == {"exported", "calibration_images"}
+    cal = tasks["calibration-data"]["inputs"]["parameters"]
+    assert cal["data_version"]["taskOutputParameter"] == {"outputParameterKey": "Output",
+                                                          "producerTask": "data-version"}
+    assert cal["dataset_uri"] == {"componentInputParameter": "dataset_uri"}
+    assert "artifacts" not in tasks["calibration-data"]["inputs"]  # it reads the raw dataset by URI, nothing whole
     for step in (*EVALUATIONS, "inference", "train", "retrain"):  # train/retrain: the learning curve's AP
         artifact = tasks[step]["inputs"]["artifacts"]["val_data"]["taskOutputArtifact"]
         assert artifact == {"outputArtifactKey": "val_data", "producerTask": "dataset-convert"}  # val split only
@@ -91,6 +100,7 @@ def test_edges_follow_the_dag(compiled):
         assert resolve[name] == {"componentInputParameter": name}  # the run's specs, as the form holds them
     reads = {"train": ("train_spec",), "retrain": ("retrain_spec",), "prune": ("prune_settings", "inference_spec"),
              "export": ("export_settings",), "calibrate": ("export_settings",),
+             "calibration-data": ("export_settings", "dataset_spec"),
              **{step: ("inference_spec",) for step in (*EVALUATIONS, "inference")}}
     for step, names in reads.items():  # its spec as the run holds it, and the checked run parameters to lay over
         params = tasks[step]["inputs"]["parameters"]
@@ -101,7 +111,7 @@ def test_edges_follow_the_dag(compiled):
 def test_every_step_runs_the_project_image_without_installing_anything(compiled):
     pipeline, _, _, spec = compiled
     executors = pipeline["deploymentSpec"]["executors"]
-    assert len(executors) == 20
+    assert len(executors) == 21
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == (spec.images.jetson if name == "exec-build-engine-2" else spec.images.gpu)
@@ -122,7 +132,8 @@ def test_gpu_steps_request_gpus_and_land_on_the_spec_pool(compiled):
                                                                  "nvidia.com/gpu.present": "true"}
         assert {"key": "dedicated", "operator": "Equal", "value": "training",
                 "effect": "NoExecute"} in k8s[f"exec-{step}"]["tolerations"]
-    cpu_steps = ("data-version", "dataset-convert", "prune", "export", "calibrate", "promotion-gate", "publish")
+    cpu_steps = ("data-version", "dataset-convert", "calibration-data", "prune", "export", "calibrate",
+                 "promotion-gate", "publish")
     for step in cpu_steps:
         assert "accelerator" not in executors[f"exec-{step}"]["container"].get("resources", {})
         assert "nodeSelector" not in k8s[f"exec-{step}"] and "tolerations" not in k8s[f"exec-{step}"]

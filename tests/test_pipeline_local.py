@@ -227,8 +227,9 @@ def test_whole_dag_runs_locally_through_kfp_local(tmp_path, synth_dir, monkeypat
     summary = run_local(local_run_spec(tmp_path, synth_dir), RunOverrides(batch_size=2))  # the specs say 4
 
     assert [s["step"] for s in summary["steps"]] == [
-        "dataset_convert", "train", "evaluate unpruned", "prune", "evaluate pruned", "retrain", "evaluate retrained",
-        "evaluate Keras (export mode)", "export", "evaluate ONNX fp32", "calibrate", "evaluate ONNX INT8", "inference"]
+        "dataset_convert", "calibration_data", "train", "evaluate unpruned", "prune", "evaluate pruned", "retrain",
+        "evaluate retrained", "evaluate Keras (export mode)", "export", "evaluate ONNX fp32", "calibrate",
+        "evaluate ONNX INT8", "inference"]
     assert all(s["seconds"] > 0 for s in summary["steps"])
     metrics = summary["metrics"]
     assert set(metrics) == {"AP", "AP50", "AP75", "AP_medium", "AP_large", "AR"}

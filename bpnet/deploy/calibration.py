@@ -43,9 +43,8 @@ import math
 import string
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import get_args
 
@@ -74,26 +73,46 @@ def _too_few(folder: Path, usable: int, skipped: int, count: int) -> DataError:
                      "(--batches/--batch_size, or export.cal_batches/cal_batch_size in a run spec)")
 
 
-def calibration_images(image_dir: str | Path, count: int) -> list[Path]:
-    """The candidate images of ``image_dir``, sorted by name: at least ``count`` of them."""
+def calibration_candidates(names: Iterable[str]) -> list[str]:
+    """The names of a folder's files calibration may take, in the order it takes them: images (by
+    suffix), sorted by name. One rule for the local folder and for a calibration-image artifact
+    made from an object store (components.runtime.calibration_data), so the artifact holds exactly
+    the images calibration would have read from the whole split."""
+    return sorted(n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def calibration_set(names: Iterable[str], count: int, fetch: Callable[[str], Path],
+                    where: str | Path) -> Iterator[tuple[Path, np.ndarray]]:
+    """The first ``count`` readable images of ``calibration_candidates(names)`` as (path, pixels);
+    ``fetch`` makes a name a local file (the folder's own path, or a download), and is called only
+    for the names taken or skipped, so a caller reading an object store moves just those. An
+    unreadable image is skipped with a warning naming it; too few is a DataError naming ``where``."""
+    candidates = calibration_candidates(names)
+    if len(candidates) < count:
+        raise _too_few(Path(where), len(candidates), 0, count)
+    taken = skipped = 0
+    for name in candidates:
+        if taken == count:
+            return
+        path = fetch(name)
+        try:
+            pixels = read_image(path)
+        except ImageReadError as exc:  # its message names the file and says why
+            log.warning("calibration skips an unreadable image: %s", exc)
+            skipped += 1
+            continue
+        taken += 1
+        yield path, pixels
+    if taken < count:
+        raise _too_few(Path(where), taken, skipped, count)
+
+
+def folder_calibration_set(image_dir: str | Path, count: int) -> Iterator[tuple[Path, np.ndarray]]:
+    """``calibration_set`` over a local folder's files (its top level)."""
     folder = Path(image_dir)
     if not folder.is_dir():
         raise DataError(f"calibration images {folder} (--cal_image_dir): not a directory")
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if len(images) < count:
-        raise _too_few(folder, len(images), 0, count)
-    return images
-
-
-def _readable(paths: list[Path], skipped: list[Path]) -> Iterator[np.ndarray]:
-    """The images of ``paths`` that can be read, in order; the others go to ``skipped``, each
-    with a warning naming it (one bad file must not cost a long calibration)."""
-    for path in paths:
-        try:
-            yield read_image(path)
-        except ImageReadError as exc:  # its message names the file and says why
-            log.warning("calibration skips an unreadable image: %s", exc)
-            skipped.append(path)
+    return calibration_set([p.name for p in folder.iterdir() if p.is_file()], count, folder.joinpath, folder)
 
 
 def build_tensorfile(image_dir: str | Path | None, dest: str | Path, batches: int, batch_size: int,
@@ -121,15 +140,9 @@ def build_tensorfile(image_dir: str | Path | None, dest: str | Path, batches: in
         raise UsageError(f"missing — --cal_data_file {dest} does not exist, so images are needed to build it",
                          field="cal_image_dir")
     data = np.empty(shape, np.float32)
-    count = batches * batch_size
-    paths, skipped = calibration_images(image_dir, count), []
-    filled = 0
-    for image in islice(_readable(paths, skipped), count):
+    for filled, (_, image) in enumerate(folder_calibration_set(image_dir, batches * batch_size)):
         p = plan(image.shape[0], image.shape[1], (height, width), mode)
         data[divmod(filled, batch_size)] = to_network_input(image, p, image_scale, image_offset)
-        filled += 1
-    if filled < count:
-        raise _too_few(Path(image_dir), filled, len(skipped), count)
     with atomic_output(dest) as tmp, open(tmp, "wb") as f:
         np.save(f, data)
     log.info("wrote tensorfile %s %s", dest, shape)
