@@ -11,9 +11,10 @@ as a user runs them (recipe: ``real_subset.overfit_spec``; inference at input he
   with zoom, 256x256 crops. Goal AP >= 0.4 within 40 CPU-minutes.
 
 Printed per case: AP / AP50 (also with the first stage's maps and with ``pad_image_input`` for
-the first case), the joint heatmap maxima per photo (labels peak at 1), the train loss, and the
-CPU minutes of training (children's user + system time, whatever the load). Run it under
-``nice -n 15`` on a shared machine.
+the first case), the joint heatmap maxima per photo (labels peak at 1), how far the labelled
+joints are from the heatmap peaks and how much of the labelled limbs' PAFs the model predicts
+(``real_maps``), the train loss, and the CPU minutes of training (children's user + system
+time, whatever the load). Run it under ``nice -n 15`` on a shared machine.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from real_maps import joint_distances, labelled_people, learned_by_sign, paf_response  # noqa: E402
 from real_subset import (  # noqa: E402
     MEMORISE_IDS,
     bpnet,
@@ -61,17 +63,27 @@ def evaluate(infer: Path, dataset: Path, model: Path, out: Path, **changes) -> d
     return json.loads((out / "metrics.json").read_text())
 
 
-def joint_maxima(model: Path, infer: Path, train_spec: Path, dataset: Path) -> dict[int, float]:
-    """Per photo: the highest joint heatmap value (background channel excluded) of the last stage."""
+def load_predictor(model: Path, infer: Path, train_spec: Path):
     from bpnet.infer.predict import KerasBackend, Predictor
-    from bpnet.preprocess import read_image
     from bpnet.specs import InferenceSpec, TrainSpec, load_spec
 
-    predictor = Predictor(KerasBackend.load(model, KEY), load_spec(infer, InferenceSpec),
-                          load_spec(train_spec, TrainSpec))
-    images = json.loads((dataset.parent / "annotations/person_keypoints_train2017.json").read_text())["images"]
-    folder = dataset.parent / "train2017"
-    return {im["id"]: float(predictor.maps(read_image(folder / im["file_name"]))[0][..., :-1].max()) for im in images}
+    return Predictor(KerasBackend.load(model, KEY), load_spec(infer, InferenceSpec), load_spec(train_spec, TrainSpec))
+
+
+def map_figures(predictor, dataset: Path) -> str:
+    """The maps' figures on the training photos (real_maps): joint maxima, peak distances, PAFs."""
+    from bpnet.preprocess import read_image
+
+    people = labelled_people(dataset.parent, predictor)
+    maxima = {i: float(predictor.maps(read_image(photo))[0][..., :-1].max()) for i, (photo, _) in people.items()}
+    distances = np.concatenate([joint_distances(predictor, photo, ps) for photo, ps in people.values()])
+    learned = learned_by_sign([pair for photo, ps in people.values() for pair in paf_response(predictor, photo, ps)])
+    return (f"joint heatmap maxima: {', '.join(f'{k}: {v:.2f}' for k, v in maxima.items())}"
+            f"  (min {min(maxima.values()):.2f}, median {np.median(list(maxima.values())):.2f})\n"
+            f"labelled joint to nearest peak (photo px): median {np.median(distances):.1f}, "
+            f"75th percentile {np.percentile(distances, 75):.1f}, none found for {np.isinf(distances).sum()}\n"
+            f"PAF along labelled limbs, predicted/label: positive components {learned['positive']:.2f}, "
+            f"negative components {learned['negative']:.2f}")
 
 
 def run_case(name: str, coco: Path | None, work: Path, num_epoch: int | None, recipe: dict) -> bool:
@@ -92,7 +104,6 @@ def run_case(name: str, coco: Path | None, work: Path, num_epoch: int | None, re
     summary = json.loads((out / "train" / "train_summary.json").read_text())
     model = out / "train" / "bpnet_model.tlt"
     metrics = evaluate(infer, dataset, model, out / "eval")
-    maxima = joint_maxima(model, infer, spec, dataset)
     goal_ap, goal_minutes = case["goal"]
     curve = json.loads((out / "train" / "learning_curve.json").read_text())
     print(f"\n== {name} images ({case['geometry']}, {summary['steps']} steps, {recipe}): "
@@ -105,8 +116,7 @@ def run_case(name: str, coco: Path | None, work: Path, num_epoch: int | None, re
         padded = evaluate(infer, dataset, model, out / "eval_pad", keep_aspect_ratio_mode="pad_image_input",
                           input_shape=[256, 344])
         print(f"first stage's maps: AP {first['AP']:.3f};  pad_image_input 256x344: AP {padded['AP']:.3f}")
-    print("joint heatmap maxima: " + ", ".join(f"{k}: {v:.2f}" for k, v in maxima.items())
-          + f"  (min {min(maxima.values()):.2f}, median {np.median(list(maxima.values())):.2f})")
+    print(map_figures(load_predictor(model, infer, spec), dataset))
     print(f"training CPU minutes: {cpu:.1f}")
     met = metrics["AP"] >= goal_ap and cpu <= goal_minutes
     print(f"goal AP >= {goal_ap} within {goal_minutes} CPU-minutes: {'met' if met else 'NOT met'}")
@@ -120,13 +130,13 @@ def main(argv: list[str] | None = None) -> None:
                         "tests/data/real_people for the 4 photos, ../shared/data/coco-mini-train for 16)")
     parser.add_argument("--num_epoch", type=int, default=None, help="override the case's epochs")
     parser.add_argument("--width", type=float, default=0.25, help="width_multiplier")
-    parser.add_argument("--learning_rate", type=float, default=5e-4, help="Adam's base rate")
-    parser.add_argument("--no_focal", action="store_true", help="plain L2 instead of TAO's focal L2")
+    parser.add_argument("--learning_rate", type=float, default=1e-3, help="Adam's base rate")
+    parser.add_argument("--focal", action="store_true", help="TAO's focal L2 instead of the plain L2")
     parser.add_argument("--work", type=Path, default=None, help="keep everything here (default: a temporary folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
-            recipe = dict(width=args.width, learning_rate=args.learning_rate, focal=not args.no_focal)
+            recipe = dict(width=args.width, learning_rate=args.learning_rate, focal=args.focal)
             try:
                 run_case(name, args.coco, args.work or Path(tmp), args.num_epoch, recipe)
             except FileNotFoundError as exc:  # 16 photos need coco-mini-train (or --coco)

@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
             issue = dict(learning_rate=1e-3, stagewise=True, l1=5e-6)
             runs = {"issue: Adam 1e-3, stage-wise x2/x4, L1 5e-6": (issue, False),
                     "same, TAO init N(0, 0.01)": (issue, True),
-                    "overfit recipe: Adam 5e-4, no multipliers, no L1": (dict(learning_rate=5e-4), False)}
+                    "overfit recipe: Adam 1e-3, no multipliers, no L1": (dict(learning_rate=1e-3), False)}
             for label, (kw, tao) in runs.items():
                 spec = spec_for(base, RECIPES[1], num_epoch=1000, width=0.25, soft_start=0.0, **kw)
                 out = first_steps(spec, base / f"run{len(label)}", args.steps, tao)

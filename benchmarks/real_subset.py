@@ -17,8 +17,11 @@ scratch) with the changes docs/real_training.md measures the need for:
   at another scale and place than the whole image does);
 - ``geometry: augmented``: the guide's person-centric crops with its rotation, translation and
   flips, plus zoom (0.5..1.25 of the crop scale, so the whole-image scale is among the seen ones);
-- no stage-wise LR multipliers and a lower Adam rate (4x on the refinement stage and 2x on the
-  backbone made Adam's first updates larger than the weights of the output layers), no L1.
+- no stage-wise LR multipliers (4x on the refinement stage and 2x on the backbone made Adam's
+  first updates larger than the weights of the output layers), no L1;
+- the plain masked L2 loss of every TAO spec, not TAO's focal L2: its rule counts a negative PAF
+  component as background, so the PAFs of limbs pointing left or up are not learned from a zero
+  prediction and the decoder cannot join those limbs (docs/real_training.md, section 4).
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ WHOLE = {  # no random draw at all: the picture inference makes of a 640x480 ima
 
 
 def overfit_spec(dataset_spec: Path, records: Path, out: Path, *, geometry: str = "whole", num_epoch: int = 100,
-                 batch_size: int = 4, width: float = 0.5, stages: int = 2, learning_rate: float = 5e-4,
+                 batch_size: int = 4, width: float = 0.5, stages: int = 2, learning_rate: float = 1e-3,
                  stagewise: bool = False, l1: float = 0.0, soft_start: float = 0.05, focal: bool = False,
                  validate_every: int = 0, seed: int = 42) -> Path:
     """The overfit recipe's train spec (see the module docstring); returns its path."""

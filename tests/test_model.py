@@ -264,6 +264,24 @@ def test_focal_factor_and_loss_golden_values():
     assert float(plain[0]) == pytest.approx(0.5 * (0.25 + 0.04 + 0.005**2), rel=1e-5)
 
 
+def test_sign_aware_focal_learns_pafs_of_both_directions():
+    """TAO's rule: a zero prediction on a -0.8 PAF component is "background", its gradient about
+    30x smaller than on +0.8; ``paf_sign_aware`` weighs both alike (heatmaps unchanged)."""
+    import tensorflow as tf
+
+    def paf_gradients(params: FocalLossParams) -> np.ndarray:
+        pred = tf.Variable(np.zeros((1, 1, 2, 1), np.float32))
+        label = np.array([0.8, -0.8], np.float32).reshape(1, 1, 2, 1)
+        with tf.GradientTape() as tape:
+            _, paf = stage_losses([pred], [pred], label, label, np.ones((1, 1, 2, 1), np.float32), 1, params)
+        return np.abs(tape.gradient(paf[0], pred).numpy().ravel())
+
+    tao = paf_gradients(FocalLossParams(use_focal_loss=True))
+    assert tao[1] * 20 < tao[0]
+    aware = paf_gradients(FocalLossParams(use_focal_loss=True, paf_sign_aware=True))
+    assert aware[0] == pytest.approx(tao[0]) and aware[1] == pytest.approx(aware[0])
+
+
 def test_focal_loss_is_off_unless_asked():
     from bpnet.specs.train import LossConfig
 

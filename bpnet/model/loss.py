@@ -14,7 +14,8 @@ error is weighted by the factor squared::
 A missed peak (low prediction on a foreground pixel) or a false response (high prediction on the
 background) weighs more; a well-predicted pixel less. As in TAO the factor is differentiated
 through, and the same rule applies to PAFs with the signed label (a negative PAF component counts
-as background).
+as background, so limbs pointing left or up are barely learned from a zero prediction); with
+``paf_sign_aware`` (a project extension) a PAF component is scored toward its label's sign.
 """
 
 from __future__ import annotations
@@ -35,14 +36,16 @@ def stage_losses(heat_preds: list[tf.Tensor], paf_preds: list[tf.Tensor], heat_l
                  focal: FocalLossParams | None = None) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
     """(heatmap loss per stage, PAF loss per stage), each a scalar; ``focal`` None = plain L2."""
 
-    def term(pred: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
+    def term(pred: tf.Tensor, label: tf.Tensor, signed: bool = False) -> tf.Tensor:
         pred = tf.cast(pred, tf.float32)
         residual = pred - label
         if focal is not None:
-            residual = residual * focal_factor(pred, label, focal)
+            sign = tf.where(label < 0, -1.0, 1.0) if signed else 1.0
+            residual = residual * focal_factor(pred * sign, label * sign, focal)
         return 0.5 * tf.reduce_sum(mask * tf.square(residual)) / global_batch
 
-    return [term(h, heat_label) for h in heat_preds], [term(p, paf_label) for p in paf_preds]
+    signed_pafs = focal is not None and focal.paf_sign_aware
+    return [term(h, heat_label) for h in heat_preds], [term(p, paf_label, signed_pafs) for p in paf_preds]
 
 
 def total_loss(heat_losses: list[tf.Tensor], paf_losses: list[tf.Tensor]) -> tf.Tensor:

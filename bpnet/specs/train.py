@@ -87,13 +87,20 @@ class FocalLossParams(SpecModel):
     """TAO's focal L2 loss (not in the guide). Where the label is above ``bkg_thresh`` (foreground)
     the residual is scaled by ``|1 + alpha - pred| ** gamma``, elsewhere by ``|pred + beta| ** gamma``:
     confident mistakes weigh more, easy pixels less. Off unless ``use_focal_loss``; the defaults
-    are the values of every TAO spec (TAO itself has no defaults)."""
+    are the values of every TAO spec (TAO itself has no defaults).
+
+    ``paf_sign_aware`` (project extension, default TAO's rule): TAO compares the signed PAF label
+    with ``bkg_thresh``, so a negative component (a limb pointing left or up) is background, and
+    a zero prediction on it is weighted by ``beta ** 2``: those limbs are barely learned
+    (docs/real_training.md). When true a PAF component is scored toward its label's sign
+    (``pred * sign(label)`` against ``|label|``), so both directions weigh alike."""
 
     use_focal_loss: bool = False
     alpha: float = 0.1
     beta: float = 0.02
     bkg_thresh: float = 0.01
     gamma: float = Field(1.0, ge=0)
+    paf_sign_aware: bool = False
 
 
 class LossConfig(SpecModel):

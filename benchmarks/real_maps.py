@@ -1,0 +1,88 @@
+"""What a trained model's maps say about real photos it was trained on, beyond AP.
+
+AP needs every part right at once; these two figures say which part is wrong when it is low.
+Shared by ``overfit_real.py`` (printed) and tests/test_real_training.py (asserted):
+
+- ``joint_distances``: how far (photo pixels) each labelled joint is from the nearest heatmap
+  peak of that joint: are the joints found, and how precisely (the OKS of a 350 px tall person
+  needs the face points within about 10 px);
+- ``paf_response``: the PAF the model predicts along each labelled limb, against its label, per
+  sign of the label's component: are the limbs there for the decoder to join, whichever way they
+  point (TAO's focal L2 leaves the negative components unlearned: docs/real_training.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bpnet.infer.decode import DecodeParams, find_peaks
+from bpnet.infer.predict import Predictor
+from bpnet.pose import dataset_to_model_keypoints
+from bpnet.preprocess import read_image
+
+ANNOTATIONS = "annotations/person_keypoints_train2017.json"
+LIMB_POINTS = 9  # samples along a limb, its ends left out (a joint's own PAF is ambiguous)
+STRONG = 0.5  # a label component counts for its sign when its magnitude exceeds this
+
+
+def labelled_people(root: Path, predictor: Predictor) -> dict[int, tuple[Path, list[np.ndarray]]]:
+    """Per image id: the photo and each labelled person's keypoints in the model's joint order."""
+    doc = json.loads((root / ANNOTATIONS).read_text())
+    names = doc["categories"][0]["keypoints"]
+    people: dict[int, tuple[Path, list[np.ndarray]]] = {
+        im["id"]: (root / "train2017" / im["file_name"], []) for im in doc["images"]}
+    for ann in doc["annotations"]:
+        if ann.get("num_keypoints") and ann["image_id"] in people:
+            kps = np.array(ann["keypoints"], np.float32).reshape(1, -1, 3)
+            people[ann["image_id"]][1].append(dataset_to_model_keypoints(kps, names, predictor.skeleton)[0])
+    return people
+
+
+def joint_distances(predictor: Predictor, photo: Path, people: list[np.ndarray]) -> np.ndarray:
+    """Per labelled joint: photo pixels to the nearest heatmap peak of that joint (inf: none)."""
+    heat, _, plan = predictor.maps(read_image(photo))
+    peaks = find_peaks(heat, DecodeParams(heatmap_threshold=predictor.spec.heatmap_threshold))
+    located = plan.to_image(peaks.located)
+    distances = []
+    for label in people:
+        for joint in np.flatnonzero(label[:, 2] > 0):
+            mine = located[peaks.joint == joint]
+            distances.append(np.hypot(*(mine - label[joint, :2]).T).min() if len(mine) else np.inf)
+    return np.array(distances)
+
+
+def paf_response(predictor: Predictor, photo: Path, people: list[np.ndarray]) -> list[tuple[float, float]]:
+    """(label component, mean predicted component) along every labelled limb, x and y, sampled on
+    the 8x upsampled PAFs in network-input coordinates (the grid the decoder scores limbs on)."""
+    _, paf, plan = predictor.maps(read_image(photo))
+    fine = cv2.resize(paf, None, fx=8, fy=8, interpolation=cv2.INTER_CUBIC)
+    scale = np.array(plan.scale)
+    pairs = []
+    for label in people:
+        net = (label[:, :2] + 0.5) * scale - 0.5  # photo -> network input (inverse of plan.to_image)
+        for limb, (a, b) in enumerate(predictor.skeleton.limbs):
+            if label[a, 2] <= 0 or label[b, 2] <= 0:
+                continue
+            direction = net[b] - net[a]
+            length = float(np.hypot(*direction))
+            if length < 2:
+                continue
+            points = net[a] + np.linspace(0.1, 0.9, LIMB_POINTS)[:, None] * direction
+            cols = np.clip(np.round(points[:, 0]).astype(int), 0, fine.shape[1] - 1)
+            rows = np.clip(np.round(points[:, 1]).astype(int), 0, fine.shape[0] - 1)
+            predicted = fine[rows, cols][:, [2 * limb, 2 * limb + 1]].mean(axis=0)
+            pairs += [(direction[0] / length, float(predicted[0])), (direction[1] / length, float(predicted[1]))]
+    return pairs
+
+
+def learned_by_sign(pairs: list[tuple[float, float]]) -> dict[str, float]:
+    """Mean predicted/label ratio of the strong components, split by the label's sign (1: learned)."""
+    out = {}
+    for sign, name in ((1, "positive"), (-1, "negative")):
+        ratios = [p / lab for lab, p in pairs if sign * lab > STRONG]
+        out[name] = float(np.mean(ratios)) if ratios else float("nan")
+    return out
