@@ -21,7 +21,7 @@ multi-GPU rule has it (``batch_size`` is per GPU, the spec's rate is used as wri
 hand if you scale the global batch far, e.g. linearly with it). Each worker reads whole record
 shards of its own (``bpnet.data.partition``: the shard count must be a multiple of the worker
 count) and makes its slice of every global batch from them, so a worker needs only its shards and
-their images (on a cluster it fetches only those: components.worker). One process given
+their images (a pipeline worker fetches only those). One process given
 ``partitions`` = n makes the same global batches an n-worker run makes (the test compares them).
 Only the chief writes the results folder; the other workers write theirs into a temporary
 folder that is removed when they finish, and restore from the chief's checkpoints.

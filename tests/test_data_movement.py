@@ -134,8 +134,14 @@ def test_each_worker_fetches_exactly_its_shards_and_their_images(s3, four_shards
 def test_shards_that_do_not_divide_among_the_workers_are_one_clear_error(s3, four_shards, tmp_path, workers,
                                                                          message):
     open_store(f"{s3}/run/train_data").upload_tree(four_shards)
-    for attempt in (lambda: train_share(f"{s3}/run/train_data", 0, workers),  # the launcher, before any job
-                    lambda: fetch_train_share(f"{s3}/run/train_data", tmp_path / "w", 0, workers)):
+    from components.distributed import JobTemplate
+
+    job = JobTemplate("trainjob", "img", workers).to_json()
+    uri = "minio://data/run/train_data"
+    for attempt in (lambda: train_share(uri, 0, workers),
+                    lambda: fetch_train_share(uri, tmp_path / "w", 0, workers),
+                    lambda: runtime.train_on_workers(job, "run-1", "train", tmp_path / "model",  # before any job:
+                                                     "minio://data/run/model", uri, "", "", "", 0)):  # no API server
         with pytest.raises(DataError) as raised:
             attempt()
         assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
