@@ -13,7 +13,7 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -198,10 +198,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return parse_manifest(path.read_bytes(), str(path))
 
 
-def verify_files(root: str | Path, manifest: dict[str, Any]) -> None:
-    """Check every manifest entry under ``root`` by size and sha256."""
+def verify_files(root: str | Path, manifest: dict[str, Any], only: Collection[str] | None = None) -> None:
+    """Check every manifest entry under ``root`` (or those whose path is in ``only``) by size and sha256."""
     root = Path(root)
     for entry in manifest["files"]:
+        if only is not None and entry["path"] not in only:
+            continue
         full = root / entry["path"]
         if not full.is_file():
             raise ArtifactError(f"{full}: listed in the manifest but missing")

@@ -175,11 +175,14 @@ def bind_inference_spec(spec: dict[str, Any], model_dir: str | Path) -> dict[str
 
 def train_spec_for(spec: dict[str, Any], pose_config: str, dataset_dir: str | Path, model_dir: str | Path,
                    work: Path, pretrained_dir: str | Path | None = None, warm_start: str = "",
-                   val_dir: str | Path | None = None) -> tuple[TrainSpec, str | None]:
+                   val_dir: str | Path | None = None, own_shards: bool = False) -> tuple[TrainSpec, str | None]:
     """The train spec of a training into ``model_dir``, bound to its folders (``bind_train_spec``)
     and starting from the pruned Model folder ``pretrained_dir`` (the retrain), else from the
     latest release under the release root ``warm_start`` if there is one yet
-    (``bpnet.release.warm_start``), else from the spec. Returns it and the release it starts from."""
+    (``bpnet.release.warm_start``), else from the spec. Returns it and the release it starts from.
+    ``own_shards``: the Dataset folder holds only this worker's shards (``bpnet.data.partition``),
+    so the spec's inputs are not checked to exist here; the trainer checks the shards it reads
+    against the manifest."""
     from bpnet.release import warm_start as fetch_warm_start
 
     pretrained = Path(pretrained_dir) / MODEL_FILE if pretrained_dir is not None else None
@@ -187,7 +190,7 @@ def train_spec_for(spec: dict[str, Any], pose_config: str, dataset_dir: str | Pa
     if release:
         pretrained = work / MODEL_FILE
     bound = bind_train_spec(spec, pose_config, dataset_dir, model_dir, pretrained, val_dir)
-    return load_bound(bound, TrainSpec, work / "train_spec.yaml", check_inputs=True), release
+    return load_bound(bound, TrainSpec, work / "train_spec.yaml", check_inputs=not own_shards), release
 
 
 def inference_spec_for(spec: dict[str, Any], model_dir: str | Path, work: Path) -> InferenceSpec:

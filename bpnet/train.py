@@ -18,10 +18,12 @@ Several workers (``TF_CONFIG`` naming more than one, or ``BPNET_CLUSTER=jobset``
 train one model under MultiWorkerMirroredStrategy. The global batch is ``batch_size`` x all
 replicas (every GPU of every worker); the learning rate is the spec's, unchanged, as the guide's
 multi-GPU rule has it (``batch_size`` is per GPU, the spec's rate is used as written: raise it by
-hand if you scale the global batch far, e.g. linearly with it). Every worker reads the same
-shuffled record stream and keeps its own slice of each global batch (only that slice's images are
-decoded), so the run sees the same samples, in the same order, as one process with the same global
-batch. Only the chief writes the results folder; the other workers write theirs into a temporary
+hand if you scale the global batch far, e.g. linearly with it). Each worker reads whole record
+shards of its own (``bpnet.data.partition``: the shard count must be a multiple of the worker
+count) and makes its slice of every global batch from them, so a worker needs only its shards and
+their images (a pipeline worker fetches only those). One process given
+``partitions`` = n makes the same global batches an n-worker run makes (the test compares them).
+Only the chief writes the results folder; the other workers write theirs into a temporary
 folder that is removed when they finish, and restore from the chief's checkpoints.
 """
 
@@ -45,6 +47,7 @@ from bpnet.cluster import Cluster, cluster_from_env
 from bpnet.curves import CURVE_JSON, CURVE_PNG, LearningCurve, ValScorer
 from bpnet.data.convert import verified_shards
 from bpnet.data.loader import bad_record_error, build_dataset, record_paths
+from bpnet.data.partition import worker_shards
 from bpnet.errors import DataError, ModelError, SpecError, StepError
 from bpnet.layout import ARCHITECTURE_FILE, MODEL_FILE, TRAIN_SPEC_FILE, TRAIN_SUMMARY_FILE
 from bpnet.model.architecture import Architecture, default_filters
@@ -183,8 +186,9 @@ class Trainer:
 
     def __init__(self, spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
                  gpu_index: list[int] | None = None, cluster: Cluster | None = None,
-                 checkpoints: Path | None = None):
+                 checkpoints: Path | None = None, partitions: int = 1):
         self.spec, self.key, self.cluster = spec, key, cluster
+        self.partitions = cluster.size if cluster else partitions
         self.results = Path(results_dir)
         self.checkpoints = checkpoints or self.results / "checkpoints"
         self.strategy = _strategy(gpus, gpu_index, cluster)
@@ -192,7 +196,8 @@ class Trainer:
         self.global_batch = spec.dataloader.batch_size * self.replicas  # batch_size is per GPU (guide)
         self.skeleton = spec.skeleton
         self.paths = record_paths(spec)
-        self.num_samples = verified_shards(self.paths, self.skeleton)
+        read = worker_shards(self.paths, self.partitions)[cluster.rank] if cluster else self.paths
+        self.num_samples = verified_shards(self.paths, self.skeleton, read)
         if self.num_samples < self.global_batch:
             raise DataError(f"{self.num_samples} training samples < one batch of {self.global_batch}")
         self.steps_per_epoch = self.num_samples // self.global_batch
@@ -352,15 +357,21 @@ class Trainer:
         return first, last, images / max(time.monotonic() - t0, 1e-9)
 
     def _distributed_dataset(self, offset: int):
-        """Batches for this process's replicas; with several workers each keeps its slice of every
-        global batch (bpnet.data.loader.build_dataset's ``part``)."""
+        """Batches for this process's replicas; with several workers each makes its slice of every
+        global batch from its own shards (bpnet.data.loader.build_dataset's ``part``)."""
         if not self.cluster:
-            dataset = build_dataset(self.spec, self.paths, self.global_batch, training=True, counter_offset=offset)
+            dataset = build_dataset(self.spec, self.paths, self.global_batch, training=True, counter_offset=offset,
+                                    partitions=self.partitions)
             return self.strategy.experimental_distribute_dataset(dataset)
+        cluster = self.cluster
 
         def worker_dataset(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            if (ctx.input_pipeline_id, ctx.num_input_pipelines) != (cluster.rank, cluster.size):
+                raise DataError(f"worker {cluster.rank} of {cluster.size} was given input pipeline "
+                                f"{ctx.input_pipeline_id} of {ctx.num_input_pipelines}: it holds the shards of "
+                                f"partition {cluster.rank} only")
             return build_dataset(self.spec, self.paths, self.global_batch, training=True, counter_offset=offset,
-                                 part=(ctx.input_pipeline_id, ctx.num_input_pipelines),
+                                 partitions=cluster.size, part=cluster.rank,
                                  replica_batch=ctx.get_per_replica_batch_size(self.global_batch))
 
         return self.strategy.distribute_datasets_from_function(worker_dataset)
@@ -409,11 +420,13 @@ class Trainer:
 
 
 def train(spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
-          gpu_index: list[int] | None = None) -> TrainResult:
+          gpu_index: list[int] | None = None, partitions: int = 1) -> TrainResult:
     """Train (or resume) as the spec says; writes everything under ``results_dir``.
 
     A worker of a multi-worker cluster that is not the chief writes into a temporary folder
-    (removed when it returns) and resumes from ``results_dir``'s checkpoints, the chief's."""
+    (removed when it returns) and resumes from ``results_dir``'s checkpoints, the chief's.
+    ``partitions`` (one process only; a cluster has one per worker) makes the global batches an
+    n-worker run would make, to compare a multi-worker run with one process."""
     cluster = cluster_from_env()
     if cluster and not cluster.is_chief:
         with tempfile.TemporaryDirectory(prefix=f"bpnet-worker{cluster.rank}-") as scratch:
@@ -421,11 +434,11 @@ def train(spec: TrainSpec, results_dir: str | Path, key: str, gpus: int = 1,
                                  Path(results_dir) / "checkpoints")
         log.info("worker %d: done; its outputs were temporary, the chief wrote %s", cluster.rank, results_dir)
         return result
-    return _train_into(spec, Path(results_dir), key, gpus, gpu_index, cluster, None)
+    return _train_into(spec, Path(results_dir), key, gpus, gpu_index, cluster, None, partitions)
 
 
 def _train_into(spec: TrainSpec, results: Path, key: str, gpus: int, gpu_index: list[int] | None,
-                cluster: Cluster | None, checkpoints: Path | None) -> TrainResult:
+                cluster: Cluster | None, checkpoints: Path | None, partitions: int = 1) -> TrainResult:
     results.mkdir(parents=True, exist_ok=True)
     (results / MANIFEST_NAME).unlink(missing_ok=True)  # the results are unfinished until it returns
     keras.utils.set_random_seed(spec.random_seed)
@@ -434,4 +447,4 @@ def _train_into(spec: TrainSpec, results: Path, key: str, gpus: int, gpu_index: 
     # rounds differently.
     tf.config.experimental.enable_op_determinism()
     write_resolved_spec(spec, results / TRAIN_SPEC_FILE)
-    return Trainer(spec, results, key, gpus, gpu_index, cluster, checkpoints).run()
+    return Trainer(spec, results, key, gpus, gpu_index, cluster, checkpoints, partitions).run()

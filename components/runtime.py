@@ -126,14 +126,16 @@ def dataset_convert(dataset_uri: str, dataset_spec: str, train_dir: str, val_dir
 @logs_failure
 def train(dataset_dir: str, train_spec: str, pose_config: str, model_dir: str, gpus: int,
           pretrained_dir: str | None = None, warm_start: str = "", val_dir: str | None = None,
-          overrides: str = "{}", role: str = "train") -> dict[str, Any]:
+          overrides: str = "{}", role: str = "train", own_shards: bool = False) -> dict[str, Any]:
     """``bpnet train`` into the Model artifact folder, from where ``bpnet.folders.train_spec_for``
-    says. ``gpus`` is the pod's GPU request; none (0) trains on the CPU, one device."""
+    says. ``gpus`` is the pod's GPU request; none (0) trains on the CPU, one device.
+    ``own_shards``: a worker of several whose Dataset folder holds only its own shards."""
     from bpnet.steps.train import train as train_step
 
     with folders.workdir() as work:
         spec, release = folders.train_spec_for(spec_for(role, train_spec, overrides, f"{role}_spec"), pose_config,
-                                               dataset_dir, model_dir, work, pretrained_dir, warm_start, val_dir)
+                                               dataset_dir, model_dir, work, pretrained_dir, warm_start, val_dir,
+                                               own_shards)
         trained = train_step(spec, model_dir, None, TrainSettings(gpus=max(1, gpus)))
     started_from = {"warm_start": release} if release else {}
     keep = ("epochs", "steps", "parameters", "gflops_per_image", "images_per_second", "first_loss", "last_loss")
@@ -149,11 +151,14 @@ def train_on_workers(job: str, run_id: str, task_name: str, model_dir: str | Pat
     describes, named after this run and task; the workers read the artifacts by URI and the chief
     writes under ``<model_uri>.workers/``; its model folder ends up in ``model_dir``."""
     from components.distributed import JobTemplate, WorkerTask, launch
+    from components.worker_data import train_share
 
+    template = JobTemplate.from_json(job)
+    train_share(train_uri, 0, template.workers)  # shards that do not divide among the workers: before any job
     task = WorkerTask(train_data=train_uri, val_data=val_uri, train_spec=train_spec, pose_config=pose_config,
                       output=f"{model_uri}.workers", gpus=gpus, pretrained=pretrained_uri, warm_start=warm_start,
                       overrides=overrides, role=role)
-    return launch(JobTemplate.from_json(job), task, run_id, task_name, model_dir)
+    return launch(template, task, run_id, task_name, model_dir)
 
 
 @logs_failure

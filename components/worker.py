@@ -1,5 +1,6 @@
 """``python -m components.worker``: the entry point of every pod of a multi-worker training job;
-the work is described in $BPNET_WORKER_TASK (components.distributed.WorkerTask)."""
+the work is described in $BPNET_WORKER_TASK (components.distributed.WorkerTask). Of the train
+Dataset artifact a worker fetches only its own share (components.worker_data)."""
 
 from __future__ import annotations
 
@@ -16,18 +17,21 @@ from bpnet.storage import open_store
 from components import runtime
 from components.distributed import WorkerTask, store_uri
 from components.training_jobs import TASK_ENV
+from components.worker_data import fetch_train_share
 
 log = logging.getLogger("bpnet.components")
 
 
 def run_worker(task: WorkerTask, work: Path) -> dict[str, Any]:
-    """One worker pod: fetch the inputs, restore the chief's checkpoints if a previous attempt left
-    some, train (bpnet.train picks MultiWorkerMirroredStrategy from the cluster), and as the chief
-    upload the checkpoints (always) and the results (on success)."""
+    """One worker pod: fetch its share of the train data and the other inputs, restore the chief's
+    checkpoints if a previous attempt left some, train (bpnet.train picks MultiWorkerMirroredStrategy
+    from the cluster), and as the chief upload the checkpoints (always) and the results (on success)."""
     cluster = cluster_from_env()
     chief = cluster is None or cluster.is_chief
-    inputs = {}
-    for name in ("train_data", "val_data", "pretrained"):
+    rank, workers = (cluster.rank, cluster.size) if cluster else (0, 1)
+    inputs = {"train_data": work / "train_data"}
+    fetch_train_share(task.train_data, inputs["train_data"], rank, workers)
+    for name in ("val_data", "pretrained"):
         uri = getattr(task, name)
         if uri:
             inputs[name] = work / name
@@ -40,7 +44,8 @@ def run_worker(task: WorkerTask, work: Path) -> dict[str, Any]:
     try:
         metadata = runtime.train(inputs["train_data"], task.train_spec, task.pose_config, results, task.gpus,
                                  pretrained_dir=inputs.get("pretrained"), warm_start=task.warm_start,
-                                 val_dir=inputs.get("val_data"), overrides=task.overrides, role=task.role)
+                                 val_dir=inputs.get("val_data"), overrides=task.overrides, role=task.role,
+                                 own_shards=workers > 1)
     finally:
         if chief and (results / "checkpoints").is_dir():
             checkpoints.upload_tree(results / "checkpoints")

@@ -276,6 +276,19 @@ class RunSpec(SpecModel):
                                   "false)", "images.jetson", "engines.targets", source=self)
         return self
 
+    @model_validator(mode="after")
+    def _shards_per_worker(self) -> RunSpec:
+        """Each worker of a multi-worker train/retrain reads whole record shards of its own
+        (bpnet.data.partition): the shard count must divide among the workers (checked again
+        by the launcher, before any job, against the shards the run actually converted)."""
+        for step in ("train", "retrain"):
+            workers = getattr(self.steps, step).workers
+            if self.dataset.num_shards % workers:
+                raise CrossFieldError(f"steps.{step}.workers is {workers}: each worker reads whole record shards of "
+                                      f"its own, so num_shards must be a multiple of {workers}", "dataset.num_shards",
+                                      f"steps.{step}.workers", source=self)
+        return self
+
     def serving_options(self) -> ReleaseServing:
         """What the release's serving files are written from: ``serving``, ``release.plain_onnx``
         and the GPU resource name of ``gpu.accelerator_type``."""

@@ -1,5 +1,6 @@
-"""One worker of the two-worker tests (run as ``python -m tests.dist_worker SPEC RESULTS OUT``):
-``bpnet.train.train`` with TF_CONFIG from the environment (or alone without it), appending a
+"""One worker of the two-worker tests (run as ``python -m tests.dist_worker SPEC RESULTS OUT
+[PARTITIONS]``): ``bpnet.train.train`` with TF_CONFIG from the environment (or alone without it,
+making the global batches of PARTITIONS workers), appending a
 sha256 of the worker's weights after every step to OUT.trace and saving the weights after the
 first step to OUT-step1.npz, so the test can compare workers step by step and with one process."""
 
@@ -35,10 +36,10 @@ def traced_step_fn(out: str):
     return step_fn
 
 
-def main(spec: str, results: str, out: str) -> None:
+def main(spec: str, results: str, out: str, partitions: str = "1") -> None:
     trainer.Trainer._step_fn = traced_step_fn(out)
-    trainer.train(load_spec(spec, TrainSpec), results, key="dist")
+    trainer.train(load_spec(spec, TrainSpec), results, key="dist", partitions=int(partitions))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from bpnet.artifacts import ArtifactError
+from bpnet.artifacts import ArtifactError, read_manifest
 from bpnet.deploy.calibration import calibration_candidates
 from bpnet.errors import DataError
-from bpnet.layout import CALIBRATION_IMAGES_DIR
+from bpnet.layout import CALIBRATION_IMAGES_DIR, DATASET_SPEC, RAW_DIR, RECORDS_DIR
 from bpnet.storage import S3Store, open_store
 from components import runtime
+from components.worker_data import RECORDS_MANIFEST, fetch_train_share, train_share
 
 CAL = {"cal_batches": 2, "cal_batch_size": 3}  # 6 images
 
@@ -86,3 +87,87 @@ def test_calibrate_works_from_the_calibration_artifact(tiny_model, synth_dir, tm
      .name).write_bytes(b"tampered")
     with pytest.raises(ArtifactError, match="checksum mismatch with the manifest"):
         runtime.calibrate(str(tmp_path / "exported"), str(tmp_path / "cal"), settings, str(tmp_path / "int8b"))
+
+
+@pytest.fixture(scope="module")
+def four_shards(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session dataset as the pipeline's train Dataset folder, in four record shards."""
+    out = tmp_path_factory.mktemp("four-shards")
+    runtime.dataset_convert(str(synth_dir), (synth_dir / "coco_spec.json").read_text(), out / "train_data",
+                            out / "val_data", True, 4)
+    return out / "train_data"
+
+
+def _records(folder: Path, shards: list[str]) -> list[bytes]:
+    import tensorflow as tf
+
+    return [r.numpy() for shard in shards for r in tf.data.TFRecordDataset(str(folder / RECORDS_DIR / shard))]
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_each_worker_fetches_exactly_its_shards_and_their_images(s3, four_shards, tmp_path, downloads, workers):
+    from bpnet.data.records import decode
+    open_store(f"{s3}/run/train_data").upload_tree(four_shards)
+    everything = _records(four_shards, read_manifest(four_shards / RECORDS_MANIFEST)["metadata"]["summary"]["shards"])
+    seen: list[bytes] = []
+    for rank in range(workers):
+        downloads.clear()
+        dest = tmp_path / f"w{rank}"
+        share = fetch_train_share("minio://data/run/train_data", dest, rank, workers)
+        assert len(share.shards) == 4 // workers
+        mine = _records(dest, share.shards)
+        named = {f for r in map(decode, mine) for f in (r.filename, r.mask_filename) if f}
+        expected = {DATASET_SPEC, RECORDS_MANIFEST, *(f"{RECORDS_DIR}/{s}" for s in share.shards),
+                    *(f"{RAW_DIR}/{f}" for f in named)}
+        assert {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()} == expected
+        assert sorted(downloads) == sorted(f"run/train_data/{e}" for e in expected)  # nothing else moved
+        assert set(share.files) == named and share.samples == len(mine)
+        seen += mine
+    assert sorted(seen) == sorted(everything)  # every sample exactly once across the workers
+
+
+@pytest.mark.parametrize(("workers", "message"), [
+    (3, "num_shards: 4 record shards cannot be split evenly among 3 workers (each reads whole shards of its own): "
+        "convert with num_shards a multiple of 3"),
+    (8, "num_shards: 4 record shards cannot be split evenly among 8 workers"),
+])
+def test_shards_that_do_not_divide_among_the_workers_are_one_clear_error(s3, four_shards, tmp_path, workers,
+                                                                         message):
+    open_store(f"{s3}/run/train_data").upload_tree(four_shards)
+    from components.distributed import JobTemplate
+
+    job = JobTemplate("trainjob", "img", workers).to_json()
+    uri = "minio://data/run/train_data"
+    for attempt in (lambda: train_share(uri, 0, workers),
+                    lambda: fetch_train_share(uri, tmp_path / "w", 0, workers),
+                    lambda: runtime.train_on_workers(job, "run-1", "train", tmp_path / "model",  # before any job:
+                                                     "minio://data/run/model", uri, "", "", "", 0)):  # no API server
+        with pytest.raises(DataError) as raised:
+            attempt()
+        assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+    assert not list((tmp_path / "w").rglob("*-fold-*"))  # no shard was fetched
+
+
+def test_one_process_makes_the_global_batches_of_n_workers(four_shards, synth_dir, tmp_path):
+    """Worker i's input (its own shards only) is slice i of every global batch one process makes
+    with the same partitions: the same samples, the same augmentation, the same labels."""
+    import numpy as np
+
+    from bpnet.data.loader import build_dataset
+    from bpnet.specs import TrainSpec, load_spec
+    from tests.conftest import write_train_spec
+
+    shards = read_manifest(four_shards / RECORDS_MANIFEST)["metadata"]["summary"]["shards"]
+    paths = [four_shards / RECORDS_DIR / s for s in shards]
+    spec = load_spec(write_train_spec(tmp_path / "t.yaml", synth_dir, four_shards / RECORDS_DIR, **{
+        "dataloader.dataset_config.root_data_path": str(four_shards / RAW_DIR)}), TrainSpec)
+
+    def batches(**part) -> list:
+        return list(build_dataset(spec, paths, 4, counter_offset=8, partitions=2, **part).take(2))
+
+    whole, first, second = batches(), batches(part=0), batches(part=1)
+    for (images, labels), (a, la), (b, lb) in zip(whole, first, second, strict=True):
+        assert np.array_equal(images.numpy(), np.concatenate([a.numpy(), b.numpy()]))
+        assert np.array_equal(labels["paf"].numpy(), np.concatenate([la["paf"].numpy(), lb["paf"].numpy()]))
+    with pytest.raises(DataError, match="num_shards: 4 record shards cannot be split evenly among 3 workers"):
+        build_dataset(spec, paths, 6, partitions=3)

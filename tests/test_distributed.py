@@ -1,5 +1,6 @@
 """Two worker processes on 127.0.0.1 with TF_CONFIG train one model under
-MultiWorkerMirroredStrategy (CPU, the real collective ops over gRPC)."""
+MultiWorkerMirroredStrategy (CPU, the real collective ops over gRPC), each from only its own share
+of the train data (its record shard and that shard's images, fetched from an S3 server)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,31 @@ import numpy as np
 import pytest
 
 from bpnet.artifacts import read_manifest, verify_files
+from bpnet.data.records import shard_names
+from bpnet.layout import RAW_DIR, RECORDS_DIR
 from tests.conftest import REPO, free_port, write_train_spec
 
 PER_WORKER_BATCH = 2  # x 2 workers = the one-process run's batch of 4
 CHEAP = {"num_epoch": 1, "infrequent_summary_every_n_steps": 0}
+SHARDS = shard_names("train", 2)  # one per worker
+
+
+@pytest.fixture(scope="module")
+def train_data(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session dataset as the pipeline's train Dataset folder, in two record shards."""
+    from components import runtime
+
+    out = tmp_path_factory.mktemp("two-shards")
+    runtime.dataset_convert(str(synth_dir), (synth_dir / "coco_spec.json").read_text(), out / "train_data",
+                            out / "val_data", True, len(SHARDS))
+    return out / "train_data"
+
+
+def spec_over(path: Path, synth_dir: Path, data: Path, **overrides) -> Path:
+    """A small train spec reading a train Dataset folder (``records/`` and ``raw/``)."""
+    return write_train_spec(path, synth_dir, data / RECORDS_DIR, **{
+        "dataloader.dataset_config.root_data_path": str(data / RAW_DIR),
+        "dataloader.dataset_config.train_records_path": SHARDS, **overrides})
 
 
 def tf_config(index: int, ports: list[int]) -> str:
@@ -53,22 +75,36 @@ def run_all(commands: dict[str, tuple[list[str], dict[str, str]]], timeout: floa
     return out
 
 
-def test_two_workers_train_as_one_process_and_only_the_chief_writes(converted, synth_dir, tmp_path):
-    two = write_train_spec(tmp_path / "two.yaml", synth_dir, converted, **CHEAP,
+def test_two_workers_train_as_one_process_and_only_the_chief_writes(train_data, synth_dir, tmp_path, moto_server,
+                                                                    monkeypatch):
+    from bpnet.storage import S3Store, open_store
+    from components.worker_data import fetch_train_share
+
+    for name, value in {"BPNET_S3_ENDPOINT": f"http://{moto_server.endpoint}", "BPNET_S3_ACCESS_KEY": "testing",
+                        "BPNET_S3_SECRET_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    S3Store("s3://mlpipeline").client.make_bucket("mlpipeline")
+    open_store("s3://mlpipeline/run/train_data").upload_tree(train_data)
+    # each worker trains from a folder holding only what it fetched: its shard and that shard's images
+    two = {}
+    for i in range(2):
+        fetch_train_share("minio://mlpipeline/run/train_data", tmp_path / f"data-w{i}", i, 2)
+        two[i] = spec_over(tmp_path / f"w{i}.yaml", synth_dir, tmp_path / f"data-w{i}", **CHEAP,
                            **{"dataloader.batch_size": PER_WORKER_BATCH})
-    one = write_train_spec(tmp_path / "one.yaml", synth_dir, converted, **CHEAP,
-                           **{"dataloader.batch_size": 2 * PER_WORKER_BATCH})
+    one = spec_over(tmp_path / "one.yaml", synth_dir, train_data, **CHEAP,
+                    **{"dataloader.batch_size": 2 * PER_WORKER_BATCH})
     ports = [free_port(), free_port()]
 
     results = tmp_path / "results"  # both workers are given it: the chief's results folder
 
-    def harness(spec: Path, name: str, out: Path, config: str | None):
-        return ([sys.executable, "-m", "tests.dist_worker", str(spec), str(out), str(tmp_path / name)],
+    def harness(spec: Path, name: str, out: Path, config: str | None, partitions: int = 1):
+        return ([sys.executable, "-m", "tests.dist_worker", str(spec), str(out), str(tmp_path / name), str(partitions)],
                 process_env(tmp_path, name, config))
 
-    outcomes = run_all({"w0": harness(two, "w0", results, tf_config(0, ports)),
-                        "w1": harness(two, "w1", results, tf_config(1, ports)),
-                        "alone": harness(one, "alone", tmp_path / "results-alone", None)})
+    # one process making the global batches two workers make (each half from one shard)
+    outcomes = run_all({"w0": harness(two[0], "w0", results, tf_config(0, ports)),
+                        "w1": harness(two[1], "w1", results, tf_config(1, ports)),
+                        "alone": harness(one, "alone", tmp_path / "results-alone", None, partitions=2)})
     for name, (code, text) in outcomes.items():
         assert code == 0, f"{name}:\n{text[-3000:]}"
 
@@ -94,9 +130,9 @@ def test_two_workers_train_as_one_process_and_only_the_chief_writes(converted, s
 
 
 @pytest.mark.slow  # a real SIGKILL, TensorFlow's peer health check (30 s period) and a rerun: make test-all
-def test_a_dead_worker_fails_the_job_clearly_and_the_rerun_resumes(converted, synth_dir, tmp_path):
-    spec = write_train_spec(tmp_path / "two.yaml", synth_dir, converted, num_epoch=4,
-                            **{"dataloader.batch_size": PER_WORKER_BATCH})
+def test_a_dead_worker_fails_the_job_clearly_and_the_rerun_resumes(train_data, synth_dir, tmp_path):
+    spec = spec_over(tmp_path / "two.yaml", synth_dir, train_data, num_epoch=4,
+                     **{"dataloader.batch_size": PER_WORKER_BATCH})
     results = tmp_path / "results"
 
     def workers() -> dict[str, tuple[list[str], dict[str, str]]]:

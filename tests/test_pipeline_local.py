@@ -43,6 +43,9 @@ def test_repository_run_specs_load():
     ({"release": {"root": "r", "max_int8_ap_drop": 2}},
      "release.max_int8_ap_drop: 2 — expected less than or equal to 1"),
     ({"serving": {"name": "Bad_Name"}}, "serving.name: \"Bad_Name\" — String should match pattern"),
+    ({"dataset": {"uri": "s3://data/coco", "num_shards": 3}, "steps": {"train": {"workers": 2}}},
+     "dataset.num_shards: 3 — steps.train.workers is 2: each worker reads whole record shards of its own, so "
+     "num_shards must be a multiple of 2"),
 ])
 def test_bad_run_spec_names_field_value_and_expectation(tmp_path, synth_dir, capsys, change, expected):
     spec = local_run_spec(tmp_path, synth_dir, **change)

@@ -9,7 +9,9 @@ this project validates on every image).
 
 Nothing half-written can pass for a dataset: the input is validated before any output is made,
 shards are written under temporary names and renamed together, and the manifest
-(``<output>-manifest.json``: shard names, sizes, sha256 and the run summary) comes last.
+(``<output>-manifest.json``: shard names, sizes, sha256, the run summary and, per shard, the image
+and mask files its records name, so a training worker can fetch only its shards' files:
+``bpnet.data.partition``) comes last.
 """
 
 from __future__ import annotations
@@ -179,11 +181,11 @@ def convert_dataset(spec: DatasetSpec, output: str | Path, options: ConvertSetti
     summary.images_written = len({s.image_id for s in samples})
     summary.samples_written = len(samples)
     _check_shards(options.num_shards, len(samples), "samples")
-    summary.shards, shard_samples = _write_shards(samples, output, options.num_shards)
+    summary.shards, shard_samples, shard_files = _write_shards(samples, output, options.num_shards)
     write_resolved_spec(spec, spec_path)
     manifest = build_manifest(output.parent, files=summary.shards, metadata={
         "summary": asdict(summary), "options": options.model_dump(), "dataset_spec": spec_path.name,
-        "shard_samples": shard_samples, "skeleton": skeleton.to_config()})
+        "shard_samples": shard_samples, "shard_files": shard_files, "skeleton": skeleton.to_config()})
     write_manifest(manifest_path, manifest)
     return summary
 
@@ -288,9 +290,11 @@ def _image_samples(spec: DatasetSpec, skeleton: Skeleton, image: ImageEntry, opt
 
 
 def _write_shards(samples: list[records.PoseSample], output: Path, num_shards: int
-                  ) -> tuple[list[str], dict[str, int]]:
+                  ) -> tuple[list[str], dict[str, int], dict[str, list[str]]]:
     """Write contiguous chunks under temporary names; all are renamed into place only once every
-    shard is complete (ExitStack unwinds the atomic outputs together). Stale shards are removed."""
+    shard is complete (ExitStack unwinds the atomic outputs together). Stale shards are removed.
+    Returns the shard names, their sample counts and the files (relative to the dataset root)
+    their records name."""
     import tensorflow as tf
 
     names = records.shard_names(output.name, num_shards)
@@ -304,14 +308,21 @@ def _write_shards(samples: list[records.PoseSample], output: Path, num_shards: i
     for stale in output.parent.glob(output.name + "-fold-*"):
         if stale.name not in names:
             stale.unlink()
-    return names, {name: int(hi - lo) for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)}
+    chunks = {name: samples[lo:hi] for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)}
+    files = {name: sorted({f for s in chunk for f in (s.filename, s.mask_filename) if f})
+             for name, chunk in chunks.items()}
+    return names, {name: len(chunk) for name, chunk in chunks.items()}, files
 
 
-def verified_shards(shard_paths: list[str | Path], skeleton: Skeleton | None = None) -> int:
+def verified_shards(shard_paths: list[str | Path], skeleton: Skeleton | None = None,
+                    read: list[str | Path] | None = None) -> int:
     """Check the shards against their dataset_convert manifests (the training input does this),
     and, given ``skeleton`` (the train spec's), that they were converted for it; returns the number
-    of samples they hold (from the manifests: no second read of the records)."""
+    of samples they hold (from the manifests: no second read of the records). ``read`` (default:
+    all of them) are the shards this process reads, the only ones checked byte for byte: a worker
+    of several holds just its own (``bpnet.data.partition``)."""
     paths = [Path(p) for p in shard_paths]
+    checked = {Path(p).name for p in (paths if read is None else read)}
     total = 0
     for prefix in sorted({records.shard_prefix(p) for p in paths}):
         manifest_path, _ = output_paths(prefix)
@@ -322,7 +333,7 @@ def verified_shards(shard_paths: list[str | Path], skeleton: Skeleton | None = N
         missing = [p.name for p in paths if records.shard_prefix(p) == prefix and p.name not in listed]
         if missing:
             raise ArtifactError(f"{manifest_path}: does not list {missing}")
-        verify_files(manifest_path.parent, manifest)
+        verify_files(manifest_path.parent, manifest, only=checked)
         counts = manifest["metadata"]["shard_samples"]
         total += sum(counts[p.name] for p in paths if records.shard_prefix(p) == prefix)
     return total

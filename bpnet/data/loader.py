@@ -153,35 +153,54 @@ def _batch_fn(maker: SampleMaker):
     return fn
 
 
-def build_dataset(spec: TrainSpec, paths: list[Path], batch_size: int, training: bool = True,
-                  repeat: bool = True, counter_offset: int = 0, part: tuple[int, int] = (0, 1),
-                  replica_batch: int | None = None) -> tf.data.Dataset:
-    """Batches of (images, {"heatmap", "paf", "mask"}), prefetched.
-
-    ``counter_offset`` (samples already seen, on resume) moves the augmentation stream and the
-    shuffle order on, so a resumed run does not replay the first epochs' draws. ``part`` = (i, n):
-    keep the i-th of n equal slices of every batch of ``batch_size`` (one worker's share of the
-    global batch; the records are small, the images are read only for the slice), cut into batches
-    of ``replica_batch`` (one per local replica). Every worker draws the same shuffle and the same
-    augmentation counters, so n workers see exactly what one process would."""
-    index, count = part
-    if batch_size % count or not 0 <= index < count:
-        raise DataError(f"a batch of {batch_size} cannot be split into {count} equal worker slices (slice {index})")
-    share = batch_size // count
-    replica_batch = replica_batch or share
-    if share % replica_batch:
-        raise DataError(f"a worker's {share} samples per step cannot be split into batches of {replica_batch}")
+def _part_stream(spec: TrainSpec, paths: list[Path], share: int, batch_size: int, index: int, training: bool,
+                 repeat: bool, counter_offset: int) -> tf.data.Dataset:
+    """Partition ``index``'s contribution to every global batch: ``share`` of its own records,
+    shuffled, with the augmentation counters of their places in the global batch (step t, place
+    j: ``counter_offset + t * batch_size + index * share + j``), so the draws do not depend on
+    which process makes the batch. One partition of the whole batch is the plain stream."""
     ds = tf.data.TFRecordDataset([str(p) for p in paths])
     if training:
         ds = ds.shuffle(spec.dataloader.shuffle_buffer_size, seed=spec.random_seed + counter_offset,
                         reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.enumerate(start=counter_offset).batch(batch_size, drop_remainder=training)
-    if count > 1:
-        ds = ds.map(lambda counters, serialized: (counters[index * share:(index + 1) * share],
-                                                  serialized[index * share:(index + 1) * share]))
-    if replica_batch != share:
+    start = counter_offset + index * share
+
+    def counted(step: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return start + step * batch_size + tf.range(tf.shape(serialized, out_type=tf.int64)[0]), serialized
+
+    return ds.batch(share, drop_remainder=training).enumerate().map(counted)
+
+
+def build_dataset(spec: TrainSpec, paths: list[Path], batch_size: int, training: bool = True,
+                  repeat: bool = True, counter_offset: int = 0, partitions: int = 1, part: int | None = None,
+                  replica_batch: int | None = None) -> tf.data.Dataset:
+    """Batches of (images, {"heatmap", "paf", "mask"}), prefetched.
+
+    ``counter_offset`` (samples already seen, on resume) moves the augmentation stream and the
+    shuffle order on, so a resumed run does not replay the first epochs' draws. With
+    ``partitions`` = n the shards are split among n workers (``bpnet.data.partition``) and every
+    batch of ``batch_size`` is n equal slices, slice i from partition i's own shuffled records;
+    ``part`` = i makes only that slice (worker i's input: it reads its own shards and their
+    images, nothing else), None the whole batch (one process reproducing an n-worker run). The
+    result is cut into batches of ``replica_batch`` (one per local replica)."""
+    from bpnet.data.partition import worker_shards
+
+    if batch_size % partitions or not (part is None or 0 <= part < partitions):
+        raise DataError(f"a batch of {batch_size} cannot be split into {partitions} equal worker slices "
+                        f"(slice {part})")
+    share = batch_size // partitions
+    made = batch_size if part is None else share
+    replica_batch = replica_batch or made
+    if made % replica_batch:
+        raise DataError(f"a worker's {made} samples per step cannot be split into batches of {replica_batch}")
+    shards = worker_shards(paths, partitions)
+    streams = [_part_stream(spec, shards[i], share, batch_size, i, training, repeat, counter_offset)
+               for i in (range(partitions) if part is None else [part])]
+    ds = streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *slices: tuple(tf.concat(column, 0) for column in zip(*slices, strict=True)))
+    if replica_batch != made:
         ds = ds.unbatch().batch(replica_batch, drop_remainder=training)
     maker = SampleMaker(spec, Path(spec.dataloader.dataset_config.root_data_path), training, spec.skeleton)
     # one batch per core at a time: numpy_function holds the GIL between its C calls, and more
