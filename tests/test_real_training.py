@@ -5,7 +5,7 @@ geometry, Adam 1e-3 without stage-wise multipliers, plain L2, 800 steps: about 1
 then its maps on those photos at the inference geometry (``benchmarks/real_maps``). Slow.
 
 What 800 steps of this recipe gave through the CLI (measured): joint peaks a median 5.1 photo
-pixels from their labels, the PAFs' negative components predicted at 0.75-0.86 of their labels
+pixels from their labels, the PAFs' negative components predicted at 0.90 of their labels
 (TAO's focal L2: 0.00-0.02), AP 0.178 on the four photos."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ MIN_SPREAD = 0.3
 # joint's peaks in the same places and miss by the size of a person.
 MAX_MEDIAN_DISTANCE = 10.0
 # Predicted / label PAF component along the labelled limbs, for components below -0.5 (limbs
-# pointing left or up): measured 0.75-0.86; TAO's focal L2 leaves them at 0.00-0.02.
+# pointing left or up): measured 0.90; TAO's focal L2 leaves them at 0.00-0.02.
 MIN_NEGATIVE_PAF = 0.5
 
 
