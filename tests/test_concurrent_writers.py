@@ -93,25 +93,21 @@ def check_one_winner(outcomes: list[object]) -> tuple[int, list[BpnetError]]:
 def s3_root():
     """A bucket on one moto server for every example (each example uses a prefix of its own)."""
     import os
+    from unittest import mock
 
+    from bpnet.storage import S3Store
     from tests.conftest import MotoServer
 
     server = MotoServer()
     server.start()
     env = {"BPNET_S3_ENDPOINT": f"http://{server.endpoint}", "BPNET_S3_ACCESS_KEY": "testing",
            "BPNET_S3_SECRET_KEY": "testing"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    from bpnet.storage import S3Store
-
-    S3Store("s3://race").client.make_bucket("race")
-    yield "s3://race"
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    server.stop()
+    try:
+        with mock.patch.dict(os.environ, env):
+            S3Store("s3://race").client.make_bucket("race")
+            yield "s3://race"
+    finally:
+        server.stop()
 
 
 @settings(max_examples=8, deadline=None, derandomize=True,
