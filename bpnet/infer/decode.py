@@ -29,7 +29,11 @@ defined on those upsampled maps, but never materializes them:
   sampling at every point are dropped early (exactly: they could not pass). A pair is kept when at least
   ``min_paf_fraction`` of the samples exceed ``paf_threshold`` and the mean score plus the distance
   prior ``min(0.5 * net_height / length - 1, 0)`` is positive.
-- matching: per limb, pairs by descending score, each peak used once.
+- matching: per limb, pairs by descending rank, each peak used once. A pair's rank is its limb
+  score times the geometric mean of its two peaks' values: ranked by the PAF alone, a weak
+  spurious peak (a ripple at 0.1-0.2 beside a joint, as a trained network's maps have) whose
+  segment runs along the true limb's field takes the true peak first, and the true joint is lost
+  (docs/real_training.md, section 6).
 - assembly: connections are merged into people by shared peaks (limbs outwards from the neck,
   see ``assembly_plan``; limbs closing a cycle never start a person); fragments that no limb
   joins because their linking joint is missing (legs and upper body of a person without a neck)
@@ -616,7 +620,8 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, params: DecodeParams, net_h: 
     plan_order, redundant = assembly_plan(skeleton)
     rank = np.empty(len(skeleton.limbs), np.int64)
     rank[list(plan_order)] = np.arange(len(plan_order))
-    order = np.lexsort((-score, rank[limb]))  # by limb in assembly order, best first
+    strength = score * np.sqrt(peaks.score[ia] * peaks.score[ib])  # PAF and both joints' evidence
+    order = np.lexsort((-strength, rank[limb]))  # by limb in assembly order, best first
     limb, ia, ib, score = limb[order], ia[order], ib[order], score[order]
 
     # plain Python lists: the loop touches single elements, which numpy makes several times slower
