@@ -8,7 +8,10 @@ Shared by ``overfit_real.py`` (printed) and tests/test_real_training.py (asserte
   needs the face points within about 10 px);
 - ``paf_response``: the PAF the model predicts along each labelled limb, against its label, per
   sign of the label's component: are the limbs there for the decoder to join, whichever way they
-  point (TAO's focal L2 leaves the negative components unlearned: docs/real_training.md).
+  point (TAO's focal L2 leaves the negative components unlearned: docs/real_training.md);
+- ``training_view_ap``: AP on the picture the training warp makes of each photo (its augmentation
+  with no random draw) against AP on inference's resize of it: a network that memorised the
+  training warp's pixel grid scores high on the first and low on the second (section 7).
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bpnet.infer.decode import DecodeParams, find_peaks
+from bpnet.data import augment
+from bpnet.evaluate import coco_metrics, ground_truth, to_coco_keypoints
+from bpnet.infer.decode import DecodeParams, decode, find_peaks
+from bpnet.infer.network_input import InputPlan, to_network_input
 from bpnet.infer.predict import Predictor
 from bpnet.pose import dataset_to_model_keypoints
 from bpnet.preprocess import read_image
+from bpnet.specs import DatasetSpec, TrainSpec
 
 ANNOTATIONS = "annotations/person_keypoints_train2017.json"
 LIMB_POINTS = 9  # samples along a limb, its ends left out (a joint's own PAF is ambiguous)
@@ -86,3 +93,39 @@ def learned_by_sign(pairs: list[tuple[float, float]]) -> dict[str, float]:
         ratios = [p / lab for lab, p in pairs if sign * lab > STRONG]
         out[name] = float(np.mean(ratios)) if ratios else float("nan")
     return out
+
+
+def training_view_ap(predictor: Predictor, train_spec: TrainSpec, dataset: DatasetSpec) -> dict[str, float]:
+    """AP of the photos seen as inference sees them (``inference``) and as the training warp
+    makes them with no random draw (``training``: ``cv2.warpAffine`` of the augmentation's
+    transform, the loader's sampling; keypoints mapped back through its inverse)."""
+    gt = ground_truth(dataset, predictor.skeleton)
+    folder = dataset.under_root(dataset.test_data.images_root_dir_path)
+    aug = train_spec.dataloader.augmentation_config
+    dims = train_spec.dataloader.image_config.image_dims
+    found: dict[str, list[dict]] = {"inference": [], "training": []}
+
+    def add(view: str, image_id: int, heat: np.ndarray, paf: np.ndarray, net_h: int, to_image) -> None:
+        for person in decode(heat, paf, predictor.params, net_h, predictor.skeleton):
+            seen = person.keypoints[:, 2] > 0
+            person.keypoints[seen, :2] = to_image(person.keypoints[seen, :2])
+            found[view].append({"image_id": image_id, "category_id": dataset.person_category.id,
+                                "score": person.score, "keypoints": to_coco_keypoints(
+                                    person.keypoints, dataset.keypoint_names, predictor.skeleton)})
+
+    for image in gt["images"]:
+        rgb = read_image(folder / image["file_name"])
+        heat, paf, plan = predictor.maps(rgb)
+        add("inference", image["id"], heat, paf, plan.net_h, plan.to_image)
+        m, _ = augment.transform(aug.spatial_aug_params, aug.spatial_augmentation_mode, dims.height, dims.width,
+                                 rgb.shape[0], rgb.shape[1], None, None)
+        warped = cv2.warpAffine(rgb, m[:2], (dims.width, dims.height), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        as_is = InputPlan(dims.height, dims.width, dims.height, dims.width, dims.height, dims.width)
+        heats, pafs = predictor.backend.predict(
+            to_network_input(warped, as_is, predictor.norm.image_scale, predictor.norm.image_offset)[None])
+        inverse = np.linalg.inv(m)
+        add("training", image["id"], heats[predictor.stage][0], pafs[predictor.stage][0], dims.height,
+            lambda xy, inv=inverse: augment.apply_to_points(inv, xy))
+    sigmas = predictor.skeleton.sigmas_for(dataset.keypoint_names)
+    return {view: coco_metrics(gt, dets, dataset.person_category.id, sigmas)[0]["AP"] for view, dets in found.items()}

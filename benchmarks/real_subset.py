@@ -11,12 +11,13 @@ Both splits of the dataset spec are the same images: the benchmark scores the im
 The overfit recipe (``overfit_spec``) is the demo's (BpNetLiteModel, 2 stages, Adam, from
 scratch) with the changes docs/real_training.md measures the need for:
 
-- ``geometry: whole``: ``center_aug`` with no random draws at the inference input size of a
-  640x480 image (256 x 344, ``keep_aspect_ratio_mode: adjust_network_input``), so the network
-  sees in training exactly the picture inference gives it (person-centric crops show each person
-  at another scale and place than the whole image does);
-- ``geometry: augmented``: the guide's person-centric crops with its rotation, translation and
-  flips, plus zoom (0.5..1.25 of the crop scale, so the whole-image scale is among the seen ones);
+- ``geometry`` (``GEOMETRIES``): ``whole``, the picture inference makes of a 640x480 image (256 x
+  344, ``keep_aspect_ratio_mode: adjust_network_input``; person-centric crops show each person at
+  another scale and place), jittered by up to a stride, 10 degrees and 10% of scale: without any
+  jitter (``exact``) the network memorises the pixel grid of the training warp, and inference's
+  resize, 0.8% wider, samples another (section 7); ``augmented``, the guide's person-centric crops
+  with its rotation, translation and flips, plus zoom (0.5..1.25 of the crop scale, so the
+  whole-image scale is among the seen ones);
 - no stage-wise LR multipliers (4x on the refinement stage and 2x on the backbone made Adam's
   first updates larger than the weights of the output layers), no L1;
 - the plain masked L2 loss of every TAO spec, not TAO's focal L2: its rule counts a negative PAF
@@ -105,18 +106,22 @@ def convert(dataset_spec: Path, records: Path) -> None:
     bpnet("dataset_convert", "-d", str(dataset_spec), "-o", str(records / "val"), "-m", "test")
 
 
-AUGMENTED = {  # the guide's m1 spatial augmentation, plus zoom toward the whole-image scale
-    "spatial_augmentation_mode": "person_centric",
-    "spatial_aug_params": {"flip_lr_prob": 0.5, "rotate_deg_max": 40.0, "rotate_deg_min": -40.0,
-                           "zoom_prob": 1.0, "zoom_ratio_min": 0.8, "zoom_ratio_max": 2.0,
-                           "translate_max_x": 40.0, "translate_min_x": -40.0,
-                           "translate_max_y": 40.0, "translate_min_y": -40.0, "target_person_scale": 0.6},
-}
-WHOLE = {  # no random draw at all: the picture inference makes of a 640x480 image
-    "spatial_augmentation_mode": "center_aug",
-    "spatial_aug_params": {"flip_lr_prob": 0.0, "rotate_deg_max": 0.0, "zoom_prob": 0.0,
-                           "translate_max_x": 0.0, "translate_min_x": 0.0,
-                           "translate_max_y": 0.0, "translate_min_y": 0.0},
+NO_DRAWS = {"flip_lr_prob": 0.0, "rotate_deg_max": 0.0, "rotate_deg_min": 0.0, "zoom_prob": 0.0,
+            "translate_max_x": 0.0, "translate_min_x": 0.0, "translate_max_y": 0.0, "translate_min_y": 0.0}
+GEOMETRIES = {  # name -> (input height and width, augmentation_config): docs/real_training.md, section 7
+    # the picture inference makes of a 640x480 image, pixel for pixel the same every step
+    "exact": (WHOLE_DIMS, {"spatial_augmentation_mode": "center_aug", "spatial_aug_params": NO_DRAWS}),
+    # that picture jittered by a stride, +-10 degrees and +-10% scale: the network must learn the
+    # people, not the pixel grid the training warp samples (inference's resize samples another)
+    "whole": (WHOLE_DIMS, {"spatial_augmentation_mode": "center_aug", "spatial_aug_params": dict(
+        NO_DRAWS, rotate_deg_max=10.0, rotate_deg_min=-10.0, zoom_prob=1.0, zoom_ratio_min=0.9, zoom_ratio_max=1.1,
+        translate_max_x=8.0, translate_min_x=-8.0, translate_max_y=8.0, translate_min_y=-8.0)}),
+    # the guide's m1 spatial augmentation (person-centric crops), plus zoom toward the whole-image scale
+    "augmented": ((256, 256), {"spatial_augmentation_mode": "person_centric", "spatial_aug_params": {
+        "flip_lr_prob": 0.5, "rotate_deg_max": 40.0, "rotate_deg_min": -40.0,
+        "zoom_prob": 1.0, "zoom_ratio_min": 0.8, "zoom_ratio_max": 2.0,
+        "translate_max_x": 40.0, "translate_min_x": -40.0, "translate_max_y": 40.0, "translate_min_y": -40.0,
+        "target_person_scale": 0.6}}),
 }
 
 
@@ -125,7 +130,7 @@ def overfit_spec(dataset_spec: Path, records: Path, out: Path, *, geometry: str 
                  stagewise: bool = False, l1: float = 0.0, soft_start: float = 0.05, focal: bool = False,
                  validate_every: int = 0, seed: int = 42) -> Path:
     """The overfit recipe's train spec (see the module docstring); returns its path."""
-    height, width_px = WHOLE_DIMS if geometry == "whole" else (256, 256)
+    (height, width_px), augmentation = GEOMETRIES[geometry]
     spec = {
         "num_epoch": num_epoch, "checkpoint_n_epoch": num_epoch, "random_seed": seed, "log_every_n_secs": 60,
         "summary_every_n_steps": 0, "infrequent_summary_every_n_steps": 0,
@@ -140,7 +145,7 @@ def overfit_spec(dataset_spec: Path, records: Path, out: Path, *, geometry: str 
                                "train_records_path": ["train-fold-000-of-001"],
                                "val_records_folder_path": str(records), "val_records_path": ["val-fold-000-of-001"],
                                "dataset_specs": {"coco": str(dataset_spec)}},
-            "augmentation_config": WHOLE if geometry == "whole" else AUGMENTED,
+            "augmentation_config": augmentation,
         },
         "model": {"__class_name__": "BpNetLiteModel", "stages": stages, "width_multiplier": width,
                   "regularization_type": "l1", "kernel_regularization_factor": l1},

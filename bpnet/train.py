@@ -447,4 +447,7 @@ def _train_into(spec: TrainSpec, results: Path, key: str, gpus: int, gpu_index: 
     # rounds differently.
     tf.config.experimental.enable_op_determinism()
     write_resolved_spec(spec, results / TRAIN_SPEC_FILE)
+    surprise = spec.dataloader.augmentation_config.spatial_aug_params.rotation_surprise
+    if surprise:
+        log.warning("%s", surprise)
     return Trainer(spec, results, key, gpus, gpu_index, cluster, checkpoints, partitions).run()

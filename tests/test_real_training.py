@@ -1,12 +1,14 @@
 """Training on real photos does not collapse, puts joints where the people are and learns the
 limbs whichever way they point (issue 23, docs/real_training.md): the four COCO photos of
 tests/data/real_people, the recipe of ``benchmarks/overfit_real.py --cases 4`` (whole-photo
-geometry, Adam 1e-3 without stage-wise multipliers, plain L2, 800 steps: about 11 CPU-minutes),
-then its maps on those photos at the inference geometry (``benchmarks/real_maps``). Slow.
+geometry jittered by a stride, 10 degrees and 10% of scale, Adam 1e-3 without stage-wise
+multipliers, plain L2, 800 steps: about 11 CPU-minutes), then its maps on those photos at the
+inference geometry (``benchmarks/real_maps``). Slow.
 
-What 800 steps of this recipe gave through the CLI (measured): joint peaks a median 5.1 photo
-pixels from their labels, the PAFs' negative components predicted at 0.90 of their labels
-(TAO's focal L2: 0.00-0.02), AP 0.178 on the four photos."""
+What 800 steps of the recipe gave through the CLI when its rotation was [-40, 0] degrees by
+accident (docs/real_training.md, section 7): joint peaks a median 5.1 photo pixels from their
+labels, the PAFs' negative components predicted at 0.90 of their labels (TAO's focal L2:
+0.00-0.02), AP 0.178 on the four photos; the jittered recipe reached AP 0.48 at 750 steps."""
 
 from __future__ import annotations
 

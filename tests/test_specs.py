@@ -196,3 +196,16 @@ def test_cli_bad_spec_exits_2_before_any_work(tmp_path, capsys):
     assert any("data_filtering_params.min_acceptable_height: -3 — expected greater than or equal to 0" in line
                for line in err)
     assert not out.parent.exists()
+
+
+def test_a_changed_rotate_deg_max_with_the_default_min_is_warned_about():
+    """``rotate_deg_max: 0`` alone still rotates in [-40, 0] (the guide's default minimum): the
+    project's own overfit recipe fell for it. Setting the minimum, or leaving both, is silent."""
+    from bpnet.specs.train import SpatialAugParams
+
+    surprise = SpatialAugParams(rotate_deg_max=0.0).rotation_surprise
+    assert surprise is not None and "[-40, 0]" in surprise and "rotate_deg_min" in surprise
+    assert SpatialAugParams(rotate_deg_max=0.0, rotate_deg_min=0.0).rotation_surprise is None
+    assert SpatialAugParams(rotate_deg_max=10.0, rotate_deg_min=None).rotation_surprise is None
+    assert SpatialAugParams().rotation_surprise is None
+    assert SpatialAugParams.model_validate({"rotate_deg_max": 40.0}).rotation_surprise is None

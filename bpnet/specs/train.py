@@ -315,6 +315,18 @@ class SpatialAugParams(SpecModel):
         return self
 
     @property
+    def rotation_surprise(self) -> str | None:
+        """A warning when ``rotate_deg_max`` was changed but ``rotate_deg_min`` left at the guide's
+        default -40: ``rotate_deg_max: 0`` then still rotates by up to 40 degrees one way (it
+        happened to this project's own overfit recipe: docs/real_training.md, section 7)."""
+        if "rotate_deg_min" in self.model_fields_set or self.rotate_deg_max == 40.0:
+            return None
+        low, high = self.rotation_range
+        return (f"spatial_aug_params: rotate_deg_max is {high:g} but rotate_deg_min is left at its default "
+                f"{low:g}: rotations are drawn from [{low:g}, {high:g}] degrees; set rotate_deg_min "
+                "(null for the symmetric range) to silence this")
+
+    @property
     def rotation_range(self) -> tuple[float, float]:
         """A null rotate_deg_min means the symmetric range [-max, max] (guide note)."""
         low = -abs(self.rotate_deg_max) if self.rotate_deg_min is None else self.rotate_deg_min
