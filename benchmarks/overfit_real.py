@@ -7,7 +7,7 @@ as a user runs them (recipe: ``real_subset.overfit_spec``; inference at input he
 - ``4``: the four 640x480 photos of ``real_subset.MEMORISE_IDS`` (tests/data/real_people) at the
   whole-image geometry, jittered by a stride, 10 degrees and 10% of scale (no jitter at all and
   the network memorises the training warp's pixel grid: docs/real_training.md, section 7), 1,500
-  steps. Goal AP >= 0.8 within 20 CPU-minutes (perfect label maps: about 0.90);
+  steps. Goal AP >= 0.8 within 20 CPU-minutes (perfect label maps: 0.90-0.92);
 - ``16``: 16 photos of coco-mini-train (those four first), the guide's person-centric augmentation
   with zoom, 256x256 crops. Goal AP >= 0.4 within 40 CPU-minutes.
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from bpnet.data import augment
-from bpnet.evaluate import coco_metrics, ground_truth, to_coco_keypoints
+from bpnet.evaluate import coco_metrics, detect, ground_truth, to_coco_keypoints
 from bpnet.infer.decode import DecodeParams, decode, find_peaks
 from bpnet.infer.network_input import InputPlan, to_network_input
 from bpnet.infer.predict import Predictor
@@ -96,36 +96,32 @@ def learned_by_sign(pairs: list[tuple[float, float]]) -> dict[str, float]:
 
 
 def training_view_ap(predictor: Predictor, train_spec: TrainSpec, dataset: DatasetSpec) -> dict[str, float]:
-    """AP of the photos seen as inference sees them (``inference``) and as the training warp
-    makes them with no random draw (``training``: ``cv2.warpAffine`` of the augmentation's
-    transform, the loader's sampling; keypoints mapped back through its inverse)."""
+    """AP of the photos seen as inference sees them (``inference``: ``bpnet evaluate``'s detection)
+    and as the training warp makes them with no random draw (``training``: ``cv2.warpAffine`` of
+    the augmentation's transform, keypoints mapped back through its inverse). The warp reads the
+    full-size photo: the loader's reduced JPEG decode only applies to samples at scale <= 0.5,
+    which the whole-photo geometry of a 640x480 photo (0.53) is not."""
     gt = ground_truth(dataset, predictor.skeleton)
     folder = dataset.under_root(dataset.test_data.images_root_dir_path)
+    category, names = dataset.person_category.id, dataset.keypoint_names
     aug = train_spec.dataloader.augmentation_config
     dims = train_spec.dataloader.image_config.image_dims
-    found: dict[str, list[dict]] = {"inference": [], "training": []}
-
-    def add(view: str, image_id: int, heat: np.ndarray, paf: np.ndarray, net_h: int, to_image) -> None:
-        for person in decode(heat, paf, predictor.params, net_h, predictor.skeleton):
-            seen = person.keypoints[:, 2] > 0
-            person.keypoints[seen, :2] = to_image(person.keypoints[seen, :2])
-            found[view].append({"image_id": image_id, "category_id": dataset.person_category.id,
-                                "score": person.score, "keypoints": to_coco_keypoints(
-                                    person.keypoints, dataset.keypoint_names, predictor.skeleton)})
-
+    as_is = InputPlan(dims.height, dims.width, dims.height, dims.width, dims.height, dims.width)
+    warped_found = []
     for image in gt["images"]:
         rgb = read_image(folder / image["file_name"])
-        heat, paf, plan = predictor.maps(rgb)
-        add("inference", image["id"], heat, paf, plan.net_h, plan.to_image)
         m, _ = augment.transform(aug.spatial_aug_params, aug.spatial_augmentation_mode, dims.height, dims.width,
                                  rgb.shape[0], rgb.shape[1], None, None)
         warped = cv2.warpAffine(rgb, m[:2], (dims.width, dims.height), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        as_is = InputPlan(dims.height, dims.width, dims.height, dims.width, dims.height, dims.width)
         heats, pafs = predictor.backend.predict(
             to_network_input(warped, as_is, predictor.norm.image_scale, predictor.norm.image_offset)[None])
-        inverse = np.linalg.inv(m)
-        add("training", image["id"], heats[predictor.stage][0], pafs[predictor.stage][0], dims.height,
-            lambda xy, inv=inverse: augment.apply_to_points(inv, xy))
-    sigmas = predictor.skeleton.sigmas_for(dataset.keypoint_names)
-    return {view: coco_metrics(gt, dets, dataset.person_category.id, sigmas)[0]["AP"] for view, dets in found.items()}
+        for person in decode(heats[predictor.stage][0], pafs[predictor.stage][0], predictor.params, dims.height,
+                             predictor.skeleton):
+            seen = person.keypoints[:, 2] > 0
+            person.keypoints[seen, :2] = augment.apply_to_points(np.linalg.inv(m), person.keypoints[seen, :2])
+            warped_found.append({"image_id": image["id"], "category_id": category, "score": person.score,
+                                 "keypoints": to_coco_keypoints(person.keypoints, names, predictor.skeleton)})
+    views = {"inference": detect(predictor, gt, folder, category, names)[0], "training": warped_found}
+    sigmas = predictor.skeleton.sigmas_for(names)
+    return {view: coco_metrics(gt, found, category, sigmas)[0]["AP"] for view, found in views.items()}

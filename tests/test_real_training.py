@@ -8,7 +8,8 @@ inference geometry (``benchmarks/real_maps``). Slow.
 What 800 steps of the recipe gave through the CLI when its rotation was [-40, 0] degrees by
 accident (docs/real_training.md, section 7): joint peaks a median 5.1 photo pixels from their
 labels, the PAFs' negative components predicted at 0.90 of their labels (TAO's focal L2:
-0.00-0.02), AP 0.178 on the four photos; the jittered recipe reached AP 0.48 at 750 steps."""
+0.00-0.02), AP 0.178 on the four photos; the jittered recipe reached AP 0.48 at 750 steps
+(the thresholds below were set on the rotated recipe)."""
 
 from __future__ import annotations
 
