@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from real_maps import (  # noqa: E402
     joint_distances,
-    labelled_people,
+    labelled_photos,
     learned_by_sign,
     paf_response,
     training_view_ap,
@@ -82,12 +82,10 @@ def load_predictor(model: Path, infer: Path, train_spec: Path):
 
 def map_figures(predictor, dataset: Path) -> str:
     """The maps' figures on the training photos (real_maps): joint maxima, peak distances, PAFs."""
-    from bpnet.preprocess import read_image
-
-    people = labelled_people(dataset.parent, predictor)
-    maxima = {i: float(predictor.maps(read_image(photo))[0][..., :-1].max()) for i, (photo, _) in people.items()}
-    distances = np.concatenate([joint_distances(predictor, photo, ps) for photo, ps in people.values()])
-    learned = learned_by_sign([pair for photo, ps in people.values() for pair in paf_response(predictor, photo, ps)])
+    photos = labelled_photos(dataset.parent, predictor)
+    maxima = {i: float(photo.heat[..., :-1].max()) for i, photo in photos.items()}
+    distances = np.concatenate([joint_distances(p, predictor.spec.heatmap_threshold) for p in photos.values()])
+    learned = learned_by_sign([pair for p in photos.values() for pair in paf_response(p, predictor.skeleton)])
     return (f"joint heatmap maxima: {', '.join(f'{k}: {v:.2f}' for k, v in maxima.items())}"
             f"  (min {min(maxima.values()):.2f}, median {np.median(list(maxima.values())):.2f})\n"
             f"labelled joint to nearest peak (photo px): median {np.median(distances):.1f}, "
@@ -101,7 +99,9 @@ def run_case(name: str, coco: Path | None, work: Path, num_epoch: int | None, re
     case = dict(CASES[name], geometry=geometry or CASES[name]["geometry"])
     source = coco_root(coco, case["images"])
     out = work / f"case{name}"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # a run there would resume its training, or stop half-way at its records
+        raise SystemExit(f"{out} exists (an earlier run's case): give another --work folder")
+    out.mkdir(parents=True)
     ids = MEMORISE_IDS if case["images"] == len(MEMORISE_IDS) else labelled_ids(source, case["images"], MEMORISE_IDS)
     # person-centric crops take a sample per person; whole-photo geometry one per photo
     dataset = make_subset(source, ids, out / "dataset", each_person=case["geometry"] == "augmented")

@@ -1,6 +1,7 @@
 """What a trained model's maps say about real photos it was trained on, beyond AP.
 
-AP needs every part right at once; these two figures say which part is wrong when it is low.
+AP needs every part right at once; these figures (from each photo's maps, predicted once:
+``labelled_photos``) say which part is wrong when it is low.
 Shared by ``overfit_real.py`` (printed) and tests/test_real_training.py (asserted):
 
 - ``joint_distances``: how far (photo pixels) each labelled joint is from the nearest heatmap
@@ -17,6 +18,7 @@ Shared by ``overfit_real.py`` (printed) and tests/test_real_training.py (asserte
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -27,51 +29,58 @@ from bpnet.evaluate import coco_metrics, detect, ground_truth, to_coco_keypoints
 from bpnet.infer.decode import DecodeParams, decode, find_peaks
 from bpnet.infer.network_input import InputPlan, to_network_input
 from bpnet.infer.predict import Predictor
-from bpnet.pose import dataset_to_model_keypoints
+from bpnet.pose import Skeleton, dataset_to_model_keypoints
 from bpnet.preprocess import read_image
 from bpnet.specs import DatasetSpec, TrainSpec
 
-ANNOTATIONS = "annotations/person_keypoints_train2017.json"
+ANNOTATIONS = "annotations/person_keypoints_train2017.json"  # real_subset's COCO layout
 LIMB_POINTS = 9  # samples along a limb, its ends left out (a joint's own PAF is ambiguous)
 STRONG = 0.5  # a label component counts for its sign when its magnitude exceeds this
 
 
-def labelled_people(root: Path, predictor: Predictor) -> dict[int, tuple[Path, list[np.ndarray]]]:
-    """Per image id: the photo and each labelled person's keypoints in the model's joint order."""
+@dataclass(frozen=True)
+class LabelledPhoto:
+    """One photo's predicted maps (computed once: every figure reads them) and its labels."""
+
+    heat: np.ndarray  # stride-8 heatmaps, network-input grid
+    paf: np.ndarray
+    plan: InputPlan  # photo <-> network input
+    people: list[np.ndarray]  # each labelled person's keypoints (photo pixels), the model's joint order
+
+
+def labelled_photos(root: Path, predictor: Predictor) -> dict[int, LabelledPhoto]:
+    """Per image id of the COCO folder ``root``: the model's maps of the photo and its labels."""
     doc = json.loads((root / ANNOTATIONS).read_text())
     names = doc["categories"][0]["keypoints"]
-    people: dict[int, tuple[Path, list[np.ndarray]]] = {
-        im["id"]: (root / "train2017" / im["file_name"], []) for im in doc["images"]}
+    people: dict[int, list[np.ndarray]] = {im["id"]: [] for im in doc["images"]}
     for ann in doc["annotations"]:
         if ann.get("num_keypoints") and ann["image_id"] in people:
             kps = np.array(ann["keypoints"], np.float32).reshape(1, -1, 3)
-            people[ann["image_id"]][1].append(dataset_to_model_keypoints(kps, names, predictor.skeleton)[0])
-    return people
+            people[ann["image_id"]].append(dataset_to_model_keypoints(kps, names, predictor.skeleton)[0])
+    return {im["id"]: LabelledPhoto(*predictor.maps(read_image(root / "train2017" / im["file_name"])),
+                                    people[im["id"]]) for im in doc["images"]}
 
 
-def joint_distances(predictor: Predictor, photo: Path, people: list[np.ndarray]) -> np.ndarray:
+def joint_distances(photo: LabelledPhoto, heatmap_threshold: float) -> np.ndarray:
     """Per labelled joint: photo pixels to the nearest heatmap peak of that joint (inf: none)."""
-    heat, _, plan = predictor.maps(read_image(photo))
-    peaks = find_peaks(heat, DecodeParams(heatmap_threshold=predictor.spec.heatmap_threshold))
-    located = plan.to_image(peaks.located)
+    peaks = find_peaks(photo.heat, DecodeParams(heatmap_threshold=heatmap_threshold))
+    located = photo.plan.to_image(peaks.located)
     distances = []
-    for label in people:
+    for label in photo.people:
         for joint in np.flatnonzero(label[:, 2] > 0):
             mine = located[peaks.joint == joint]
             distances.append(np.hypot(*(mine - label[joint, :2]).T).min() if len(mine) else np.inf)
     return np.array(distances)
 
 
-def paf_response(predictor: Predictor, photo: Path, people: list[np.ndarray]) -> list[tuple[float, float]]:
+def paf_response(photo: LabelledPhoto, skeleton: Skeleton) -> list[tuple[float, float]]:
     """(label component, mean predicted component) along every labelled limb, x and y, sampled on
     the 8x upsampled PAFs in network-input coordinates (the grid the decoder scores limbs on)."""
-    _, paf, plan = predictor.maps(read_image(photo))
-    fine = cv2.resize(paf, None, fx=8, fy=8, interpolation=cv2.INTER_CUBIC)
-    scale = np.array(plan.scale)
+    fine = cv2.resize(photo.paf, None, fx=8, fy=8, interpolation=cv2.INTER_CUBIC)
     pairs = []
-    for label in people:
-        net = (label[:, :2] + 0.5) * scale - 0.5  # photo -> network input (inverse of plan.to_image)
-        for limb, (a, b) in enumerate(predictor.skeleton.limbs):
+    for label in photo.people:
+        net = photo.plan.to_network(label[:, :2])
+        for limb, (a, b) in enumerate(skeleton.limbs):
             if label[a, 2] <= 0 or label[b, 2] <= 0:
                 continue
             direction = net[b] - net[a]

@@ -13,16 +13,13 @@ labels, the PAFs' negative components predicted at 0.90 of their labels (TAO's f
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from benchmarks.real_maps import joint_distances, labelled_people, learned_by_sign, paf_response
+from benchmarks.real_maps import joint_distances, labelled_photos, learned_by_sign, paf_response
 from benchmarks.real_subset import MEMORISE_IDS, REPO_IMAGES, infer_spec, make_subset, overfit_spec
 from bpnet.data.convert import ConvertSettings, convert_dataset
 from bpnet.infer.predict import KerasBackend, Predictor
-from bpnet.preprocess import read_image
 from bpnet.specs import DatasetSpec, InferenceSpec, TrainSpec, load_spec
 from bpnet.train import train
 
@@ -42,7 +39,7 @@ MIN_NEGATIVE_PAF = 0.5
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Predictor, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Predictor, dict]:
     root = tmp_path_factory.mktemp("real_people")
     dataset = make_subset(REPO_IMAGES, MEMORISE_IDS, root / "dataset", each_person=False)
     convert_dataset(load_spec(dataset, DatasetSpec), root / "records" / "train", ConvertSettings(generate_masks=True))
@@ -50,27 +47,23 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Predictor, Path]:
     result = train(load_spec(spec_path, TrainSpec), root / "run", key="real")
     predictor = Predictor(KerasBackend.load(result.model_path, "real"),
                           load_spec(infer_spec(spec_path, root), InferenceSpec), load_spec(spec_path, TrainSpec))
-    return predictor, dataset.parent
+    return predictor, labelled_photos(dataset.parent, predictor)  # each photo's maps, once
 
 
 def test_joint_maps_differ_between_real_photos(trained):
-    predictor, root = trained
-    photos = [photo for photo, _ in labelled_people(root, predictor).values()]
-    joints = [predictor.maps(read_image(photo))[0][..., :-1] for photo in photos]  # all 640x480: one grid
+    _, photos = trained
+    joints = [photo.heat[..., :-1] for photo in photos.values()]  # all 640x480: one grid
     spreads = [float(np.abs(a - b).max()) for k, a in enumerate(joints) for b in joints[:k]]
     assert min(spreads) > MIN_SPREAD, spreads
 
 
 def test_joint_peaks_of_trained_photos_land_near_their_labels(trained):
-    predictor, root = trained
-    distances = np.concatenate([joint_distances(predictor, photo, people)
-                                for photo, people in labelled_people(root, predictor).values()])
+    predictor, photos = trained
+    distances = np.concatenate([joint_distances(photo, predictor.spec.heatmap_threshold) for photo in photos.values()])
     assert np.median(distances) < MAX_MEDIAN_DISTANCE, np.round(distances, 1)
 
 
 def test_limbs_pointing_left_or_up_are_learned(trained):
-    predictor, root = trained
-    pairs = [pair for photo, people in labelled_people(root, predictor).values()
-             for pair in paf_response(predictor, photo, people)]
-    learned = learned_by_sign(pairs)
+    predictor, photos = trained
+    learned = learned_by_sign([pair for photo in photos.values() for pair in paf_response(photo, predictor.skeleton)])
     assert learned["negative"] > MIN_NEGATIVE_PAF, learned
