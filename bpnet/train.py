@@ -131,11 +131,11 @@ def initial_model(spec: TrainSpec, key: str | None) -> keras.Model:
                              f"{spec.dataloader.pose_config.pose_config_path} is '{spec.skeleton.name}' "
                              f"({spec.skeleton.num_joints} joints); retrain with the model's own pose config")
         source = loaded.model
-        model = build_model(architecture_of(source), reg, seed=spec.random_seed)
+        model = build_model(architecture_of(source), reg, seed=spec.random_seed, compute_dtype=spec.compute_dtype)
         model.set_weights(source.get_weights())
         log.info("loaded graph and weights of %s (%d parameters)", spec.pretrained_weights, count_params(model))
         return model
-    model = build_model(spec_architecture(spec), reg, seed=spec.random_seed)
+    model = build_model(spec_architecture(spec), reg, seed=spec.random_seed, compute_dtype=spec.compute_dtype)
     if spec.pretrained_weights:
         report = load_weights_by_name(model, spec.pretrained_weights, key)
         if report.not_in_source and HEAT_NAME not in report.not_in_source and not spec.partial_pretrained_weights:
@@ -150,6 +150,17 @@ def initial_model(spec: TrainSpec, key: str | None) -> keras.Model:
                 f"shape from the spec's model (first: {report.shape_mismatch[0]}); a pruned model is retrained "
                 "with load_graph: true")
     return model
+
+
+def saved_model(model: keras.Model, spec: TrainSpec) -> keras.Model:
+    """The model a run saves: ``model``, or after a ``compute_dtype: bfloat16`` run its float32 twin
+    with the same weights (export, inference and TensorRT take float32 graphs, and a model file
+    should not compute in whatever dtype its training happened to use)."""
+    if spec.compute_dtype == "float32":
+        return model
+    twin = build_model(architecture_of(model), spec_regularization(spec))
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def _strategy(gpus: int, gpu_index: list[int] | None, cluster: Cluster | None) -> tf.distribute.Strategy:
@@ -290,7 +301,7 @@ class Trainer:
                 raise self._peer_lost(exc) from None
         model_path = self.results / MODEL_FILE
         _synchronize_batch_norm(self.model, False)  # the saved model is the one a single process makes
-        save_model(self.model, model_path, self.key, self.skeleton)
+        save_model(saved_model(self.model, spec), model_path, self.key, self.skeleton)
         atomic_write_text(self.results / ARCHITECTURE_FILE, arch.to_json() + "\n")
         result = TrainResult(str(self.results), str(model_path), spec.num_epoch,
                              self._iterations(), self.steps_per_epoch, first, last,

@@ -197,6 +197,7 @@ def test_memory_sizing_run_spec_fields_are_bounded(tmp_path):
     (("random_seed",), "-1", "random_seed", "greater than or equal to 0"),
     (("dataloader", "normalization_params", "image_scale"), "[256.0, true, 256.0]",
      "dataloader.normalization_params.image_scale", "not true/false"),
+    (("compute_dtype",), "float16", "compute_dtype", "'float32' or 'bfloat16'"),
 ])
 def test_late_failing_values_are_spec_errors(tmp_path, train_data, path, value, field, expected):
     target = train_data

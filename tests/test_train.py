@@ -124,12 +124,14 @@ def test_more_gpus_than_present_is_a_clear_error(converted, synth_dir, tmp_path,
     assert "--gpus 2: only 0 GPU(s) present" in caplog.text
 
 
-def test_loss_falls_on_the_demo_data(converted, synth_dir, tmp_path):
-    """Under a minute of CPU: the joint heatmaps must be learned, not just the background."""
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_loss_falls_on_the_demo_data(converted, synth_dir, tmp_path, compute_dtype):
+    """Under a minute of CPU: the joint heatmaps must be learned, not just the background; in
+    bfloat16 too, whose saved model is then read in float32."""
     from bpnet.data.loader import build_dataset, record_paths
 
     spec = load_spec(write_train_spec(
-        tmp_path / "t.yaml", synth_dir, converted, num_epoch=30, checkpoint_n_epoch=30,
+        tmp_path / "t.yaml", synth_dir, converted, num_epoch=30, checkpoint_n_epoch=30, compute_dtype=compute_dtype,
         **{"optimizer.learning_rate_schedule.base_learning_rate": 1e-4,
            "optimizer.learning_rate_schedule.min_learning_rate": 1e-6}), TrainSpec)
     result = train(spec, tmp_path / "run", key="k")
@@ -142,6 +144,27 @@ def test_loss_falls_on_the_demo_data(converted, synth_dir, tmp_path):
         err += float((mask * (heat - truth) ** 2).sum())
         base += float((mask * truth**2).sum())
     assert err < 0.85 * base  # better than predicting "no joint anywhere"
+
+
+def test_bfloat16_training_computes_in_bfloat16_and_saves_the_float32_twin(converted, synth_dir, tmp_path):
+    """The hidden layers train in bfloat16 (the outputs and the loss in float32); the saved model
+    holds exactly the checkpoint's weights and computes in float32 only."""
+    import tensorflow as tf
+
+    from bpnet.train import initial_model
+
+    spec = load_spec(write_train_spec(tmp_path / "t.yaml", synth_dir, converted, num_epoch=1,
+                                      compute_dtype="bfloat16"), TrainSpec)
+    trained = initial_model(spec, None)
+    hidden = {layer.dtype_policy.compute_dtype for layer in trained.layers if layer.name.startswith("block1_conv")}
+    assert hidden == {"bfloat16"} and {o.dtype for o in trained.outputs} == {"float32"}
+    result = train(spec, tmp_path / "run", key="k")
+    assert np.isfinite(result.last_loss)
+    saved = load_model(result.model_path, key="k")
+    assert {layer.dtype_policy.compute_dtype for layer in saved.layers} == {"float32"}
+    tf.train.Checkpoint(model=trained).restore(tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+                                               ).expect_partial()
+    assert all(np.array_equal(a, b) for a, b in zip(trained.get_weights(), saved.get_weights(), strict=True))
 
 
 @pytest.mark.slow  # prunes, retrains and resumes: make test-all

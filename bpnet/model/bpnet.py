@@ -68,14 +68,23 @@ def _initializer(activation: str | None, seed: int | None) -> keras.initializers
     return keras.initializers.RandomNormal(stddev=0.01, seed=seed)
 
 
+COMPUTE_POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16"}  # compute dtype -> hidden layers' policy
+
+
 def build_model(arch: Architecture, regularization: Regularization | None = None,
-                input_shape: tuple[int | None, int | None] = (None, None), seed: int | None = None) -> keras.Model:
+                input_shape: tuple[int | None, int | None] = (None, None), seed: int | None = None,
+                compute_dtype: str = "float32") -> keras.Model:
     """The model ``arch`` describes (its class included) for images of ``input_shape`` (None = any
     multiple of 8).
 
     Outputs: ``[heat_stage1, ..., heat_stageN, paf_stage1, ..., paf_stageN]``, all at stride 8.
+    ``compute_dtype`` "bfloat16" (training only: the train spec's ``compute_dtype``) computes the
+    hidden layers in bfloat16 with float32 weights (Keras mixed precision); the output layers stay
+    float32, so the maps and the loss keep float32's resolution. The weights are the same either
+    way: a float32 build takes them unchanged.
     """
     reg = regularization or Regularization()
+    hidden = COMPUTE_POLICIES[compute_dtype]
     init_seed = iter(range(seed, seed + 10_000)) if seed is not None else None
 
     def conv(x, name: str, filters: int, kernel: int, activation: str | None = "relu", bias: bool | None = None,
@@ -85,11 +94,11 @@ def build_model(arch: Architecture, regularization: Regularization | None = None
             filters, kernel, padding="same", use_bias=use_bias, name=name,
             kernel_initializer=_initializer(activation, next(init_seed) if init_seed else None),
             bias_initializer="zeros", kernel_regularizer=reg.kernel(),
-            bias_regularizer=reg.bias() if use_bias else None)(x)
+            bias_regularizer=reg.bias() if use_bias else None, dtype=hidden if activation else "float32")(x)
         if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn")(x)
+            x = layers.BatchNormalization(name=f"{name}_bn", dtype=hidden)(x)
         if activation:
-            x = layers.Activation(activation, name=f"{name}_{activation}")(x)
+            x = layers.Activation(activation, name=f"{name}_{activation}", dtype=hidden)(x)
         return x
 
     f = arch.filters
@@ -98,7 +107,7 @@ def build_model(arch: Architecture, regularization: Regularization | None = None
     for name, _ in BACKBONE_LAYERS:
         x = conv(x, name, f[name], 3, bias=arch.backbone_use_bias, batch_norm=True)
         if name in POOL_AFTER:
-            x = layers.MaxPooling2D(2, 2, padding="same", name=name.split("_")[0] + "_pool")(x)
+            x = layers.MaxPooling2D(2, 2, padding="same", name=name.split("_")[0] + "_pool", dtype=hidden)(x)
     if arch.add_final_c128_conv:
         x = conv(x, C128_CONV, f[C128_CONV], 3, bias=arch.backbone_use_bias, batch_norm=True)
     features = conv(x, "channel_reduction_conv", f["channel_reduction_conv"], 3)
@@ -119,7 +128,7 @@ def build_model(arch: Architecture, regularization: Regularization | None = None
             return x
         gate = conv(x, attention_name(stage, branch), f[attention_name(stage, branch)], 3,
                     "tanh" if branch == "paf" else "sigmoid")
-        return layers.Multiply(name=f"{stage_prefix(stage)}{branch}_attended")([x, gate])
+        return layers.Multiply(name=f"{stage_prefix(stage)}{branch}_attended", dtype=hidden)([x, gate])
 
     def output(x, stage: int, branch: str):
         heat_name, paf_name = output_names(stage, arch.stages)
@@ -129,7 +138,7 @@ def build_model(arch: Architecture, regularization: Regularization | None = None
 
     heats, pafs = [], []
     for stage in range(1, arch.stages + 1):
-        x = features if stage == 1 else layers.Concatenate(name=f"{stage_prefix(stage)}input")(
+        x = features if stage == 1 else layers.Concatenate(name=f"{stage_prefix(stage)}input", dtype=hidden)(
             [features, heats[-1], pafs[-1]])
         if arch.class_name == LITE:
             # One trunk shared by both branches. The layer creation order is kept as it always was
