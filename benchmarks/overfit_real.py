@@ -151,13 +151,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=float, default=0.25, help="width_multiplier")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="Adam's base rate")
     parser.add_argument("--focal", action="store_true", help="TAO's focal L2 instead of the plain L2")
+    parser.add_argument("--compute_dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="the train spec's compute_dtype (bfloat16: mixed precision, docs/specs.md)")
     parser.add_argument("--geometry", choices=sorted(GEOMETRIES), default=None,
                         help="the training geometry instead of the case's (real_subset.GEOMETRIES)")
     parser.add_argument("--work", type=Path, default=None, help="keep everything here (default: a temporary folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
-            recipe = dict(width=args.width, learning_rate=args.learning_rate, focal=args.focal)
+            recipe = dict(width=args.width, learning_rate=args.learning_rate, focal=args.focal,
+                          compute_dtype=args.compute_dtype)
             try:
                 run_case(name, args.coco, args.work or Path(tmp), args.num_epoch, recipe, args.geometry)
             except FileNotFoundError as exc:  # 16 photos need coco-mini-train (or --coco)

@@ -15,7 +15,8 @@ scratch) with the changes docs/real_training.md measures the need for:
   344, ``keep_aspect_ratio_mode: adjust_network_input``; person-centric crops show each person at
   another scale and place), jittered by up to a stride, 10 degrees and 10% of scale: without any
   jitter (``exact``) the network memorises the pixel grid of the training warp, and inference's
-  resize, 0.8% wider, samples another (section 7); ``augmented``, the guide's person-centric crops
+  resize, 0.8% wider, samples another (section 7); ``guide``, the same whole picture with the
+  guide's sample augmentation magnitudes (flips, 40 degrees, 40 px); ``augmented``, the guide's person-centric crops
   with its rotation, translation and flips, plus zoom (0.5..1.25 of the crop scale, so the
   whole-image scale is among the seen ones);
 - no stage-wise LR multipliers (4x on the refinement stage and 2x on the backbone made Adam's
@@ -116,6 +117,10 @@ GEOMETRIES = {  # name -> (input height and width, augmentation_config): docs/re
     "whole": (WHOLE_DIMS, {"spatial_augmentation_mode": "center_aug", "spatial_aug_params": dict(
         NO_DRAWS, rotate_deg_max=10.0, rotate_deg_min=-10.0, zoom_prob=1.0, zoom_ratio_min=0.9, zoom_ratio_max=1.1,
         translate_max_x=8.0, translate_min_x=-8.0, translate_max_y=8.0, translate_min_y=-8.0)}),
+    # the whole picture with the guide's sample augmentation magnitudes: flips, +-40 degrees, +-40 px
+    "guide": (WHOLE_DIMS, {"spatial_augmentation_mode": "center_aug", "spatial_aug_params": dict(
+        NO_DRAWS, flip_lr_prob=0.5, rotate_deg_max=40.0, rotate_deg_min=-40.0,
+        translate_max_x=40.0, translate_min_x=-40.0, translate_max_y=40.0, translate_min_y=-40.0)}),
     # the guide's m1 spatial augmentation (person-centric crops), plus zoom toward the whole-image scale
     "augmented": ((256, 256), {"spatial_augmentation_mode": "person_centric", "spatial_aug_params": {
         "flip_lr_prob": 0.5, "rotate_deg_max": 40.0, "rotate_deg_min": -40.0,
@@ -128,13 +133,13 @@ GEOMETRIES = {  # name -> (input height and width, augmentation_config): docs/re
 def overfit_spec(dataset_spec: Path, records: Path, out: Path, *, geometry: str = "whole", num_epoch: int = 100,
                  batch_size: int = 4, width: float = 0.5, stages: int = 2, learning_rate: float = 1e-3,
                  stagewise: bool = False, l1: float = 0.0, soft_start: float = 0.05, focal: bool = False,
-                 validate_every: int = 0, seed: int = 42) -> Path:
+                 validate_every: int = 0, seed: int = 42, compute_dtype: str = "float32") -> Path:
     """The overfit recipe's train spec (see the module docstring); returns its path."""
     (height, width_px), augmentation = GEOMETRIES[geometry]
     spec = {
         "num_epoch": num_epoch, "checkpoint_n_epoch": num_epoch, "random_seed": seed, "log_every_n_secs": 60,
         "summary_every_n_steps": 0, "infrequent_summary_every_n_steps": 0,
-        "validation_every_n_epoch": validate_every,
+        "validation_every_n_epoch": validate_every, "compute_dtype": compute_dtype,
         "use_stagewise_lr_multipliers": stagewise,
         "dataloader": {
             "batch_size": batch_size, "shuffle_buffer_size": 100,
