@@ -8,10 +8,12 @@ as a user runs them (recipe: ``real_subset.overfit_spec``; inference at input he
   whole-image geometry, jittered by a stride, 10 degrees and 10% of scale (no jitter at all and
   the network memorises the training warp's pixel grid: docs/real_training.md, section 7), 1,500
   steps. Goal AP >= 0.8 within 20 CPU-minutes (perfect label maps: 0.90-0.92);
-- ``16``: 16 photos of coco-mini-train (those four first) at the same jittered whole-image
-  geometry, 700 epochs (2,100 steps). Goal AP >= 0.4 within 40 CPU-minutes. ``--geometry
-  augmented`` trains on the guide's person-centric crops instead (section 8: the people at far
-  larger scales than inference shows them).
+- ``16``: 16 photos of coco-mini-train (those four first) at the whole-image geometry with the
+  guide's augmentation magnitudes (flips, 40 degrees, 40 px: ``real_subset.GEOMETRIES["guide"]``),
+  in bfloat16 (``compute_dtype``), 1,400 epochs (4,200 steps). Goal AP >= 0.4 within 40
+  CPU-minutes. ``--geometry whole`` trains with the light jitter instead (700 epochs sufficed),
+  ``augmented`` on the guide's person-centric crops (section 8: the people at far larger scales
+  than inference shows them).
 
 Printed per case: AP / AP50 (also with the first stage's maps, with ``pad_image_input`` and on
 the training warp's own picture for the first case), the joint heatmap maxima per photo (labels
@@ -54,8 +56,8 @@ from real_subset import (  # noqa: E402
 )
 
 KEY = "overfit-real"
-CASES = {"4": dict(images=4, geometry="whole", num_epoch=1500, goal=(0.8, 20)),
-         "16": dict(images=16, geometry="whole", num_epoch=700, goal=(0.4, 40))}
+CASES = {"4": dict(images=4, geometry="whole", num_epoch=1500, compute_dtype="float32", goal=(0.8, 20)),
+         "16": dict(images=16, geometry="guide", num_epoch=1400, compute_dtype="bfloat16", goal=(0.4, 40))}
 
 
 def child_cpu_minutes() -> float:
@@ -95,8 +97,9 @@ def map_figures(predictor, dataset: Path) -> str:
 
 
 def run_case(name: str, coco: Path | None, work: Path, num_epoch: int | None, recipe: dict,
-             geometry: str | None = None) -> bool:
-    case = dict(CASES[name], geometry=geometry or CASES[name]["geometry"])
+             geometry: str | None = None, compute_dtype: str | None = None) -> bool:
+    case = dict(CASES[name], geometry=geometry or CASES[name]["geometry"],
+                compute_dtype=compute_dtype or CASES[name]["compute_dtype"])
     source = coco_root(coco, case["images"])
     out = work / f"case{name}"
     if out.exists():  # a run there would resume its training, or stop half-way at its records
@@ -108,7 +111,7 @@ def run_case(name: str, coco: Path | None, work: Path, num_epoch: int | None, re
     convert(dataset, out / "records")
     epochs = num_epoch or case["num_epoch"]
     spec = overfit_spec(dataset, out / "records", out, geometry=case["geometry"], num_epoch=epochs,
-                        validate_every=max(1, epochs // 4), **recipe)
+                        validate_every=max(1, epochs // 4), compute_dtype=case["compute_dtype"], **recipe)
     infer = infer_spec(spec, out)
     cpu0 = child_cpu_minutes()
     bpnet("train", "-e", str(spec), "-r", str(out / "train"), "-k", KEY)
@@ -118,7 +121,7 @@ def run_case(name: str, coco: Path | None, work: Path, num_epoch: int | None, re
     metrics = evaluate(infer, dataset, model, out / "eval")
     goal_ap, goal_minutes = case["goal"]
     curve = json.loads((out / "train" / "learning_curve.json").read_text())
-    print(f"\n== {name} images ({case['geometry']}, {summary['steps']} steps, {recipe}): "
+    print(f"\n== {name} images ({case['geometry']}, {case['compute_dtype']}, {summary['steps']} steps, {recipe}): "
           f"loss {summary['first_loss']:.1f} -> {summary['last_loss']:.2f}")
     print("learning curve AP: " + ", ".join(f"step {p['step']}: {p['ap']:.3f}" for p in curve if p["ap"] is not None))
     print(f"AP {metrics['AP']:.3f}  AP50 {metrics['AP50']:.3f}  AR {metrics['AR']:.3f}  "
@@ -151,18 +154,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=float, default=0.25, help="width_multiplier")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="Adam's base rate")
     parser.add_argument("--focal", action="store_true", help="TAO's focal L2 instead of the plain L2")
-    parser.add_argument("--compute_dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="the train spec's compute_dtype (bfloat16: mixed precision, docs/specs.md)")
+    parser.add_argument("--compute_dtype", choices=["float32", "bfloat16"], default=None,
+                        help="the train spec's compute_dtype instead of the case's (bfloat16: mixed precision)")
     parser.add_argument("--geometry", choices=sorted(GEOMETRIES), default=None,
                         help="the training geometry instead of the case's (real_subset.GEOMETRIES)")
     parser.add_argument("--work", type=Path, default=None, help="keep everything here (default: a temporary folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
-            recipe = dict(width=args.width, learning_rate=args.learning_rate, focal=args.focal,
-                          compute_dtype=args.compute_dtype)
+            recipe = dict(width=args.width, learning_rate=args.learning_rate, focal=args.focal)
             try:
-                run_case(name, args.coco, args.work or Path(tmp), args.num_epoch, recipe, args.geometry)
+                run_case(name, args.coco, args.work or Path(tmp), args.num_epoch, recipe, args.geometry,
+                         args.compute_dtype)
             except FileNotFoundError as exc:  # 16 photos need coco-mini-train (or --coco)
                 print(f"\n== {name} images: skipped ({exc})")
 
