@@ -68,9 +68,6 @@ def _initializer(activation: str | None, seed: int | None) -> keras.initializers
     return keras.initializers.RandomNormal(stddev=0.01, seed=seed)
 
 
-COMPUTE_POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16"}  # compute dtype -> hidden layers' policy
-
-
 def build_model(arch: Architecture, regularization: Regularization | None = None,
                 input_shape: tuple[int | None, int | None] = (None, None), seed: int | None = None,
                 compute_dtype: str = "float32") -> keras.Model:
@@ -84,7 +81,7 @@ def build_model(arch: Architecture, regularization: Regularization | None = None
     way: a float32 build takes them unchanged.
     """
     reg = regularization or Regularization()
-    hidden = COMPUTE_POLICIES[compute_dtype]
+    hidden = None if compute_dtype == "float32" else f"mixed_{compute_dtype}"  # the hidden layers' Keras policy
     init_seed = iter(range(seed, seed + 10_000)) if seed is not None else None
 
     def conv(x, name: str, filters: int, kernel: int, activation: str | None = "relu", bias: bool | None = None,

@@ -398,9 +398,9 @@ class TrainSpec(SpecModel):
     load_graph: bool = False
     compute_dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="extension: the dtype training computes the hidden layers in. bfloat16 (Keras mixed "
-                               "precision: float32 weights, float32 output layers and loss) needs about 1.45x less "
-                               "CPU per step where the CPU has AVX512_BF16 or AMX (and suits Ampere and later "
-                               "GPUs); elsewhere it is slower. The saved model is float32 either way")
+                               "precision: float32 weights, float32 output layers and loss) needs 1.4-1.7x less CPU "
+                               "per step where the CPU has AVX512_BF16 or AMX (and suits Ampere and later GPUs); "
+                               "elsewhere it is slower. The saved model is float32 either way")
     finetuning_config: FinetuningConfig = Field(default_factory=FinetuningConfig)
     use_stagewise_lr_multipliers: bool = False
     dataloader: DataloaderConfig
