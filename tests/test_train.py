@@ -167,6 +167,22 @@ def test_bfloat16_training_computes_in_bfloat16_and_saves_the_float32_twin(conve
     assert all(np.array_equal(a, b) for a, b in zip(trained.get_weights(), saved.get_weights(), strict=True))
 
 
+def test_a_loaded_graph_retrains_in_bfloat16_from_its_own_weights(tiny_model, converted, synth_dir, tmp_path):
+    """``load_graph`` (retraining a pruned model) with ``compute_dtype: bfloat16``: the loaded
+    graph computes in bfloat16 and starts from exactly the file's weights."""
+    from bpnet.train import initial_model
+
+    model_file, _ = tiny_model
+    spec = load_spec(write_train_spec(tmp_path / "r.yaml", synth_dir, converted, load_graph=True,
+                                      pretrained_weights=str(model_file), compute_dtype="bfloat16"), TrainSpec)
+    model = initial_model(spec, "tiny")
+    source = load_model(model_file, key="tiny")
+    assert {layer.dtype_policy.compute_dtype for layer in model.layers if layer.name.startswith("block1_conv")} \
+        == {"bfloat16"}
+    assert architecture_of(model) == architecture_of(source)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), source.get_weights(), strict=True))
+
+
 @pytest.mark.slow  # prunes, retrains and resumes: make test-all
 def test_retraining_a_pruned_model_resumes_like_training(tiny_model, converted, synth_dir, tmp_path):
     from bpnet.prune import PruneSettings, prune_model
